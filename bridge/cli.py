@@ -1,0 +1,229 @@
+"""``simbridge``: the daemon and its tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import config as config_module
+from .config import Config, ConfigError
+
+DEFAULT_CONFIG = "/etc/simbridge/config.toml"
+DEMO_DIR = "simbridge-demo"
+
+
+def _config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config", "-c", metavar="FILE", required=required,
+                   default=None if required else os.environ.get("SIMBRIDGE_CONFIG", DEFAULT_CONFIG),
+                   help=f"configuration file (default: $SIMBRIDGE_CONFIG or {DEFAULT_CONFIG})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simbridge", description="Self-hosted phone gateway "
+                                     "(inSIM-compatible SMS and call API over Android phones and GSM modems)")
+    parser.add_argument("--log-level", default=os.environ.get("SIMBRIDGE_LOG_LEVEL", "INFO"),
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    _config_arg(run)
+    run.add_argument("--demo", action="store_true",
+                     help=f"no config needed: API on 127.0.0.1:8080, data in ./{DEMO_DIR}, one virtual phone")
+    run.add_argument("--data-dir", metavar="DIR", help=f"with --demo: where data goes (default ./{DEMO_DIR})")
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    _config_arg(check)
+
+    sim = sub.add_parser("simulate", help="make a virtual device receive something (daemon must run)")
+    sim_sub = sim.add_subparsers(dest="what", required=True, metavar="WHAT")
+    sms = sim_sub.add_parser("incoming-sms", help="an SMS arrives on a virtual phone")
+    _config_arg(sms)
+    sms.add_argument("--from", dest="sender", required=True, metavar="NUMBER")
+    sms.add_argument("--device", help="virtual device id (default: the account's first)")
+    sms.add_argument("--account", help="account login (default: the first with a virtual device)")
+    sms.add_argument("text")
+    call = sim_sub.add_parser("call", help="a call reaches a virtual phone")
+    _config_arg(call)
+    call.add_argument("--from", dest="sender", required=True, metavar="NUMBER")
+    call.add_argument("--device")
+    call.add_argument("--account")
+    group = call.add_mutually_exclusive_group()
+    group.add_argument("--missed", action="store_true", help="the call rang and nobody answered")
+    group.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="answered, lasted this long")
+
+    send = sub.add_parser("send", help="queue one SMS through the running daemon's API")
+    _config_arg(send)
+    send.add_argument("--account")
+    send.add_argument("--priority", type=int, choices=(0, 1, 2), default=1)
+    send.add_argument("number")
+    send.add_argument("text")
+
+    devices = sub.add_parser("devices", help="devices and their health (daemon must run)")
+    _config_arg(devices)
+    devices.add_argument("--json", action="store_true", help="print a JSON array")
+
+    sub.add_parser("pdu", help="encode or decode SMS PDUs (see: simbridge pdu --help)", add_help=False)
+    sub.add_parser("modem-sim", help="a virtual GSM modem on a pseudo-terminal", add_help=False)
+    return parser
+
+
+def _load(path: str) -> Config:
+    return config_module.load(path)
+
+
+def _demo_config(data_dir: str | None) -> Config:
+    return config_module.demo(Path(data_dir or DEMO_DIR).resolve())
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def demo_curl(config: Config) -> str:
+    account = config.accounts[0]
+    body = json.dumps({"header": {"login": account.login, "accessKey": account.access_key},
+                       "messages": [{"phone_number": "+33612345678",
+                                     "message": "Hello from simbridge!"}]})
+    return (f"curl -s -X POST http://{config.api.listen[0]}:{config.api.listen[1]}/api/v1/sendsms "
+            f"-H 'Content-Type: application/json' -d '{body}'")
+
+
+async def _run_daemon(config: Config, *, demo: bool) -> int:
+    from .daemon import Daemon, install_signal_handlers
+
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    daemon = Daemon(config)
+    task = asyncio.create_task(daemon.run(stop))
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if daemon.ready.is_set() and demo:
+        account = config.accounts[0]
+        print("\nsimbridge is running in demo mode (data in %s). Send a first SMS:\n\n  %s\n\n"
+              "then follow it:\n\n  curl -s -H 'Authorization: Bearer %s' "
+              "http://%s:%d/api/v1/sms/<id_sms_api>\n\nwhat the virtual phone transmitted: %s\n"
+              % (config.data_dir, demo_curl(config), account.access_key, *config.api.listen,
+                 config.data_dir / "virtual-virtual-1-radio.jsonl"), flush=True)
+    ready.cancel()
+    await task
+    return 0
+
+
+def _api_call(config: Config, method: str, path: str, account_login: str | None,
+              body: Any = None) -> Any:
+    accounts = [a for a in config.accounts if account_login in (None, a.login)]
+    if not accounts:
+        raise SystemExit(f"simbridge: no account {account_login!r} in {config.source}")
+    account = accounts[0]
+    host, port = config.api.listen
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method,
+                                 headers={"Authorization": f"Bearer {account.access_key}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise SystemExit(f"simbridge: the daemon answered {exc.code}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"simbridge: cannot reach the daemon at http://{host}:{port} ({exc.reason}); "
+                         "is it running?") from None
+
+
+def _simulate(config: Config, args: argparse.Namespace) -> int:
+    login = args.account
+    if login is None:
+        for device in config.devices:
+            if device.kind == "virtual" and (args.device in (None, device.id)):
+                login = device.account
+                break
+        else:
+            raise SystemExit(f"simbridge: no virtual device in {config.source}")
+    body: dict[str, Any] = {"from": args.sender}
+    if args.device:
+        body["device"] = args.device
+    if args.what == "incoming-sms":
+        body["text"] = args.text
+    else:
+        body["missed"] = args.missed
+        body["duration"] = args.duration
+    result = _api_call(config, "POST", f"/api/v1/simulate/{args.what}", login, body)
+    print(json.dumps(result["data"]))
+    return 0
+
+
+def _send(config: Config, args: argparse.Namespace) -> int:
+    login = args.account or (config.accounts[0].login if config.accounts else None)
+    account = config.account(login) if login else None
+    if account is None:
+        raise SystemExit(f"simbridge: no account to send from in {config.source}")
+    body = {"header": {"login": account.login, "accessKey": account.access_key},
+            "messages": [{"phone_number": args.number, "message": args.text, "priorite": args.priority}]}
+    result = _api_call(config, "POST", "/api/v1/sendsms", account.login, body)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0 if all(r.get("sent") for r in result) else 1
+
+
+def _devices(config: Config, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for account in config.accounts:
+        rows.extend(_api_call(config, "GET", "/api/v1/devices", account.login)["data"])
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("id", "kind", "account", "state", "signal", "battery", "last_seen", "reason")
+    table = [[str(r.get(c) if r.get(c) is not None else "-") for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(cols)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Sub-tools with their own parsers.
+    if argv and argv[0] == "pdu":
+        from device_agents.modem import pdu_cli
+        return pdu_cli.main(argv[1:])
+    if argv and argv[0] == "modem-sim":
+        from device_agents.modem import sim_cli
+        return sim_cli.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        if args.command == "run":
+            config = _demo_config(args.data_dir) if args.demo else _load(args.config)
+            return asyncio.run(_run_daemon(config, demo=args.demo))
+        config = _load(args.config)
+        if args.command == "check-config":
+            print(f"{config.source}: OK ({len(config.accounts)} account(s), {len(config.devices)} device(s))")
+            return 0
+        if args.command == "simulate":
+            return _simulate(config, args)
+        if args.command == "send":
+            return _send(config, args)
+        if args.command == "devices":
+            return _devices(config, args)
+    except ConfigError as exc:
+        print(f"simbridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The daemon's configuration: TOML in, frozen dataclasses out.
+
+Every key is checked at start-up. A bad file is refused with a
+:class:`ConfigError` that names the key and says what is wrong, e.g.
+``devices[1].account: no account "x@example.com" (accounts are: demo@example.com)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEVICE_KINDS = ("virtual", "modem", "android")
+WEBHOOK_FORMATS = ("insim", "json")
+
+
+class ConfigError(ValueError):
+    """The configuration is not usable; the message names the key."""
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from None
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _fraction(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}")
+        return value
+    return check
+
+
+def _nonempty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _local_zone() -> str:
+    tz = os.environ.get("TZ")
+    if tz:
+        try:
+            ZoneInfo(tz)
+            return tz
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        link = os.readlink("/etc/localtime")
+        name = link.split("zoneinfo/", 1)[1]
+        ZoneInfo(name)
+        return name
+    except (OSError, IndexError, ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    public_url: str = "http://127.0.0.1:8080"
+    timezone: str = "UTC"  # zone of date_to_send ("YYYY-MM-DD HH:mm:ss" carries none)
+    max_messages: int = 1000  # messages in one sendsms request
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentsConfig:
+    listen: tuple[str, int] = ("127.0.0.1", 8765)
+    window: int = 8  # jobs in flight per device at most
+    lease_s: float = 60.0  # a pushed job not begun within this is rejected by the agent
+    requeue_grace_s: float = 300.0  # an offline device's jobs go back to the queue after this
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    path: Path = Path("/var/lib/simbridge/simbridge.db")
+    synchronous: str = "full"  # "full": every commit survives a power cut; "normal": a process crash
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatcherConfig:
+    ttl_s: float = 86400.0  # a job not dispatched this long after it was due expires
+    max_attempts: int = 5  # dispatches of one job before it fails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountConfig:
+    login: str
+    access_key: str
+    webhook_url: str | None = None
+    webhook_format: str = "insim"
+    webhook_secret: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceConfig:
+    id: str
+    kind: str
+    account: str
+    max_per_minute: float = 30.0  # 0 = no limit
+    token: str | None = None  # fixed token for an agent run elsewhere; else one is derived
+    options: dict[str, Any] = field(default_factory=dict)  # the kind's own keys
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    api: ApiConfig = ApiConfig()
+    agents: AgentsConfig = AgentsConfig()
+    store: StoreConfig = StoreConfig()
+    dispatcher: DispatcherConfig = DispatcherConfig()
+    accounts: tuple[AccountConfig, ...] = ()
+    devices: tuple[DeviceConfig, ...] = ()
+    source: str = "<defaults>"
+
+    def account(self, login: str) -> AccountConfig | None:
+        for a in self.accounts:
+            if a.login == login:
+                return a
+        return None
+
+    def device(self, device_id: str) -> DeviceConfig | None:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        return None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.store.path.parent
+
+
+# key -> (accepted TOML types, converter/validator, dataclass field name)
+Spec = dict[str, tuple[tuple[type, ...], Callable[[Any], Any] | None]]
+
+API_SPEC: Spec = {
+    "listen": ((str,), _hostport),
+    "public_url": ((str,), _url),
+    "timezone": ((str,), _zone),
+    "max_messages": ((int,), _positive),
+    "max_body_bytes": ((int,), _positive),
+}
+AGENTS_SPEC: Spec = {
+    "listen": ((str,), _hostport),
+    "window": ((int,), _positive),
+    "lease_s": ((int, float), _positive),
+    "requeue_grace_s": ((int, float), _positive),
+}
+STORE_SPEC: Spec = {
+    "path": ((str,), Path),
+    "synchronous": ((str,), _one_of("full", "normal")),
+}
+DISPATCHER_SPEC: Spec = {
+    "ttl": ((int, float), _positive),
+    "max_attempts": ((int,), _positive),
+}
+ACCOUNT_SPEC: Spec = {
+    "login": ((str,), _nonempty),
+    "access_key": ((str,), _nonempty),
+    "webhook_url": ((str,), _url),
+    "webhook_format": ((str,), _one_of(*WEBHOOK_FORMATS)),
+    "webhook_secret": ((str,), _nonempty),
+    "enabled": ((bool,), None),
+}
+DEVICE_SPEC: Spec = {
+    "id": ((str,), _nonempty),
+    "kind": ((str,), _one_of(*DEVICE_KINDS)),
+    "account": ((str,), _nonempty),
+    "max_per_minute": ((int, float), _non_negative),
+    "token": ((str,), _nonempty),
+}
+DEVICE_KIND_SPEC: dict[str, Spec] = {
+    "virtual": {
+        "latency": ((int, float), _non_negative),
+        "jitter": ((int, float), _non_negative),
+        "delivery_delay": ((int, float), _non_negative),
+        "failure_rate": ((int, float), _fraction),
+        "fail_prefixes": ((list,), None),
+        "delivery_reports": ((bool,), None),
+    },
+    "modem": {
+        "port": ((str,), _nonempty),
+        "pin": ((str,), _nonempty),
+        "baudrate": ((int,), _positive),
+        "smsc": ((str,), _nonempty),
+        "hangup_after": ((int, float), _positive),
+        "command_timeout": ((int, float), _positive),
+        "multipart_timeout": ((int, float), _positive),
+        "delivery_reports": ((bool,), None),
+        "standalone": ((bool,), None),
+    },
+    "android": {
+        "serial": ((str,), _nonempty),
+        "sim_slot": ((int,), _non_negative),
+    },
+}
+DEVICE_KIND_REQUIRED = {"modem": ("port",), "android": ("serial",), "virtual": ()}
+RENAMES = {"ttl": "ttl_s"}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def _check(where: str, table: Any, spec: Spec, *, required: tuple[str, ...] = (),
+           extra: Spec | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate one table: returns (known values, kind-specific values)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    values: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key in spec:
+            types, conv = spec[key]
+            target = values
+        elif extra is not None and key in extra:
+            types, conv = extra[key]
+            target = options
+        else:
+            allowed = sorted(spec) + sorted(extra or {})
+            raise ConfigError(f"{where}.{key}: unknown key (known keys: {', '.join(allowed)})")
+        if isinstance(raw, bool) and bool not in types:
+            raise ConfigError(f"{where}.{key}: must be {_type_name(types)}, not true/false")
+        if not isinstance(raw, types):
+            raise ConfigError(f"{where}.{key}: must be {_type_name(types)}, not {type(raw).__name__}")
+        try:
+            value = conv(raw) if conv is not None else raw
+        except ValueError as exc:
+            raise ConfigError(f"{where}.{key}: {exc}") from None
+        target[RENAMES.get(key, key)] = value
+    for key in required:
+        if key not in values and key not in options:
+            raise ConfigError(f"{where}.{key}: required")
+    return values, options
+
+
+def parse(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    """Turn a parsed TOML document into a :class:`Config`, or raise ConfigError."""
+    sections = {"api", "agents", "store", "dispatcher", "accounts", "devices"}
+    for key in data:
+        if key not in sections:
+            raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(sections))})")
+    api, _ = _check("api", data.get("api", {}), API_SPEC)
+    if "listen" in api and "public_url" not in api:
+        host, port = api["listen"]
+        api["public_url"] = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
+    api.setdefault("timezone", _local_zone())
+    agents, _ = _check("agents", data.get("agents", {}), AGENTS_SPEC)
+    store, _ = _check("store", data.get("store", {}), STORE_SPEC)
+    dispatcher, _ = _check("dispatcher", data.get("dispatcher", {}), DISPATCHER_SPEC)
+    agents_cfg = AgentsConfig(**agents)
+    if agents_cfg.requeue_grace_s <= agents_cfg.lease_s:
+        raise ConfigError(f"agents.requeue_grace_s: must be longer than agents.lease_s "
+                          f"({agents_cfg.lease_s:g} s), or a job could be sent twice")
+
+    raw_accounts = data.get("accounts", [])
+    if not isinstance(raw_accounts, list):
+        raise ConfigError("accounts: must be an array of tables ([[accounts]])")
+    accounts = []
+    for i, table in enumerate(raw_accounts):
+        values, _ = _check(f"accounts[{i}]", table, ACCOUNT_SPEC, required=("login", "access_key"))
+        if any(a.login == values["login"] for a in accounts):
+            raise ConfigError(f"accounts[{i}].login: duplicate login {values['login']!r}")
+        if values.get("webhook_format") == "json" and "webhook_secret" not in values:
+            raise ConfigError(f"accounts[{i}].webhook_secret: required when webhook_format = \"json\"")
+        accounts.append(AccountConfig(**values))
+
+    raw_devices = data.get("devices", [])
+    if not isinstance(raw_devices, list):
+        raise ConfigError("devices: must be an array of tables ([[devices]])")
+    devices = []
+    logins = [a.login for a in accounts]
+    for i, table in enumerate(raw_devices):
+        where = f"devices[{i}]"
+        kind = table.get("kind") if isinstance(table, dict) else None
+        extra = DEVICE_KIND_SPEC.get(kind) if isinstance(kind, str) else None
+        values, options = _check(where, table, DEVICE_SPEC, required=("id", "kind", "account"),
+                                 extra=extra or {})
+        for key in DEVICE_KIND_REQUIRED[values["kind"]]:
+            if key not in options:
+                raise ConfigError(f"{where}.{key}: required for a device of kind {values['kind']!r}")
+        if any(d.id == values["id"] for d in devices):
+            raise ConfigError(f"{where}.id: duplicate device id {values['id']!r}")
+        if values["account"] not in logins:
+            known = ", ".join(logins) or "none configured"
+            raise ConfigError(f"{where}.account: no account {values['account']!r} (accounts are: {known})")
+        if "fail_prefixes" in options:
+            prefixes = options["fail_prefixes"]
+            if not all(isinstance(p, str) for p in prefixes):
+                raise ConfigError(f"{where}.fail_prefixes: must be a list of strings")
+            options["fail_prefixes"] = tuple(prefixes)
+        devices.append(DeviceConfig(**values, options=options))
+
+    return Config(api=ApiConfig(**api), agents=agents_cfg, store=StoreConfig(**store),
+                  dispatcher=DispatcherConfig(**dispatcher), accounts=tuple(accounts),
+                  devices=tuple(devices), source=source)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: not readable (permission denied)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = parse(data, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    # A relative store path is relative to the config file, not to the working directory.
+    if not config.store.path.is_absolute():
+        store = dataclasses.replace(config.store, path=(path.parent / config.store.path).resolve())
+        config = dataclasses.replace(config, store=store)
+    return config
+
+
+def demo(data_dir: Path) -> Config:
+    """The configuration of ``simbridge run --demo``."""
+    return parse({
+        "api": {"listen": "127.0.0.1:8080", "public_url": "http://127.0.0.1:8080"},
+        "store": {"path": str(data_dir / "simbridge.db")},
+        "accounts": [{"login": "demo@example.com", "access_key": "demo-access-key"}],
+        "devices": [{"id": "virtual-1", "kind": "virtual", "account": "demo@example.com",
+                     "latency": 0.3, "delivery_delay": 1.0}],
+    }, source="--demo")

@@ -1,0 +1,260 @@
+"""Device sessions and the dispatcher.
+
+One :class:`DeviceSession` per connected agent (one websocket). The
+:class:`Dispatcher` pulls due jobs by priority from the store onto the online
+devices of each job's account, within each device's credit window and send
+rate; expires jobs past their ttl; and gives the jobs of a device that stayed
+away longer than the grace time back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from device_agents import protocol
+
+from .config import Config, DeviceConfig
+from .store import Job, Store
+
+log = logging.getLogger(__name__)
+
+CLAIM_CHUNK = 64  # jobs claimed for one device in one go
+
+
+class RateLimiter:
+    """At most ``per_minute`` sends in any 60 s (Android's own rule); 0 = no limit."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self._sent: collections.deque[float] = collections.deque()
+
+    def _trim(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - 60.0:
+            self._sent.popleft()
+
+    def available(self, now: float) -> int:
+        if self.per_minute <= 0:
+            return 1 << 30
+        self._trim(now)
+        return max(0, int(self.per_minute) - len(self._sent))
+
+    def record(self, now: float, count: int) -> None:
+        if self.per_minute > 0:
+            self._sent.extend([now] * count)
+
+    def next_free(self, now: float) -> float | None:
+        """When a send becomes possible again, if it is not now."""
+        if self.available(now) > 0:
+            return None
+        return self._sent[0] + 60.0
+
+
+@dataclass(eq=False)
+class DeviceSession:
+    device: DeviceConfig
+    ws: Any
+    hello: protocol.Hello
+    window: int
+    inflight: int = 0
+    status: protocol.Status | None = None
+    connected_at: float = field(default_factory=time.time)
+    closed: bool = False
+
+    @property
+    def device_id(self) -> str:
+        return self.device.id
+
+    @property
+    def account(self) -> str:
+        return self.device.account
+
+    async def push(self, jobs: list[Job]) -> None:
+        for i in range(0, len(jobs), protocol.MAX_BATCH // 4):
+            chunk = jobs[i:i + protocol.MAX_BATCH // 4]
+            await self.ws.send(protocol.encode(protocol.Jobs(jobs=tuple(j.to_protocol() for j in chunk))))
+
+
+@dataclass
+class DeviceHealth:
+    """What the bridge knows of a device, online or not."""
+    online: bool = False
+    last_seen: float | None = None
+    offline_since: float = field(default_factory=time.time)
+    status: protocol.Status | None = None
+    capabilities: protocol.Capabilities | None = None
+    agent: str = ""
+    reason: str = "never connected"
+
+
+class Dispatcher:
+    def __init__(self, *, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.sessions: dict[str, DeviceSession] = {}
+        self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in config.devices}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._wake = asyncio.Event()
+        self._rotation = 0
+        self._claim_lock = asyncio.Lock()
+        self.on_online: list[Callable[[str, bool], None]] = []
+        self.sent_counter: Callable[[str, str], None] | None = None
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+        for d in config.devices:
+            self.health.setdefault(d.id, DeviceHealth())
+            limiter = self._limiters.get(d.id)
+            if limiter is not None:
+                limiter.per_minute = d.max_per_minute
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def limiter(self, device: DeviceConfig) -> RateLimiter:
+        limiter = self._limiters.get(device.id)
+        if limiter is None:
+            limiter = self._limiters[device.id] = RateLimiter(device.max_per_minute)
+        return limiter
+
+    # -- sessions come and go ------------------------------------------------
+
+    async def attach(self, session: DeviceSession) -> None:
+        """A device has said hello: resume what it had, then give it work."""
+        old = self.sessions.get(session.device_id)
+        if old is not None:
+            old.closed = True
+            with contextlib.suppress(Exception):
+                await old.ws.close(protocol.CLOSE_REPLACED, "replaced by a newer session")
+        self.sessions[session.device_id] = session
+        health = self.health.setdefault(session.device_id, DeviceHealth())
+        health.online = True
+        health.last_seen = time.time()
+        health.capabilities = session.hello.capabilities
+        health.agent = session.hello.agent
+        health.reason = "connected"
+        # Jobs the store holds as dispatched to this device that its ledger does
+        # not know never reached it: push them again. The others it has: their
+        # outcome comes as events (the agent kept them in its outbox).
+        inflight = await self.store.in_flight(session.device_id)
+        repush = await self.store.reconcile(session.device_id, session.hello.ledger)
+        session.inflight = len(inflight)
+        if repush:
+            log.info("device %s: pushing %d job(s) again after reconnect", session.device_id, len(repush))
+            await session.push(repush)
+        for callback in self.on_online:
+            callback(session.device_id, True)
+        self.wake()
+
+    def detach(self, session: DeviceSession, reason: str) -> None:
+        session.closed = True
+        if self.sessions.get(session.device_id) is session:
+            del self.sessions[session.device_id]
+            health = self.health.setdefault(session.device_id, DeviceHealth())
+            health.online = False
+            health.offline_since = time.time()
+            health.last_seen = time.time()
+            health.reason = reason
+            for callback in self.on_online:
+                callback(session.device_id, False)
+
+    def finished(self, session: DeviceSession, count: int) -> None:
+        if count:
+            session.inflight = max(0, session.inflight - count)
+            self.wake()
+
+    def online(self, account: str | None = None) -> list[DeviceSession]:
+        return [s for s in self.sessions.values() if account is None or s.account == account]
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._dispatch_loop())
+            tg.create_task(self._maintenance_loop())
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                timeout = await self.dispatch_round()
+            except Exception:
+                log.exception("dispatch round failed; retrying")
+                timeout = 1.0
+            if timeout == 0:
+                await asyncio.sleep(0)  # let frames in between rounds
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def dispatch_round(self) -> float:
+        """Give jobs to every device that can take some. Returns how long to
+        wait before the next round (0: go again at once)."""
+        async with self._claim_lock:
+            sessions = list(self.sessions.values())
+            if not sessions:
+                return 1.0
+            self._rotation = (self._rotation + 1) % len(sessions)
+            sessions = sessions[self._rotation:] + sessions[:self._rotation]
+            now = time.time()
+            wait = 1.0
+            again = False
+            for session in sessions:
+                if session.closed:
+                    continue
+                limiter = self.limiter(session.device)
+                room = min(session.window - session.inflight, limiter.available(now), CLAIM_CHUNK)
+                if room <= 0:
+                    free_at = limiter.next_free(now)
+                    if free_at is not None:
+                        wait = min(wait, max(0.01, free_at - now))
+                    continue
+                kinds = ("sms", "call") if session.hello.capabilities.calls else ("sms",)
+                jobs = await self.store.claim(session.account, session.device_id, room, kinds=kinds)
+                if not jobs:
+                    continue
+                session.inflight += len(jobs)
+                limiter.record(now, len(jobs))
+                try:
+                    await session.push(jobs)
+                except Exception as exc:  # noqa: BLE001 - the session is going; jobs stay dispatched
+                    log.info("device %s: push failed (%s); its jobs wait for it to come back",
+                             session.device_id, exc)
+                    continue
+                if len(jobs) == room:
+                    again = True
+            return 0 if again else wait
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            try:
+                await self.maintain()
+            except Exception:
+                log.exception("maintenance failed; retrying")
+            await asyncio.sleep(2.0)
+
+    async def maintain(self) -> None:
+        expired = await self.store.expire()
+        if expired:
+            log.info("%d job(s) expired", expired)
+        grace = self.config.agents.requeue_grace_s
+        now = time.time()
+        for device in self.config.devices:
+            if device.id in self.sessions:
+                continue
+            health = self.health.setdefault(device.id, DeviceHealth())
+            if now - health.offline_since < grace:
+                continue
+            count = await self.store.requeue_device(
+                device.id, now - grace, reason=f"device offline for more than {grace:g} s",
+                max_attempts=self.config.dispatcher.max_attempts)
+            if count:
+                log.warning("device %s offline for more than %g s: %d job(s) back in the queue",
+                            device.id, grace, count)
+                self.wake()

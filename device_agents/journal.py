@@ -1,0 +1,180 @@
+"""The agent's own durable memory: its job ledger and its event outbox.
+
+One append-only JSON-lines file per agent. Every change is a line, written
+and flushed before the agent acts on it, so that a killed agent (or phone)
+comes back knowing every job it has seen and every event the bridge has not
+acked yet. On open the file is replayed and rewritten compactly.
+
+Pure standard library: the Android helper uses it under Termux's Python.
+
+Records::
+
+    {"t": "job", "id": JOB_ID, "state": STATE, "at": T, "job": {...}?}
+    {"t": "event", "e": {...event...}}
+    {"t": "ack", "ids": [EVENT_ID, ...]}
+    {"t": "seq", "n": N}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from typing import Any, Iterable
+
+from . import protocol
+
+# Ledger entries are kept this long after their last change, so that a job
+# the bridge pushes again after a long outage is still recognised.
+LEDGER_RETENTION_S = 7 * 86400
+LEDGER_MAX = 50_000
+COMPACT_EVERY = 20_000  # records appended before the file is rewritten
+
+
+class Journal:
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.fsync = fsync
+        # job id -> {"state":…, "at":…, "job": {...} (while not final)}
+        self.jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.outbox: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.seq = 0
+        self._appended = 0
+        self._file = None
+        self._load()
+        self._compact()
+
+    # -- replay --------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            f = open(self.path, encoding="utf-8")
+        except FileNotFoundError:
+            return
+        with f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line after a crash
+                self._apply(rec)
+
+    def _apply(self, rec: dict[str, Any]) -> None:
+        t = rec.get("t")
+        if t == "job":
+            entry = self.jobs.pop(rec["id"], {})
+            entry["state"] = rec["state"]
+            entry["at"] = rec.get("at", 0.0)
+            if "job" in rec:
+                entry["job"] = rec["job"]
+            if "detail" in rec:
+                entry["detail"] = rec["detail"]
+            self.jobs[rec["id"]] = entry
+        elif t == "event":
+            self.outbox[rec["e"]["event_id"]] = rec["e"]
+        elif t == "ack":
+            for i in rec["ids"]:
+                self.outbox.pop(i, None)
+        elif t == "seq":
+            self.seq = max(self.seq, rec["n"])
+
+    def _compact(self) -> None:
+        cutoff = time.time() - LEDGER_RETENTION_S
+        while self.jobs and len(self.jobs) > LEDGER_MAX:
+            self.jobs.popitem(last=False)
+        for job_id in [j for j, e in self.jobs.items() if e["at"] < cutoff]:
+            del self.jobs[job_id]
+        tmp = self.path + ".tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"t": "seq", "n": self.seq}) + "\n")
+            for job_id, e in self.jobs.items():
+                rec = {"t": "job", "id": job_id, "state": e["state"], "at": e["at"]}
+                for key in ("job", "detail"):
+                    if key in e:
+                        rec[key] = e[key]
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            for ev in self.outbox.values():
+                f.write(json.dumps({"t": "event", "e": ev}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        if self._file is not None:
+            self._file.close()
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._appended = 0
+
+    # -- writing ---------------------------------------------------------
+
+    def _write(self, records: Iterable[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if not data:
+            return
+        self._file.write(data)
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self._appended += data.count("\n")
+        if self._appended >= COMPACT_EVERY:
+            self._compact()
+
+    def record_jobs(self, updates: Iterable[tuple[str, str, dict[str, Any] | None]], *,
+                    detail: dict[str, Any] | None = None) -> None:
+        """Set the ledger state of jobs: (job_id, state, job-json or None)."""
+        now = time.time()
+        records = []
+        for job_id, state, job in updates:
+            rec: dict[str, Any] = {"t": "job", "id": job_id, "state": state, "at": now}
+            if job is not None:
+                rec["job"] = job
+            if detail is not None:
+                rec["detail"] = detail
+            self._apply(rec)
+            records.append(rec)
+        self._write(records)
+
+    def set_job(self, job_id: str, state: str, *, job: dict[str, Any] | None = None,
+                detail: dict[str, Any] | None = None) -> None:
+        self.record_jobs([(job_id, state, job)], detail=detail)
+
+    def next_event_id(self) -> str:
+        self.seq += 1
+        return f"{self.seq}"
+
+    def add_events(self, events: Iterable[protocol.Event]) -> list[protocol.Event]:
+        """Put events in the outbox (durably) before anything is sent."""
+        events = list(events)
+        records = []
+        for ev in events:
+            body = protocol.event_to_json(ev)
+            records.append({"t": "event", "e": body})
+            self.outbox[ev.event_id] = body
+        records.append({"t": "seq", "n": self.seq})
+        self._write(records)
+        return events
+
+    def ack(self, event_ids: Iterable[str]) -> None:
+        ids = [i for i in event_ids if i in self.outbox]
+        if not ids:
+            return
+        for i in ids:
+            del self.outbox[i]
+        self._write([{"t": "ack", "ids": ids}])
+
+    # -- reading ---------------------------------------------------------
+
+    def state_of(self, job_id: str) -> str | None:
+        entry = self.jobs.get(job_id)
+        return entry["state"] if entry else None
+
+    def ledger(self) -> tuple[protocol.LedgerEntry, ...]:
+        return tuple(protocol.LedgerEntry(job_id=j, state=e["state"]) for j, e in self.jobs.items())
+
+    def pending_events(self) -> list[protocol.Event]:
+        return [protocol.event_from_json(e) for e in self.outbox.values()]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

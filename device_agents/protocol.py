@@ -1,0 +1,530 @@
+"""The simbridge device protocol, version 1: one schema for both ends.
+
+Every device agent (virtual phone, GSM modem, Android helper) holds one
+websocket to the bridge and exchanges JSON text frames whose ``type`` names
+the message. This module is the single source of truth for those frames: the
+bridge and every agent import it, and ``docs/protocol.md`` describes it.
+
+It is pure standard library on purpose: the Android helper runs it under
+Termux's Python, where nothing else is installed.
+
+Frames
+------
+agent → bridge
+    ``hello``    first frame: version, device id, token, capabilities, SIMs,
+                 credit window, and the agent's *ledger* (jobs it has seen and
+                 their last state) so that a reconnect resumes exactly.
+    ``events``   a batch of events, each with an ``event_id`` unique for that
+                 device. The agent keeps every event in its own outbox until
+                 the bridge acks it, and sends it again after a reconnect.
+    ``status``   battery, signal, network (not acked: the newest one wins).
+bridge → agent
+    ``welcome``  answer to a good hello.
+    ``jobs``     a batch of jobs (``send_sms``, ``dial``) within the window.
+    ``ack``      event ids the bridge has stored durably.
+
+A malformed, oversized or unknown frame is a :class:`RemoteProtocolError`;
+the bridge closes the session with :data:`CLOSE_POLICY` (or websockets'
+1009 for a frame over :data:`MAX_FRAME_BYTES`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 256 * 1024
+MAX_BATCH = 1000
+MAX_TEXT = 10_000  # characters of SMS text in one job or event
+
+CLOSE_POLICY = 1008  # RFC 6455 policy violation: bad frame, bad token…
+CLOSE_TOO_BIG = 1009  # frame over MAX_FRAME_BYTES (websockets sends it)
+CLOSE_REPLACED = 4000  # a newer session for the same device took over
+CLOSE_SHUTDOWN = 1001  # bridge going away
+
+
+class ProtocolError(Exception):
+    """Base of the protocol's errors."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to build a frame the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent a frame the protocol does not allow."""
+
+
+# Job states an agent reports. ``accepted``: the agent holds the job (it is in
+# its ledger). ``sent``: handed to the radio network. ``delivered``: the
+# recipient's handset confirmed (only with delivery_reports). ``failed``: it
+# will not be delivered. ``rejected``: the agent did not and will not
+# transmit it (window full, lease lapsed, no such SIM…): the bridge may give
+# the job to a device again.
+JOB_ACCEPTED = "accepted"
+JOB_SENT = "sent"
+JOB_DELIVERED = "delivered"
+JOB_FAILED = "failed"
+JOB_REJECTED = "rejected"
+AGENT_JOB_STATES = frozenset({JOB_ACCEPTED, JOB_SENT, JOB_DELIVERED, JOB_FAILED, JOB_REJECTED})
+
+CALL_DIRECTIONS = frozenset({"incoming", "outgoing", "missed"})
+
+
+# --------------------------------------------------------------------------
+# Field checking: every decoder goes through these, so that a bad frame says
+# exactly which field is wrong.
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *,
+         required: bool = True, default: Any = None) -> Any:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise RemoteProtocolError(f"{where}: missing field {key!r}")
+        return default
+    value = obj[key]
+    # bool is an int in Python; never accept it where a number is wanted.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise RemoteProtocolError(f"{where}: field {key!r} must be {_kind_name(kind)}, not a boolean")
+    if not isinstance(value, kind):
+        raise RemoteProtocolError(
+            f"{where}: field {key!r} must be {_kind_name(kind)}, not {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RemoteProtocolError(f"{where}: field {key!r} must be a finite number")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+             list: "a list", dict: "an object"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _text(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
+          limit: int = 256) -> str | None:
+    value = _get(obj, key, str, where, required=required)
+    if value is not None and len(value) > limit:
+        raise RemoteProtocolError(f"{where}: field {key!r} is longer than {limit} characters")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
+            default: float | None = None) -> float | None:
+    value = _get(obj, key, (int, float), where, required=required, default=default)
+    return None if value is None else float(value)
+
+
+def _int(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
+         default: int | None = None, low: int | None = None, high: int | None = None) -> int | None:
+    value = _get(obj, key, int, where, required=required, default=default)
+    if value is None:
+        return None
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise RemoteProtocolError(f"{where}: field {key!r} = {value} is out of range [{low}, {high}]")
+    return value
+
+
+def _list(obj: dict[str, Any], key: str, where: str, *, limit: int = MAX_BATCH,
+          required: bool = False) -> list[Any]:
+    value = _get(obj, key, list, where, required=required, default=[])
+    if len(value) > limit:
+        raise RemoteProtocolError(f"{where}: field {key!r} has more than {limit} items")
+    return value
+
+
+def _obj(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RemoteProtocolError(f"{where}: must be an object, not {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Parts of a hello.
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    sms: bool = True
+    calls: bool = False
+    delivery_reports: bool = False
+    multipart: bool = True
+    dual_sim: bool = False
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Capabilities:
+        obj = _obj(obj, "hello.capabilities")
+        return cls(**{name: bool(_get(obj, name, bool, "hello.capabilities", required=False,
+                                      default=getattr(cls, name)))
+                      for name in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class Sim:
+    slot: int
+    number: str | None = None
+    operator: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Sim:
+        obj = _obj(obj, "hello.sims[]")
+        return cls(slot=_int(obj, "slot", "hello.sims[]", low=0, high=8),
+                   number=_text(obj, "number", "hello.sims[]", required=False, limit=32),
+                   operator=_text(obj, "operator", "hello.sims[]", required=False, limit=64))
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the agent knows of one job: its last state as the agent saw it."""
+    job_id: str
+    state: str
+
+    @classmethod
+    def from_json(cls, obj: Any) -> LedgerEntry:
+        obj = _obj(obj, "hello.ledger[]")
+        state = _text(obj, "state", "hello.ledger[]", limit=16)
+        if state not in AGENT_JOB_STATES:
+            raise RemoteProtocolError(f"hello.ledger[]: unknown job state {state!r}")
+        return cls(job_id=_text(obj, "job_id", "hello.ledger[]", limit=128), state=state)
+
+
+# --------------------------------------------------------------------------
+# Messages.
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    type: ClassVar[str] = "hello"
+    device_id: str
+    token: str
+    version: int = PROTOCOL_VERSION
+    agent: str = ""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    sims: tuple[Sim, ...] = ()
+    window: int = 8
+    ledger: tuple[LedgerEntry, ...] = ()
+    timezone: str | None = None  # IANA zone of the device's clock, e.g. "Europe/Paris"
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Hello:
+        w = "hello"
+        return cls(
+            device_id=_text(obj, "device_id", w, limit=64),
+            token=_text(obj, "token", w, limit=512),
+            version=_int(obj, "version", w, low=1),
+            agent=_text(obj, "agent", w, required=False, limit=128) or "",
+            capabilities=Capabilities.from_json(obj.get("capabilities", {})),
+            sims=tuple(Sim.from_json(s) for s in _list(obj, "sims", w, limit=8)),
+            window=_int(obj, "window", w, required=False, default=8, low=1, high=MAX_BATCH),
+            ledger=tuple(LedgerEntry.from_json(e) for e in _list(obj, "ledger", w, limit=10_000)),
+            timezone=_text(obj, "timezone", w, required=False, limit=64),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    type: ClassVar[str] = "welcome"
+    device_id: str
+    version: int = PROTOCOL_VERSION
+    window: int = 8  # jobs the bridge will keep in flight at most (≤ hello.window)
+    lease_s: float = 60.0  # a pushed job not begun within this many seconds must be rejected
+    server_time: float = 0.0
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Welcome:
+        w = "welcome"
+        return cls(device_id=_text(obj, "device_id", w, limit=64), version=_int(obj, "version", w),
+                   window=_int(obj, "window", w, low=1), lease_s=_number(obj, "lease_s", w),
+                   server_time=_number(obj, "server_time", w))
+
+
+@dataclass(frozen=True, slots=True)
+class SendSms:
+    kind: ClassVar[str] = "send_sms"
+    job_id: str
+    to: str
+    text: str
+    report: bool = False  # ask the network for a delivery report
+    sim: int | None = None
+    reference: str | None = None  # the client's id_sms_api, for the agent's logs and records
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SendSms:
+        w = "jobs[send_sms]"
+        return cls(job_id=_text(obj, "job_id", w, limit=128), to=_text(obj, "to", w, limit=32),
+                   text=_text(obj, "text", w, limit=MAX_TEXT),
+                   report=_get(obj, "report", bool, w, required=False, default=False),
+                   sim=_int(obj, "sim", w, required=False, low=0, high=8),
+                   reference=_text(obj, "reference", w, required=False, limit=128))
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    kind: ClassVar[str] = "dial"
+    job_id: str
+    to: str
+    hangup_after_s: float = 60.0
+    sim: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Dial:
+        w = "jobs[dial]"
+        return cls(job_id=_text(obj, "job_id", w, limit=128), to=_text(obj, "to", w, limit=32),
+                   hangup_after_s=_number(obj, "hangup_after_s", w, required=False, default=60.0),
+                   sim=_int(obj, "sim", w, required=False, low=0, high=8))
+
+
+Job = SendSms | Dial
+JOB_KINDS: dict[str, type[SendSms] | type[Dial]] = {SendSms.kind: SendSms, Dial.kind: Dial}
+
+
+@dataclass(frozen=True, slots=True)
+class Jobs:
+    type: ClassVar[str] = "jobs"
+    jobs: tuple[Job, ...]
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Jobs:
+        jobs = []
+        for item in _list(obj, "jobs", "jobs", required=True):
+            item = _obj(item, "jobs[]")
+            kind = JOB_KINDS.get(item.get("kind"))
+            if kind is None:
+                raise RemoteProtocolError(f"jobs[]: unknown job kind {item.get('kind')!r}")
+            jobs.append(kind.from_json(item))
+        return cls(jobs=tuple(jobs))
+
+
+# Events: every one has an event_id, unique per device, and a time ``at``
+# (Unix seconds, UTC). The agent keeps each in its outbox until acked.
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    kind: ClassVar[str] = "job_state"
+    event_id: str
+    job_id: str
+    state: str
+    at: float
+    reason: str | None = None
+    parts: int | None = None  # SMS parts transmitted
+    network_ref: str | None = None  # e.g. the modem's TP-MR list, for the logs
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> JobState:
+        w = "events[job_state]"
+        state = _text(obj, "state", w, limit=16)
+        if state not in AGENT_JOB_STATES:
+            raise RemoteProtocolError(f"{w}: unknown job state {state!r}")
+        return cls(event_id=_text(obj, "event_id", w, limit=128), job_id=_text(obj, "job_id", w, limit=128),
+                   state=state, at=_number(obj, "at", w),
+                   reason=_text(obj, "reason", w, required=False, limit=512),
+                   parts=_int(obj, "parts", w, required=False, low=0, high=255),
+                   network_ref=_text(obj, "network_ref", w, required=False, limit=128))
+
+
+@dataclass(frozen=True, slots=True)
+class SmsReceived:
+    kind: ClassVar[str] = "sms_received"
+    event_id: str
+    sender: str
+    text: str
+    at: float
+    sim: int | None = None
+    incomplete: bool = False  # a multipart message some parts of which never came
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SmsReceived:
+        w = "events[sms_received]"
+        return cls(event_id=_text(obj, "event_id", w, limit=128), sender=_text(obj, "sender", w, limit=32),
+                   text=_text(obj, "text", w, limit=MAX_TEXT), at=_number(obj, "at", w),
+                   sim=_int(obj, "sim", w, required=False, low=0, high=8),
+                   incomplete=_get(obj, "incomplete", bool, w, required=False, default=False))
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    kind: ClassVar[str] = "call_event"
+    event_id: str
+    direction: str  # incoming | outgoing | missed
+    number: str
+    at: float  # when the call started
+    duration_s: float = 0.0
+    job_id: str | None = None  # the dial job that placed an outgoing call
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CallEvent:
+        w = "events[call_event]"
+        direction = _text(obj, "direction", w, limit=16)
+        if direction not in CALL_DIRECTIONS:
+            raise RemoteProtocolError(f"{w}: unknown call direction {direction!r}")
+        duration = _number(obj, "duration_s", w, required=False, default=0.0)
+        if duration < 0:
+            raise RemoteProtocolError(f"{w}: duration_s must not be negative")
+        return cls(event_id=_text(obj, "event_id", w, limit=128), direction=direction,
+                   number=_text(obj, "number", w, limit=32), at=_number(obj, "at", w),
+                   duration_s=duration, job_id=_text(obj, "job_id", w, required=False, limit=128))
+
+
+@dataclass(frozen=True, slots=True)
+class CallNote:
+    kind: ClassVar[str] = "call_note"
+    event_id: str
+    number: str
+    text: str
+    at: float
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CallNote:
+        w = "events[call_note]"
+        return cls(event_id=_text(obj, "event_id", w, limit=128), number=_text(obj, "number", w, limit=32),
+                   text=_text(obj, "text", w, limit=MAX_TEXT), at=_number(obj, "at", w))
+
+
+Event = JobState | SmsReceived | CallEvent | CallNote
+EVENT_KINDS: dict[str, type[JobState] | type[SmsReceived] | type[CallEvent] | type[CallNote]] = {
+    k.kind: k for k in (JobState, SmsReceived, CallEvent, CallNote)}
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    type: ClassVar[str] = "events"
+    events: tuple[Event, ...]
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Events:
+        events = []
+        for item in _list(obj, "events", "events", required=True):
+            item = _obj(item, "events[]")
+            kind = EVENT_KINDS.get(item.get("kind"))
+            if kind is None:
+                raise RemoteProtocolError(f"events[]: unknown event kind {item.get('kind')!r}")
+            events.append(kind.from_json(item))
+        return cls(events=tuple(events))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    type: ClassVar[str] = "ack"
+    event_ids: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Ack:
+        ids = _list(obj, "event_ids", "ack", required=True, limit=10 * MAX_BATCH)
+        if not all(isinstance(i, str) for i in ids):
+            raise RemoteProtocolError("ack: event_ids must be strings")
+        return cls(event_ids=tuple(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    type: ClassVar[str] = "status"
+    at: float
+    battery: int | None = None  # percent
+    charging: bool | None = None
+    signal: int | None = None  # percent (0-100); None when unknown
+    network: str | None = None  # e.g. "registered", "roaming", "searching", "denied"
+    operator: str | None = None
+    technology: str | None = None  # GSM, UMTS, LTE…
+    timezone: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Status:
+        w = "status"
+        return cls(at=_number(obj, "at", w),
+                   battery=_int(obj, "battery", w, required=False, low=0, high=100),
+                   charging=_get(obj, "charging", bool, w, required=False),
+                   signal=_int(obj, "signal", w, required=False, low=0, high=100),
+                   network=_text(obj, "network", w, required=False, limit=32),
+                   operator=_text(obj, "operator", w, required=False, limit=64),
+                   technology=_text(obj, "technology", w, required=False, limit=16),
+                   timezone=_text(obj, "timezone", w, required=False, limit=64))
+
+
+Message = Hello | Welcome | Jobs | Events | Ack | Status
+MESSAGE_TYPES: dict[str, type] = {m.type: m for m in (Hello, Welcome, Jobs, Events, Ack, Status)}
+AGENT_TO_BRIDGE = frozenset({Hello.type, Events.type, Status.type})
+BRIDGE_TO_AGENT = frozenset({Welcome.type, Jobs.type, Ack.type})
+
+
+# --------------------------------------------------------------------------
+# Encoding and decoding whole frames.
+
+
+def _plain(value: Any) -> Any:
+    """asdict() without Nones, with tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    body = _plain(asdict(message))
+    if isinstance(message, Jobs):
+        body["jobs"] = [dict(_plain(asdict(j)), kind=j.kind) for j in message.jobs]
+    elif isinstance(message, Events):
+        body["events"] = [dict(_plain(asdict(e)), kind=e.kind) for e in message.events]
+    body["type"] = message.type
+    return body
+
+
+def encode(message: Message) -> str:
+    """The text frame for ``message``."""
+    if type(message) not in MESSAGE_TYPES.values():
+        raise LocalProtocolError(f"not a protocol message: {message!r}")
+    frame = json.dumps(to_json(message), ensure_ascii=False, separators=(",", ":"))
+    if len(frame.encode()) > MAX_FRAME_BYTES:
+        raise LocalProtocolError(f"frame of {len(frame)} characters is over {MAX_FRAME_BYTES} bytes")
+    return frame
+
+
+def decode(frame: str | bytes, *, allowed: frozenset[str] | None = None) -> Message:
+    """Parse one frame. ``allowed`` limits the types accepted (the bridge
+    passes :data:`AGENT_TO_BRIDGE`, agents :data:`BRIDGE_TO_AGENT`).
+
+    Raises :class:`RemoteProtocolError` saying what is wrong.
+    """
+    if isinstance(frame, bytes):
+        raise RemoteProtocolError("binary frames are not part of the protocol")
+    if len(frame) > MAX_FRAME_BYTES:
+        raise RemoteProtocolError(f"frame over {MAX_FRAME_BYTES} bytes")
+    try:
+        obj = json.loads(frame)
+    except ValueError as exc:
+        raise RemoteProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("frame must be a JSON object")
+    kind = obj.get("type")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None or (allowed is not None and kind not in allowed):
+        raise RemoteProtocolError(f"unknown frame type {kind!r}")
+    return cls.from_json(obj)
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """One event as a plain object (what agents keep in their outbox files)."""
+    return dict(_plain(asdict(event)), kind=event.kind)
+
+
+def event_from_json(obj: dict[str, Any]) -> Event:
+    """Inverse of :func:`event_to_json`."""
+    kind = EVENT_KINDS.get(obj.get("kind"))
+    if kind is None:
+        raise RemoteProtocolError(f"unknown event kind {obj.get('kind')!r}")
+    return kind.from_json(obj)
+
+
+def job_to_json(job: Job) -> dict[str, Any]:
+    return dict(_plain(asdict(job)), kind=job.kind)
+
+
+def job_from_json(obj: dict[str, Any]) -> Job:
+    kind = JOB_KINDS.get(obj.get("kind"))
+    if kind is None:
+        raise RemoteProtocolError(f"unknown job kind {obj.get('kind')!r}")
+    return kind.from_json(obj)

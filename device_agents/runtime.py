@@ -1,0 +1,276 @@
+"""What every device agent does the same way: connect, resume, run jobs, report.
+
+A *backend* knows its device (a virtual radio, a modem, a phone); the
+:class:`AgentRuntime` around it holds the websocket to the bridge, reconnects
+with capped exponential backoff, keeps the ledger and outbox in a
+:class:`~device_agents.journal.Journal`, never runs a job twice, and sends
+every event until the bridge acks it.
+
+Job life inside the agent (the journal's states)::
+
+    accepted ──▶ sending ──▶ sent ──▶ delivered
+        │            └──────▶ failed
+        └──▶ rejected   (lease lapsed or agent restarted before the radio was touched)
+
+``sending`` is written *before* the radio is touched. A job found in
+``sending`` after a crash is never transmitted again: the backend's
+``recover`` says what became of it (the virtual radio checks its log, the
+Android helper the phone's sent box), or it is reported failed as "outcome
+unknown".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable, Protocol
+
+from . import protocol
+from .journal import Journal
+
+log = logging.getLogger(__name__)
+
+SENDING = "sending"  # journal-only state: the radio may have been touched
+FINAL = frozenset({protocol.JOB_SENT, protocol.JOB_DELIVERED, protocol.JOB_FAILED})
+RECENT_LEDGER_S = 3600.0
+HELLO_LEDGER_MAX = 5000
+
+
+class Reporter(Protocol):
+    def __call__(self, job_id: str, state: str, *, reason: str | None = None,
+                 parts: int | None = None, network_ref: str | None = None) -> None: ...
+
+
+class Backend(Protocol):
+    """The device side of an agent."""
+
+    capabilities: protocol.Capabilities
+
+    async def execute(self, job: protocol.Job, report: Reporter) -> None:
+        """Run one job; call ``report`` for sent/delivered/failed (possibly later)."""
+
+    async def recover(self, job: protocol.Job) -> tuple[str, str | None]:
+        """After a crash: (state, reason) for a job that was being transmitted."""
+
+    def status(self) -> protocol.Status | None:
+        """The device's health now, or None when unknown."""
+
+
+class AgentRuntime:
+    def __init__(self, *, url: str, device_id: str, token: str, backend: Backend,
+                 journal: Journal, agent_name: str = "simbridge-agent", window: int = 8,
+                 workers: int = 1, status_interval: float = 30.0, ssl: Any = None,
+                 sims: tuple[protocol.Sim, ...] = (), timezone: str | None = None,
+                 backoff_max: float = 30.0) -> None:
+        self.url = url
+        self.device_id = device_id
+        self.token = token
+        self.backend = backend
+        self.journal = journal
+        self.agent_name = agent_name
+        self.window = window
+        self.workers = workers
+        self.status_interval = status_interval
+        self.ssl = ssl
+        self.sims = sims
+        self.timezone = timezone
+        self.backoff_max = backoff_max
+        self.lease_s = 60.0
+        self._queue: asyncio.Queue[tuple[protocol.Job, float]] = asyncio.Queue()
+        self._ws: Any = None
+        self._unsent: dict[str, protocol.Event] = {}
+        self._wake = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.on_state: Callable[[str], None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.log = logging.LoggerAdapter(log, {"device": device_id})
+
+    # -- events ------------------------------------------------------------
+
+    def emit(self, events: list[protocol.Event]) -> None:
+        """Persist events in the outbox, then queue them for sending."""
+        self.journal.add_events(events)
+        for ev in events:
+            self._unsent[ev.event_id] = ev
+        self._wake.set()
+
+    def report(self, job_id: str, state: str, *, reason: str | None = None,
+               parts: int | None = None, network_ref: str | None = None) -> None:
+        current = self.journal.state_of(job_id)
+        if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED) and state != current:
+            return  # final: a late report changes nothing
+        self.journal.set_job(job_id, state)
+        self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job_id,
+                                     state=state, at=time.time(), reason=reason, parts=parts,
+                                     network_ref=network_ref)])
+
+    def new_event_id(self) -> str:
+        return self.journal.next_event_id()
+
+    # -- start-up ----------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Settle jobs that a crash left half done, before the first hello."""
+        for job_id, entry in list(self.journal.jobs.items()):
+            state = entry["state"]
+            if state == protocol.JOB_ACCEPTED:
+                self.report(job_id, protocol.JOB_REJECTED, reason="agent restarted before transmission")
+            elif state == SENDING:
+                job = protocol.job_from_json(entry["job"]) if "job" in entry else None
+                if job is None:
+                    outcome, reason = protocol.JOB_FAILED, "outcome unknown after agent restart"
+                else:
+                    outcome, reason = await self.backend.recover(job)
+                self.report(job_id, outcome, reason=reason)
+            elif state == protocol.JOB_SENT and "job" in entry:
+                resume = getattr(self.backend, "resume_sent", None)
+                if resume is not None:
+                    resume(protocol.job_from_json(entry["job"]), self.report)
+
+    def _hello(self) -> protocol.Hello:
+        cutoff = time.time() - RECENT_LEDGER_S
+        ledger = []
+        for job_id, entry in reversed(self.journal.jobs.items()):
+            if len(ledger) >= HELLO_LEDGER_MAX:
+                break
+            if entry["state"] not in FINAL or entry["at"] >= cutoff:
+                state = protocol.JOB_ACCEPTED if entry["state"] == SENDING else entry["state"]
+                ledger.append(protocol.LedgerEntry(job_id=job_id, state=state))
+        return protocol.Hello(device_id=self.device_id, token=self.token, agent=self.agent_name,
+                              capabilities=self.backend.capabilities, sims=self.sims,
+                              window=self.window, ledger=tuple(ledger), timezone=self.timezone)
+
+    # -- the connection loop ---------------------------------------------
+
+    async def run(self) -> None:
+        import websockets
+
+        await self._recover()
+        for _ in range(self.workers):
+            self._spawn(self._worker())
+        self._spawn(self._status_loop())
+        delay = 0.5
+        failures = 0
+        while True:
+            try:
+                async with websockets.connect(self.url, max_size=protocol.MAX_FRAME_BYTES,
+                                              ssl=self.ssl, open_timeout=10,
+                                              ping_interval=20, ping_timeout=20) as ws:
+                    await self._session(ws)
+                    delay = 0.5
+                    failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure means: reconnect
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                self.log.log(level, "connection to bridge failed (%s): %s; retrying",
+                             type(exc).__name__, exc)
+            finally:
+                self._ws = None
+                self.connected.clear()
+                if self.on_state:
+                    self.on_state("offline")
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.backoff_max)
+
+    async def _session(self, ws: Any) -> None:
+        await ws.send(protocol.encode(self._hello()))
+        welcome = protocol.decode(await asyncio.wait_for(ws.recv(), 15),
+                                  allowed=protocol.BRIDGE_TO_AGENT)
+        if not isinstance(welcome, protocol.Welcome):
+            raise protocol.RemoteProtocolError(f"expected welcome, got {welcome.type}")
+        self.lease_s = welcome.lease_s
+        self._ws = ws
+        self.connected.set()
+        if self.on_state:
+            self.on_state("online")
+        self.log.info("connected to bridge")
+        # Everything not acked goes again, in order.
+        self._unsent = {e.event_id: e for e in self.journal.pending_events()}
+        self._wake.set()
+        status = self.backend.status()
+        if status is not None:
+            await ws.send(protocol.encode(status))
+        sender = asyncio.create_task(self._sender(ws))
+        try:
+            async for frame in ws:
+                self._on_frame(protocol.decode(frame, allowed=protocol.BRIDGE_TO_AGENT))
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _sender(self, ws: Any) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._unsent:
+                batch = []
+                for event_id in list(self._unsent)[: protocol.MAX_BATCH // 4]:
+                    batch.append(self._unsent.pop(event_id))
+                await ws.send(protocol.encode(protocol.Events(events=tuple(batch))))
+
+    def _on_frame(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Ack):
+            self.journal.ack(message.event_ids)
+        elif isinstance(message, protocol.Jobs):
+            self._take_jobs(message.jobs)
+
+    def _take_jobs(self, jobs: tuple[protocol.Job, ...]) -> None:
+        now = time.monotonic()
+        fresh = []
+        for job in jobs:
+            known = self.journal.state_of(job.job_id)
+            if known is None or known == protocol.JOB_REJECTED:
+                fresh.append(job)
+            elif not any(getattr(e, "job_id", None) == job.job_id for e in self._unsent.values()):
+                # Pushed again (the bridge did not see our answer): say where it is,
+                # never run it twice.
+                state = protocol.JOB_ACCEPTED if known == SENDING else known
+                self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job.job_id,
+                                             state=state, at=time.time(), reason="already known")])
+        if fresh:
+            self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_json(j))
+                                     for j in fresh)
+            for job in fresh:
+                self._queue.put_nowait((job, now))
+
+    async def _worker(self) -> None:
+        while True:
+            job, received = await self._queue.get()
+            if time.monotonic() - received > self.lease_s:
+                self.report(job.job_id, protocol.JOB_REJECTED,
+                            reason=f"not begun within the {self.lease_s:g} s lease")
+                continue
+            self.journal.set_job(job.job_id, SENDING)
+            try:
+                await self.backend.execute(job, self.report)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a backend bug fails the job, not the agent
+                self.log.exception("job %s failed in the backend", job.job_id)
+                self.report(job.job_id, protocol.JOB_FAILED, reason=f"agent error: {exc}")
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.status_interval)
+            status = self.backend.status()
+            ws = self._ws
+            if status is not None and ws is not None:
+                with contextlib.suppress(Exception):
+                    await ws.send(protocol.encode(status))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.journal.close()

@@ -1,0 +1,120 @@
+"""A virtual phone: a real agent with a simulated radio.
+
+It speaks the device protocol over a real websocket like every agent; only
+the radio is pretend. Everything it "transmits" is appended to its radio log
+(``virtual-<device id>-radio.jsonl`` beside the store), one JSON object a
+line, so that a test can prove that nothing was ever sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import protocol
+from ..modem.gsm7 import segment_count
+from ..runtime import Reporter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RadioSettings:
+    latency: float = 0.2  # seconds from "begin" to "sent"
+    jitter: float = 0.1  # random extra latency, up to this many seconds
+    delivery_delay: float = 0.5  # seconds from "sent" to the delivery report
+    failure_rate: float = 0.0  # chance that a send fails at the network
+    fail_prefixes: tuple[str, ...] = ()  # numbers that always fail (e.g. "+33699")
+    delivery_reports: bool = True
+    battery: int = 87
+    signal: int = 75
+    operator: str = "Virtual Mobile"
+
+
+class VirtualRadio:
+    """The Backend of a virtual phone."""
+
+    def __init__(self, *, device_id: str, radio_log: str | os.PathLike[str],
+                 settings: RadioSettings = RadioSettings(), seed: int | None = None) -> None:
+        self.device_id = device_id
+        self.settings = settings
+        self.radio_log = os.fspath(radio_log)
+        os.makedirs(os.path.dirname(os.path.abspath(self.radio_log)), exist_ok=True)
+        self._log_file = open(self.radio_log, "a", encoding="utf-8")
+        self._random = random.Random(seed)
+        self.capabilities = protocol.Capabilities(sms=True, calls=True,
+                                                  delivery_reports=settings.delivery_reports,
+                                                  multipart=True)
+        self._later: set[asyncio.Task[Any]] = set()
+
+    def _transmit(self, record: dict[str, Any]) -> None:
+        self._log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._log_file.flush()
+
+    async def _radio_wait(self) -> None:
+        delay = self.settings.latency + self._random.random() * self.settings.jitter
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def execute(self, job: protocol.Job, report: Reporter) -> None:
+        await self._radio_wait()
+        if isinstance(job, protocol.Dial):
+            self._transmit({"kind": "dial", "job_id": job.job_id, "to": job.to, "at": time.time()})
+            report(job.job_id, protocol.JOB_SENT)
+            return
+        fails = (job.to.startswith(self.settings.fail_prefixes) if self.settings.fail_prefixes else False) \
+            or (self.settings.failure_rate > 0 and self._random.random() < self.settings.failure_rate)
+        if fails:
+            report(job.job_id, protocol.JOB_FAILED, reason="network refused the message (simulated)")
+            return
+        parts = segment_count(job.text).parts
+        self._transmit({"id_sms_api": job.reference, "job_id": job.job_id, "to": job.to,
+                        "text": job.text, "parts": parts, "at": time.time()})
+        report(job.job_id, protocol.JOB_SENT, parts=parts)
+        if self.settings.delivery_reports and job.report:
+            if self.settings.delivery_delay <= 0:
+                report(job.job_id, protocol.JOB_DELIVERED)
+            else:
+                task = asyncio.create_task(self._deliver_later(job.job_id, report))
+                self._later.add(task)
+                task.add_done_callback(self._later.discard)
+
+    def resume_sent(self, job: protocol.Job, report: Reporter) -> None:
+        """After a restart: a sent SMS whose report was still due gets it."""
+        if isinstance(job, protocol.SendSms) and job.report and self.settings.delivery_reports:
+            task = asyncio.create_task(self._deliver_later(job.job_id, report))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+
+    async def _deliver_later(self, job_id: str, report: Reporter) -> None:
+        await asyncio.sleep(self.settings.delivery_delay)
+        report(job_id, protocol.JOB_DELIVERED)
+
+    async def recover(self, job: protocol.Job) -> tuple[str, str | None]:
+        """The radio log is this device's truth: sent if it is there, else
+        the radio was never touched and the bridge may dispatch it again."""
+        self._log_file.flush()
+        with open(self.radio_log, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    if json.loads(line).get("job_id") == job.job_id:
+                        return protocol.JOB_SENT, "recovered from the radio log after a restart"
+                except ValueError:
+                    continue
+        return protocol.JOB_REJECTED, "not transmitted before the agent restarted"
+
+    def status(self) -> protocol.Status:
+        return protocol.Status(at=time.time(), battery=self.settings.battery, charging=True,
+                               signal=self.settings.signal, network="registered",
+                               operator=self.settings.operator, technology="LTE")
+
+    def close(self) -> None:
+        for task in self._later:
+            task.cancel()
+        self._log_file.close()
