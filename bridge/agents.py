@@ -99,9 +99,9 @@ class AgentListener:
                                                        server_time=time.time())))
         log.info("device %s connected (%s, window %d, %d ledger entries)", device.id,
                  hello.agent or "agent", window, len(hello.ledger))
-        await self.dispatcher.attach(session)
         reason = "disconnected"
         try:
+            await self.dispatcher.attach(session)
             async for frame in ws:
                 message = protocol.decode(frame, allowed=protocol.AGENT_TO_BRIDGE)
                 await self._on_message(session, message)

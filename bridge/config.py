@@ -125,6 +125,18 @@ class DispatcherConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebhooksConfig:
+    """Delivery of the webhook outbox (times in seconds)."""
+    timeout: float = 5.0  # one HTTP attempt, connect to last byte
+    max_age: float = 86400.0  # an event still undelivered this long after it was recorded is dead
+    backoff_initial: float = 1.0  # first retry delay; doubles each attempt, with jitter
+    backoff_max: float = 300.0  # retry delay cap
+    concurrency: int = 32  # requests in flight at once (all accounts)
+    poll_interval: float = 10.0  # fallback look at the outbox when nothing woke the deliverer
+    lease: float = 30.0  # a claimed event not settled within this is claimed again (crash recovery)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountConfig:
     login: str
     access_key: str
@@ -150,6 +162,7 @@ class Config:
     agents: AgentsConfig = AgentsConfig()
     store: StoreConfig = StoreConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     accounts: tuple[AccountConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     source: str = "<defaults>"
@@ -194,6 +207,15 @@ STORE_SPEC: Spec = {
 DISPATCHER_SPEC: Spec = {
     "ttl": ((int, float), _positive),
     "max_attempts": ((int,), _positive),
+}
+WEBHOOKS_SPEC: Spec = {
+    "timeout": ((int, float), _positive),
+    "max_age": ((int, float), _positive),
+    "backoff_initial": ((int, float), _positive),
+    "backoff_max": ((int, float), _positive),
+    "concurrency": ((int,), _positive),
+    "poll_interval": ((int, float), _positive),
+    "lease": ((int, float), _positive),
 }
 ACCOUNT_SPEC: Spec = {
     "login": ((str,), _nonempty),
@@ -279,7 +301,7 @@ def _check(where: str, table: Any, spec: Spec, *, required: tuple[str, ...] = ()
 
 def parse(data: dict[str, Any], *, source: str = "<config>") -> Config:
     """Turn a parsed TOML document into a :class:`Config`, or raise ConfigError."""
-    sections = {"api", "agents", "store", "dispatcher", "accounts", "devices"}
+    sections = {"api", "agents", "store", "dispatcher", "webhooks", "accounts", "devices"}
     for key in data:
         if key not in sections:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(sections))})")
@@ -292,6 +314,14 @@ def parse(data: dict[str, Any], *, source: str = "<config>") -> Config:
     store, _ = _check("store", data.get("store", {}), STORE_SPEC)
     dispatcher, _ = _check("dispatcher", data.get("dispatcher", {}), DISPATCHER_SPEC)
     agents_cfg = AgentsConfig(**agents)
+    webhooks, _ = _check("webhooks", data.get("webhooks", {}), WEBHOOKS_SPEC)
+    webhooks_cfg = WebhooksConfig(**webhooks)
+    if webhooks_cfg.backoff_max < webhooks_cfg.backoff_initial:
+        raise ConfigError(f"webhooks.backoff_max: must not be shorter than webhooks.backoff_initial "
+                          f"({webhooks_cfg.backoff_initial:g} s)")
+    if webhooks_cfg.lease <= webhooks_cfg.timeout:
+        raise ConfigError(f"webhooks.lease: must be longer than webhooks.timeout ({webhooks_cfg.timeout:g} s), "
+                          "or an event could be sent twice at once")
     if agents_cfg.requeue_grace_s <= agents_cfg.lease_s:
         raise ConfigError(f"agents.requeue_grace_s: must be longer than agents.lease_s "
                           f"({agents_cfg.lease_s:g} s), or a job could be sent twice")
@@ -335,7 +365,7 @@ def parse(data: dict[str, Any], *, source: str = "<config>") -> Config:
         devices.append(DeviceConfig(**values, options=options))
 
     return Config(api=ApiConfig(**api), agents=agents_cfg, store=StoreConfig(**store),
-                  dispatcher=DispatcherConfig(**dispatcher), accounts=tuple(accounts),
+                  dispatcher=DispatcherConfig(**dispatcher), webhooks=webhooks_cfg, accounts=tuple(accounts),
                   devices=tuple(devices), source=source)
 
 

@@ -425,12 +425,13 @@ class SqliteStore(Store):
         for new in jobs:
             id_sms_api = new.id_sms_api or new_id_sms_api()
             due = new.due if new.due is not None else now
+            expires = max(due, now) + new.ttl_s  # a date in the past means: now
             cur = db.execute(insert, (account, id_sms_api, new.kind, new.phone_number, new.message, new.url,
-                                      new.priority, due, due + new.ttl_s, new.parts, new.encoding,
+                                      new.priority, due, expires, new.parts, new.encoding,
                                       int(new.report), now, now))
             if cur.rowcount == 1:
                 job = Job(cur.lastrowid, account, id_sms_api, new.kind, new.phone_number, new.message,
-                          new.url, new.priority, due, due + new.ttl_s, js.QUEUED, None, None, 0,
+                          new.url, new.priority, due, expires, js.QUEUED, None, None, 0,
                           new.parts, new.encoding, new.report, now, now)
                 history.append((job.id, js.QUEUED, now))
                 if events:
@@ -600,7 +601,7 @@ class SqliteStore(Store):
         for row in rows:
             job = _job(row)
             self._move(db, job, js.EXPIRED, now,
-                       reason=f"not dispatched within its ttl ({job.expires - job.due:g} s after it was due)")
+                       reason=f"not dispatched within its ttl ({job.expires - max(job.due, job.created):g} s)")
         return len(rows)
 
     # -- reading -----------------------------------------------------------------
