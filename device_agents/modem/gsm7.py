@@ -42,6 +42,8 @@ EXTENSION_TABLE = {
 CHAR_TO_SEPTET = {c: i for i, c in enumerate(DEFAULT_ALPHABET) if i != ESCAPE}
 CHAR_TO_EXTENSION = {c: s for s, c in EXTENSION_TABLE.items()}
 
+_GSM7_CHARS = frozenset(CHAR_TO_SEPTET) | frozenset(CHAR_TO_EXTENSION)
+
 GSM7 = "gsm7"
 UCS2 = "ucs2"
 
@@ -53,7 +55,7 @@ PART_LIMIT = {GSM7: 153, UCS2: 67}
 
 def is_gsm7(text: str) -> bool:
     """True when every character of ``text`` has a GSM 7-bit encoding."""
-    return all(c in CHAR_TO_SEPTET or c in CHAR_TO_EXTENSION for c in text)
+    return _GSM7_CHARS.issuperset(text)
 
 
 def to_septets(text: str) -> list[int]:
@@ -126,7 +128,9 @@ def char_units(c: str, encoding: str) -> int:
 
 def text_units(text: str, encoding: str) -> int:
     """Septets (GSM7) or UTF-16 code units (UCS2) that ``text`` takes."""
-    return sum(char_units(c, encoding) for c in text)
+    if encoding == GSM7:
+        return len(text) + sum(text.count(c) for c in CHAR_TO_EXTENSION)
+    return len(text.encode("utf-16-le")) // 2
 
 
 def part_limit(encoding: str, *, udh_octets: int = 6) -> int:
@@ -189,4 +193,7 @@ def segment_count(text: str) -> Segmentation:
     An empty text is one (empty) SMS.
     """
     encoding = pick_encoding(text)
-    return Segmentation(encoding, text_units(text, encoding), len(split_text(text, encoding)))
+    units = text_units(text, encoding)
+    if units <= SINGLE_LIMIT[encoding]:
+        return Segmentation(encoding, units, 1)
+    return Segmentation(encoding, units, len(split_text(text, encoding)))
