@@ -16,6 +16,10 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+
+from .optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
+
 DEVICE_KINDS = ("virtual", "modem", "android")
 WEBHOOK_FORMATS = ("insim", "json")
 
@@ -78,6 +82,19 @@ def _nonempty(value: str) -> str:
     return value
 
 
+def _region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown region {value!r} (use a two-letter ISO 3166 code such as \"FR\")")
+    return region
+
+
+def _words(value: list[Any]) -> tuple[str, ...]:
+    if not all(isinstance(w, str) and w.strip() for w in value):
+        raise ValueError("must be a list of non-empty strings")
+    return tuple(dict.fromkeys(w.strip() for w in value))
+
+
 def _local_zone() -> str:
     tz = os.environ.get("TZ")
     if tz:
@@ -102,6 +119,12 @@ class ApiConfig:
     timezone: str = "UTC"  # zone of date_to_send ("YYYY-MM-DD HH:mm:ss" carries none)
     max_messages: int = 1000  # messages in one sendsms request
     max_body_bytes: int = 8 * 1024 * 1024
+    # Numbers written without a country code (0612345678) are read as numbers of
+    # this region (ISO 3166 code such as "FR"); None: only +/00 numbers are valid.
+    default_region: str | None = None
+    forbidden_words: tuple[str, ...] = ()  # a message containing one is refused (#004)
+    stop_words: tuple[str, ...] = DEFAULT_STOP_WORDS  # an incoming SMS that is one opts its sender out
+    start_words: tuple[str, ...] = DEFAULT_START_WORDS  # ...and one of these opts it back in
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +216,10 @@ API_SPEC: Spec = {
     "timezone": ((str,), _zone),
     "max_messages": ((int,), _positive),
     "max_body_bytes": ((int,), _positive),
+    "default_region": ((str,), _region),
+    "forbidden_words": ((list,), _words),
+    "stop_words": ((list,), _words),
+    "start_words": ((list,), _words),
 }
 AGENTS_SPEC: Spec = {
     "listen": ((str,), _hostport),
@@ -240,6 +267,7 @@ DEVICE_KIND_SPEC: dict[str, Spec] = {
         "failure_rate": ((int, float), _fraction),
         "fail_prefixes": ((list,), None),
         "delivery_reports": ((bool,), None),
+        "standalone": ((bool,), None),
     },
     "modem": {
         "port": ((str,), _nonempty),
@@ -392,12 +420,36 @@ def load(path: str | os.PathLike[str]) -> Config:
     return config
 
 
+DEMO_TOML = """\
+# Written by `simbridge run --demo`: the demo's configuration, so that other
+# commands (simbridge simulate …, simbridge devices) can find the daemon.
+[api]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+
+[agents]
+listen = "127.0.0.1:8765"
+
+[store]
+path = "{store}"
+
+[[accounts]]
+login = "demo@example.com"
+access_key = "demo-access-key"
+
+[[devices]]
+id = "virtual-1"
+kind = "virtual"
+account = "demo@example.com"
+latency = 0.3
+delivery_delay = 1.0
+"""
+
+
 def demo(data_dir: Path) -> Config:
-    """The configuration of ``simbridge run --demo``."""
-    return parse({
-        "api": {"listen": "127.0.0.1:8080", "public_url": "http://127.0.0.1:8080"},
-        "store": {"path": str(data_dir / "simbridge.db")},
-        "accounts": [{"login": "demo@example.com", "access_key": "demo-access-key"}],
-        "devices": [{"id": "virtual-1", "kind": "virtual", "account": "demo@example.com",
-                     "latency": 0.3, "delivery_delay": 1.0}],
-    }, source="--demo")
+    """The configuration of ``simbridge run --demo``, written to
+    ``data_dir/config.toml`` for the other commands to use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "config.toml"
+    path.write_text(DEMO_TOML.format(store=(data_dir / "simbridge.db").as_posix()))
+    return load(path)
