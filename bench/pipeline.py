@@ -80,7 +80,7 @@ async def echo(ws):
     async for m in ws:
         await ws.send(m)
 async def main():
-    async with serve(echo, "127.0.0.1", int(sys.argv[1])):
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None):
         print("ready", flush=True)
         await asyncio.Future()
 asyncio.run(main())
@@ -100,7 +100,7 @@ async def ws_roundtrips(seconds: float) -> float:
 
         async def client() -> None:
             nonlocal count
-            async with websockets.connect(f"ws://127.0.0.1:{port}") as ws:
+            async with websockets.connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
                 while time.perf_counter() < deadline:
                     await ws.send(frame)
                     await ws.recv()
@@ -171,7 +171,8 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
     api, agents = free_port(), free_port()
     config = write_config(folder, api, agents)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    daemon = subprocess.Popen([sys.executable, "-m", "bridge.cli", "--log-level", "WARNING", "run",
+    profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+    daemon = subprocess.Popen([sys.executable, *profile, "-m", "bridge.cli", "--log-level", "WARNING", "run",
                                "--config", str(config)], env=env)
     phones = None
     base = f"http://127.0.0.1:{api}"
@@ -196,7 +197,9 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
                   f"({per_client * 2} requests of {BULK})", flush=True)
 
             # 2. end to end with 20 phones online.
-            args = [sys.executable, "-m", "device_agents.virtual", "--url", f"ws://127.0.0.1:{agents}",
+            pprof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE_PHONES"]] \
+                if os.environ.get("BENCH_PROFILE_PHONES") else []
+            args = [sys.executable, *pprof, "-m", "device_agents.virtual", "--url", f"ws://127.0.0.1:{agents}",
                     "--data-dir", str(folder / "phones"), "--latency", "0", "--jitter", "0",
                     "--delivery-delay", "0", "--window", "32"]
             for i in range(PHONES):
@@ -226,11 +229,14 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
                 await post_bulk(http, url, "e2e@example.com", numbers(BULK, 20_000_000 + r * BULK), priority=0)
             queued = count_state(db_path, "e2e@example.com", "queued")
             sent_at: dict[str, float] = {}
+            answered: list[float] = []
             for i in range(probes):
                 sent_at[f"probe-{i}"] = time.time()
                 await post_bulk(http, url, "e2e@example.com", numbers(1, 30_000_000 + i), priority=2,
                                 prefix=f"probe-{i}-")
+                answered.append((time.time() - sent_at[f"probe-{i}"]) * 1000)
                 await asyncio.sleep(0.02)
+            results["p50_priority_accept_ms"] = statistics.median(answered)
             seen: dict[str, float] = {}
             deadline = time.monotonic() + 60
             while len(seen) < probes and time.monotonic() < deadline:

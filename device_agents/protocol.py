@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 PROTOCOL_VERSION = 1
@@ -454,21 +454,34 @@ BRIDGE_TO_AGENT = frozenset({Welcome.type, Jobs.type, Ack.type})
 # Encoding and decoding whole frames.
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _plain(value: Any) -> Any:
-    """asdict() without Nones, with tuples as lists."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
+    """A message or part of one as plain JSON values: Nones left out, tuples
+    as lists. (dataclasses.asdict deep-copies everything: far too slow for
+    the hot path.)"""
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is None and hasattr(cls, "__dataclass_fields__"):
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    if names is not None:
+        out = {}
+        for name in names:
+            v = getattr(value, name)
+            if v is not None:
+                out[name] = _plain(v)
+        kind = getattr(cls, "kind", None)
+        if isinstance(kind, str):
+            out["kind"] = kind
+        return out
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    body = _plain(asdict(message))
-    if isinstance(message, Jobs):
-        body["jobs"] = [dict(_plain(asdict(j)), kind=j.kind) for j in message.jobs]
-    elif isinstance(message, Events):
-        body["events"] = [dict(_plain(asdict(e)), kind=e.kind) for e in message.events]
+    body = _plain(message)
     body["type"] = message.type
     return body
 
@@ -508,7 +521,7 @@ def decode(frame: str | bytes, *, allowed: frozenset[str] | None = None) -> Mess
 
 def event_to_json(event: Event) -> dict[str, Any]:
     """One event as a plain object (what agents keep in their outbox files)."""
-    return dict(_plain(asdict(event)), kind=event.kind)
+    return _plain(event)
 
 
 def event_from_json(obj: dict[str, Any]) -> Event:
@@ -520,7 +533,7 @@ def event_from_json(obj: dict[str, Any]) -> Event:
 
 
 def job_to_json(job: Job) -> dict[str, Any]:
-    return dict(_plain(asdict(job)), kind=job.kind)
+    return _plain(job)
 
 
 def job_from_json(obj: dict[str, Any]) -> Job:

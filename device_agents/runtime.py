@@ -157,7 +157,7 @@ class AgentRuntime:
         while True:
             try:
                 async with websockets.connect(self.url, max_size=protocol.MAX_FRAME_BYTES,
-                                              ssl=self.ssl, open_timeout=10,
+                                              ssl=self.ssl, compression=None, open_timeout=10,
                                               ping_interval=20, ping_timeout=20) as ws:
                     await self._session(ws)
                     delay = 0.5

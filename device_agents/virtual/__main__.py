@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 from pathlib import Path
 
 from ..journal import Journal
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = RadioSettings(latency=args.latency, jitter=args.jitter, delivery_delay=args.delivery_delay)
 
     async def run() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
         async with asyncio.TaskGroup() as tg:
             for device, token in zip(args.device, args.token):
                 radio = VirtualRadio(device_id=device, settings=settings,
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(run())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     return 0
 
