@@ -1,0 +1,283 @@
+"""The modem agent against the virtual modem on a real pseudo-terminal (opened
+with pyserial, like a USB modem) and a stand-in bridge on a real websocket.
+
+The virtual modem runs on its own thread and event loop; the agent on the
+test's. Nothing waits with a fixed sleep: every wait is on a condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+
+from device_agents import protocol
+from device_agents.modem import pdu
+from device_agents.modem.agent import ModemAgent, ModemSettings
+from device_agents.modem.virtual_modem import VirtualModem
+from conftest import wait_until
+from fakes.mini_bridge import MiniBridge
+
+DEVICE = "m1"
+TOKEN = "modem-token"
+FAST = dict(command_timeout=2.0, send_timeout=3.0, health_interval=0.5, ring_gap=1.0,
+            reopen_backoff_max=0.5, multipart_timeout=30.0)
+
+
+@pytest.fixture
+def modem(tmp_path: Path) -> Iterator[VirtualModem]:
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "radio.jsonl", report_delay=0.05,
+                      ring_interval=0.1, missed_rings=2, answer_delay=0.05) as m:
+        yield m
+
+
+@pytest.fixture
+async def bridge() -> AsyncIterator[MiniBridge]:
+    async with MiniBridge(tokens={DEVICE: TOKEN}) as b:
+        yield b
+
+
+@contextlib.asynccontextmanager
+async def agent_running(tmp_path: Path, bridge: MiniBridge, modem: VirtualModem, *, connect: bool = True,
+                        **settings: Any) -> AsyncIterator[ModemAgent]:
+    agent = ModemAgent(device_id=DEVICE, url=bridge.url, token=TOKEN, journal_path=tmp_path / "journal.jsonl",
+                       settings=ModemSettings(port=str(modem.link), **{**FAST, **settings}),
+                       status_interval=0.5)
+    task = asyncio.create_task(agent.run())
+    try:
+        if connect:
+            await wait_until(lambda: bridge.connected(DEVICE) or task.done(), what="agent connected")
+            if task.done():
+                task.result()
+        yield agent
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def transmissions(modem: VirtualModem) -> list[dict[str, Any]]:
+    return modem.snapshot()["transmissions"]
+
+
+def sms(job_id: str, to: str = "+33612345678", text: str = "hello", report: bool = True) -> protocol.SendSms:
+    return protocol.SendSms(job_id=job_id, to=to, text=text, report=report)
+
+
+def received(bridge: MiniBridge) -> list[protocol.SmsReceived]:
+    return bridge.of_kind(protocol.SmsReceived)
+
+
+# --------------------------------------------------------------------------
+
+
+async def test_init_configures_the_modem_and_reports_health(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem) as agent:
+        assert agent.state == "online"
+        settings = modem.snapshot()["settings"]
+        assert settings["echo"] is False and settings["cmee"] == 1 and settings["cmgf"] == 0
+        assert tuple(settings["cnmi"][:2]) == (2, 1) and settings["cnmi"][3] in (1, 2)
+        assert settings["clip"] == 1
+        hello = bridge.hellos[-1]
+        assert hello.capabilities.delivery_reports and hello.capabilities.calls
+        status = await wait_until(lambda: bridge.statuses and bridge.statuses[-1], what="status")
+        assert status.network == "registered" and status.operator == "SIMBRIDGE"
+        assert status.signal == round(21 * 100 / 31) and status.technology == "LTE"
+
+
+async def test_send_reports_sent_with_reference_then_delivered(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem):
+        await bridge.push(DEVICE, sms("j1"))
+        await wait_until(lambda: "delivered" in bridge.job_states("j1"), what="delivered")
+        assert bridge.job_states("j1") == ["sent", "delivered"]
+        sent = next(e for e in bridge.of_kind(protocol.JobState) if e.state == "sent")
+        [tx] = transmissions(modem)
+        assert tx["to"] == "+33612345678" and tx["text"] == "hello" and tx["report_requested"]
+        assert sent.network_ref == str(tx["reference"]) and sent.parts == 1
+
+
+async def test_multipart_goes_as_parts_with_one_reference_and_is_delivered_once_all_are(tmp_path, bridge, modem):
+    text = "".join(f"word{i} " for i in range(80))  # ~500 GSM-7 characters: 4 parts
+    async with agent_running(tmp_path, bridge, modem):
+        await bridge.push(DEVICE, sms("long", text=text))
+        await wait_until(lambda: "delivered" in bridge.job_states("long"), what="delivered")
+        txs = transmissions(modem)
+        assert [t["concat"]["seq"] for t in txs] == [1, 2, 3, 4]
+        assert len({t["concat"]["ref"] for t in txs}) == 1 and all(t["concat"]["total"] == 4 for t in txs)
+        assert "".join(t["text"] for t in txs) == text
+        sent = next(e for e in bridge.of_kind(protocol.JobState) if e.state == "sent")
+        assert sent.parts == 4 and sent.network_ref == ",".join(str(t["reference"]) for t in txs)
+        assert bridge.job_states("long") == ["sent", "delivered"]
+
+
+async def test_failed_status_report_fails_the_job(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem) as agent:
+        await bridge.push(DEVICE, sms("f1", report=True))
+        await wait_until(lambda: "sent" in bridge.job_states("f1"), what="sent")
+        # a second job to the same number: reports are matched by (reference, recipient)
+        [tx] = transmissions(modem)
+        report = pdu.encode_status_report(reference=tx["reference"], recipient="+33612345678",
+                                          scts=datetime.now(timezone.utc).replace(microsecond=0),
+                                          discharge=datetime.now(timezone.utc).replace(microsecond=0),
+                                          status_code=0x41)
+        agent._status_report(pdu.decode(report))  # a report that beats the modem's own
+        await wait_until(lambda: "failed" in bridge.job_states("f1"), what="failed")
+        failed = [e for e in bridge.of_kind(protocol.JobState) if e.state == "failed"][0]
+        assert "0x41" in failed.reason
+        await asyncio.sleep(0)
+
+
+async def test_incoming_sms_is_reported_and_deleted_only_after_the_ack(tmp_path, bridge, modem):
+    bridge.ack = False
+    async with agent_running(tmp_path, bridge, modem):
+        modem.incoming_sms("+33698765432", "Bonjour !")
+        [event] = await wait_until(lambda: received(bridge), what="sms_received")
+        assert (event.sender, event.text, event.incomplete) == ("+33698765432", "Bonjour !", False)
+        assert len(modem.snapshot()["storage"]) == 1  # not acked: still on the SIM
+        await bridge.sessions[DEVICE].send(protocol.encode(protocol.Ack(event_ids=(event.event_id,))))
+        await wait_until(lambda: not modem.snapshot()["storage"], what="deleted after the ack")
+
+
+async def test_multipart_incoming_is_reassembled(tmp_path, bridge, modem):
+    text = "Ünïcödé ✓ " * 20  # UCS-2, 3 parts
+    async with agent_running(tmp_path, bridge, modem):
+        assert modem.incoming_sms("+33698765432", text) == 3
+        [event] = await wait_until(lambda: received(bridge), what="sms_received")
+        assert event.text == text and not event.incomplete
+        await wait_until(lambda: not modem.snapshot()["storage"], what="all parts deleted")
+
+
+async def test_multipart_with_a_part_missing_comes_out_incomplete(tmp_path, bridge, modem):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    parts = [pdu.encode_deliver("+33698765432", f"part{i} ", timestamp=now, concat=(77, 3, i)) for i in (1, 3)]
+    async with agent_running(tmp_path, bridge, modem, multipart_timeout=0.3):
+        for data in parts:  # the network delivers parts 1 and 3 of 3 (no public knob for that)
+            modem._in_loop(modem._network_deliver, "deliver", data)
+        [event] = await wait_until(lambda: received(bridge), what="incomplete sms")
+        assert event.incomplete and event.text == "part1 part3 "
+        await wait_until(lambda: not modem.snapshot()["storage"], what="parts deleted")
+
+
+async def test_storage_is_read_at_start(tmp_path, bridge, modem):
+    modem.incoming_sms("+33698765432", "while nobody listened")
+    async with agent_running(tmp_path, bridge, modem):
+        [event] = await wait_until(lambda: received(bridge), what="sms from storage")
+        assert event.text == "while nobody listened"
+        await wait_until(lambda: not modem.snapshot()["storage"], what="deleted")
+
+
+async def test_incoming_sms_and_call_while_a_command_is_in_progress(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem):
+        modem.fault_slow(0.3)  # every reply takes 0.3 s: the SMS arrives mid-command
+        await bridge.push(DEVICE, sms("busy", text="x" * 300))
+        await wait_until(lambda: len(modem.snapshot()["transmissions"]) >= 1, what="first part out")
+        modem.incoming_sms("+33611111111", "during the send")
+        modem.call("+33622222222", missed=True)
+        await wait_until(lambda: "sent" in bridge.job_states("busy"), within=10, what="sent")
+        [event] = await wait_until(lambda: received(bridge), what="sms_received")
+        assert event.text == "during the send"
+        calls = await wait_until(lambda: bridge.of_kind(protocol.CallEvent), what="call event")
+        assert [(c.direction, c.number) for c in calls] == [("missed", "+33622222222")]
+        modem.fault_slow(0)
+        assert len(transmissions(modem)) == 2
+
+
+async def test_dial_job_places_the_call_and_hangs_up(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem, hangup_after=0.3):
+        await bridge.push(DEVICE, protocol.Dial(job_id="d1", to="+33633333333"))
+        [call] = await wait_until(lambda: bridge.of_kind(protocol.CallEvent), what="call event")
+        assert call.direction == "outgoing" and call.job_id == "d1" and call.number == "+33633333333"
+        assert 0.2 <= call.duration_s < 3
+        assert bridge.job_states("d1") == ["sent"]
+        await wait_until(lambda: modem.snapshot()["calls"], what="modem saw the call end")
+        assert modem.snapshot()["calls"][0]["direction"] == "out"
+
+
+async def test_wrong_pin_parks_the_modem_after_one_try(tmp_path, bridge):
+    with VirtualModem(link=tmp_path / "modem", pin="1234") as modem:
+        async with agent_running(tmp_path, bridge, modem, connect=False, pin="9999") as agent:
+            await wait_until(lambda: agent.state == "parked", what="parked")
+            assert "refused" in agent.reason
+            assert [c for c in modem.commands if c.upper().startswith("AT+CPIN=")] == ['AT+CPIN="9999"']
+            assert not bridge.hellos
+        # a restart with the same PIN does not try it again
+        async with agent_running(tmp_path, bridge, modem, connect=False, pin="9999") as agent:
+            await wait_until(lambda: agent.state == "parked", what="parked again")
+            assert "before" in agent.reason
+            assert len([c for c in modem.commands if c.upper().startswith("AT+CPIN=")]) == 1
+
+
+async def test_missing_pin_parks_and_right_pin_unlocks(tmp_path, bridge):
+    with VirtualModem(link=tmp_path / "modem", pin="1234") as modem:
+        async with agent_running(tmp_path, bridge, modem, connect=False) as agent:
+            await wait_until(lambda: agent.state == "parked", what="parked")
+            assert "no pin" in agent.reason
+            assert not any(c.upper().startswith("AT+CPIN=") for c in modem.commands)
+        async with agent_running(tmp_path, bridge, modem, pin="1234") as agent:
+            assert agent.state == "online" and modem.snapshot()["pin_state"] == "READY"
+
+
+async def test_unplug_mid_send_reconciles_the_job(tmp_path, bridge, modem):
+    text = "".join(f"part{i} " for i in range(120))  # 6 parts
+    async with agent_running(tmp_path, bridge, modem) as agent:
+        modem.fault_slow(0.05)
+        await bridge.push(DEVICE, sms("u1", text=text))
+        await wait_until(lambda: len(transmissions(modem)) >= 2, what="two parts out")
+        modem.fault_unplug(0.4)
+        await wait_until(lambda: agent.state == "offline", what="offline")
+        await wait_until(lambda: "sent" in bridge.job_states("u1"), within=15, what="sent after replug")
+        await wait_until(lambda: "delivered" in bridge.job_states("u1"), what="delivered after replug")
+        seqs = sorted({t["concat"]["seq"] for t in transmissions(modem)})
+        assert seqs == [1, 2, 3, 4, 5, 6]
+        # parts the modem confirmed before the unplug were not sent again
+        counts = [t["concat"]["seq"] for t in transmissions(modem)]
+        assert sum(counts.count(s) > 1 for s in seqs) <= 1
+        assert bridge.job_states("u1").count("sent") == 1
+
+
+async def test_unplug_while_idle_goes_offline_and_comes_back(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem) as agent:
+        modem.fault_unplug(0.3)
+        await wait_until(lambda: not bridge.connected(DEVICE), what="disconnected from the bridge")
+        await wait_until(lambda: bridge.connected(DEVICE) and agent.state == "online", within=10,
+                         what="back online")
+        await bridge.push(DEVICE, sms("after"))
+        await wait_until(lambda: "delivered" in bridge.job_states("after"), what="delivered")
+
+
+async def test_modem_reboot_is_noticed_and_the_modem_configured_again(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem):
+        modem.fault_reboot()
+        await wait_until(lambda: modem.snapshot()["settings"]["cnmi"][1] == 1
+                         and not modem.snapshot()["settings"]["echo"], what="configured again")
+        modem.incoming_sms("+33698765432", "after reboot")
+        await wait_until(lambda: received(bridge), what="sms after reboot")
+
+
+async def test_agent_killed_before_the_ack_reports_the_sms_once_after_restart(tmp_path, bridge, modem):
+    bridge.ack = False
+    async with agent_running(tmp_path, bridge, modem):
+        modem.incoming_sms("+33698765432", "only once")
+        [first] = await wait_until(lambda: received(bridge), what="sms_received")
+    assert len(modem.snapshot()["storage"]) == 1
+    bridge.ack = True
+    async with agent_running(tmp_path, bridge, modem):
+        await wait_until(lambda: not modem.snapshot()["storage"], what="deleted after the ack")
+        assert {e.event_id for e in received(bridge)} == {first.event_id}
+    journal = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert sum(1 for r in journal if r.get("t") == "event" and r["e"]["kind"] == "sms_received") <= 1
+
+
+async def test_a_modem_that_stops_answering_is_reset_and_the_job_still_goes_out(tmp_path, bridge, modem):
+    async with agent_running(tmp_path, bridge, modem, command_timeout=0.4, send_timeout=0.4) as agent:
+        modem.fault_slow(1.5)  # every reply now comes too late
+        await bridge.push(DEVICE, sms("slow", report=False))
+        await wait_until(lambda: agent.state != "online", within=10, what="the agent gave up on the modem")
+        modem.fault_slow(0)
+        await wait_until(lambda: "sent" in bridge.job_states("slow"), within=15, what="sent once it answers")
+        assert bridge.job_states("slow") == ["sent"]
+        assert [t["to"] for t in transmissions(modem)] == ["+33612345678"]

@@ -1,0 +1,132 @@
+"""The modem agent inside the real daemon (HTTP API, store, dispatcher,
+websocket), driving the virtual modem on a real pseudo-terminal.
+
+The daemon-killed case runs the agent standalone in a subprocess (the same
+code the daemon runs in-process), kills it with SIGKILL between reading an
+SMS and the bridge's ack, then starts the daemon on the same journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import pytest
+
+from conftest import api_url, make_config, running, timeout, wait_until
+from device_agents.journal import Journal
+from device_agents.modem.agent import journal_path_for
+from device_agents.modem.virtual_modem import VirtualModem
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "user@email.com"
+AUTH = {"login": ACCOUNT, "accessKey": "your-access-key"}
+BEARER = {"Authorization": "Bearer your-access-key"}
+
+
+@pytest.fixture
+def modem(tmp_path: Path) -> Iterator[VirtualModem]:
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "radio.jsonl", report_delay=0.05) as m:
+        yield m
+
+
+def modem_config(tmp_path: Path, modem: VirtualModem, **options: Any):
+    device = {"id": "m1", "kind": "modem", "account": ACCOUNT, "port": str(modem.link), "max_per_minute": 0,
+              "command_timeout": 3, **options}
+    return make_config(tmp_path, devices=[device])
+
+
+async def send(http: aiohttp.ClientSession, daemon: Any, text: str, number: str = "+33612345678") -> str:
+    async with http.post(api_url(daemon, "/api/v1/sendsms"),
+                         json={"header": AUTH, "messages": [{"phone_number": number, "message": text}]}) as resp:
+        assert resp.status == 200, await resp.text()
+        [answer] = await resp.json()
+        assert answer["sent"] == 1, answer
+        return answer["id_sms_api"]
+
+
+async def job_state(daemon: Any, id_sms_api: str) -> str | None:
+    job = await daemon.store.get_job(ACCOUNT, id_sms_api)
+    return job.state if job else None
+
+
+def transmissions(modem: VirtualModem) -> list[dict[str, Any]]:
+    return modem.snapshot()["transmissions"]
+
+
+async def test_sms_through_the_daemon_is_sent_by_the_modem_and_delivered(tmp_path, modem):
+    text = "Votre code : 4711. " * 12  # two parts
+    async with running(modem_config(tmp_path, modem)) as daemon, aiohttp.ClientSession() as http:
+        id_sms_api = await send(http, daemon, text)
+        await wait_until(lambda: _is(job_state(daemon, id_sms_api), "delivered"), within=15, what="delivered")
+        async with http.get(api_url(daemon, f"/api/v1/sms/{id_sms_api}"), headers=BEARER) as resp:
+            data = (await resp.json())["data"]
+        assert [h["status"] for h in data["history"]] == ["queued", "dispatched", "sent", "delivered"]
+        txs = transmissions(modem)
+        assert [t["concat"]["seq"] for t in txs] == [1, 2] and "".join(t["text"] for t in txs) == text
+        devices = daemon.devices_view(None)
+        assert devices[0]["state"] == "online" and devices[0]["delivery_reports"]
+
+
+async def test_incoming_sms_reaches_the_store_and_leaves_the_sim(tmp_path, modem):
+    async with running(modem_config(tmp_path, modem)) as daemon:
+        await wait_until(lambda: daemon.dispatcher.sessions.get("m1"), what="modem online")
+        modem.incoming_sms("+33698765432", "Réponse : OUI")
+        rows = await wait_until(lambda: daemon.store.inbound(ACCOUNT), what="inbound stored")
+        assert [(r["sender"], r["text"]) for r in rows] == [("+33698765432", "Réponse : OUI")]
+        await wait_until(lambda: not modem.snapshot()["storage"], what="deleted from the SIM")
+
+
+async def test_unplug_and_replug_mid_send_through_the_daemon(tmp_path, modem):
+    text = "".join(f"chunk{i} " for i in range(100))  # 6 parts
+    async with running(modem_config(tmp_path, modem)) as daemon, aiohttp.ClientSession() as http:
+        await wait_until(lambda: daemon.dispatcher.sessions.get("m1"), what="modem online")
+        modem.fault_slow(0.05)
+        id_sms_api = await send(http, daemon, text)
+        await wait_until(lambda: len(transmissions(modem)) >= 2, what="two parts on the air")
+        modem.fault_unplug(0.3)
+        await wait_until(lambda: "m1" not in daemon.dispatcher.sessions, what="offline")
+        await wait_until(lambda: _is(job_state(daemon, id_sms_api), "delivered"), within=20,
+                         what="delivered after the replug")
+        by_seq = {t["concat"]["seq"]: t for t in transmissions(modem)}
+        total = next(iter(by_seq.values()))["concat"]["total"]
+        assert sorted(by_seq) == list(range(1, total + 1))
+        assert "".join(by_seq[s]["text"] for s in sorted(by_seq)) == text
+
+
+async def test_daemon_killed_between_read_and_ack_reports_the_sms_once(tmp_path, modem):
+    """The agent reads the SMS and journals it, but dies before any ack: the
+    SMS stays on the SIM, and after the restart it is reported exactly once."""
+    journal = journal_path_for(tmp_path, "m1")
+    # Phase 1: the agent, standalone, with a bridge that is not there (so no ack can come).
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "device_agents.modem.agent", "--url", "ws://127.0.0.1:9", "--device", "m1",
+         "--token", "t", "--port", str(modem.link), "--journal", str(journal)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        modem.incoming_sms("+33698765432", "ne le perdez pas")
+        await wait_until(lambda: journal.exists() and "sms_received" in journal.read_text(), within=15,
+                         what="the agent journalled the SMS")
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(timeout(10))
+    assert len(modem.snapshot()["storage"]) == 1  # still on the SIM
+    # Phase 2: the daemon, with the modem agent inside, on the same journal.
+    async with running(modem_config(tmp_path, modem)) as daemon:
+        rows = await wait_until(lambda: daemon.store.inbound(ACCOUNT), what="inbound stored")
+        await wait_until(lambda: not modem.snapshot()["storage"], what="deleted from the SIM after the ack")
+        await asyncio.sleep(0)
+        rows = await daemon.store.inbound(ACCOUNT)
+        assert [(r["sender"], r["text"]) for r in rows] == [("+33698765432", "ne le perdez pas")]
+    replayed = Journal(journal)
+    assert not replayed.outbox  # nothing left unacked
+    replayed.close()
+
+
+async def _is(coro: Any, expected: Any) -> bool:
+    return (await coro) == expected
