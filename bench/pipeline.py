@@ -252,6 +252,18 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
             results["p99_priority_dispatch_ms"] = latencies[max(0, int(len(latencies) * 0.99) - 1)]
             results["p50_priority_dispatch_ms"] = statistics.median(latencies)
             results["backlog_queued_at_probe"] = queued
+            # Where the time goes: in the queue (accepted → claimed) and on the way to the radio.
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            waits, trips = [], []
+            for key, radio_at in seen.items():
+                rows = dict(db.execute(
+                    "SELECT h.state, h.at FROM job_history h JOIN jobs j ON j.id = h.job_id "
+                    "WHERE j.account = 'e2e@example.com' AND j.id_sms_api = ?", (f"{key}-0",)).fetchall())
+                waits.append((rows["dispatched"] - rows["queued"]) * 1000)
+                trips.append((radio_at - rows["dispatched"]) * 1000)
+            db.close()
+            results["p50_queue_wait_ms"] = statistics.median(waits)
+            results["p50_dispatch_to_radio_ms"] = statistics.median(trips)
             print(f"p99_priority_dispatch_ms {results['p99_priority_dispatch_ms']:7.1f}   (p50 "
                   f"{results['p50_priority_dispatch_ms']:.1f} ms, {probes} probes, {queued} priority-0 "
                   f"still queued)", flush=True)

@@ -22,7 +22,7 @@ from device_agents import protocol
 from .config import Config
 from .dispatcher import DeviceSession, Dispatcher
 from .store import Store
-from .tokens import TokenBook
+from .tokens import TokenBook, token_digest
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,56 @@ class AgentListener:
         self.tokens = tokens
         self.ssl = ssl
         self.server: Any = None
+        self._closing: set[asyncio.Task[Any]] = set()
         self.on_status: Callable[[str, protocol.Status], None] | None = None
+        # Called with (device id, job id, job state) for each job state an agent
+        # reports (metrics); a report sent again (lost ack) comes again.
+        self.on_job_state: Callable[[str, str, str], None] | None = None
         self.rejected = 0
+
+    def reload(self, config: Config) -> None:
+        """A new configuration (SIGHUP): sessions of devices still configured
+        stay up and follow their new settings; the others are closed."""
+        self.config = config
+        for device_id, session in list(self.dispatcher.sessions.items()):
+            device = config.device(device_id)
+            if device is None:
+                self._close_soon(session, "device removed from the configuration")
+            elif device.account != session.device.account:
+                self._close_soon(session, "device moved to another account; reconnect")
+            else:
+                session.device = device
+
+    async def token_ok(self, device_id: str, token: str) -> bool:
+        """A paired token (``simbridge pair``, not revoked), or the device's
+        derived/fixed token (in-daemon agents, config pushed over USB)."""
+        digests, generation = await self.store.device_auth(device_id)
+        self.tokens.set_generation(device_id, generation)
+        return token_digest(token) in digests or self.tokens.verify(device_id, token)
+
+    async def recheck(self, device_id: str) -> bool:
+        """Close the device's live session if its token is no longer valid
+        (revoked); True if a session was closed."""
+        session = self.dispatcher.sessions.get(device_id)
+        if session is None or session.closed:
+            return False
+        if await self.token_ok(device_id, session.hello.token):
+            return False
+        self.rejected += 1
+        log.warning("device %s: token revoked; session closed", device_id)
+        await session.ws.close(protocol.CLOSE_POLICY, "token revoked")
+        return True
+
+    def _close_soon(self, session: DeviceSession, why: str) -> None:
+        log.info("device %s: %s; closing its session", session.device_id, why)
+        task = asyncio.get_running_loop().create_task(session.ws.close(protocol.CLOSE_POLICY, _reason(why)))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def start(self) -> None:
         host, port = self.config.agents.listen
         self.server = await serve(self._handle, host, port, max_size=protocol.MAX_FRAME_BYTES,
-                                  ssl=self.ssl, ping_interval=20, ping_timeout=20)
+                                  ssl=self.ssl, compression=None, ping_interval=20, ping_timeout=20)
 
     @property
     def port(self) -> int:
@@ -68,7 +111,8 @@ class AgentListener:
 
     async def _handle(self, ws: ServerConnection) -> None:
         try:
-            first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                first = await ws.recv()
             hello = protocol.decode(first, allowed=protocol.AGENT_TO_BRIDGE)
         except TimeoutError:
             await self._refuse(ws, f"no hello within {HELLO_TIMEOUT:g} s")
@@ -85,7 +129,7 @@ class AgentListener:
         if device is None:
             await self._refuse(ws, f"unknown device {hello.device_id!r}", hello.device_id)
             return
-        if not self.tokens.verify(device.id, hello.token):
+        if not await self.token_ok(device.id, hello.token):
             await self._refuse(ws, "bad token", device.id)
             return
         if hello.version != protocol.PROTOCOL_VERSION:
@@ -123,6 +167,10 @@ class AgentListener:
         if isinstance(message, protocol.Events):
             outcome = await self.store.apply_events(session.device_id, session.account, message.events,
                                                     max_attempts=self.config.dispatcher.max_attempts)
+            if self.on_job_state is not None:
+                for event in message.events:
+                    if isinstance(event, protocol.JobState):
+                        self.on_job_state(session.device_id, event.job_id, event.state)
             self.dispatcher.health[session.device_id].last_seen = time.time()
             with contextlib.suppress(websockets.ConnectionClosed):
                 await session.ws.send(protocol.encode(protocol.Ack(event_ids=tuple(outcome.acked))))

@@ -21,6 +21,7 @@ import phonenumbers
 from .optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
 
 DEVICE_KINDS = ("virtual", "modem", "android")
+ANDROID_DEFAULT_RATE = 25.0  # SMS a minute; Android's own limit is 30
 WEBHOOK_FORMATS = ("insim", "json")
 
 
@@ -40,6 +41,34 @@ def _url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
     return value.rstrip("/")
+
+
+def _ws_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError("must be a ws:// or wss:// URL, e.g. ws://192.168.1.10:8765")
+    return value.rstrip("/")
+
+
+def _tls(where: str, values: dict[str, Any], base: Path | None) -> None:
+    """``tls_cert`` and ``tls_key`` come together, exist, and load as a pair."""
+    from .tls import server_context
+
+    if "tls_cert" not in values and "tls_key" not in values:
+        return
+    for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if key not in values:
+            raise ConfigError(f"{where}.{key}: required when {where}.{other} is set")
+        if base is not None and not values[key].is_absolute():
+            values[key] = (base / values[key]).resolve()
+    for key in ("tls_cert", "tls_key"):
+        path = values[key]
+        if not path.is_file():
+            raise ConfigError(f"{where}.{key}: no such file {str(path)!r}")
+    try:
+        server_context(values["tls_cert"], values["tls_key"])
+    except ValueError as exc:
+        raise ConfigError(f"{where}.tls_cert: {exc}") from None
 
 
 def _zone(value: str) -> str:
@@ -125,6 +154,8 @@ class ApiConfig:
     forbidden_words: tuple[str, ...] = ()  # a message containing one is refused (#004)
     stop_words: tuple[str, ...] = DEFAULT_STOP_WORDS  # an incoming SMS that is one opts its sender out
     start_words: tuple[str, ...] = DEFAULT_START_WORDS  # ...and one of these opts it back in
+    tls_cert: Path | None = None  # PEM certificate (chain): the API speaks HTTPS
+    tls_key: Path | None = None  # its PEM private key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +164,9 @@ class AgentsConfig:
     window: int = 8  # jobs in flight per device at most
     lease_s: float = 60.0  # a pushed job not begun within this is rejected by the agent
     requeue_grace_s: float = 300.0  # an offline device's jobs go back to the queue after this
+    public_url: str | None = None  # what agents dial (pairing QR codes); default: from listen
+    tls_cert: Path | None = None  # PEM certificate (chain): agents connect with wss://
+    tls_key: Path | None = None  # its PEM private key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +179,15 @@ class StoreConfig:
 class DispatcherConfig:
     ttl_s: float = 86400.0  # a job not dispatched this long after it was due expires
     max_attempts: int = 5  # dispatches of one job before it fails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AndroidConfig:
+    adb_server: tuple[str, int] = ("127.0.0.1", 5037)  # the adb server to follow
+    start_adb_server: bool = True  # start a local adb server when none answers
+    device_port: int | None = None  # port the agent dials on the phone (adb reverse); default: the listener's
+    poll_interval: float = 2.0  # the agent's polling of the inbox and call log, seconds
+    confirm_timeout: float = 120.0  # seconds for a send to show in the phone's sent/failed box
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +229,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    android: AndroidConfig = AndroidConfig()
     accounts: tuple[AccountConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     source: str = "<defaults>"
@@ -220,12 +264,17 @@ API_SPEC: Spec = {
     "forbidden_words": ((list,), _words),
     "stop_words": ((list,), _words),
     "start_words": ((list,), _words),
+    "tls_cert": ((str,), Path),
+    "tls_key": ((str,), Path),
 }
 AGENTS_SPEC: Spec = {
     "listen": ((str,), _hostport),
     "window": ((int,), _positive),
     "lease_s": ((int, float), _positive),
     "requeue_grace_s": ((int, float), _positive),
+    "public_url": ((str,), _ws_url),
+    "tls_cert": ((str,), Path),
+    "tls_key": ((str,), Path),
 }
 STORE_SPEC: Spec = {
     "path": ((str,), Path),
@@ -234,6 +283,13 @@ STORE_SPEC: Spec = {
 DISPATCHER_SPEC: Spec = {
     "ttl": ((int, float), _positive),
     "max_attempts": ((int,), _positive),
+}
+ANDROID_SPEC: Spec = {
+    "adb_server": ((str,), _hostport),
+    "start_adb_server": ((bool,), None),
+    "device_port": ((int,), _positive),
+    "poll_interval": ((int, float), _positive),
+    "confirm_timeout": ((int, float), _positive),
 }
 WEBHOOKS_SPEC: Spec = {
     "timeout": ((int, float), _positive),
@@ -327,23 +383,28 @@ def _check(where: str, table: Any, spec: Spec, *, required: tuple[str, ...] = ()
     return values, options
 
 
-def parse(data: dict[str, Any], *, source: str = "<config>") -> Config:
-    """Turn a parsed TOML document into a :class:`Config`, or raise ConfigError."""
-    sections = {"api", "agents", "store", "dispatcher", "webhooks", "accounts", "devices"}
+def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None = None) -> Config:
+    """Turn a parsed TOML document into a :class:`Config`, or raise ConfigError.
+    Relative file paths (TLS) are read from ``base`` (the config file's folder)."""
+    sections = {"api", "agents", "store", "dispatcher", "webhooks", "android", "accounts", "devices"}
     for key in data:
         if key not in sections:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(sections))})")
     api, _ = _check("api", data.get("api", {}), API_SPEC)
+    _tls("api", api, base)
     if "listen" in api and "public_url" not in api:
         host, port = api["listen"]
-        api["public_url"] = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
+        scheme = "https" if "tls_cert" in api else "http"
+        api["public_url"] = f"{scheme}://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
     api.setdefault("timezone", _local_zone())
     agents, _ = _check("agents", data.get("agents", {}), AGENTS_SPEC)
+    _tls("agents", agents, base)
     store, _ = _check("store", data.get("store", {}), STORE_SPEC)
     dispatcher, _ = _check("dispatcher", data.get("dispatcher", {}), DISPATCHER_SPEC)
     agents_cfg = AgentsConfig(**agents)
     webhooks, _ = _check("webhooks", data.get("webhooks", {}), WEBHOOKS_SPEC)
     webhooks_cfg = WebhooksConfig(**webhooks)
+    android, _ = _check("android", data.get("android", {}), ANDROID_SPEC)
     if webhooks_cfg.backoff_max < webhooks_cfg.backoff_initial:
         raise ConfigError(f"webhooks.backoff_max: must not be shorter than webhooks.backoff_initial "
                           f"({webhooks_cfg.backoff_initial:g} s)")
@@ -390,10 +451,15 @@ def parse(data: dict[str, Any], *, source: str = "<config>") -> Config:
             if not all(isinstance(p, str) for p in prefixes):
                 raise ConfigError(f"{where}.fail_prefixes: must be a list of strings")
             options["fail_prefixes"] = tuple(prefixes)
+        if values["kind"] == "android":
+            # Android refuses more than 30 SMS a minute from one app by default;
+            # stay under it so that the phone never has to ask its owner.
+            values.setdefault("max_per_minute", ANDROID_DEFAULT_RATE)
         devices.append(DeviceConfig(**values, options=options))
 
     return Config(api=ApiConfig(**api), agents=agents_cfg, store=StoreConfig(**store),
-                  dispatcher=DispatcherConfig(**dispatcher), webhooks=webhooks_cfg, accounts=tuple(accounts),
+                  dispatcher=DispatcherConfig(**dispatcher), webhooks=webhooks_cfg,
+                  android=AndroidConfig(**android), accounts=tuple(accounts),
                   devices=tuple(devices), source=source)
 
 
@@ -410,7 +476,7 @@ def load(path: str | os.PathLike[str]) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        config = parse(data, source=str(path))
+        config = parse(data, source=str(path), base=path.parent.resolve())
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     # A relative store path is relative to the config file, not to the working directory.

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from device_agents import protocol
 
@@ -102,7 +102,11 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._rotation = 0
         self._claim_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.on_online: list[Callable[[str, bool], None]] = []
+        # Device kinds whose calls the bridge places itself (Android: through
+        # adb, which works while the phone is locked): kind -> dial(device_id, number).
+        self.dialers: dict[str, Callable[[str, str], Awaitable[None]]] = {}
         self.sent_counter: Callable[[str, str], None] | None = None
 
     def reload(self, config: Config) -> None:
@@ -190,8 +194,10 @@ class Dispatcher:
             if timeout == 0:
                 await asyncio.sleep(0)  # let frames in between rounds
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def dispatch_round(self) -> float:
         """Give jobs to every device that can take some. Returns how long to
@@ -204,32 +210,67 @@ class Dispatcher:
             sessions = sessions[self._rotation:] + sessions[:self._rotation]
             now = time.time()
             wait = 1.0
-            again = False
+            wants: list[tuple[DeviceSession, int]] = []
             for session in sessions:
                 if session.closed:
                     continue
                 limiter = self.limiter(session.device)
                 room = min(session.window - session.inflight, limiter.available(now), CLAIM_CHUNK)
-                if room <= 0:
-                    free_at = limiter.next_free(now)
-                    if free_at is not None:
-                        wait = min(wait, max(0.01, free_at - now))
+                if room > 0:
+                    wants.append((session, room))
                     continue
-                kinds = ("sms", "call") if session.hello.capabilities.calls else ("sms",)
-                jobs = await self.store.claim(session.account, session.device_id, room, kinds=kinds)
+                free_at = limiter.next_free(now)
+                if free_at is not None:
+                    wait = min(wait, max(0.01, free_at - now))
+            # All claims of a round go to the store together: it commits them as one.
+            claimed = await asyncio.gather(*(
+                self.store.claim(s.account, s.device_id, room,
+                                 kinds=("sms", "call") if s.hello.capabilities.calls else ("sms",))
+                for s, room in wants))
+            again = False
+            pushes = []
+            for (session, room), jobs in zip(wants, claimed):
                 if not jobs:
                     continue
                 session.inflight += len(jobs)
-                limiter.record(now, len(jobs))
-                try:
-                    await session.push(jobs)
-                except Exception as exc:  # noqa: BLE001 - the session is going; jobs stay dispatched
-                    log.info("device %s: push failed (%s); its jobs wait for it to come back",
-                             session.device_id, exc)
-                    continue
-                if len(jobs) == room:
-                    again = True
+                self.limiter(session.device).record(now, len(jobs))
+                pushes.append(self._push(session, jobs))
+                again = again or len(jobs) == room
+            await asyncio.gather(*pushes)
             return 0 if again else wait
+
+    async def _push(self, session: DeviceSession, jobs: list[Job]) -> None:
+        dialer = self.dialers.get(session.device.kind)
+        if dialer is not None:
+            calls = [j for j in jobs if j.kind == "call"]
+            jobs = [j for j in jobs if j.kind != "call"]
+            for job in calls:
+                self._spawn(self._dial(session, job, dialer))
+        if not jobs:
+            return
+        try:
+            await session.push(jobs)
+        except Exception as exc:  # noqa: BLE001 - the session is going; jobs stay dispatched
+            log.info("device %s: push failed (%s); its jobs wait for it to come back", session.device_id, exc)
+
+    async def _dial(self, session: DeviceSession, job: Job,
+                    dialer: Callable[[str, str], Awaitable[None]]) -> None:
+        """Place a call from the bridge side and record its outcome like an agent's."""
+        try:
+            await dialer(session.device_id, job.phone_number)
+            state, reason = protocol.JOB_SENT, None
+        except Exception as exc:  # noqa: BLE001 - any refusal fails this call, not the dispatcher
+            state, reason = protocol.JOB_FAILED, str(exc) or type(exc).__name__
+        event = protocol.JobState(event_id=f"bridge-dial-{job.id}-{job.attempts + 1}", job_id=job.job_id,
+                                  state=state, at=time.time(), reason=reason)
+        outcome = await self.store.apply_events(session.device_id, session.account, [event],
+                                                max_attempts=self.config.dispatcher.max_attempts)
+        self.finished(session, outcome.finished)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _maintenance_loop(self) -> None:
         while True:

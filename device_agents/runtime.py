@@ -179,8 +179,10 @@ class AgentRuntime:
 
     async def _session(self, ws: Any) -> None:
         await ws.send(protocol.encode(self._hello()))
-        welcome = protocol.decode(await asyncio.wait_for(ws.recv(), 15),
-                                  allowed=protocol.BRIDGE_TO_AGENT)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+        async with asyncio.timeout(15):
+            frame = await ws.recv()
+        welcome = protocol.decode(frame, allowed=protocol.BRIDGE_TO_AGENT)
         if not isinstance(welcome, protocol.Welcome):
             raise protocol.RemoteProtocolError(f"expected welcome, got {welcome.type}")
         self.lease_s = welcome.lease_s
@@ -200,9 +202,9 @@ class AgentRuntime:
             async for frame in ws:
                 self._on_frame(protocol.decode(frame, allowed=protocol.BRIDGE_TO_AGENT))
         finally:
+            # Never suppress CancelledError here: it may be ours, not the sender's.
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+            await asyncio.wait([sender])
 
     async def _sender(self, ws: Any) -> None:
         while True:
