@@ -178,6 +178,7 @@ class Api:
         self.store = store
         self.on_enqueued = on_enqueued
         self.extra_routes = extra_routes
+        self.number_pool = numbers.NumberPool()  # the Daemon starts its worker
         self.simulate: Callable[[AccountConfig, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         self.devices_view: Callable[[AccountConfig | None], list[dict[str, Any]]] | None = None
         # Whether a device of the account that can place calls is connected
@@ -340,7 +341,10 @@ class Api:
 
     # -- sendsms ------------------------------------------------------------------
 
-    def _prepare(self, index: int, item: Any, header: dict[str, Any], default_priority: Any) -> Prepared:
+    def _prepare(self, index: int, item: Any, header: dict[str, Any], default_priority: Any,
+                 checked: tuple[str | None, str | None] | None = None) -> Prepared:
+        """Judge one message. ``checked``: its number already normalised
+        (:class:`numbers.NumberPool`), as (E.164, None) or (None, why not)."""
         if not isinstance(item, dict):
             return Prepared(index, None, (E_UNKNOWN,), f"messages[{index}] must be an object", "", "", None)
         number_raw = item.get("phone_number", item.get("phonenumber"))
@@ -367,11 +371,12 @@ class Api:
             if word is not None:
                 errors.append(E_FORBIDDEN)
                 details.append(f"message contains the forbidden word {word!r}")
-        try:
-            number = numbers.normalise(number_raw, self.region)
-        except ValueError as exc:
+        if checked is None:
+            [checked] = numbers.normalise_many([number_raw], self.region)
+        number, why_not = checked
+        if number is None:
             errors.append(E_NUMBER)
-            details.append(str(exc))
+            details.append(why_not)
             number = shown_number
         priority = item.get("priorite", item.get("priority", default_priority))
         if isinstance(priority, str) and priority.strip().isdigit():
@@ -444,7 +449,11 @@ class Api:
         if mode not in ("prod", "test"):
             raise ApiError(400, f"header.mode must be \"prod\" or \"test\", not {mode!r}"[:200])
         account = self.header_account(header)
-        prepared = [self._prepare(i, m, header, header.get("priority", 1)) for i, m in enumerate(messages)]
+        checked = await self.number_pool.normalise(
+            [m.get("phone_number", m.get("phonenumber")) if isinstance(m, dict) else None for m in messages],
+            self.region)
+        prepared = [self._prepare(i, m, header, header.get("priority", 1), c)
+                    for i, (m, c) in enumerate(zip(messages, checked))]
         if account is None or not account.enabled:
             code = E_AUTH if account is None else E_DISABLED
             results = [self._answer(None, p, errors=(code,), detail=ERROR_TEXT[code]) for p in prepared]
