@@ -37,6 +37,7 @@ import aiohttp
 
 PHONES = 20
 BULK = 1000
+WINDOW = int(os.environ.get("BENCH_WINDOW", "8"))  # [agents] window: the default
 
 
 def free_port() -> int:
@@ -118,7 +119,7 @@ async def ws_roundtrips(seconds: float) -> float:
 
 
 def write_config(folder: Path, api: int, agents: int) -> Path:
-    lines = [f'[api]\nlisten = "127.0.0.1:{api}"\n', f'[agents]\nlisten = "127.0.0.1:{agents}"\nwindow = 32\n',
+    lines = [f'[api]\nlisten = "127.0.0.1:{api}"\n', f'[agents]\nlisten = "127.0.0.1:{agents}"\nwindow = {WINDOW}\n',
              f'[store]\npath = "{folder / "data" / "simbridge.db"}"\nsynchronous = "full"\n']
     for login in ("bulk@example.com", "e2e@example.com"):
         lines.append(f'[[accounts]]\nlogin = "{login}"\naccess_key = "key-{login}"\n')
@@ -201,7 +202,7 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
                 if os.environ.get("BENCH_PROFILE_PHONES") else []
             args = [sys.executable, *pprof, "-m", "device_agents.virtual", "--url", f"ws://127.0.0.1:{agents}",
                     "--data-dir", str(folder / "phones"), "--latency", "0", "--jitter", "0",
-                    "--delivery-delay", "0", "--window", "32"]
+                    "--delivery-delay", "0", "--window", str(WINDOW)]
             for i in range(PHONES):
                 args += ["--device", f"phone-{i}", "--token", f"token-{i}"]
             (folder / "phones").mkdir()

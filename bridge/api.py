@@ -101,6 +101,7 @@ class ApiError(Exception):
         self.extra = extra
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's messages share their time: format it once
 def iso_utc(ts: float | None) -> str | None:
     """``2025-10-29T10:00:00.000Z``, as inSIM writes times."""
     if ts is None:

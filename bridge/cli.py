@@ -8,12 +8,13 @@ import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
+import time
 from pathlib import Path
 from typing import Any
 
+from . import client
 from . import config as config_module
+from . import logs
 from .config import Config, ConfigError
 
 DEFAULT_CONFIG = "/etc/simbridge/config.toml"
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(inSIM-compatible SMS and call API over Android phones and GSM modems)")
     parser.add_argument("--log-level", default=os.environ.get("SIMBRIDGE_LOG_LEVEL", "INFO"),
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-format", default=os.environ.get("SIMBRIDGE_LOG_FORMAT", "text"),
+                        choices=logs.FORMATS, help="text (default) or json: one JSON object a line, "
+                        "for journald and log shippers")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon")
@@ -70,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(devices)
     devices.add_argument("--json", action="store_true", help="print a JSON array")
 
+    pair = sub.add_parser("pair", help="pair a device: a token and its QR code (or --revoke)")
+    _config_arg(pair)
+    pair.add_argument("--device", required=True, metavar="ID", help="the device's id in the configuration")
+    pair.add_argument("--png", metavar="FILE", help="also write the QR code to this PNG file")
+    pair.add_argument("--url", help="the agent listener's URL as the phone reaches it "
+                      "(default: [agents] public_url, else from [agents] listen)")
+    pair.add_argument("--revoke", action="store_true",
+                      help="revoke the device's pairing tokens (and disconnect it if the daemon runs)")
+    pair.add_argument("--no-qr", action="store_true", help="print the URI only")
+
+    doctor = sub.add_parser("doctor", help="check the installation; says what to fix (exit 1 if something is wrong)")
+    _config_arg(doctor)
+
     sub.add_parser("pdu", help="encode or decode SMS PDUs (see: simbridge pdu --help)", add_help=False)
     sub.add_parser("modem-sim", help="a virtual GSM modem on a pseudo-terminal", add_help=False)
     return parser
@@ -83,9 +100,8 @@ def _demo_config(data_dir: str | None) -> Config:
     return config_module.demo(Path(data_dir or DEMO_DIR).resolve())
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
 
 
 def demo_curl(config: Config) -> str:
@@ -101,8 +117,27 @@ async def _run_daemon(config: Config, *, demo: bool) -> int:
     from .daemon import Daemon, install_signal_handlers
 
     stop = asyncio.Event()
-    install_signal_handlers(stop)
     daemon = Daemon(config)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        # A bad file leaves the running configuration as it is.
+        try:
+            new = await asyncio.to_thread(config_module.load, daemon.config.source)
+        except ConfigError as exc:
+            logging.getLogger("bridge.cli").error("reload refused, keeping the running configuration: %s", exc)
+            daemon.notifier.ready(f"reload refused: {exc}"[:200])
+            return
+        await daemon.reload(new)
+
+    def on_hup() -> None:
+        if not daemon.ready.is_set() or stop.is_set():
+            return
+        task = asyncio.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    install_signal_handlers(stop, on_hup)
     task = asyncio.create_task(daemon.run(stop))
     ready = asyncio.create_task(daemon.ready.wait())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -123,23 +158,12 @@ def _api_call(config: Config, method: str, path: str, account_login: str | None,
     accounts = [a for a in config.accounts if account_login in (None, a.login)]
     if not accounts:
         raise SystemExit(f"simbridge: no account {account_login!r} in {config.source}")
-    account = accounts[0]
-    host, port = config.api.listen
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method,
-                                 headers={"Authorization": f"Bearer {account.access_key}",
-                                          "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise SystemExit(f"simbridge: the daemon answered {exc.code}: {detail}") from None
-    except urllib.error.URLError as exc:
-        raise SystemExit(f"simbridge: cannot reach the daemon at http://{host}:{port} ({exc.reason}); "
-                         "is it running?") from None
+        return client.request(config, method, path, key=accounts[0].access_key, body=body)
+    except client.DaemonError as exc:
+        raise SystemExit(f"simbridge: {exc}") from None
+    except client.DaemonUnreachable as exc:
+        raise SystemExit(f"simbridge: {exc}; is it running?") from None
 
 
 def _simulate(config: Config, args: argparse.Namespace) -> int:
@@ -176,20 +200,58 @@ def _send(config: Config, args: argparse.Namespace) -> int:
     return 0 if all(r.get("sent") for r in result) else 1
 
 
+def _ago(ts: Any, now: float) -> str:
+    if not isinstance(ts, (int, float)):
+        return "never"
+    seconds = max(0, now - ts)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def _percent(value: Any) -> str:
+    return f"{value}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def devices_table(rows: list[dict[str, Any]], *, now: float | None = None) -> str:
+    """The human table of ``simbridge devices``."""
+    now = time.time() if now is None else now
+    cols = ("DEVICE", "KIND", "ACCOUNT", "STATE", "SIGNAL", "BATTERY", "NETWORK", "LAST SEEN", "REASON")
+    table = [[str(r.get("id", "?")), str(r.get("kind", "?")), str(r.get("account", "?")),
+              str(r.get("state", "?")), _percent(r.get("signal")), _percent(r.get("battery")),
+              " ".join(str(r[k]) for k in ("network", "operator") if r.get(k)) or "-",
+              _ago(r.get("last_seen"), now), str(r.get("reason") or "-")] for r in rows]
+    widths = [max([len(c), *(len(t[i]) for t in table)]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip() for t in table]
+    online = sum(1 for r in rows if r.get("state") == "online")
+    lines.append(f"\n{online} of {len(rows)} device(s) online")
+    return "\n".join(lines)
+
+
 def _devices(config: Config, args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = []
-    for account in config.accounts:
-        rows.extend(_api_call(config, "GET", "/api/v1/devices", account.login)["data"])
+    try:
+        rows = client.devices(config)
+    except client.DaemonError as exc:
+        raise SystemExit(f"simbridge: {exc}") from None
+    except client.DaemonUnreachable as exc:
+        raise SystemExit(f"simbridge: {exc}; is it running?") from None
+    rows.sort(key=lambda r: (str(r.get("account")), str(r.get("id"))))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    cols = ("id", "kind", "account", "state", "signal", "battery", "last_seen", "reason")
-    table = [[str(r.get(c) if r.get(c) is not None else "-") for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(cols)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print(devices_table(rows))
     return 0
+
+
+def _pair(config: Config, args: argparse.Namespace) -> int:
+    from .pair import pair, revoke
+
+    if args.revoke:
+        print(revoke(config, args.device))
+        return 0
+    return pair(config, args.device, url=args.url, png=args.png, qr=not args.no_qr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,11 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         from device_agents.modem import sim_cli
         return sim_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     try:
         if args.command == "run":
             config = _demo_config(args.data_dir) if args.demo else _load(args.config)
             return asyncio.run(_run_daemon(config, demo=args.demo))
+        if args.command == "doctor":
+            from .doctor import doctor
+            return doctor(args.config)
         config = _load(args.config)
         if args.command == "check-config":
             print(f"{config.source}: OK ({len(config.accounts)} account(s), {len(config.devices)} device(s))")
@@ -217,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             return _send(config, args)
         if args.command == "devices":
             return _devices(config, args)
+        if args.command == "pair":
+            return _pair(config, args)
     except ConfigError as exc:
         print(f"simbridge: configuration error: {exc}", file=sys.stderr)
         return 2

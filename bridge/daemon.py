@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hmac
 import logging
 import signal
 import time
@@ -24,8 +26,13 @@ from .agents import AgentListener
 from .api import Api
 from .config import AccountConfig, Config, DeviceConfig
 from .dispatcher import Dispatcher
+from .metrics import Metrics
+from .notify import Notifier
+from .optout import Keywords
 from .store import SqliteStore, Store
+from .tls import client_context, server_context
 from .tokens import TokenBook
+from .webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,24 @@ class Daemon:
         self.store = store or SqliteStore(config.store.path, synchronous=config.store.synchronous)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
         self.dispatcher = Dispatcher(config=config, store=self.store)
+        agents_tls = config.agents.tls_cert and config.agents.tls_key
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
-                                      tokens=self.tokens)
-        self.api = Api(config=config, store=self.store, on_enqueued=self.dispatcher.wake)
+                                      tokens=self.tokens,
+                                      ssl=server_context(config.agents.tls_cert, config.agents.tls_key)
+                                      if agents_tls else None)
+        self.api = Api(config=config, store=self.store, on_enqueued=self.dispatcher.wake,
+                       extra_routes=self._extra_routes)
+        self.metrics = Metrics(self)
+        self.listener.on_job_state = self.metrics.job_state
+        self.notifier = Notifier()
+        self.dispatcher.on_online.append(lambda _device, _online: self._notify_status())
+        self._tg: asyncio.TaskGroup | None = None
+        self.webhooks = WebhookDeliverer(config=config, store=self.store)
         self.api.simulate = self.simulate
         self.api.devices_view = self.devices_view
+        self.api.phones_online = self.phones_online
         self.virtual: dict[str, AgentRuntime] = {}
+        self.android: Any = None  # bridge.android.AndroidSupervisor when phones are configured
         self._device_tasks: dict[str, asyncio.Task[Any]] = {}
         self._runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
@@ -83,11 +102,17 @@ class Daemon:
     async def start(self) -> None:
         await self.store.open()
         self.store.set_webhooks({a.login: a.webhook_format for a in self.config.accounts if a.webhook_url})
+        self.store.set_opt_out(Keywords(self.config.api.stop_words, self.config.api.start_words),
+                               self.config.api.default_region)
         await self.listener.start()
-        self._runner = web.AppRunner(self.api.app(), access_log=None)
+        self._start_android()
+        self.api.number_pool.start()
+        self._runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         host, port = self.config.api.listen
-        site = web.TCPSite(self._runner, host, port)
+        api_tls = self.config.api.tls_cert and self.config.api.tls_key
+        site = web.TCPSite(self._runner, host, port, ssl_context=server_context(
+            self.config.api.tls_cert, self.config.api.tls_key) if api_tls else None)
         await site.start()
         self.api_port = self._runner.addresses[0][1]
         log.info("API on http://%s:%d, agents on ws://%s:%d, store %s", host, self.api_port,
@@ -97,7 +122,8 @@ class Daemon:
         host = self.config.agents.listen[0]
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"ws://{host}:{self.listener.port}"
+        scheme = "wss" if self.listener.ssl is not None else "ws"
+        return f"{scheme}://{host}:{self.listener.port}"
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Start, run until ``stop`` is set (or forever), then stop cleanly."""
@@ -106,10 +132,19 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.dispatcher.run())
+                # Stopped with the group: it records what it delivered and hands back the rest.
+                tg.create_task(supervise("webhook deliverer", self.webhooks.run))
+                if self.android is not None:
+                    tg.create_task(supervise("android supervisor", self.android.run))
                 for device in self.config.devices:
                     self._start_device(tg, device)
+                self._tg = tg
+                tg.create_task(self.notifier.watchdog_loop(self.health_check))
                 self.ready.set()
+                self.notifier.ready(self._status_line())
                 await stop.wait()
+                self._tg = None
+                self.notifier.stopping()
                 raise _Stop()
         except* _Stop:
             pass
@@ -117,11 +152,36 @@ class Daemon:
             await self.shutdown()
 
     def _start_device(self, tg: asyncio.TaskGroup, device: DeviceConfig) -> None:
+        if device.options.get("standalone"):
+            return  # its agent runs elsewhere and connects to us
         if device.kind == "virtual":
             runtime = self._virtual_runtime(device)
             self.virtual[device.id] = runtime
             self._device_tasks[device.id] = tg.create_task(
                 supervise(f"virtual device {device.id}", runtime.run))
+        elif device.kind == "modem":
+            from device_agents.modem.agent import ModemAgent
+
+            modem = ModemAgent.from_device(device, url=self.agent_url(), token=self.tokens.token_for(device.id),
+                                           data_dir=self.config.data_dir, window=self.config.agents.window,
+                                           ssl=self._agent_client_ssl())
+            self._device_tasks[device.id] = tg.create_task(supervise(f"modem {device.id}", modem.run))
+
+    def _start_android(self) -> None:
+        """Phones on USB: found with adb, set up, their agent started; calls go through adb."""
+        phones = [d for d in self.config.devices if d.kind == "android" and not d.options.get("standalone")]
+        if not phones:
+            return
+        from .android import AndroidSupervisor
+
+        a = self.config.android
+        self.android = AndroidSupervisor(
+            devices=phones, token_for=self.tokens.token_for, agent_port=self.listener.port,
+            adb_host=a.adb_server[0], adb_port=a.adb_server[1], device_port=a.device_port,
+            start_adb_server=a.start_adb_server,
+            agent_options={"poll_interval": a.poll_interval, "confirm_timeout": a.confirm_timeout})
+        self.dispatcher.on_online.append(self.android.agent_connected)
+        self.dispatcher.dialers["android"] = self.android.dial
 
     def _virtual_runtime(self, device: DeviceConfig) -> AgentRuntime:
         o = device.options
@@ -133,18 +193,118 @@ class Daemon:
         return AgentRuntime(url=self.agent_url(), device_id=device.id, token=self.tokens.token_for(device.id),
                             backend=radio, journal=journal, agent_name="simbridge-virtual/1",
                             window=self.config.agents.window, workers=self.config.agents.window,
-                            timezone="UTC")
+                            timezone="UTC", ssl=self._agent_client_ssl())
+
+    def _agent_client_ssl(self) -> Any:
+        cert = self.config.agents.tls_cert
+        return client_context(cert) if cert is not None and self.listener.ssl is not None else None
+
+    async def _stop_device(self, device_id: str) -> None:
+        """Stop an in-daemon agent (device removed or changed by a reload)."""
+        task = self._device_tasks.pop(device_id, None)
+        runtime = self.virtual.pop(device_id, None)
+        if runtime is not None:
+            await runtime.aclose()
+            close = getattr(runtime.backend, "close", None)
+            if close:
+                close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- reload (SIGHUP) --------------------------------------------------------------
+
+    RESTART_ONLY = (("api", "listen"), ("api", "tls_cert"), ("api", "tls_key"), ("agents", "listen"),
+                    ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"), ("store", "synchronous"))
+
+    async def reload(self, config: Config) -> None:
+        """Take a new configuration without a restart: accounts, webhooks,
+        devices and their limits. Sessions of devices still configured stay up;
+        removed devices are disconnected; added in-daemon devices start.
+        Listen addresses, TLS and the store need a restart (kept as they are)."""
+        old = self.config
+        self.notifier.reloading()
+        kept: dict[str, dict[str, Any]] = {}
+        for section, key in self.RESTART_ONLY:
+            before, after = getattr(getattr(old, section), key), getattr(getattr(config, section), key)
+            if before != after:
+                log.warning("reload: %s.%s changed; it takes effect at the next restart", section, key)
+                kept.setdefault(section, {})[key] = before
+        for section, values in kept.items():
+            config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section),
+                                                                                 **values)})
+        self.config = config
+        self.tokens.set_fixed(self._fixed_tokens(config))
+        self.store.set_webhooks({a.login: a.webhook_format for a in config.accounts if a.webhook_url})
+        self.store.set_opt_out(Keywords(config.api.stop_words, config.api.start_words), config.api.default_region)
+        self.dispatcher.reload(config)
+        self.api.reload(config)
+        self.webhooks.reload(config)
+        self.listener.reload(config)
+        for device_id in list(self._device_tasks):
+            before, after = old.device(device_id), config.device(device_id)
+            if after is None or before is None or (before.kind, before.options, before.token) != (
+                    after.kind, after.options, after.token):
+                await self._stop_device(device_id)
+        if self._tg is not None:
+            for device in config.devices:
+                if device.id not in self._device_tasks:
+                    self._start_device(self._tg, device)
+        phones = {d.id for d in config.devices if d.kind == "android" and not d.options.get("standalone")}
+        if phones != {d.id for d in old.devices if d.kind == "android" and not d.options.get("standalone")}:
+            log.warning("reload: Android phones on USB added or removed; adb set-up follows at the next restart")
+        added = {d.id for d in config.devices} - {d.id for d in old.devices}
+        removed = {d.id for d in old.devices} - {d.id for d in config.devices}
+        log.info("configuration reloaded: %d account(s), %d device(s) (added: %s; removed: %s)",
+                 len(config.accounts), len(config.devices), ", ".join(sorted(added)) or "none",
+                 ", ".join(sorted(removed)) or "none")
+        self.notifier.ready(self._status_line())
+
+    # -- health, status, extra routes -------------------------------------------------
+
+    async def health_check(self) -> None:
+        """What the watchdog ping vouches for: the store answers (the loop ran us)."""
+        await self.store.ping()
+
+    def _status_line(self) -> str:
+        online = sum(1 for d in self.config.devices if d.id in self.dispatcher.sessions)
+        return (f"serving: API on port {self.api_port}, agents on port {self.listener.port}; "
+                f"{online}/{len(self.config.devices)} device(s) online")
+
+    def _notify_status(self) -> None:
+        if self.ready.is_set() and self.notifier.enabled:
+            self.notifier.status(self._status_line())
+
+    def _extra_routes(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self.metrics.handler)
+        app.router.add_post("/api/v1/devices/{id}/recheck", self._recheck_endpoint)
+
+    async def _recheck_endpoint(self, request: web.Request) -> web.Response:
+        """``simbridge pair --revoke`` asks: close the device's session if its
+        token was revoked. Bearer: the access key of the device's account."""
+        device = self.config.device(request.match_info["id"])
+        account = self.config.account(device.account) if device else None
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if account is None or not hmac.compare_digest(given.encode(), account.access_key.encode()):
+            return web.json_response({"status": "error", "message": "unknown device or wrong access key"},
+                                     status=404)
+        closed = await self.listener.recheck(device.id)
+        return web.json_response({"status": "success", "data": {"device": device.id, "closed": closed}})
 
     async def shutdown(self) -> None:
+        # Take no more work first (the API), then let the agents go, then persist.
+        if self._runner is not None:
+            await self._runner.cleanup()
         for runtime in self.virtual.values():
             await runtime.aclose()
             close = getattr(runtime.backend, "close", None)
             if close:
                 close()
         await self.listener.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        self.api.number_pool.close()
         await self.store.close()
+        self.notifier.close()
         log.info("stopped")
 
     # -- operations -----------------------------------------------------------------
@@ -181,6 +341,10 @@ class Daemon:
         runtime.emit([event])
         return {"device": runtime.device_id, "event_id": event.event_id, "kind": event.kind}
 
+    def phones_online(self, login: str) -> bool:
+        """Whether a connected device of the account can place calls (click-to-call)."""
+        return any(s.hello.capabilities.calls for s in self.dispatcher.online(login) if not s.closed)
+
     def devices_view(self, account: AccountConfig | None) -> list[dict[str, Any]]:
         out = []
         for device in self.config.devices:
@@ -202,6 +366,16 @@ class Daemon:
                 "agent": health.agent if health else "",
                 "delivery_reports": bool(health and health.capabilities and health.capabilities.delivery_reports),
             })
+            setup = self.android.states().get(device.id) if self.android is not None else None
+            if setup is not None and not session:
+                # Not connected: the set-up step it is at says more than "offline".
+                out[-1].update(state=setup.state, reason=setup.reason, step=setup.step)
+        if self.android is not None:
+            for serial in self.android.unconfigured():
+                out.append({"id": None, "serial": serial, "kind": "android", "account": None,
+                            "state": "unconfigured", "signal": None, "battery": None, "last_seen": None,
+                            "reason": f"phone {serial} is plugged in but no [[devices]] entry has "
+                                      f"serial = \"{serial}\"; it is left alone"})
         return out
 
 
@@ -209,8 +383,12 @@ class _Stop(Exception):
     pass
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
+def install_signal_handlers(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
+    """SIGTERM/SIGINT set ``stop``; SIGHUP calls ``reload`` (when given)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if reload is not None:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, reload)

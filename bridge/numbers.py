@@ -4,6 +4,7 @@ from the ``phonenumbers`` library's metadata, carrier and geocoder data."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import phonenumbers
@@ -120,7 +121,13 @@ class NumberPool:
         if not self._enabled or len(raws) < self.PARALLEL_FROM:
             return normalise_many(raws, region)
         if self._pool is None:
-            self._spawn()
+            try:
+                self._spawn()
+            except Exception as exc:  # noqa: BLE001 - no worker: everything is done here, as before
+                logging.getLogger(__name__).warning("number validation stays in one process: %s", exc)
+                self._enabled = False
+                self._pool = None
+                return normalise_many(raws, region)
         if not self._warm.done():
             return normalise_many(raws, region)
         half = len(raws) // 2

@@ -48,3 +48,19 @@ class TokenBook:
 
     def verify(self, device_id: str, token: str) -> bool:
         return hmac.compare_digest(self.token_for(device_id).encode(), token.encode())
+
+
+# -- pairing tokens (``simbridge pair``): random, stored only as a digest ----------
+
+PAIRING_PREFIX = "sbp_"
+
+
+def new_pairing_token() -> str:
+    """A fresh random pairing token (about 256 bits)."""
+    return PAIRING_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the store keeps of a pairing token. The token is random and long,
+    so a plain SHA-256 cannot be reversed or guessed."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -43,6 +43,7 @@ CHAR_TO_SEPTET = {c: i for i, c in enumerate(DEFAULT_ALPHABET) if i != ESCAPE}
 CHAR_TO_EXTENSION = {c: s for s, c in EXTENSION_TABLE.items()}
 
 _GSM7_CHARS = frozenset(CHAR_TO_SEPTET) | frozenset(CHAR_TO_EXTENSION)
+_EXTENSION_CHARS = tuple(CHAR_TO_EXTENSION)
 
 GSM7 = "gsm7"
 UCS2 = "ucs2"
@@ -129,7 +130,7 @@ def char_units(c: str, encoding: str) -> int:
 def text_units(text: str, encoding: str) -> int:
     """Septets (GSM7) or UTF-16 code units (UCS2) that ``text`` takes."""
     if encoding == GSM7:
-        return len(text) + sum(text.count(c) for c in CHAR_TO_EXTENSION)
+        return len(text) + sum(map(text.count, _EXTENSION_CHARS))
     return len(text.encode("utf-16-le")) // 2
 
 

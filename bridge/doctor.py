@@ -1,0 +1,265 @@
+"""``simbridge doctor``: is this installation able to work, and if not, what to do.
+
+Run it as the service user (``sudo -u simbridge simbridge doctor``) so that
+file and serial-port permissions are checked for the right user. Each check
+gives ok / warn / FAIL and, when something is wrong, what to do about it.
+Exit code 1 when anything FAILed, else 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import shutil
+import socket
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+from . import client
+from . import config as config_module
+from .config import Config, ConfigError
+from .store import MIGRATIONS
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: str
+    what: str
+    detail: str
+    fix: str = ""
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _owner_group(path: Path) -> str:
+    try:
+        return grp.getgrgid(path.stat().st_gid).gr_name
+    except (KeyError, OSError):
+        return "?"
+
+
+# -- the checks ------------------------------------------------------------------
+
+
+def check_store(config: Config) -> Iterator[Finding]:
+    path = config.store.path
+    folder = path.parent
+    if not folder.exists():
+        parent = next((p for p in folder.parents if p.exists()), Path("/"))
+        if os.access(parent, os.W_OK | os.X_OK):
+            yield Finding(OK, "store", f"{folder} does not exist yet; it will be created")
+        else:
+            yield Finding(FAIL, "store", f"{folder} does not exist and {parent} is not writable by {_user()}",
+                          f"create it: sudo install -d -o {_user()} -m 0750 {folder} "
+                          "(the unit's StateDirectory=simbridge does this for /var/lib/simbridge)")
+        return
+    if not os.access(folder, os.W_OK | os.X_OK):
+        yield Finding(FAIL, "store", f"{folder} is not writable by {_user()} (SQLite needs to create its "
+                      "-wal and -shm files there)", f"sudo chown -R {_user()} {folder}")
+        return
+    if not path.exists():
+        yield Finding(OK, "store", f"{path} will be created at first start")
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        yield Finding(FAIL, "store", f"{path} is not readable and writable by {_user()}",
+                      f"sudo chown {_user()} {path}*")
+        return
+    try:
+        db = sqlite3.connect(path, timeout=2.0, isolation_level=None)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute("BEGIN IMMEDIATE")  # takes the write lock: the store is really writable
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            yield Finding(WARN, "store", f"{path}: busy for more than 2 s (a long write in progress?)",
+                          "run doctor again; if it stays busy, look for another process using the file")
+        else:
+            yield Finding(FAIL, "store", f"{path}: {exc}", "check the disk (df -h) and the file's permissions")
+        return
+    except sqlite3.DatabaseError as exc:
+        yield Finding(FAIL, "store", f"{path}: not a usable SQLite database ({exc})",
+                      "restore it from a backup (see docs/operations.md)")
+        return
+    if version > len(MIGRATIONS):
+        yield Finding(FAIL, "store", f"{path}: schema {version} is newer than this simbridge "
+                      f"({len(MIGRATIONS)})", "upgrade simbridge (docs/operations.md, Upgrade)")
+        return
+    yield Finding(OK, "store", f"{path} writable (schema {version}"
+                  f"{'' if version == len(MIGRATIONS) else f', migrated to {len(MIGRATIONS)} at next start'})")
+
+
+def _daemon_up(config: Config) -> bool:
+    try:
+        client.request(config, "GET", "/healthz", timeout=3, raw=True)
+        return True
+    except (client.DaemonUnreachable, client.DaemonError):
+        return False
+
+
+def check_ports(config: Config, daemon_up: bool) -> Iterator[Finding]:
+    for section, (host, port) in (("api", config.api.listen), ("agents", config.agents.listen)):
+        what = f"port {section}"
+        if port == 0:
+            yield Finding(OK, what, f"{host}:0 (any free port)")
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon's servers do
+            try:
+                s.bind((host, port))
+                yield Finding(OK, what, f"{host}:{port} is free")
+                continue
+            except OSError as exc:
+                error = exc
+        if error.errno == errno.EADDRINUSE:
+            if daemon_up:
+                yield Finding(OK, what, f"{host}:{port} is held by the running simbridge")
+            else:
+                yield Finding(FAIL, what, f"{host}:{port} is in use by another program",
+                              f"find it with: ss -ltnp 'sport = :{port}'; stop it or change [{section}] listen")
+        elif error.errno == errno.EACCES:
+            yield Finding(FAIL, what, f"{host}:{port}: permission denied (ports under 1024 need privileges)",
+                          f"use a port above 1024 in [{section}] listen, or put a reverse proxy in front")
+        elif error.errno == errno.EADDRNOTAVAIL:
+            yield Finding(FAIL, what, f"{host}:{port}: this host has no address {host}",
+                          f"fix [{section}] listen (127.0.0.1 for local only, 0.0.0.0 for every interface)")
+        else:
+            yield Finding(FAIL, what, f"{host}:{port}: {error.strerror}", f"check [{section}] listen")
+
+
+def _adb_version(host: str, port: int) -> str:
+    with socket.create_connection((host, port), timeout=2) as s:
+        s.sendall(b"000chost:version")
+        status = s.recv(4)
+        if status != b"OKAY":
+            raise OSError(f"unexpected answer {status!r}")
+        length = int(s.recv(4), 16)
+        return str(int(s.recv(length), 16))
+
+
+def check_adb(config: Config, daemon_up: bool) -> Iterator[Finding]:
+    phones = [d for d in config.devices if d.kind == "android"]
+    if not phones:
+        yield Finding(OK, "adb", "no Android device configured: adb not needed")
+        return
+    path = shutil.which("adb")
+    if path is None:
+        yield Finding(FAIL, "adb", "the adb command is not installed (Android devices are configured)",
+                      "sudo apt install adb")
+    else:
+        yield Finding(OK, "adb", f"{path}")
+    host = os.environ.get("ANDROID_ADB_SERVER_ADDRESS", "127.0.0.1")
+    port = int(os.environ.get("ANDROID_ADB_SERVER_PORT", "5037"))
+    try:
+        version = _adb_version(host, port)
+        yield Finding(OK, "adb server", f"{host}:{port} answers (protocol {version})")
+    except (OSError, ValueError) as exc:
+        yield Finding(FAIL if daemon_up else WARN, "adb server", f"{host}:{port} does not answer ({exc})",
+                      "start it: adb start-server (the daemon starts it too when it runs)")
+
+
+def check_serial(config: Config) -> Iterator[Finding]:
+    for device in config.devices:
+        if device.kind != "modem" or device.options.get("standalone"):
+            continue
+        port = Path(device.options["port"])
+        what = f"modem {device.id}"
+        if not port.exists():
+            yield Finding(FAIL, what, f"{port} does not exist",
+                          "plug the modem in; list candidates with ls -l /dev/serial/by-id/ /dev/simbridge/; "
+                          "the udev rules in systemd/99-simbridge-modems.rules give stable names")
+            continue
+        if not os.access(port, os.R_OK | os.W_OK):
+            group = _owner_group(port)
+            yield Finding(FAIL, what, f"{port} is not readable and writable by {_user()} (group {group})",
+                          f"sudo usermod -aG {group} {_user()} (the unit has SupplementaryGroups=dialout plugdev)")
+            continue
+        yield Finding(OK, what, f"{port} readable and writable")
+
+
+def check_devices(config: Config, daemon_up: bool) -> Iterator[Finding]:
+    if not config.devices:
+        yield Finding(WARN, "devices", "no device configured: nothing can send",
+                      "add a [[devices]] table (config.example.toml) and reload: systemctl reload simbridge")
+        return
+    if not daemon_up:
+        yield Finding(WARN, "daemon", f"not running at {client.api_base(config)}: devices not checked",
+                      "start it: sudo systemctl start simbridge (then: journalctl -u simbridge -e)")
+        return
+    try:
+        rows = {r["id"]: r for r in client.devices(config)}
+    except (client.DaemonUnreachable, client.DaemonError, KeyError) as exc:
+        yield Finding(FAIL, "daemon", f"GET /api/v1/devices failed: {exc}",
+                      "check the accounts' access keys in the configuration match the running daemon's "
+                      "(systemctl reload simbridge)")
+        return
+    yield Finding(OK, "daemon", f"running at {client.api_base(config)}")
+    hints = {"android": "plug the phone in, unlock it, accept USB debugging; check the helper app runs "
+                        "(docs/android.md); or pair it over Wi-Fi: simbridge pair --device {id}",
+             "modem": "check the modem is plugged in and its SIM is registered; journalctl -u simbridge -e",
+             "virtual": "an in-daemon virtual device should connect by itself: journalctl -u simbridge -e"}
+    for device in config.devices:
+        row: dict[str, Any] | None = rows.get(device.id)
+        what = f"device {device.id}"
+        if row is None:
+            yield Finding(FAIL, what, "not known to the running daemon (configuration changed since it started)",
+                          "sudo systemctl reload simbridge")
+        elif row.get("state") == "online":
+            extra = ", ".join(f"{k} {row[k]}%" for k in ("signal", "battery") if row.get(k) is not None)
+            yield Finding(OK, what, f"online{f' ({extra})' if extra else ''}")
+        else:
+            hint = hints.get(device.kind, "").format(id=device.id)
+            if device.options.get("standalone"):
+                hint = "start its agent on the other host; check it has this device's token (simbridge pair)"
+            yield Finding(FAIL, what, f"{row.get('state', 'offline')}: {row.get('reason') or 'unknown'}", hint)
+
+
+def checks(config: Config) -> Iterator[Finding]:
+    yield Finding(OK, "config", f"{config.source}: {len(config.accounts)} account(s), "
+                  f"{len(config.devices)} device(s)")
+    yield from check_store(config)
+    up = _daemon_up(config)
+    yield from check_ports(config, up)
+    yield from check_adb(config, up)
+    yield from check_serial(config)
+    yield from check_devices(config, up)
+
+
+def doctor(config_path: str, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    print(f"simbridge doctor (as user {_user()})", file=out)
+    try:
+        config = config_module.load(config_path)
+    except ConfigError as exc:
+        _show(Finding(FAIL, "config", str(exc), "fix the file; check it with: simbridge check-config "
+                      f"--config {config_path}"), out)
+        print("\n1 problem", file=out)
+        return 1
+    problems = warnings = 0
+    for finding in checks(config):
+        _show(finding, out)
+        problems += finding.level == FAIL
+        warnings += finding.level == WARN
+    print(f"\n{problems} problem(s), {warnings} warning(s)" if problems or warnings else "\nall good", file=out)
+    return 1 if problems else 0
+
+
+def _show(finding: Finding, out: TextIO) -> None:
+    print(f"  {finding.level:<5} {finding.what}: {finding.detail}", file=out)
+    if finding.fix and finding.level != OK:
+        print(f"        -> {finding.fix}", file=out)
