@@ -337,6 +337,7 @@ DEVICE_KIND_SPEC: dict[str, Spec] = {
         "standalone": ((bool,), None),
     },
     "android": {
+        "standalone": ((bool,), None),  # paired over the network (QR code), not driven over USB
         "serial": ((str,), _nonempty),
         "sim_slot": ((int,), _non_negative),
     },
@@ -439,7 +440,7 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
         values, options = _check(where, table, DEVICE_SPEC, required=("id", "kind", "account"),
                                  extra=extra or {})
         for key in DEVICE_KIND_REQUIRED[values["kind"]]:
-            if key not in options:
+            if key not in options and not (values["kind"] == "android" and options.get("standalone")):
                 raise ConfigError(f"{where}.{key}: required for a device of kind {values['kind']!r}")
         if any(d.id == values["id"] for d in devices):
             raise ConfigError(f"{where}.id: duplicate device id {values['id']!r}")

@@ -286,16 +286,18 @@ class Dispatcher:
             log.info("%d job(s) expired", expired)
         grace = self.config.agents.requeue_grace_s
         now = time.time()
-        for device in self.config.devices:
-            if device.id in self.sessions:
+        # Configured devices, and any that still hold jobs after a reload removed them.
+        device_ids = dict.fromkeys([d.id for d in self.config.devices] + await self.store.devices_in_flight())
+        for device_id in device_ids:
+            if device_id in self.sessions:
                 continue
-            health = self.health.setdefault(device.id, DeviceHealth())
+            health = self.health.setdefault(device_id, DeviceHealth(reason="removed from the configuration"))
             if now - health.offline_since < grace:
                 continue
             count = await self.store.requeue_device(
-                device.id, now - grace, reason=f"device offline for more than {grace:g} s",
+                device_id, now - grace, reason=f"device offline for more than {grace:g} s",
                 max_attempts=self.config.dispatcher.max_attempts)
             if count:
                 log.warning("device %s offline for more than %g s: %d job(s) back in the queue",
-                            device.id, grace, count)
+                            device_id, grace, count)
                 self.wake()

@@ -100,7 +100,8 @@ class Notifier:
             try:
                 if late > interval:
                     raise RuntimeError(f"event loop {late:.1f} s late")
-                await asyncio.wait_for(check(), interval)
+                async with asyncio.timeout(interval):  # not wait_for: it can swallow a cancel on 3.11
+                    await check()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - unhealthy: do not ping

@@ -248,6 +248,10 @@ class Store(abc.ABC):
     async def in_flight(self, device_id: str) -> list[Job]: ...
 
     @abc.abstractmethod
+    async def devices_in_flight(self) -> list[str]:
+        """Devices that hold dispatched jobs (configured or not any more)."""
+
+    @abc.abstractmethod
     async def expire(self, now: float | None = None) -> int: ...
 
     @abc.abstractmethod
@@ -875,6 +879,10 @@ class SqliteStore(Store):
 
     async def in_flight(self, device_id: str) -> list[Job]:
         return await self._run(self._in_flight, device_id)
+
+    async def devices_in_flight(self) -> list[str]:
+        return await self._run(lambda: [r[0] for r in self._db.execute(
+            "SELECT DISTINCT device_id FROM jobs WHERE state = 'dispatched' AND device_id IS NOT NULL")])
 
     def _in_flight(self, device_id: str) -> list[Job]:
         rows = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = ? AND state = 'dispatched' "

@@ -64,7 +64,7 @@ class AgentRuntime:
                  journal: Journal, agent_name: str = "simbridge-agent", window: int = 8,
                  workers: int = 1, status_interval: float = 30.0, ssl: Any = None,
                  sims: tuple[protocol.Sim, ...] = (), timezone: str | None = None,
-                 backoff_max: float = 30.0) -> None:
+                 backoff_max: float = 30.0, on_connect: Callable[[Any], None] | None = None) -> None:
         self.url = url
         self.device_id = device_id
         self.token = token
@@ -78,6 +78,9 @@ class AgentRuntime:
         self.sims = sims
         self.timezone = timezone
         self.backoff_max = backoff_max
+        # Called with the open websocket before the hello (which carries the
+        # token): e.g. checking a pinned certificate. Raising refuses the bridge.
+        self.on_connect = on_connect
         self.lease_s = 60.0
         self._queue: asyncio.Queue[tuple[protocol.Job, float]] = asyncio.Queue()
         self._ws: Any = None
@@ -100,7 +103,9 @@ class AgentRuntime:
     def report(self, job_id: str, state: str, *, reason: str | None = None,
                parts: int | None = None, network_ref: str | None = None) -> None:
         current = self.journal.state_of(job_id)
-        if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED) and state != current:
+        if state == current:
+            return  # said already (it is in the outbox, or the bridge has it)
+        if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED):
             return  # final: a late report changes nothing
         self.journal.set_job(job_id, state)
         self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job_id,
@@ -178,6 +183,8 @@ class AgentRuntime:
             delay = min(delay * 2, self.backoff_max)
 
     async def _session(self, ws: Any) -> None:
+        if self.on_connect is not None:
+            self.on_connect(ws)
         await ws.send(protocol.encode(self._hello()))
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         async with asyncio.timeout(15):

@@ -185,3 +185,19 @@ async def test_agent_restart_resumes_from_its_journal_without_sending_twice(tmp_
             second.backend.close()
         sent = [json.loads(line)["job_id"] for line in radio_log.read_text().splitlines()]
         assert sorted(sent, key=int) == [j.job_id for j in jobs]  # each exactly once
+
+
+async def test_jobs_of_a_device_no_longer_configured_go_back_after_the_grace_time(tmp_path):
+    config = make_config(tmp_path, devices=[], agents={"lease_s": 0.1, "requeue_grace_s": 0.3})
+    async with running(config) as daemon:
+        [job] = await enqueue(daemon)
+        [claimed] = await daemon.store.claim("user@email.com", "ghost", 1)  # as before a reload removed it
+        assert claimed.id == job.id and await state_of(daemon, job) == "dispatched"
+        await wait_until(lambda: _requeued(daemon, job), what="requeue")
+        history = await daemon.store.history(job.id)
+        assert history[-1]["state"] == "queued" and "offline" in history[-1]["reason"]
+
+
+async def _requeued(daemon, job):
+    await daemon.dispatcher.maintain()
+    return await state_of(daemon, job) == "queued"

@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-from .. import protocol
+from .. import pairing, protocol
 from ..journal import Journal
 from ..runtime import AgentRuntime
 from . import AGENT_VERSION
@@ -66,6 +66,18 @@ def load_config(path: str) -> dict[str, Any]:
     slot = config.get("sim_slot")
     if slot is not None and (not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot <= 8):
         raise ConfigError(f"{path}: key 'sim_slot' must be an integer from 0 to 8")
+    return config
+
+
+def config_from_uri(uri: str) -> dict[str, Any]:
+    """The agent's config from a pairing URI (``simbridge pair``'s QR code)."""
+    try:
+        info = pairing.parse_uri(uri.strip())
+    except pairing.PairingError as exc:
+        raise ConfigError(f"not a pairing URI: {exc}") from None
+    config: dict[str, Any] = {"device_id": info.device_id, "token": info.token, "url": info.url}
+    if info.fingerprint:
+        config["fingerprint"] = info.fingerprint
     return config
 
 
@@ -145,6 +157,8 @@ async def run_agent(config: dict[str, Any], data_dir: str, *, termux_bin: str | 
     await backend.refresh_status()  # so that the hello knows about a second SIM
     await backend.prime()
     slot = config.get("sim_slot")
+    pin = pairing.PairingInfo(url=config["url"], device_id=device_id, token=config["token"],
+                              fingerprint=config.get("fingerprint"))
     runtime = AgentRuntime(
         url=config["url"], device_id=device_id, token=config["token"], backend=backend,
         journal=Journal(os.path.join(data_dir, f"{device_id}-journal.jsonl"), fsync=True),
@@ -152,7 +166,8 @@ async def run_agent(config: dict[str, Any], data_dir: str, *, termux_bin: str | 
         window=int(config.get("window", 4)),
         status_interval=float(config.get("status_interval", 30.0)),
         sims=(protocol.Sim(slot=slot),) if slot is not None else (),
-        timezone=tz, backoff_max=float(config.get("backoff_max", 5.0)))
+        timezone=tz, backoff_max=float(config.get("backoff_max", 5.0)),
+        ssl=pairing.client_ssl_context(pin), on_connect=lambda ws: pairing.check_pin(ws.transport, pin))
     backend.attach(runtime.emit)
     try:
         async with asyncio.TaskGroup() as tg:
@@ -166,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="simbridge-agent", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="config JSON pushed by the bridge")
     parser.add_argument("--device", help="run from the private copy of this device's config")
+    parser.add_argument("--pair", metavar="URI",
+                        help="pair with a bridge: the simbridge://pair?… URI of `simbridge pair`'s QR code")
     parser.add_argument("--data-dir", default=os.path.join(os.path.expanduser("~"), ".simbridge"))
     parser.add_argument("--termux-bin", help="directory of the termux-* commands (default: PATH)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -177,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             # The bridge removes the pushed copy (it holds the token) once an
             # agent has connected: run from the private copy.
             args.config = None
-        if args.config:
-            config = load_config(args.config)
+        if args.pair or args.config:
+            config = config_from_uri(args.pair) if args.pair else load_config(args.config)
             private = os.path.join(args.data_dir, f"{config['device_id']}-config.json")
             fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:

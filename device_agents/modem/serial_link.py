@@ -266,8 +266,14 @@ class SerialLink:
                     self.engine.cancel()
                 raise
             except BaseException:
+                # Cancelled (the daemon stopping): abandon the command safely. A
+                # modem left at the "> " prompt would swallow what comes next, so
+                # it gets its ESC before we go.
                 if self.engine.busy:
-                    self.engine.cancel()
+                    rest = self.engine.cancel()
+                    if rest and self.alive:
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(self._write(rest))
                 raise
             finally:
                 for fut in (self._final, self._prompt):
