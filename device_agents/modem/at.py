@@ -307,6 +307,15 @@ def parse_args(text: str) -> tuple[str, ...]:
     text = text.strip()
     if not text:
         return ()
+    args, quoted = split_args(text)
+    if quoted:
+        raise RemoteProtocolError(f"unterminated quote in {text[:64]!r}")
+    return tuple(args)
+
+
+def split_args(text: str) -> tuple[list[str], bool]:
+    """``1,"SM",,3`` → (["1", "SM", "", "3"], False): quotes removed, commas
+    inside quotes kept. The flag is True when a quote was left open."""
     args: list[str] = []
     cur: list[str] = []
     quoted = False
@@ -318,10 +327,8 @@ def parse_args(text: str) -> tuple[str, ...]:
             cur = []
         else:
             cur.append(c)
-    if quoted:
-        raise RemoteProtocolError(f"unterminated quote in {text[:64]!r}")
     args.append("".join(cur).strip())
-    return tuple(args)
+    return args, quoted
 
 
 def _lenient_args(text: str) -> tuple[str, ...]:

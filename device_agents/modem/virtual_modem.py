@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from device_agents.modem import gsm7, pdu
+from device_agents.modem.at import split_args
 
 log = logging.getLogger(__name__)
 
@@ -227,20 +228,9 @@ def _toa(number: str) -> int:
 
 
 def _split_args(text: str) -> list[str]:
-    """``1,"SM",,3`` → ["1", "SM", "", "3"] (quotes removed)."""
-    args: list[str] = []
-    cur: list[str] = []
-    quoted = False
-    for c in text:
-        if c == '"':
-            quoted = not quoted
-        elif c == "," and not quoted:
-            args.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(c)
-    args.append("".join(cur).strip())
-    return args
+    """``1,"SM",,3`` → ["1", "SM", "", "3"] (quotes removed; a modem is lenient
+    about an unclosed quote)."""
+    return split_args(text)[0]
 
 
 def _int_args(text: str, *, count: int | None = None) -> list[int]:
@@ -1135,8 +1125,9 @@ class VirtualModem:
         if self._call is None:
             return
         self._call_event("remote-hangup")
-        self._urc("NO CARRIER")
+        # Recorded (and in the radio log) before anyone can see the NO CARRIER.
         self._end_call(answered=self._call.answered_at is not None)
+        self._urc("NO CARRIER")
 
     def _remote_answer(self) -> None:
         if self._call is not None and self.call_state is CallState.DIALLING:
