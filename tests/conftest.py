@@ -87,3 +87,18 @@ def api_url(daemon: Daemon, path: str) -> str:
 @pytest.fixture
 def tmp_config(tmp_path: Path) -> config_module.Config:
     return make_config(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """A test that runs the CLI in-process sets up logging on its captured
+    stderr; put the root logger back so that later tests do not log into a
+    closed stream."""
+    import logging
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
