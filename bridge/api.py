@@ -44,6 +44,7 @@ from . import jobstates as js
 from .config import AccountConfig, Config
 from .openapi import document as openapi_document
 from .store import Contact, Enqueued, Job, NewJob, Store, VerificationCode, new_id_sms_api
+from .workers import SplitPool
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class Api:
         self.store = store
         self.on_enqueued = on_enqueued
         self.extra_routes = extra_routes
-        self.number_pool = numbers.NumberPool()  # the Daemon starts its worker
+        self.workers = SplitPool()  # the Daemon starts it: bulk batches are judged on two cores
         self.simulate: Callable[[AccountConfig, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         self.devices_view: Callable[[AccountConfig | None], list[dict[str, Any]]] | None = None
         # Whether a device of the account that can place calls is connected
@@ -342,10 +343,8 @@ class Api:
 
     # -- sendsms ------------------------------------------------------------------
 
-    def _prepare(self, index: int, item: Any, header: dict[str, Any], default_priority: Any,
-                 checked: tuple[str | None, str | None] | None = None) -> Prepared:
-        """Judge one message. ``checked``: its number already normalised
-        (:class:`numbers.NumberPool`), as (E.164, None) or (None, why not)."""
+    def _prepare(self, index: int, item: Any, header: dict[str, Any], default_priority: Any) -> Prepared:
+        """Judge one message (pure: it may run in the worker process)."""
         if not isinstance(item, dict):
             return Prepared(index, None, (E_UNKNOWN,), f"messages[{index}] must be an object", "", "", None)
         number_raw = item.get("phone_number", item.get("phonenumber"))
@@ -372,12 +371,11 @@ class Api:
             if word is not None:
                 errors.append(E_FORBIDDEN)
                 details.append(f"message contains the forbidden word {word!r}")
-        if checked is None:
-            [checked] = numbers.normalise_many([number_raw], self.region)
-        number, why_not = checked
-        if number is None:
+        try:
+            number = numbers.normalise(number_raw, self.region)
+        except ValueError as exc:
             errors.append(E_NUMBER)
-            details.append(why_not)
+            details.append(str(exc))
             number = shown_number
         priority = item.get("priorite", item.get("priority", default_priority))
         if isinstance(priority, str) and priority.strip().isdigit():
@@ -450,11 +448,8 @@ class Api:
         if mode not in ("prod", "test"):
             raise ApiError(400, f"header.mode must be \"prod\" or \"test\", not {mode!r}"[:200])
         account = self.header_account(header)
-        checked = await self.number_pool.normalise(
-            [m.get("phone_number", m.get("phonenumber")) if isinstance(m, dict) else None for m in messages],
-            self.region)
-        prepared = [self._prepare(i, m, header, header.get("priority", 1), c)
-                    for i, (m, c) in enumerate(zip(messages, checked))]
+        prepared = await self.workers.split(prepare_batch, messages, self.config, header,
+                                            header.get("priority", 1))
         if account is None or not account.enabled:
             code = E_AUTH if account is None else E_DISABLED
             results = [self._answer(None, p, errors=(code,), detail=ERROR_TEXT[code]) for p in prepared]
@@ -866,3 +861,11 @@ class Api:
         if self.devices_view is None:
             return web.json_response({"status": "success", "data": []})
         return web.json_response({"status": "success", "data": self.devices_view(account)})
+
+
+def prepare_batch(items: list[Any], offset: int, config: Config, header: dict[str, Any],
+                  default_priority: Any) -> list[Prepared]:
+    """Judge ``items`` (messages ``offset``… of a request): what
+    :class:`~bridge.workers.SplitPool` runs, here or in its worker process."""
+    judge = Api(config=config, store=None, on_enqueued=lambda: None)
+    return [judge._prepare(offset + i, m, header, default_priority) for i, m in enumerate(items)]

@@ -106,7 +106,7 @@ class Daemon:
                                self.config.api.default_region)
         await self.listener.start()
         self._start_android()
-        self.api.number_pool.start()
+        self.api.workers.start()
         self._runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         host, port = self.config.api.listen
@@ -302,7 +302,7 @@ class Daemon:
             if close:
                 close()
         await self.listener.stop()
-        self.api.number_pool.close()
+        self.api.workers.close()
         await self.store.close()
         self.notifier.close()
         log.info("stopped")

@@ -4,7 +4,6 @@ from the ``phonenumbers`` library's metadata, carrier and geocoder data."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import phonenumbers
@@ -68,77 +67,6 @@ def normalise_or_keep(raw: str, region: str | None = None) -> str:
         return normalise(raw, region)
     except ValueError:
         return raw
-
-
-def normalise_many(raws: list[Any], region: str | None = None) -> list[tuple[str | None, str | None]]:
-    """:func:`normalise` for a batch: (E.164, None) or (None, why not) each.
-    Plain values in and out, so that it can run in another process."""
-    out: list[tuple[str | None, str | None]] = []
-    for raw in raws:
-        try:
-            out.append((normalise(raw, region), None))
-        except ValueError as exc:
-            out.append((None, str(exc)))
-    return out
-
-
-class NumberPool:
-    """Validating phone numbers is most of the CPU a bulk send costs
-    (phonenumbers is pure Python). A batch is split between this process and
-    one worker process, so that the second core takes half of it. Small
-    batches, or no worker (tests, a worker that died), are done here."""
-
-    PARALLEL_FROM = 200  # numbers in a batch before half goes to the worker
-
-    def __init__(self) -> None:
-        self._enabled = False
-        self._pool: Any = None
-        self._warm: Any = None
-
-    def start(self) -> None:
-        """Allow the worker; it is started by the first bulk batch, which it
-        does not slow down: that one is done here while the worker warms up."""
-        self._enabled = True
-
-    def _spawn(self) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: the daemon has threads (SQLite, adb) by now.
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        self._warm = self._pool.submit(normalise_many, ["+33612345678"])  # imports and metadata
-
-    def close(self) -> None:
-        self._enabled = False
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-    async def normalise(self, raws: list[Any], region: str | None = None) -> list[tuple[str | None, str | None]]:
-        import asyncio
-        from concurrent.futures.process import BrokenProcessPool
-
-        if not self._enabled or len(raws) < self.PARALLEL_FROM:
-            return normalise_many(raws, region)
-        if self._pool is None:
-            try:
-                self._spawn()
-            except Exception as exc:  # noqa: BLE001 - no worker: everything is done here, as before
-                logging.getLogger(__name__).warning("number validation stays in one process: %s", exc)
-                self._enabled = False
-                self._pool = None
-                return normalise_many(raws, region)
-        if not self._warm.done():
-            return normalise_many(raws, region)
-        half = len(raws) // 2
-        theirs = asyncio.get_running_loop().run_in_executor(self._pool, normalise_many, raws[half:], region)
-        ours = normalise_many(raws[:half], region)
-        try:
-            return ours + await theirs
-        except BrokenProcessPool:  # the worker died: a new one next time
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-            return ours + normalise_many(raws[half:], region)
 
 
 MOBILE_TYPES = frozenset({phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE})

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -420,6 +421,15 @@ class _Target:
 
     @classmethod
     def of(cls, url: str) -> tuple[_Target, str]:
+        # The query holds the event (inSIM form): parse only what comes before
+        # it, once per webhook URL.
+        base, sep, query = url.partition("?")
+        target, path = cls._base(base.partition("#")[0])
+        return target, f"{path}?{query.partition('#')[0]}" if sep else path
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def _base(url: str) -> tuple[_Target, str]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpError(f"not an http(s) URL: {url[:80]!r}")
@@ -427,10 +437,7 @@ class _Target:
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
         default = (parts.scheme, port) in (("http", 80), ("https", 443))
-        target = path = parts.path or "/"
-        if parts.query:
-            target = f"{path}?{parts.query}"
-        return cls(parts.scheme, host, port, shown if default else f"{shown}:{port}"), target
+        return _Target(parts.scheme, host, port, shown if default else f"{shown}:{port}"), parts.path or "/"
 
 
 class HttpPool:

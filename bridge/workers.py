@@ -1,0 +1,75 @@
+"""A second core for the CPU-heavy part of bulk requests.
+
+Judging a 1,000-message sendsms batch (phone numbers through phonenumbers,
+which is pure Python; texts; dates) is most of the CPU the request costs, and
+the event loop's core is also the one that answers everyone else. A
+:class:`SplitPool` cuts a batch in two: one half is done here, the other at
+the same time in one worker process. Small batches, or no worker (not
+started, could not start, died), are done here, exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _ready() -> bool:
+    import phonenumbers  # noqa: F401 - loads the metadata before the first real batch
+    return True
+
+
+class SplitPool:
+    PARALLEL_FROM = 200  # items in a batch before half goes to the worker
+
+    def __init__(self) -> None:
+        self._enabled = False
+        self._pool: ProcessPoolExecutor | None = None
+        self._warm: Any = None
+
+    def start(self) -> None:
+        """Allow the worker. It is started by the first bulk batch, which it
+        does not slow down: that one is done here while the worker warms up."""
+        self._enabled = True
+
+    def close(self) -> None:
+        self._enabled = False
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _usable(self) -> bool:
+        if self._pool is None:
+            try:
+                # spawn, not fork: the daemon has threads (SQLite, adb) by now.
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                self._warm = self._pool.submit(_ready)
+            except Exception as exc:  # noqa: BLE001 - no worker: everything is done here
+                log.warning("bulk requests stay on one core: %s", exc)
+                self._enabled = False
+                self._pool = None
+                return False
+        return self._warm.done() and not self._warm.exception()
+
+    async def split(self, fn: Callable[..., list[T]], items: list[Any], *args: Any) -> list[T]:
+        """``fn(items, offset, *args)`` over ``items``, half of them in the
+        worker. ``fn`` must be a module-level function (it is pickled)."""
+        if not self._enabled or len(items) < self.PARALLEL_FROM or not self._usable():
+            return fn(items, 0, *args)
+        half = len(items) // 2
+        theirs = asyncio.get_running_loop().run_in_executor(self._pool, fn, items[half:], half, *args)
+        ours = fn(items[:half], 0, *args)
+        try:
+            return ours + await theirs
+        except BrokenProcessPool:  # the worker died: a new one next time
+            log.warning("bulk worker process died; starting another")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return ours + fn(items[half:], half, *args)
