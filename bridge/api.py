@@ -343,8 +343,10 @@ class Api:
 
     # -- sendsms ------------------------------------------------------------------
 
-    def _prepare(self, index: int, item: Any, header: dict[str, Any], default_priority: Any) -> Prepared:
-        """Judge one message (pure: it may run in the worker process)."""
+    def _prepare(self, index: int, item: Any, header: dict[str, Any], default_priority: Any,
+                 checked: tuple[str | None, str | None] | None = None) -> Prepared:
+        """Judge one message. ``checked``: its number already normalised (see
+        :func:`normalise_batch`), as (E.164, None) or (None, why not)."""
         if not isinstance(item, dict):
             return Prepared(index, None, (E_UNKNOWN,), f"messages[{index}] must be an object", "", "", None)
         number_raw = item.get("phone_number", item.get("phonenumber"))
@@ -371,11 +373,12 @@ class Api:
             if word is not None:
                 errors.append(E_FORBIDDEN)
                 details.append(f"message contains the forbidden word {word!r}")
-        try:
-            number = numbers.normalise(number_raw, self.region)
-        except ValueError as exc:
+        if checked is None:
+            [checked] = normalise_batch([number_raw], 0, self.region)
+        number, why_not = checked
+        if number is None:
             errors.append(E_NUMBER)
-            details.append(str(exc))
+            details.append(why_not)
             number = shown_number
         priority = item.get("priorite", item.get("priority", default_priority))
         if isinstance(priority, str) and priority.strip().isdigit():
@@ -448,8 +451,13 @@ class Api:
         if mode not in ("prod", "test"):
             raise ApiError(400, f"header.mode must be \"prod\" or \"test\", not {mode!r}"[:200])
         account = self.header_account(header)
-        prepared = await self.workers.split(prepare_batch, messages, self.config, header,
-                                            header.get("priority", 1))
+        # Phone numbers are most of the CPU: half of them are checked in the worker
+        # process (only they travel: whole judged messages cost more to send back).
+        checked = await self.workers.split(
+            normalise_batch, [m.get("phone_number", m.get("phonenumber")) if isinstance(m, dict) else None
+                              for m in messages], self.region)
+        prepared = [self._prepare(i, m, header, header.get("priority", 1), c)
+                    for i, (m, c) in enumerate(zip(messages, checked))]
         if account is None or not account.enabled:
             code = E_AUTH if account is None else E_DISABLED
             results = [self._answer(None, p, errors=(code,), detail=ERROR_TEXT[code]) for p in prepared]
@@ -863,9 +871,13 @@ class Api:
         return web.json_response({"status": "success", "data": self.devices_view(account)})
 
 
-def prepare_batch(items: list[Any], offset: int, config: Config, header: dict[str, Any],
-                  default_priority: Any) -> list[Prepared]:
-    """Judge ``items`` (messages ``offset``… of a request): what
+def normalise_batch(raws: list[Any], offset: int, region: str | None) -> list[tuple[str | None, str | None]]:
+    """(E.164, None) or (None, why not) for each number: what
     :class:`~bridge.workers.SplitPool` runs, here or in its worker process."""
-    judge = Api(config=config, store=None, on_enqueued=lambda: None)
-    return [judge._prepare(offset + i, m, header, default_priority) for i, m in enumerate(items)]
+    out: list[tuple[str | None, str | None]] = []
+    for raw in raws:
+        try:
+            out.append((numbers.normalise(raw, region), None))
+        except ValueError as exc:
+            out.append((None, str(exc)))
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.api import prepare_batch
+from bridge.api import Api, normalise_batch
 from bridge.workers import SplitPool
 
 from conftest import make_config, wait_until
@@ -23,29 +23,36 @@ def messages(n: int) -> list[object]:
     return out
 
 
-def comparable(prepared):
-    return [(p.index, p.errors, p.detail, p.phone_number, p.message, p.new) for p in prepared]
+def numbers_of(batch):
+    return [m.get("phone_number") if isinstance(m, dict) else None for m in batch]
 
 
 async def test_half_in_the_worker_process_matches_all_here(tmp_path):
-    config = make_config(tmp_path)
-    batch = messages(400)
-    here = prepare_batch(batch, 0, config, {}, 1)
+    raws = numbers_of(messages(400))
+    here = normalise_batch(raws, 0, None)
     pool = SplitPool()
     pool.start()
     try:
-        await pool.split(prepare_batch, batch, config, {}, 1)  # starts the worker
+        await pool.split(normalise_batch, raws, None)  # starts the worker
         await wait_until(lambda: pool._warm is not None and pool._warm.done(), within=30, what="worker up")
-        split = await pool.split(prepare_batch, batch, config, {}, 1)
+        split = await pool.split(normalise_batch, raws, None)
     finally:
         pool.close()
-    assert [p.index for p in split] == list(range(400))
-    assert comparable(split) == comparable(here)
-    assert sum(p.new is None for p in split) == 24  # the bad ones are judged the same way too
+    assert split == here
+    assert sum(n is None for n, _ in split) == 16  # the bad ones are judged the same way too
 
 
 async def test_small_batches_and_no_worker_stay_here(tmp_path):
-    config = make_config(tmp_path)
     pool = SplitPool()  # never started
-    out = await pool.split(prepare_batch, messages(300), config, {}, 1)
-    assert len(out) == 300 and pool._pool is None
+    raws = numbers_of(messages(300))
+    assert await pool.split(normalise_batch, raws, None) == normalise_batch(raws, 0, None)
+    assert pool._pool is None
+
+
+async def test_a_daemon_batch_is_judged_the_same_with_the_worker(tmp_path):
+    api = Api(config=make_config(tmp_path), store=None, on_enqueued=lambda: None)
+    batch = messages(400)
+    raws = numbers_of(batch)
+    one = [api._prepare(i, m, {}, 1) for i, m in enumerate(batch)]
+    two = [api._prepare(i, m, {}, 1, c) for i, (m, c) in enumerate(zip(batch, normalise_batch(raws, 0, None)))]
+    assert [(p.errors, p.detail, p.new) for p in one] == [(p.errors, p.detail, p.new) for p in two]
