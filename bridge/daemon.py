@@ -88,6 +88,7 @@ class Daemon:
         self.api.phones_online = self.phones_online
         self.virtual: dict[str, AgentRuntime] = {}
         self.android: Any = None  # bridge.android.AndroidSupervisor when phones are configured
+        self._android_task: asyncio.Task[Any] | None = None
         self._device_tasks: dict[str, asyncio.Task[Any]] = {}
         self._runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
@@ -135,7 +136,7 @@ class Daemon:
                 # Stopped with the group: it records what it delivered and hands back the rest.
                 tg.create_task(supervise("webhook deliverer", self.webhooks.run))
                 if self.android is not None:
-                    tg.create_task(supervise("android supervisor", self.android.run))
+                    self._android_task = tg.create_task(supervise("android supervisor", self.android.run))
                 for device in self.config.devices:
                     self._start_device(tg, device)
                 self._tg = tg
@@ -166,6 +167,31 @@ class Daemon:
                                            data_dir=self.config.data_dir, window=self.config.agents.window,
                                            ssl=self._agent_client_ssl())
             self._device_tasks[device.id] = tg.create_task(supervise(f"modem {device.id}", modem.run))
+
+    async def _reload_android(self, old: Config) -> None:
+        """Phones on USB added, removed or changed: a new supervisor takes over.
+        Agents already running on phones keep their sessions; the set-up steps
+        it runs again on the plugged phones change nothing that is in place."""
+        def usb(config: Config) -> list[DeviceConfig]:
+            return [d for d in config.devices if d.kind == "android" and not d.options.get("standalone")]
+        if usb(old) == usb(self.config):
+            return
+        if self._android_task is not None:
+            self._android_task.cancel()
+            await asyncio.wait([self._android_task])
+            self._android_task = None
+        if self.android is not None:
+            self.dispatcher.on_online.remove(self.android.agent_connected)
+            self.dispatcher.dialers.pop("android", None)
+            self.android = None
+        self._start_android()
+        if self.android is not None and self._tg is not None:
+            for device_id in self.dispatcher.sessions:
+                if device_id in self.android.states():
+                    self.android.agent_connected(device_id, True)
+            self._android_task = self._tg.create_task(supervise("android supervisor", self.android.run))
+        log.info("reload: Android phones on USB are now %s",
+                 ", ".join(d.id for d in usb(self.config)) or "none")
 
     def _start_android(self) -> None:
         """Phones on USB: found with adb, set up, their agent started; calls go through adb."""
@@ -251,9 +277,7 @@ class Daemon:
             for device in config.devices:
                 if device.id not in self._device_tasks:
                     self._start_device(self._tg, device)
-        phones = {d.id for d in config.devices if d.kind == "android" and not d.options.get("standalone")}
-        if phones != {d.id for d in old.devices if d.kind == "android" and not d.options.get("standalone")}:
-            log.warning("reload: Android phones on USB added or removed; adb set-up follows at the next restart")
+        await self._reload_android(old)
         added = {d.id for d in config.devices} - {d.id for d in old.devices}
         removed = {d.id for d in old.devices} - {d.id for d in config.devices}
         log.info("configuration reloaded: %d account(s), %d device(s) (added: %s; removed: %s)",

@@ -117,3 +117,24 @@ async def _get(coro, key):
 async def _count(coro, n):
     rows = await coro
     return rows if len(rows) == n else None
+
+
+async def test_a_phone_added_by_a_reload_is_set_up_without_a_restart(tmp_path, adb):
+    android = {"adb_server": f"127.0.0.1:{adb.port}", "start_adb_server": False, "device_port": free_port(),
+               "poll_interval": 0.05, "confirm_timeout": 10}
+    virtual = {"id": "sim-1", "kind": "virtual", "account": "user@email.com", "latency": 0}
+    before = make_config(tmp_path, devices=[virtual], android=android)
+    after = make_config(tmp_path, devices=[virtual, {"id": "phone-1", "kind": "android",
+                                                     "account": "user@email.com", "serial": SERIAL}],
+                        android=android)
+    adb.add_phone(SERIAL, timezone="Europe/Paris")
+    async with running(before) as daemon, aiohttp.ClientSession() as http:
+        await wait_until(lambda: "sim-1" in daemon.dispatcher.sessions, what="virtual phone online")
+        session = daemon.dispatcher.sessions["sim-1"]
+        assert daemon.android is None
+        await daemon.reload(after)
+        await wait_until(lambda: _is(state(http, daemon), "online"), within=30, what="phone set up after reload")
+        assert daemon.dispatcher.sessions["sim-1"] is session  # the other device never noticed
+        await daemon.reload(before)  # and taken away again
+        await wait_until(lambda: "phone-1" not in daemon.dispatcher.sessions, what="phone let go")
+        assert daemon.android is None and daemon.dispatcher.sessions["sim-1"] is session
