@@ -21,6 +21,14 @@ from bridge.daemon import Daemon
 FACTOR = float(os.environ.get("SIMBRIDGE_TEST_TIMEOUT_FACTOR", "1"))
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (for daemons run as subprocesses)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def timeout(seconds: float) -> float:
     return seconds * FACTOR
 

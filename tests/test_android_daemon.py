@@ -9,24 +9,19 @@ replugged → online, with nothing lost or doubled.
 
 from __future__ import annotations
 
-import socket
 
 import aiohttp
 import pytest
 
 from fakes.adb_server import FakeAdbServer
 
-from conftest import api_url, make_config, running, wait_until
+from conftest import api_url, free_port, make_config, running, wait_until
 
 SERIAL = "R58M123ABC"
 AUTH = {"login": "user@email.com", "accessKey": "your-access-key"}
 BEARER = {"Authorization": "Bearer your-access-key"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,15 +12,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import timeout
+from conftest import free_port, timeout
 
 N = 1000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp_path: Path) -> tuple[Path, int]:

@@ -115,6 +115,7 @@ async def test_multipart_goes_as_parts_with_one_reference_and_is_delivered_once_
 
 
 async def test_failed_status_report_fails_the_job(tmp_path, bridge, modem):
+    modem.report_delay = 60.0  # the modem's own (delivered) report must not come first
     async with agent_running(tmp_path, bridge, modem) as agent:
         await bridge.push(DEVICE, sms("f1", report=True))
         await wait_until(lambda: "sent" in bridge.job_states("f1"), what="sent")
