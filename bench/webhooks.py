@@ -186,7 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await seed(store, n, 0)
     await store.close()
 
-    daemon = Daemon(config)
+    daemon = Daemon(config, eager_workers=True)  # as `simbridge run` starts it
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     await wait_for(daemon.ready.is_set, 30, "daemon ready")

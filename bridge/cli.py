@@ -117,7 +117,7 @@ async def _run_daemon(config: Config, *, demo: bool) -> int:
     from .daemon import Daemon, install_signal_handlers
 
     stop = asyncio.Event()
-    daemon = Daemon(config)
+    daemon = Daemon(config, eager_workers=True)
     reloads: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:

@@ -65,7 +65,10 @@ async def supervise(name: str, factory: Callable[[], Awaitable[Any]], *, backoff
 
 
 class Daemon:
-    def __init__(self, config: Config, *, store: Store | None = None) -> None:
+    def __init__(self, config: Config, *, store: Store | None = None, eager_workers: bool = False) -> None:
+        # eager_workers: start the bulk worker process with the daemon (simbridge run
+        # does; tests leave it to the first bulk request, to spare a process each).
+        self.eager_workers = eager_workers
         self.config = config
         self.store = store or SqliteStore(config.store.path, synchronous=config.store.synchronous)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
@@ -107,7 +110,7 @@ class Daemon:
                                self.config.api.default_region)
         await self.listener.start()
         self._start_android()
-        self.api.workers.start()
+        self.api.workers.start(eager=self.eager_workers)
         self._runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         host, port = self.config.api.listen

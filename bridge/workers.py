@@ -35,10 +35,12 @@ class SplitPool:
         self._pool: ProcessPoolExecutor | None = None
         self._warm: Any = None
 
-    def start(self) -> None:
-        """Allow the worker. It is started by the first bulk batch, which it
-        does not slow down: that one is done here while the worker warms up."""
+    def start(self, *, eager: bool = False) -> None:
+        """Allow the worker. ``eager``: start it now (the daemon does); else
+        the first bulk batch starts it and is done here while it warms up."""
         self._enabled = True
+        if eager:
+            self._usable()
 
     def close(self) -> None:
         self._enabled = False
