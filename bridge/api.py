@@ -451,17 +451,21 @@ class Api:
         if mode not in ("prod", "test"):
             raise ApiError(400, f"header.mode must be \"prod\" or \"test\", not {mode!r}"[:200])
         account = self.header_account(header)
-        # Phone numbers are most of the CPU: half of them are checked in the worker
-        # process (only they travel: whole judged messages cost more to send back).
-        checked = await self.workers.split(
-            normalise_batch, [m.get("phone_number", m.get("phonenumber")) if isinstance(m, dict) else None
-                              for m in messages], self.region)
-        prepared = [self._prepare(i, m, header, header.get("priority", 1), c)
-                    for i, (m, c) in enumerate(zip(messages, checked))]
+        raw_numbers = [m.get("phone_number", m.get("phonenumber")) if isinstance(m, dict) else None
+                       for m in messages]
         if account is None or not account.enabled:
+            # Refused before any real work: a stranger's batch costs us no number checks.
             code = E_AUTH if account is None else E_DISABLED
+            failed = (None, ERROR_TEXT[code])
+            prepared = [self._prepare(i, m, header, header.get("priority", 1), failed)
+                        for i, m in enumerate(messages)]
             results = [self._answer(None, p, errors=(code,), detail=ERROR_TEXT[code]) for p in prepared]
             return self._respond(results, ardary, status=401 if account is None else 403)
+        # Phone numbers are most of the CPU: half of them are checked in the worker
+        # process (only they travel: whole judged messages cost more to send back).
+        checked = await self.workers.split(normalise_batch, raw_numbers, self.region)
+        prepared = [self._prepare(i, m, header, header.get("priority", 1), c)
+                    for i, (m, c) in enumerate(zip(messages, checked))]
         stopped = await self.store.opted_out(account.login, [p.new.phone_number for p in prepared if p.new])
         if stopped:
             prepared = [replace(p, new=None, errors=(E_OPTED_OUT,), detail=ERROR_TEXT[E_OPTED_OUT])
