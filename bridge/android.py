@@ -323,7 +323,7 @@ class AndroidSupervisor:
                 phone.task.cancel()
                 phone.task = None
             if state is None:
-                reason = (f"unplugged; the agent reconnects when it is plugged in again"
+                reason = ("unplugged; the agent reconnects when it is plugged in again"
                           if phone.connected else f"not plugged in (looking for serial {phone.serial})")
                 self._set(phone, ABSENT, "usb", reason)
             elif state == "unauthorized":

@@ -111,10 +111,6 @@ def iso_utc(ts: float | None) -> str | None:
         f"{int(ts * 1000) % 1000:03d}Z"
 
 
-def normalise_number(raw: Any, region: str | None = None) -> str:
-    """E.164 form of ``raw``; ValueError saying why it is not a valid number."""
-    return numbers.normalise(raw, region)
-
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")

@@ -62,10 +62,11 @@ def request(config: Config, method: str, path: str, *, key: str | None = None, b
 def devices(config: Config) -> list[dict[str, Any]]:
     """Every configured device as the daemon sees it (GET /api/v1/devices, per account)."""
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: set[tuple[Any, Any]] = set()
     for account in config.accounts:
         for row in request(config, "GET", "/api/v1/devices", key=account.access_key)["data"]:
-            if row.get("id") not in seen:
-                seen.add(row.get("id"))
+            key = (row.get("id"), row.get("serial"))  # unconfigured phones have no id, only a serial
+            if key not in seen:
+                seen.add(key)
                 rows.append(row)
     return rows

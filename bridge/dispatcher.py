@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from device_agents import protocol
+from device_agents.tasks import TaskSet
 
 from .config import Config, DeviceConfig
 from .store import Job, Store
@@ -102,12 +103,11 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._rotation = 0
         self._claim_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self.on_online: list[Callable[[str, bool], None]] = []
         # Device kinds whose calls the bridge places itself (Android: through
         # adb, which works while the phone is locked): kind -> dial(device_id, number).
         self.dialers: dict[str, Callable[[str, str], Awaitable[None]]] = {}
-        self.sent_counter: Callable[[str, str], None] | None = None
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -245,7 +245,7 @@ class Dispatcher:
             calls = [j for j in jobs if j.kind == "call"]
             jobs = [j for j in jobs if j.kind != "call"]
             for job in calls:
-                self._spawn(self._dial(session, job, dialer))
+                self._tasks.spawn(self._dial(session, job, dialer))
         if not jobs:
             return
         try:
@@ -266,11 +266,6 @@ class Dispatcher:
         outcome = await self.store.apply_events(session.device_id, session.account, [event],
                                                 max_attempts=self.config.dispatcher.max_attempts)
         self.finished(session, outcome.finished)
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _maintenance_loop(self) -> None:
         while True:

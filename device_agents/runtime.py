@@ -26,10 +26,11 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from . import protocol
 from .journal import Journal
+from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class AgentRuntime:
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.on_state: Callable[[str], None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self.log = logging.LoggerAdapter(log, {"device": device_id})
 
     # -- events ------------------------------------------------------------
@@ -155,8 +156,8 @@ class AgentRuntime:
 
         await self._recover()
         for _ in range(self.workers):
-            self._spawn(self._worker())
-        self._spawn(self._status_loop())
+            self._tasks.spawn(self._worker())
+        self._tasks.spawn(self._status_loop())
         delay = 0.5
         failures = 0
         while True:
@@ -273,13 +274,6 @@ class AgentRuntime:
                 with contextlib.suppress(Exception):
                     await ws.send(protocol.encode(status))
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         self.journal.close()

@@ -12,7 +12,6 @@ import signal
 import sys
 from contextlib import redirect_stdout
 
-import pytest
 
 from bridge import pair as pair_cli
 from device_agents.android.build import build_archive

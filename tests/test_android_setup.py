@@ -6,7 +6,6 @@ the bridge's agent listener."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from pathlib import Path
 from types import SimpleNamespace

@@ -16,7 +16,7 @@ from aiohttp import web
 from bridge import config as config_module
 from bridge import logs
 from bridge.cli import devices_table
-from conftest import api_url, make_config, running, timeout, wait_until
+from conftest import api_url, make_config, running, wait_until
 from ops_util import ROOT, cli, json_lines, write_config
 
 CONTRACT = {"id", "kind", "account", "state", "reason", "signal", "battery", "last_seen"}

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable
 from .. import protocol
 from ..journal import Journal
 from ..runtime import AgentRuntime, Reporter
+from ..tasks import TaskSet
 from . import pdu
 from .at import ResultKind, Urc, parse_args
 from .calls import CallState, CallTracker, FinishedCall
@@ -190,7 +191,7 @@ class ModemAgent:
         self._reset_lock = asyncio.Lock()
         self._bad_records: set[str] = set()
         self._reinit_queued = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
 
     @classmethod
     def from_device(cls, device: Any, *, url: str, token: str, data_dir: str | os.PathLike[str],
@@ -273,15 +274,8 @@ class ModemAgent:
         assert link.lost is not None
         raise await link.lost
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _cancel_tasks(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
     # ------------------------------------------------------------------
     # commands
@@ -645,7 +639,7 @@ class ModemAgent:
             report(job.job_id, protocol.JOB_SENT)
             self.log.info("job %s: calling %s", job.job_id, mask(job.to))
             hangup_after = self.settings.hangup_after or job.hangup_after_s
-            self._spawn(self._hang_up_later(job, hangup_after))
+            self._tasks.spawn(self._hang_up_later(job, hangup_after))
             handed_over = True
         finally:
             if not handed_over:
@@ -829,7 +823,7 @@ class ModemAgent:
                 self.store.forget_send(job.job_id)
             else:
                 send["sent"] = True
-                self._spawn(self._settle_soon(job.job_id))
+                self._tasks.spawn(self._settle_soon(job.job_id))
             self.store.save()
             return protocol.JOB_SENT, "transmitted before the modem went away"
         # Some parts confirmed, one maybe: send the rest now. A part whose
@@ -845,7 +839,7 @@ class ModemAgent:
         if send is not None:
             if send.get("report"):
                 send["sent"] = True
-                self._spawn(self._settle_soon(job.job_id))
+                self._tasks.spawn(self._settle_soon(job.job_id))
             else:
                 self.store.forget_send(job.job_id)
             self.store.save()

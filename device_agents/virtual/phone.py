@@ -20,6 +20,7 @@ from typing import Any
 from .. import protocol
 from ..modem.gsm7 import segment_count
 from ..runtime import Reporter
+from ..tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class VirtualRadio:
         self.capabilities = protocol.Capabilities(sms=True, calls=True,
                                                   delivery_reports=settings.delivery_reports,
                                                   multipart=True)
-        self._later: set[asyncio.Task[Any]] = set()
+        self._later = TaskSet()  # delivery reports still due
 
     def _transmit(self, record: dict[str, Any]) -> None:
         self._log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -81,16 +82,12 @@ class VirtualRadio:
             if self.settings.delivery_delay <= 0:
                 report(job.job_id, protocol.JOB_DELIVERED)
             else:
-                task = asyncio.create_task(self._deliver_later(job.job_id, report))
-                self._later.add(task)
-                task.add_done_callback(self._later.discard)
+                self._later.spawn(self._deliver_later(job.job_id, report))
 
     def resume_sent(self, job: protocol.Job, report: Reporter) -> None:
         """After a restart: a sent SMS whose report was still due gets it."""
         if isinstance(job, protocol.SendSms) and job.report and self.settings.delivery_reports:
-            task = asyncio.create_task(self._deliver_later(job.job_id, report))
-            self._later.add(task)
-            task.add_done_callback(self._later.discard)
+            self._later.spawn(self._deliver_later(job.job_id, report))
 
     async def _deliver_later(self, job_id: str, report: Reporter) -> None:
         await asyncio.sleep(self.settings.delivery_delay)
@@ -115,6 +112,5 @@ class VirtualRadio:
                                operator=self.settings.operator, technology="LTE")
 
     def close(self) -> None:
-        for task in self._later:
-            task.cancel()
+        self._later.cancel()
         self._log_file.close()

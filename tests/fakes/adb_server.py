@@ -36,12 +36,10 @@ import asyncio
 import os
 import shlex
 import signal
-import stat
 import struct
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -362,7 +360,7 @@ class FakeAdbServer:
                 return
             if remote in phone.reverses:
                 if norebind:
-                    self._fail(w, f"cannot rebind existing socket")
+                    self._fail(w, "cannot rebind existing socket")
                     return
                 await self._drop_reverse(phone, remote)
             try:
@@ -601,7 +599,7 @@ class FakeAdbServer:
         component = intent.get("-n", "")
         if component not in ("com.termux/com.termux.app.RunCommandService",
                              "com.termux/.app.RunCommandService"):
-            return f"Error: Not found; no service started.\n", 255
+            return "Error: Not found; no service started.\n", 255
         if "com.termux" not in phone.packages:
             return "Error: Not found; no service started.\n", 255
         started = "Starting service: Intent { act=com.termux.RUN_COMMAND cmp=com.termux/.app.RunCommandService (has extras) }\n"
