@@ -34,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from device_agents.modem import pdu
 
@@ -58,9 +59,8 @@ def numbers(count: int) -> list[str]:
 
 
 def codec_rates(seconds: float) -> tuple[float, float]:
-    from datetime import timezone
 
-    deliver = pdu.encode_deliver("+33612345678", TEXT, timestamp=datetime.now(timezone.utc).replace(microsecond=0),
+    deliver = pdu.encode_deliver("+33612345678", TEXT, timestamp=datetime.now(UTC).replace(microsecond=0),
                                  smsc="+33689004000").hex()
 
     def rate(fn: Any) -> float:
@@ -135,12 +135,11 @@ def steady_rate(times: list[float]) -> float:
 async def post(api: str, messages: list[dict[str, Any]]) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{api}/api/v1/sendsms",
-                             json={"header": {"login": ACCOUNT, "accessKey": KEY}, "messages": messages}) as resp:
-            body = await resp.json()
-            if resp.status != 200 or not all(m.get("sent") == 1 for m in body):
-                raise RuntimeError(f"sendsms failed: {resp.status} {str(body)[:200]}")
+    async with aiohttp.ClientSession() as http, http.post(f"{api}/api/v1/sendsms",
+                         json={"header": {"login": ACCOUNT, "accessKey": KEY}, "messages": messages}) as resp:
+        body = await resp.json()
+        if resp.status != 200 or not all(m.get("sent") == 1 for m in body):
+            raise RuntimeError(f"sendsms failed: {resp.status} {str(body)[:200]}")
 
 
 def simbridge_rate(folder: Path, count: int) -> float:

@@ -35,7 +35,7 @@ import aiohttp
 
 from bridge import config as config_module
 from bridge.daemon import Daemon
-from bridge.store import SMS_DELIVERED, SMS_SENT, SqliteStore
+from bridge.store.sqlite import SMS_DELIVERED, SMS_SENT, SqliteStore
 
 LOGIN = "bench@example.com"
 KEY = "bench-access-key"

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import client
-from . import config as config_module
-from . import logs
-from .config import Config, ConfigError
+from bridge import config as config_module
+from bridge.config import Config, ConfigError
+from bridge.ops import client, logs
 
 DEFAULT_CONFIG = "/etc/simbridge/config.toml"
 DEMO_DIR = "simbridge-demo"
@@ -114,7 +113,7 @@ def demo_curl(config: Config) -> str:
 
 
 async def _run_daemon(config: Config, *, demo: bool) -> int:
-    from .daemon import Daemon, install_signal_handlers
+    from bridge.daemon import Daemon, install_signal_handlers
 
     stop = asyncio.Event()
     daemon = Daemon(config, eager_workers=True)
@@ -246,7 +245,7 @@ def _devices(config: Config, args: argparse.Namespace) -> int:
 
 
 def _pair(config: Config, args: argparse.Namespace) -> int:
-    from .pair import pair, revoke
+    from bridge.ops.pair import pair, revoke
 
     if args.revoke:
         print(revoke(config, args.device))
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             config = _demo_config(args.data_dir) if args.demo else _load(args.config)
             return asyncio.run(_run_daemon(config, demo=args.demo))
         if args.command == "doctor":
-            from .doctor import doctor
+            from bridge.ops.doctor import doctor
             return doctor(args.config)
         config = _load(args.config)
         if args.command == "check-config":

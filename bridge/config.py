@@ -10,15 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
-from .optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
+from bridge.core.optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
 
 DEVICE_KINDS = ("virtual", "modem", "android")
 ANDROID_DEFAULT_RATE = 25.0  # SMS a minute; Android's own limit is 30
@@ -52,7 +53,7 @@ def _ws_url(value: str) -> str:
 
 def _tls(where: str, values: dict[str, Any], base: Path | None) -> None:
     """``tls_cert`` and ``tls_key`` come together, exist, and load as a pair."""
-    from .tls import server_context
+    from bridge.ops.tls import server_context
 
     if "tls_cert" not in values and "tls_key" not in values:
         return

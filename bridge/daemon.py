@@ -12,27 +12,27 @@ import hmac
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
+from bridge.api.app import Api
+from bridge.config import AccountConfig, Config, DeviceConfig
+from bridge.core.optout import Keywords
+from bridge.dispatch.dispatcher import Dispatcher
+from bridge.dispatch.listener import AgentListener
+from bridge.dispatch.tokens import TokenBook
+from bridge.ops.metrics import Metrics
+from bridge.ops.notify import Notifier
+from bridge.ops.tls import client_context, server_context
+from bridge.store.sqlite import SqliteStore, Store
+from bridge.webhooks.deliverer import WebhookDeliverer
 from device_agents import protocol
 from device_agents.journal import Journal
 from device_agents.runtime import AgentRuntime
 from device_agents.virtual.phone import RadioSettings, VirtualRadio
-
-from .agents import AgentListener
-from .api import Api
-from .config import AccountConfig, Config, DeviceConfig
-from .dispatcher import Dispatcher
-from .metrics import Metrics
-from .notify import Notifier
-from .optout import Keywords
-from .store import SqliteStore, Store
-from .tls import client_context, server_context
-from .tokens import TokenBook
-from .webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Daemon:
         phones = [d for d in self.config.devices if d.kind == "android" and not d.options.get("standalone")]
         if not phones:
             return
-        from .android import AndroidSupervisor
+        from bridge.devices.android import AndroidSupervisor
 
         a = self.config.android
         self.android = AndroidSupervisor(

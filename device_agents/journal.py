@@ -22,7 +22,8 @@ import json
 import os
 import time
 from collections import OrderedDict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from . import protocol
 

@@ -26,7 +26,8 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from . import protocol
 from .journal import Journal

@@ -4,7 +4,8 @@ mid-flight) and cancelled together. Stdlib only: the agents use it too."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 
 class TaskSet:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+
+from conftest import running, wait_until
 
 from bridge import config as config_module
 from bridge.daemon import Daemon
-from conftest import running, wait_until
 
 
 @contextlib.asynccontextmanager

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import websockets
-
 from conftest import timeout
+
 from device_agents import protocol as p
 
 ROOT = Path(__file__).resolve().parent.parent

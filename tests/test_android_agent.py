@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes.mini_bridge import MiniBridge, wait_until
+from fakes.termux.termux_fake import PhoneState
 
 from device_agents import protocol
 from device_agents.android.backend import same_number
 from device_agents.android.build import build_archive
 from device_agents.android.termux import PhoneClock, parse_duration
-from fakes.mini_bridge import MiniBridge, wait_until
-from fakes.termux.termux_fake import PhoneState
 
 DEVICE = "phone-1"
 TOKEN = "t0ken-phone-1"

@@ -9,13 +9,10 @@ replugged → online, with nothing lost or doubled.
 
 from __future__ import annotations
 
-
 import aiohttp
 import pytest
-
-from fakes.adb_server import FakeAdbServer
-
 from conftest import api_url, free_port, make_config, running, wait_until
+from fakes.adb_server import FakeAdbServer
 
 SERIAL = "R58M123ABC"
 AUTH = {"login": "user@email.com", "accessKey": "your-access-key"}

@@ -12,14 +12,13 @@ import signal
 import sys
 from contextlib import redirect_stdout
 
-
-from bridge import pair as pair_cli
-from device_agents.android.build import build_archive
-from device_agents.pairing import build_uri, parse_uri
+from conftest import make_config, running, timeout, wait_until
 from fakes.termux.termux_fake import PhoneState
 from ops_util import self_signed
 
-from conftest import make_config, running, timeout, wait_until
+from bridge.ops import pair as pair_cli
+from device_agents.android.build import build_archive
+from device_agents.pairing import build_uri, parse_uri
 
 DEVICE = "phone-1"
 

@@ -11,13 +11,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from bridge.android import (ABSENT, ERROR, NEEDS_USER, ONLINE, PERMISSIONS, STARTING,
-                            AndroidSupervisor, DialError)
-from device_agents import protocol
-from device_agents.android.build import build_archive
 from fakes.adb_server import BASE_PACKAGES, FakeAdbServer
 from fakes.mini_bridge import MiniBridge, wait_until
+
+from bridge.devices.android import (
+    ABSENT,
+    ERROR,
+    NEEDS_USER,
+    ONLINE,
+    PERMISSIONS,
+    STARTING,
+    AndroidSupervisor,
+    DialError,
+)
+from device_agents import protocol
+from device_agents.android.build import build_archive
 
 SERIAL = "R58M123ABC"
 DEVICE = "phone-1"

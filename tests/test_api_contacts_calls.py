@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import aiohttp
-
 from api_util import serving
 from conftest import api_url, make_config, wait_until
 

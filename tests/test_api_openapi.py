@@ -10,11 +10,11 @@ import hypothesis
 import hypothesis.errors
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase
-
-from bridge.openapi import document
 from api_util import serving
 from conftest import api_url, make_config
+from hypothesis import HealthCheck, Phase
+
+from bridge.api.openapi import document
 
 BEARER = {"Authorization": "Bearer your-access-key"}
 EXAMPLES = 8  # per operation and mode: the whole run stays well under a minute

@@ -8,10 +8,10 @@ import re
 import sqlite3
 
 import aiohttp
-
-from bridge.store import VerificationCode
 from api_util import serving
 from conftest import api_url, make_config, wait_until
+
+from bridge.store.sqlite import VerificationCode
 
 BEARER = {"Authorization": "Bearer your-access-key"}
 HEADER = {"login": "user@email.com", "accessKey": "your-access-key"}

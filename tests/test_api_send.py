@@ -7,7 +7,6 @@ import json
 import re
 
 import aiohttp
-
 from api_util import serving
 from conftest import api_url, make_config, wait_until
 

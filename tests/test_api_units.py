@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import config, numbers, verification
-from bridge.api import forbidden_matcher
-from bridge.optout import OPT_IN, OPT_OUT, Keywords
+from bridge import config
+from bridge.api import verification
+from bridge.api.app import forbidden_matcher
+from bridge.core import numbers
+from bridge.core.optout import OPT_IN, OPT_OUT, Keywords
 
 
 @pytest.mark.parametrize("text, expected", [

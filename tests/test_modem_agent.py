@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+from conftest import wait_until
+from fakes.mini_bridge import MiniBridge
 
 from device_agents import protocol
 from device_agents.modem import pdu
 from device_agents.modem.agent import ModemAgent, ModemSettings
 from device_agents.modem.virtual_modem import VirtualModem
-from conftest import wait_until
-from fakes.mini_bridge import MiniBridge
 
 DEVICE = "m1"
 TOKEN = "modem-token"
@@ -122,8 +123,8 @@ async def test_failed_status_report_fails_the_job(tmp_path, bridge, modem):
         # a second job to the same number: reports are matched by (reference, recipient)
         [tx] = transmissions(modem)
         report = pdu.encode_status_report(reference=tx["reference"], recipient="+33612345678",
-                                          scts=datetime.now(timezone.utc).replace(microsecond=0),
-                                          discharge=datetime.now(timezone.utc).replace(microsecond=0),
+                                          scts=datetime.now(UTC).replace(microsecond=0),
+                                          discharge=datetime.now(UTC).replace(microsecond=0),
                                           status_code=0x41)
         agent._status_report(pdu.decode(report))  # a report that beats the modem's own
         await wait_until(lambda: "failed" in bridge.job_states("f1"), what="failed")
@@ -153,7 +154,7 @@ async def test_multipart_incoming_is_reassembled(tmp_path, bridge, modem):
 
 
 async def test_multipart_with_a_part_missing_comes_out_incomplete(tmp_path, bridge, modem):
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     parts = [pdu.encode_deliver("+33698765432", f"part{i} ", timestamp=now, concat=(77, 3, i)) for i in (1, 3)]
     async with agent_running(tmp_path, bridge, modem, multipart_timeout=0.3):
         for data in parts:  # the network delivers parts 1 and 3 of 3 (no public knob for that)

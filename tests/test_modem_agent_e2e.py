@@ -12,13 +12,14 @@ import asyncio
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
-
 from conftest import api_url, make_config, running, timeout, wait_until
+
 from device_agents.journal import Journal
 from device_agents.modem.agent import journal_path_for
 from device_agents.modem.virtual_modem import VirtualModem

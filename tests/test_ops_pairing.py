@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import running, timeout, wait_until
+from ops_util import RawAgent, cli, write_config
 
 from bridge import config as config_module
-from conftest import running, timeout, wait_until
 from device_agents import pairing
 from device_agents import protocol as p
-from ops_util import RawAgent, cli, write_config
 
 FP = "ab" * 32
 

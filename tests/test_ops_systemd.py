@@ -18,10 +18,10 @@ import time
 import urllib.request
 
 import pytest
-
-from bridge.notify import Notifier
 from conftest import timeout
 from ops_util import ROOT, cli_env, json_lines, simbridge_cmd, write_config
+
+from bridge.ops.notify import Notifier
 
 UNIT = ROOT / "systemd" / "simbridge.service"
 RULES = ROOT / "systemd" / "99-simbridge-modems.rules"

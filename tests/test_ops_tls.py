@@ -10,15 +10,15 @@ import urllib.error
 import urllib.request
 
 import pytest
+from conftest import make_config, running, timeout, wait_until
+from ops_util import RawAgent, cli, self_signed, write_config
 
-from bridge import client
 from bridge import config as config_module
 from bridge.config import ConfigError
-from bridge.tls import client_context, fingerprint
-from conftest import make_config, running, timeout, wait_until
+from bridge.ops import client
+from bridge.ops.tls import client_context, fingerprint
 from device_agents import pairing
 from device_agents import protocol as p
-from ops_util import RawAgent, cli, self_signed, write_config
 
 
 def test_tls_keys_are_checked(tmp_path):

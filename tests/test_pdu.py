@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -33,7 +33,7 @@ CLASSIC_DELIVER = "07911326040000F0040B911346610089F60000208062917314080CC8F71D1
 CLASSIC_SUBMIT = "0011000B916407281553F80000AA0AE8329BFD4697D9EC37"
 CDS_TPDU = "06000B910221815716F2709021510121807090215101718000"
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 5, 17, 9, 30, 15, tzinfo=timezone(timedelta(hours=2)))
 
 BASIC = "".join(c for c in gsm7.DEFAULT_ALPHABET if c != "\x1b")

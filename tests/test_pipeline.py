@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import aiohttp
-
 from conftest import api_url, make_config, running, wait_until
 
 AUTH = {"login": "user@email.com", "accessKey": "your-access-key"}

@@ -8,10 +8,9 @@ import json
 import aiohttp
 import pytest
 import websockets
+from conftest import api_url, make_config, running, timeout, wait_until
 
 from device_agents import protocol as p
-
-from conftest import api_url, make_config, running, timeout, wait_until
 
 MESSAGES = [
     p.Hello(device_id="sim-1", token="t", agent="test/1",
@@ -140,7 +139,7 @@ async def _delivered(daemon, id_sms_api):
 
 
 async def test_silent_client_is_dropped_after_the_hello_timeout(tmp_path, monkeypatch):
-    from bridge import agents
+    from bridge.dispatch import listener as agents
     monkeypatch.setattr(agents, "HELLO_TIMEOUT", 0.2)
     async with running(raw_config(tmp_path)) as daemon:
         async with websockets.connect(f"ws://127.0.0.1:{daemon.listener.port}") as ws:

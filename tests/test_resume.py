@@ -6,13 +6,12 @@ import asyncio
 import json
 
 import websockets
+from conftest import make_config, running, timeout, wait_until
 
 from device_agents import protocol as p
 from device_agents.journal import Journal
 from device_agents.runtime import AgentRuntime
 from device_agents.virtual.phone import RadioSettings, VirtualRadio
-
-from conftest import make_config, running, timeout, wait_until
 
 RAW = {"id": "raw", "kind": "modem", "account": "user@email.com", "port": "/dev/null",
        "standalone": True, "token": "raw-token", "max_per_minute": 0}
@@ -50,7 +49,7 @@ class RawAgent:
 
 
 async def enqueue(daemon, n=1, **kw):
-    from bridge.store import NewJob
+    from bridge.store.sqlite import NewJob
     out = await daemon.store.enqueue("user@email.com", [NewJob(kind="sms", phone_number="+33612345678",
                                                                message=f"m{i}", **kw) for i in range(n)])
     daemon.dispatcher.wake()

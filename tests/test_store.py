@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from bridge import jobstates as js
-from bridge.store import MIGRATIONS, NewJob, SqliteStore
+from bridge.core import jobstates as js
+from bridge.store.sqlite import MIGRATIONS, NewJob, SqliteStore
 from device_agents import protocol as p
 
 

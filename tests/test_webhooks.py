@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, unquote
 import aiohttp
 import pytest
 from aiohttp import web
-
-from bridge import webhooks as wh
 from conftest import api_url, make_config, running, wait_until
+
+from bridge.webhooks import deliverer as wh
 
 LOGIN = "user@email.com"
 AUTH = {"login": LOGIN, "accessKey": "your-access-key"}

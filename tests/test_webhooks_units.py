@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge import store as st
-from bridge import webhooks as wh
 from bridge.config import AccountConfig, ConfigError, parse
-from bridge.store import OutboxRow, SqliteStore
+from bridge.store import sqlite as st
+from bridge.store.sqlite import OutboxRow, SqliteStore
+from bridge.webhooks import deliverer as wh
 
 PARIS = ZoneInfo("Europe/Paris")
 LOGIN = "user@email.com"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bridge.api import Api, normalise_batch
-from bridge.workers import SplitPool
-
 from conftest import make_config, wait_until
+
+from bridge.api.app import Api, normalise_batch
+from bridge.api.workers import SplitPool
 
 
 def messages(n: int) -> list[object]:

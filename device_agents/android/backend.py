@@ -41,7 +41,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import protocol
 from ..runtime import Reporter

@@ -23,8 +23,9 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .at import AtEngine, Discarded, FinalResult, InfoLine, Prompt, ResultKind, Urc
 

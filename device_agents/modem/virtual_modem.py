@@ -35,7 +35,7 @@ import time
 import tty
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -216,11 +216,11 @@ class _Settings:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _now_scts() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _toa(number: str) -> int:
@@ -1422,7 +1422,7 @@ class VirtualModem:
 
     def _at_cclk(self, rest: str) -> _Reply | None:
         if rest == "?":
-            return _Reply([datetime.now(timezone.utc).strftime('+CCLK: "%y/%m/%d,%H:%M:%S+00"')])
+            return _Reply([datetime.now(UTC).strftime('+CCLK: "%y/%m/%d,%H:%M:%S+00"')])
         return None
 
     def _at_cbc(self, rest: str) -> _Reply:

@@ -21,7 +21,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 STATE_ENV = "TERMUX_FAKE_STATE"
 HERE = os.path.dirname(os.path.abspath(__file__))

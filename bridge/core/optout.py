@@ -8,7 +8,7 @@ keywords in the same transaction that records the incoming SMS).
 from __future__ import annotations
 
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 
 DEFAULT_STOP_WORDS: tuple[str, ...] = ("STOP", "STOPALL", "ARRET", "ARRÊT", "UNSUBSCRIBE", "DESABONNER",
                                        "DÉSABONNER", "CANCEL", "END", "QUIT")

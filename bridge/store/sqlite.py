@@ -11,8 +11,8 @@ all, so a crash at any point loses nothing that was answered as accepted.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -20,17 +20,17 @@ import sqlite3
 import string
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
+from bridge.core import jobstates as js
+from bridge.core import numbers
+from bridge.core.numbers import mask as mask_number
+from bridge.core.optout import OPT_OUT, Keywords
 from device_agents import protocol
-
-from . import jobstates as js
-from . import numbers
-from .numbers import mask as mask_number
-from .optout import OPT_OUT, Keywords
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -38,14 +38,15 @@ import json
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
-from . import store as st
-from .config import AccountConfig, Config
-from .store import OutboxRow, Store
+from bridge.config import AccountConfig, Config
+from bridge.store import sqlite as st
+from bridge.store.sqlite import OutboxRow, Store
 
 log = logging.getLogger(__name__)
 

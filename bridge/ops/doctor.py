@@ -16,14 +16,15 @@ import shutil
 import socket
 import sqlite3
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
-from . import client
-from . import config as config_module
-from .config import Config, ConfigError
-from .store import MIGRATIONS
+from bridge import config as config_module
+from bridge.config import Config, ConfigError
+from bridge.ops import client
+from bridge.store.sqlite import MIGRATIONS
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 

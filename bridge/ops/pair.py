@@ -14,13 +14,12 @@ from pathlib import Path
 
 import segno
 
+from bridge.config import Config
+from bridge.dispatch.tokens import new_pairing_token, token_digest
+from bridge.ops import client
+from bridge.ops.tls import fingerprint
+from bridge.store.sqlite import SqliteStore
 from device_agents.pairing import build_uri
-
-from . import client
-from .config import Config
-from .store import SqliteStore
-from .tls import fingerprint
-from .tokens import new_pairing_token, token_digest
 
 
 def _lan_address() -> str:

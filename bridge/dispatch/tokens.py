@@ -22,7 +22,7 @@ class TokenBook:
         self._generation: dict[str, int] = {}
 
     @classmethod
-    def load(cls, data_dir: Path, fixed: dict[str, str] | None = None) -> "TokenBook":
+    def load(cls, data_dir: Path, fixed: dict[str, str] | None = None) -> TokenBook:
         path = data_dir / "secret.key"
         try:
             secret = bytes.fromhex(path.read_text().strip())

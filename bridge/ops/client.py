@@ -8,8 +8,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .config import Config
-from .tls import client_context
+from bridge.config import Config
+from bridge.ops.tls import client_context
 
 
 class DaemonUnreachable(OSError):

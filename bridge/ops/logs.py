@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .numbers import mask
+from bridge.core.numbers import mask
 
 # "+" then 7 to 15 digits, optionally grouped by spaces, dots or dashes (E.164 as people write it).
 E164 = re.compile(r"(?<![\w+])\+[1-9](?:[ .\-]?\d){6,14}(?![\d])")

@@ -28,23 +28,24 @@ import secrets
 import string
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 from aiohttp import web
 
+from bridge.api import verification
+from bridge.api.openapi import document as openapi_document
+from bridge.api.workers import SplitPool
+from bridge.config import AccountConfig, Config
+from bridge.core import jobstates as js
+from bridge.core import numbers
+from bridge.store.sqlite import Contact, Enqueued, Job, NewJob, Store, VerificationCode, new_id_sms_api
 from device_agents import protocol
 from device_agents.modem.gsm7 import segment_count
-
-from . import numbers, verification
-from . import jobstates as js
-from .config import AccountConfig, Config
-from .openapi import document as openapi_document
-from .store import Contact, Enqueued, Job, NewJob, Store, VerificationCode, new_id_sms_api
-from .workers import SplitPool
 
 log = logging.getLogger(__name__)
 

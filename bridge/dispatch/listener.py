@@ -12,17 +12,17 @@ import contextlib
 import logging
 import ssl as ssl_module
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
+from bridge.config import Config
+from bridge.dispatch.dispatcher import DeviceSession, Dispatcher
+from bridge.dispatch.tokens import TokenBook, token_digest
+from bridge.store.sqlite import Store
 from device_agents import protocol
-
-from .config import Config
-from .dispatcher import DeviceSession, Dispatcher
-from .store import Store
-from .tokens import TokenBook, token_digest
 
 log = logging.getLogger(__name__)
 

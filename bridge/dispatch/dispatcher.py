@@ -14,14 +14,14 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+from bridge.config import Config, DeviceConfig
+from bridge.store.sqlite import Job, Store
 from device_agents import protocol
 from device_agents.tasks import TaskSet
-
-from .config import Config, DeviceConfig
-from .store import Job, Store
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bridge import jobstates as js
+from bridge.core import jobstates as js
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from bridge.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ RECENT_EVENTS = 4096  # (job, state) pairs remembered per device, to count a rep
 
 
 class Metrics:
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.registry = CollectorRegistry(auto_describe=False)
         self.sends: collections.Counter[tuple[str, str]] = collections.Counter()
