@@ -63,13 +63,18 @@ class RemoteProtocolError(ProtocolError):
 # recipient's handset confirmed (only with delivery_reports). ``failed``: it
 # will not be delivered. ``rejected``: the agent did not and will not
 # transmit it (window full, lease lapsed, no such SIM…): the bridge may give
-# the job to a device again.
+# the job to a device again. ``unconfirmed``: it may have reached the radio
+# network but its result was lost (e.g. a modem's +CMGS answer never came after
+# the PDU was written): it is never sent again automatically; a later status
+# report may still settle it.
 JOB_ACCEPTED = "accepted"
 JOB_SENT = "sent"
 JOB_DELIVERED = "delivered"
 JOB_FAILED = "failed"
 JOB_REJECTED = "rejected"
-AGENT_JOB_STATES = frozenset({JOB_ACCEPTED, JOB_SENT, JOB_DELIVERED, JOB_FAILED, JOB_REJECTED})
+JOB_UNCONFIRMED = "unconfirmed"
+AGENT_JOB_STATES = frozenset({JOB_ACCEPTED, JOB_SENT, JOB_DELIVERED, JOB_FAILED, JOB_REJECTED,
+                              JOB_UNCONFIRMED})
 
 CALL_DIRECTIONS = frozenset({"incoming", "outgoing", "missed"})
 

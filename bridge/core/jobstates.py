@@ -10,6 +10,12 @@ in this table, and docs/protocol.md's diagram is drawn from it.
       │ └─────requeue───────┘  └──failed──▶ failed
       ├──expire──▶ expired
       └──cancel──▶ cancelled
+    dispatched ──unconfirmed──▶ unconfirmed ──sent──▶ sent   (──fail──▶ failed)
+
+``unconfirmed`` ("sent-unconfirmed"): the job may have reached the radio
+network but its result never came back (a lost link, a modem that did not
+answer after the PDU was written). It is never dispatched again; a later
+delivery report or the device's ledger can still settle it.
 """
 
 from __future__ import annotations
@@ -21,13 +27,16 @@ DELIVERED = "delivered"
 FAILED = "failed"
 EXPIRED = "expired"
 CANCELLED = "cancelled"
+UNCONFIRMED = "unconfirmed"
 
-STATES = (QUEUED, DISPATCHED, SENT, DELIVERED, FAILED, EXPIRED, CANCELLED)
+STATES = (QUEUED, DISPATCHED, UNCONFIRMED, SENT, DELIVERED, FAILED, EXPIRED, CANCELLED)
 FINAL_STATES = frozenset({DELIVERED, FAILED, EXPIRED, CANCELLED})
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     QUEUED: {"dispatch": DISPATCHED, "expire": EXPIRED, "cancel": CANCELLED, "fail": FAILED},
-    DISPATCHED: {"requeue": QUEUED, "sent": SENT, "fail": FAILED, "cancel": CANCELLED},
+    DISPATCHED: {"requeue": QUEUED, "sent": SENT, "fail": FAILED, "cancel": CANCELLED,
+                 "unconfirmed": UNCONFIRMED},
+    UNCONFIRMED: {"sent": SENT, "fail": FAILED},
     SENT: {"delivered": DELIVERED, "fail": FAILED},
     DELIVERED: {},
     FAILED: {},
