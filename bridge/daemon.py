@@ -11,57 +11,26 @@ import dataclasses
 import hmac
 import logging
 import signal
-import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from bridge.api.app import Api
-from bridge.config import AccountConfig, Config, DeviceConfig
+from bridge.config import AccountConfig, Config
 from bridge.core.optout import Keywords
+from bridge.devices.base import Dialer, OnlineWatcher, Simulator, supervise
+from bridge.devices.registry import Kinds, by_kind
 from bridge.dispatch.dispatcher import Dispatcher
 from bridge.dispatch.listener import AgentListener
 from bridge.dispatch.tokens import TokenBook
 from bridge.ops.metrics import Metrics
 from bridge.ops.notify import Notifier
-from bridge.ops.tls import client_context, server_context
+from bridge.ops.tls import client_context, optional_server_context
 from bridge.store.sqlite import SqliteStore, Store
 from bridge.webhooks.deliverer import WebhookDeliverer
-from device_agents import protocol
-from device_agents.journal import Journal
-from device_agents.runtime import AgentRuntime
-from device_agents.virtual.phone import RadioSettings, VirtualRadio
 
 log = logging.getLogger(__name__)
-
-
-def radio_log_path(config: Config, device_id: str) -> Path:
-    return config.data_dir / f"virtual-{device_id}-radio.jsonl"
-
-
-async def supervise(name: str, factory: Callable[[], Awaitable[Any]], *, backoff_max: float = 60.0) -> None:
-    """Run ``factory()`` again whenever it fails, with capped exponential backoff."""
-    delay = 1.0
-    failures = 0
-    while True:
-        started = time.monotonic()
-        try:
-            await factory()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            failures += 1
-            if time.monotonic() - started > 60:
-                delay, failures = 1.0, 1
-            if failures == 1:
-                log.exception("%s failed; restarting", name)
-            else:
-                log.debug("%s failed again; restarting in %.0f s", name, delay, exc_info=True)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, backoff_max)
 
 
 class Daemon:
@@ -73,11 +42,9 @@ class Daemon:
         self.store = store or SqliteStore(config.store.path, synchronous=config.store.synchronous)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
         self.dispatcher = Dispatcher(config=config, store=self.store)
-        agents_tls = config.agents.tls_cert and config.agents.tls_key
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens,
-                                      ssl=server_context(config.agents.tls_cert, config.agents.tls_key)
-                                      if agents_tls else None)
+                                      ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
         self.api = Api(config=config, store=self.store, on_enqueued=self.dispatcher.wake,
                        extra_routes=self._extra_routes)
         self.metrics = Metrics(self)
@@ -89,10 +56,7 @@ class Daemon:
         self.api.simulate = self.simulate
         self.api.devices_view = self.devices_view
         self.api.phones_online = self.phones_online
-        self.virtual: dict[str, AgentRuntime] = {}
-        self.android: Any = None  # bridge.android.AndroidSupervisor when phones are configured
-        self._android_task: asyncio.Task[Any] | None = None
-        self._device_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.kinds = Kinds(self)
         self._runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
         self.api_port: int | None = None
@@ -109,18 +73,23 @@ class Daemon:
         self.store.set_opt_out(Keywords(self.config.api.stop_words, self.config.api.start_words),
                                self.config.api.default_region)
         await self.listener.start()
-        self._start_android()
         self.api.workers.start(eager=self.eager_workers)
         self._runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         host, port = self.config.api.listen
-        api_tls = self.config.api.tls_cert and self.config.api.tls_key
-        site = web.TCPSite(self._runner, host, port, ssl_context=server_context(
-            self.config.api.tls_cert, self.config.api.tls_key) if api_tls else None)
+        site = web.TCPSite(self._runner, host, port, ssl_context=optional_server_context(
+            self.config.api.tls_cert, self.config.api.tls_key))
         await site.start()
         self.api_port = self._runner.addresses[0][1]
         log.info("API on http://%s:%d, agents on ws://%s:%d, store %s", host, self.api_port,
                  *self.config.agents.listen[:1], self.listener.port, self.config.store.path)
+
+    @property
+    def agent_port(self) -> int:
+        return self.listener.port
+
+    def token_for(self, device_id: str) -> str:
+        return self.tokens.token_for(device_id)
 
     def agent_url(self) -> str:
         host = self.config.agents.listen[0]
@@ -138,11 +107,8 @@ class Daemon:
                 tg.create_task(self.dispatcher.run())
                 # Stopped with the group: it records what it delivered and hands back the rest.
                 tg.create_task(supervise("webhook deliverer", self.webhooks.run))
-                if self.android is not None:
-                    self._android_task = tg.create_task(supervise("android supervisor", self.android.run))
-                for device in self.config.devices:
-                    self._start_device(tg, device)
                 self._tg = tg
+                await self._apply_devices()
                 tg.create_task(self.notifier.watchdog_loop(self.health_check))
                 self.ready.set()
                 self.notifier.ready(self._status_line())
@@ -155,92 +121,27 @@ class Daemon:
         finally:
             await self.shutdown()
 
-    def _start_device(self, tg: asyncio.TaskGroup, device: DeviceConfig) -> None:
-        if device.options.get("standalone"):
-            return  # its agent runs elsewhere and connects to us
-        if device.kind == "virtual":
-            runtime = self._virtual_runtime(device)
-            self.virtual[device.id] = runtime
-            self._device_tasks[device.id] = tg.create_task(
-                supervise(f"virtual device {device.id}", runtime.run))
-        elif device.kind == "modem":
-            from device_agents.modem.agent import ModemAgent
+    async def _apply_devices(self) -> None:
+        """Hand every kind the devices of that kind this daemon drives (at
+        start and on reload); a kind first configured now is built and run."""
+        wanted = by_kind(self.config.devices)
+        for name in wanted:
+            kind, new = self.kinds.ensure(name)
+            if new:
+                if isinstance(kind, Dialer):
+                    self.dispatcher.dialers[name] = kind.dial
+                if isinstance(kind, OnlineWatcher):
+                    self.dispatcher.on_online.append(kind.agent_connected)
+                    for device_id in self.dispatcher.sessions:
+                        kind.agent_connected(device_id, True)
+                if self._tg is not None:
+                    self._tg.create_task(supervise(f"{name} devices", kind.run))
+        for kind in self.kinds:
+            await kind.apply(wanted.get(kind.name, []))
 
-            modem = ModemAgent.from_device(device, url=self.agent_url(), token=self.tokens.token_for(device.id),
-                                           data_dir=self.config.data_dir, window=self.config.agents.window,
-                                           ssl=self._agent_client_ssl())
-            self._device_tasks[device.id] = tg.create_task(supervise(f"modem {device.id}", modem.run))
-
-    async def _reload_android(self, old: Config) -> None:
-        """Phones on USB added, removed or changed: a new supervisor takes over.
-        Agents already running on phones keep their sessions; the set-up steps
-        it runs again on the plugged phones change nothing that is in place."""
-        def usb(config: Config) -> list[DeviceConfig]:
-            return [d for d in config.devices if d.kind == "android" and not d.options.get("standalone")]
-        if usb(old) == usb(self.config):
-            return
-        if self._android_task is not None:
-            self._android_task.cancel()
-            await asyncio.wait([self._android_task])
-            self._android_task = None
-        if self.android is not None:
-            self.dispatcher.on_online.remove(self.android.agent_connected)
-            self.dispatcher.dialers.pop("android", None)
-            self.android = None
-        self._start_android()
-        if self.android is not None and self._tg is not None:
-            for device_id in self.dispatcher.sessions:
-                if device_id in self.android.states():
-                    self.android.agent_connected(device_id, True)
-            self._android_task = self._tg.create_task(supervise("android supervisor", self.android.run))
-        log.info("reload: Android phones on USB are now %s",
-                 ", ".join(d.id for d in usb(self.config)) or "none")
-
-    def _start_android(self) -> None:
-        """Phones on USB: found with adb, set up, their agent started; calls go through adb."""
-        phones = [d for d in self.config.devices if d.kind == "android" and not d.options.get("standalone")]
-        if not phones:
-            return
-        from bridge.devices.android import AndroidSupervisor
-
-        a = self.config.android
-        self.android = AndroidSupervisor(
-            devices=phones, token_for=self.tokens.token_for, agent_port=self.listener.port,
-            adb_host=a.adb_server[0], adb_port=a.adb_server[1], device_port=a.device_port,
-            start_adb_server=a.start_adb_server,
-            agent_options={"poll_interval": a.poll_interval, "confirm_timeout": a.confirm_timeout})
-        self.dispatcher.on_online.append(self.android.agent_connected)
-        self.dispatcher.dialers["android"] = self.android.dial
-
-    def _virtual_runtime(self, device: DeviceConfig) -> AgentRuntime:
-        o = device.options
-        settings = RadioSettings(**{k: o[k] for k in ("latency", "jitter", "delivery_delay", "failure_rate",
-                                                      "fail_prefixes", "delivery_reports") if k in o})
-        radio = VirtualRadio(device_id=device.id, radio_log=radio_log_path(self.config, device.id),
-                             settings=settings)
-        journal = Journal(self.config.data_dir / f"virtual-{device.id}-journal.jsonl")
-        return AgentRuntime(url=self.agent_url(), device_id=device.id, token=self.tokens.token_for(device.id),
-                            backend=radio, journal=journal, agent_name="simbridge-virtual/1",
-                            window=self.config.agents.window, workers=self.config.agents.window,
-                            timezone="UTC", ssl=self._agent_client_ssl())
-
-    def _agent_client_ssl(self) -> Any:
+    def agent_client_ssl(self) -> Any:
         cert = self.config.agents.tls_cert
         return client_context(cert) if cert is not None and self.listener.ssl is not None else None
-
-    async def _stop_device(self, device_id: str) -> None:
-        """Stop an in-daemon agent (device removed or changed by a reload)."""
-        task = self._device_tasks.pop(device_id, None)
-        runtime = self.virtual.pop(device_id, None)
-        if runtime is not None:
-            await runtime.aclose()
-            close = getattr(runtime.backend, "close", None)
-            if close:
-                close()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     # -- reload (SIGHUP) --------------------------------------------------------------
 
@@ -271,16 +172,8 @@ class Daemon:
         self.api.reload(config)
         self.webhooks.reload(config)
         self.listener.reload(config)
-        for device_id in list(self._device_tasks):
-            before, after = old.device(device_id), config.device(device_id)
-            if after is None or before is None or (before.kind, before.options, before.token) != (
-                    after.kind, after.options, after.token):
-                await self._stop_device(device_id)
         if self._tg is not None:
-            for device in config.devices:
-                if device.id not in self._device_tasks:
-                    self._start_device(self._tg, device)
-        await self._reload_android(old)
+            await self._apply_devices()
         added = {d.id for d in config.devices} - {d.id for d in old.devices}
         removed = {d.id for d in old.devices} - {d.id for d in config.devices}
         log.info("configuration reloaded: %d account(s), %d device(s) (added: %s; removed: %s)",
@@ -316,6 +209,7 @@ class Daemon:
         if account is None or not hmac.compare_digest(given.encode(), account.access_key.encode()):
             return web.json_response({"status": "error", "message": "unknown device or wrong access key"},
                                      status=404)
+        assert device is not None  # an account was found for it
         closed = await self.listener.recheck(device.id)
         return web.json_response({"status": "success", "data": {"device": device.id, "closed": closed}})
 
@@ -323,11 +217,8 @@ class Daemon:
         # Take no more work first (the API), then let the agents go, then persist.
         if self._runner is not None:
             await self._runner.cleanup()
-        for runtime in self.virtual.values():
-            await runtime.aclose()
-            close = getattr(runtime.backend, "close", None)
-            if close:
-                close()
+        for kind in self.kinds:
+            await kind.aclose()
         await self.listener.stop()
         self.api.workers.close()
         await self.store.close()
@@ -336,37 +227,14 @@ class Daemon:
 
     # -- operations -----------------------------------------------------------------
 
-    def _virtual_for(self, account: AccountConfig, device_id: str | None) -> AgentRuntime:
-        for dev_id, runtime in self.virtual.items():
-            device = self.config.device(dev_id)
-            if device and device.account == account.login and (device_id is None or dev_id == device_id):
-                return runtime
-        raise LookupError(f"no virtual device {device_id or ''} for account {account.login}".replace("  ", " "))
-
     async def simulate(self, account: AccountConfig, what: str, body: dict[str, Any]) -> dict[str, Any]:
-        runtime = self._virtual_for(account, body.get("device"))
-        sender = body.get("from")
-        if not isinstance(sender, str) or not sender:
-            raise ValueError("'from' must be a phone number")
-        now = time.time()
-        if what == "incoming-sms":
-            text = body.get("text")
-            if not isinstance(text, str) or not text:
-                raise ValueError("'text' must be a non-empty string")
-            event: protocol.Event = protocol.SmsReceived(event_id=runtime.new_event_id(), sender=sender,
-                                                         text=text, at=now)
-        elif what == "call":
-            missed = bool(body.get("missed"))
-            duration = body.get("duration", 0)
-            if not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration < 0:
-                raise ValueError("'duration' must be a number of seconds")
-            event = protocol.CallEvent(event_id=runtime.new_event_id(),
-                                       direction="missed" if missed else "incoming", number=sender,
-                                       at=now - float(duration), duration_s=0.0 if missed else float(duration))
-        else:
-            raise LookupError(f"nothing to simulate called {what!r} (incoming-sms, call)")
-        runtime.emit([event])
-        return {"device": runtime.device_id, "event_id": event.event_id, "kind": event.kind}
+        for kind in self.kinds:
+            if isinstance(kind, Simulator):
+                done = kind.simulate(account, what, body)
+                if done is not None:
+                    return done
+        device = body.get("device")
+        raise LookupError(f"no virtual device {device or ''} for account {account.login}".replace("  ", " "))
 
     def phones_online(self, login: str) -> bool:
         """Whether a connected device of the account can place calls (click-to-call)."""
@@ -393,16 +261,13 @@ class Daemon:
                 "agent": health.agent if health else "",
                 "delivery_reports": bool(health and health.capabilities and health.capabilities.delivery_reports),
             })
-            setup = self.android.states().get(device.id) if self.android is not None else None
+            kind = self.kinds.get(device.kind)
+            setup = kind.setup(device.id) if kind is not None else None
             if setup is not None and not session:
                 # Not connected: the set-up step it is at says more than "offline".
                 out[-1].update(state=setup.state, reason=setup.reason, step=setup.step)
-        if self.android is not None:
-            for serial in self.android.unconfigured():
-                out.append({"id": None, "serial": serial, "kind": "android", "account": None,
-                            "state": "unconfigured", "signal": None, "battery": None, "last_seen": None,
-                            "reason": f"phone {serial} is plugged in but no [[devices]] entry has "
-                                      f"serial = \"{serial}\"; it is left alone"})
+        for kind in self.kinds:
+            out.extend(kind.extra_rows())
         return out
 
 

@@ -123,10 +123,12 @@ async def test_a_phone_added_by_a_reload_is_set_up_without_a_restart(tmp_path, a
     async with running(before) as daemon, aiohttp.ClientSession() as http:
         await wait_until(lambda: "sim-1" in daemon.dispatcher.sessions, what="virtual phone online")
         session = daemon.dispatcher.sessions["sim-1"]
-        assert daemon.android is None
+        assert daemon.kinds.get("android") is None  # nothing of adb loaded while no phone is configured
         await daemon.reload(after)
         await wait_until(lambda: _is(state(http, daemon), "online"), within=30, what="phone set up after reload")
         assert daemon.dispatcher.sessions["sim-1"] is session  # the other device never noticed
         await daemon.reload(before)  # and taken away again
         await wait_until(lambda: "phone-1" not in daemon.dispatcher.sessions, what="phone let go")
-        assert daemon.android is None and daemon.dispatcher.sessions["sim-1"] is session
+        android = daemon.kinds.get("android")
+        assert android is not None and android.supervisor is None
+        assert daemon.dispatcher.sessions["sim-1"] is session

@@ -119,7 +119,7 @@ async def test_vanished_device_jobs_go_to_another_after_the_grace_time(tmp_path)
     config = make_config(tmp_path, devices=devices, agents={"lease_s": 0.2, "requeue_grace_s": 0.5})
     async with running(config) as daemon:
         # Hold the virtual phone back until the raw agent has the job.
-        sim2 = daemon.virtual["sim-2"]
+        sim2 = daemon.kinds.get("virtual").runtimes["sim-2"]
         await wait_until(lambda: "sim-2" in daemon.dispatcher.sessions, what="sim-2 online")
         daemon.dispatcher.sessions["sim-2"].window = 0
         agent = RawAgent(daemon)

@@ -40,12 +40,15 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import adbutils
+
+from bridge.config import DeviceConfig
+from bridge.devices.base import DeviceHost, SetupView, supervise
 
 log = logging.getLogger(__name__)
 
@@ -508,3 +511,77 @@ class AndroidSupervisor:
         task = asyncio.get_running_loop().create_task(cleanup())
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+
+class AndroidKind:
+    """Android phones on this box's USB: found with adb, set up, their agent
+    started; the bridge places their calls through adb. Phones whose agent
+    runs elsewhere (``standalone``) only connect to us."""
+
+    name = "android"
+
+    def __init__(self, host: DeviceHost) -> None:
+        self.host = host
+        self.supervisor: AndroidSupervisor | None = None
+        self._devices: tuple[DeviceConfig, ...] = ()
+        self._task: asyncio.Task[None] | None = None
+        self._online: set[str] = set()
+
+    def _supervisor(self, devices: Sequence[DeviceConfig]) -> AndroidSupervisor:
+        a = self.host.config.android
+        return AndroidSupervisor(
+            devices=devices, token_for=self.host.token_for, agent_port=self.host.agent_port,
+            adb_host=a.adb_server[0], adb_port=a.adb_server[1], device_port=a.device_port,
+            start_adb_server=a.start_adb_server,
+            agent_options={"poll_interval": a.poll_interval, "confirm_timeout": a.confirm_timeout})
+
+    async def apply(self, devices: Sequence[DeviceConfig]) -> None:
+        """A new supervisor takes over when the phones change; agents already
+        running on phones keep their sessions, and the set-up steps it runs
+        again on plugged phones change nothing that is in place."""
+        if tuple(devices) == self._devices and (self.supervisor is not None or not devices):
+            return
+        self._devices = tuple(devices)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+            self._task = None
+        self.supervisor = self._supervisor(devices) if devices else None
+        if self.supervisor is not None:
+            for device_id in self._online:
+                self.supervisor.agent_connected(device_id, True)
+            self._task = asyncio.get_running_loop().create_task(
+                supervise("android supervisor", self.supervisor.run), name="android supervisor")
+        log.info("Android phones on USB: %s", ", ".join(d.id for d in devices) or "none")
+
+    async def run(self) -> None:
+        """The supervisor runs as a task of its own (started by ``apply``)."""
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+            self._task = None
+
+    def agent_connected(self, device_id: str, connected: bool) -> None:
+        (self._online.add if connected else self._online.discard)(device_id)
+        if self.supervisor is not None:
+            self.supervisor.agent_connected(device_id, connected)
+
+    async def dial(self, device_id: str, number: str) -> None:
+        if self.supervisor is None:
+            raise DialError(f"no android device {device_id!r}")
+        await self.supervisor.dial(device_id, number)
+
+    def setup(self, device_id: str) -> SetupView | None:
+        state = self.supervisor.states().get(device_id) if self.supervisor is not None else None
+        return SetupView(state.state, state.step, state.reason) if state is not None else None
+
+    def extra_rows(self) -> list[dict[str, Any]]:
+        if self.supervisor is None:
+            return []
+        return [{"id": None, "serial": serial, "kind": "android", "account": None,
+                 "state": "unconfigured", "signal": None, "battery": None, "last_seen": None,
+                 "reason": f"phone {serial} is plugged in but no [[devices]] entry has "
+                           f"serial = \"{serial}\"; it is left alone"}
+                for serial in self.supervisor.unconfigured()]

@@ -39,3 +39,8 @@ def client_context(cert: Path) -> ssl.SSLContext:
 def fingerprint(cert: Path) -> str:
     """SHA-256 of the (first) certificate of a PEM file, lowercase hex."""
     return certificate_fingerprint(cert.read_text())
+
+
+def optional_server_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """A server context when both files are configured; plain TCP otherwise."""
+    return server_context(cert, key) if cert is not None and key is not None else None
