@@ -142,11 +142,13 @@ async def _run_daemon(config: Config, *, demo: bool) -> int:
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if daemon.ready.is_set() and demo:
         account = config.accounts[0]
-        print("\nsimbridge is running in demo mode (data in %s). Send a first SMS:\n\n  %s\n\n"
-              "then follow it:\n\n  curl -s -H 'Authorization: Bearer %s' "
-              "http://%s:%d/api/v1/sms/<id_sms_api>\n\nwhat the virtual phone transmitted: %s\n"
-              % (config.data_dir, demo_curl(config), account.access_key, *config.api.listen,
-                 config.data_dir / "virtual-virtual-1-radio.jsonl"), flush=True)
+        host, port = config.api.listen
+        print(f"\nsimbridge is running in demo mode (data in {config.data_dir}). Send a first SMS:\n\n"
+              f"  {demo_curl(config)}\n\nthen follow it:\n\n"
+              f"  curl -s -H 'Authorization: Bearer {account.access_key}' "
+              f"http://{host}:{port}/api/v1/sms/<id_sms_api>\n\n"
+              f"what the virtual phone transmitted: {config.data_dir / 'virtual-virtual-1-radio.jsonl'}\n",
+              flush=True)
     ready.cancel()
     await task
     return 0
@@ -222,8 +224,8 @@ def devices_table(rows: list[dict[str, Any]], *, now: float | None = None) -> st
               " ".join(str(r[k]) for k in ("network", "operator") if r.get(k)) or "-",
               _ago(r.get("last_seen"), now), str(r.get("reason") or "-")] for r in rows]
     widths = [max([len(c), *(len(t[i]) for t in table)]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip() for t in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip() for t in table]
     online = sum(1 for r in rows if r.get("state") == "online")
     lines.append(f"\n{online} of {len(rows)} device(s) online")
     return "\n".join(lines)

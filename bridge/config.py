@@ -378,7 +378,7 @@ def _check(where: str, table: Any, spec: Spec, *, required: tuple[str, ...] = ()
             value = conv(raw) if conv is not None else raw
         except ValueError as exc:
             raise ConfigError(f"{where}.{key}: {exc}") from None
-        target[RENAMES.get(key, key)] = value
+        target[str(RENAMES.get(key, key))] = value
     for key in required:
         if key not in values and key not in options:
             raise ConfigError(f"{where}.{key}: required")
@@ -420,7 +420,7 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
     raw_accounts = data.get("accounts", [])
     if not isinstance(raw_accounts, list):
         raise ConfigError("accounts: must be an array of tables ([[accounts]])")
-    accounts = []
+    accounts: list[AccountConfig] = []
     for i, table in enumerate(raw_accounts):
         values, _ = _check(f"accounts[{i}]", table, ACCOUNT_SPEC, required=("login", "access_key"))
         if any(a.login == values["login"] for a in accounts):
@@ -432,7 +432,7 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
     raw_devices = data.get("devices", [])
     if not isinstance(raw_devices, list):
         raise ConfigError("devices: must be an array of tables ([[devices]])")
-    devices = []
+    devices: list[DeviceConfig] = []
     logins = [a.login for a in accounts]
     for i, table in enumerate(raw_devices):
         where = f"devices[{i}]"

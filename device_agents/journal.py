@@ -23,7 +23,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from . import protocol
 
@@ -46,7 +46,7 @@ class Journal:
         self.outbox: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.seq = 0
         self._appended = 0
-        self._file = None
+        self._file: TextIO | None = None
         self._load()
         self._compact()
 
@@ -54,7 +54,7 @@ class Journal:
 
     def _load(self) -> None:
         try:
-            f = open(self.path, encoding="utf-8")
+            f = open(self.path, encoding="utf-8")  # noqa: SIM115 - closed by the `with f` below
         except FileNotFoundError:
             return
         with f:
@@ -120,7 +120,7 @@ class Journal:
         os.replace(tmp, self.path)
         if self._file is not None:
             self._file.close()
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - the journal's append handle
         self._appended = 0
 
     # -- writing ---------------------------------------------------------
@@ -129,6 +129,8 @@ class Journal:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if not data:
             return
+        if self._file is None:
+            raise RuntimeError(f"journal {self.path} is closed")
         self._file.write(data)
         self._file.flush()
         if self.fsync:
@@ -163,7 +165,7 @@ class Journal:
     def add_events(self, events: Iterable[protocol.Event]) -> list[protocol.Event]:
         """Put events in the outbox (durably) before anything is sent."""
         events = list(events)
-        records = []
+        records: list[dict[str, Any]] = []
         for ev in events:
             body = protocol.event_to_json(ev)
             records.append({"t": "event", "e": body})

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 256 * 1024
@@ -109,6 +109,11 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+# The getters are typed by ``required``: a required field is never None.
+@overload
+def _text(obj: dict[str, Any], key: str, where: str, *, required: Literal[True] = ..., limit: int = ...) -> str: ...
+@overload
+def _text(obj: dict[str, Any], key: str, where: str, *, required: bool, limit: int = ...) -> str | None: ...
 def _text(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
           limit: int = 256) -> str | None:
     value = _get(obj, key, str, where, required=required)
@@ -117,12 +122,29 @@ def _text(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
     return value
 
 
+@overload
+def _number(obj: dict[str, Any], key: str, where: str, *, required: Literal[True] = ...,
+            default: float | None = ...) -> float: ...
+@overload
+def _number(obj: dict[str, Any], key: str, where: str, *, required: bool, default: float) -> float: ...
+@overload
+def _number(obj: dict[str, Any], key: str, where: str, *, required: bool,
+            default: None = ...) -> float | None: ...
 def _number(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
             default: float | None = None) -> float | None:
     value = _get(obj, key, (int, float), where, required=required, default=default)
     return None if value is None else float(value)
 
 
+@overload
+def _int(obj: dict[str, Any], key: str, where: str, *, required: Literal[True] = ..., default: int | None = ...,
+         low: int | None = ..., high: int | None = ...) -> int: ...
+@overload
+def _int(obj: dict[str, Any], key: str, where: str, *, required: bool, default: int,
+         low: int | None = ..., high: int | None = ...) -> int: ...
+@overload
+def _int(obj: dict[str, Any], key: str, where: str, *, required: bool, default: None = ...,
+         low: int | None = ..., high: int | None = ...) -> int | None: ...
 def _int(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
          default: int | None = None, low: int | None = None, high: int | None = None) -> int | None:
     value = _get(obj, key, int, where, required=required, default=default)
@@ -296,7 +318,7 @@ class Jobs:
         jobs = []
         for item in _list(obj, "jobs", "jobs", required=True):
             item = _obj(item, "jobs[]")
-            kind = JOB_KINDS.get(item.get("kind"))
+            kind = JOB_KINDS.get(str(item.get("kind")))
             if kind is None:
                 raise RemoteProtocolError(f"jobs[]: unknown job kind {item.get('kind')!r}")
             jobs.append(kind.from_json(item))
@@ -404,7 +426,7 @@ class Events:
         events = []
         for item in _list(obj, "events", "events", required=True):
             item = _obj(item, "events[]")
-            kind = EVENT_KINDS.get(item.get("kind"))
+            kind = EVENT_KINDS.get(str(item.get("kind")))
             if kind is None:
                 raise RemoteProtocolError(f"events[]: unknown event kind {item.get('kind')!r}")
             events.append(kind.from_json(item))
@@ -450,7 +472,8 @@ class Status:
 
 
 Message = Hello | Welcome | Jobs | Events | Ack | Status
-MESSAGE_TYPES: dict[str, type] = {m.type: m for m in (Hello, Welcome, Jobs, Events, Ack, Status)}
+MESSAGE_TYPES: dict[str, type[Hello] | type[Welcome] | type[Jobs] | type[Events] | type[Ack] | type[Status]] = {
+    m.type: m for m in (Hello, Welcome, Jobs, Events, Ack, Status)}
 AGENT_TO_BRIDGE = frozenset({Hello.type, Events.type, Status.type})
 BRIDGE_TO_AGENT = frozenset({Welcome.type, Jobs.type, Ack.type})
 
@@ -531,7 +554,7 @@ def event_to_json(event: Event) -> dict[str, Any]:
 
 def event_from_json(obj: dict[str, Any]) -> Event:
     """Inverse of :func:`event_to_json`."""
-    kind = EVENT_KINDS.get(obj.get("kind"))
+    kind = EVENT_KINDS.get(str(obj.get("kind")))
     if kind is None:
         raise RemoteProtocolError(f"unknown event kind {obj.get('kind')!r}")
     return kind.from_json(obj)
@@ -542,7 +565,7 @@ def job_to_json(job: Job) -> dict[str, Any]:
 
 
 def job_from_json(obj: dict[str, Any]) -> Job:
-    kind = JOB_KINDS.get(obj.get("kind"))
+    kind = JOB_KINDS.get(str(obj.get("kind")))
     if kind is None:
         raise RemoteProtocolError(f"unknown job kind {obj.get('kind')!r}")
     return kind.from_json(obj)

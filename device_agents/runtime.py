@@ -127,6 +127,8 @@ class AgentRuntime:
                 self.report(job_id, protocol.JOB_REJECTED, reason="agent restarted before transmission")
             elif state == SENDING:
                 job = protocol.job_from_json(entry["job"]) if "job" in entry else None
+                outcome: str
+                reason: str | None
                 if job is None:
                     outcome, reason = protocol.JOB_FAILED, "outcome unknown after agent restart"
                 else:
@@ -139,7 +141,7 @@ class AgentRuntime:
 
     def _hello(self) -> protocol.Hello:
         cutoff = time.time() - RECENT_LEDGER_S
-        ledger = []
+        ledger: list[protocol.LedgerEntry] = []
         for job_id, entry in reversed(self.journal.jobs.items()):
             if len(ledger) >= HELLO_LEDGER_MAX:
                 break

@@ -62,7 +62,7 @@ def path(state: str, target: str) -> list[str]:
     Empty when already there; raises InvalidTransition when unreachable."""
     if state == target:
         return []
-    frontier = [(state, [])]
+    frontier: list[tuple[str, list[str]]] = [(state, [])]
     seen = {state}
     while frontier:
         current, events = frontier.pop(0)

@@ -229,7 +229,7 @@ class Dispatcher:
                 for s, room in wants))
             again = False
             pushes = []
-            for (session, room), jobs in zip(wants, claimed):
+            for (session, room), jobs in zip(wants, claimed, strict=True):
                 if not jobs:
                     continue
                 session.inflight += len(jobs)

@@ -37,7 +37,7 @@ class Metrics:
         self._seen: dict[str, collections.OrderedDict[tuple[str, str], None]] = {}
         self._counts: dict[tuple[str, int], int] = {}
         self._outbox: dict[str, int] = {}
-        self.registry.register(self)  # type: ignore[arg-type] - a custom collector
+        self.registry.register(self)  # a custom collector
 
     def job_state(self, device_id: str, job_id: str, state: str) -> None:
         """The agent listener's hook: a job state reported by a device. Each

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -38,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         task = asyncio.current_task()
+        assert task is not None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
         async with asyncio.TaskGroup() as tg:
-            for device, token in zip(args.device, args.token):
+            for device, token in zip(args.device, args.token, strict=True):
                 radio = VirtualRadio(device_id=device, settings=settings,
                                      radio_log=args.data_dir / f"virtual-{device}-radio.jsonl")
                 runtime = AgentRuntime(url=args.url, device_id=device, token=token, backend=radio,
@@ -51,10 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                                        workers=args.window)
                 tg.create_task(runtime.run())
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(run())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
     return 0
 
 

@@ -47,7 +47,7 @@ class VirtualRadio:
         self.settings = settings
         self.radio_log = os.fspath(radio_log)
         os.makedirs(os.path.dirname(os.path.abspath(self.radio_log)), exist_ok=True)
-        self._log_file = open(self.radio_log, "a", encoding="utf-8")
+        self._log_file = open(self.radio_log, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._random = random.Random(seed)
         self.capabilities = protocol.Capabilities(sms=True, calls=True,
                                                   delivery_reports=settings.delivery_reports,
@@ -97,14 +97,19 @@ class VirtualRadio:
         """The radio log is this device's truth: sent if it is there, else
         the radio was never touched and the bridge may dispatch it again."""
         self._log_file.flush()
+        if await asyncio.to_thread(self._in_radio_log, job.job_id):
+            return protocol.JOB_SENT, "recovered from the radio log after a restart"
+        return protocol.JOB_REJECTED, "not transmitted before the agent restarted"
+
+    def _in_radio_log(self, job_id: str) -> bool:
         with open(self.radio_log, encoding="utf-8") as f:
             for line in f:
                 try:
-                    if json.loads(line).get("job_id") == job.job_id:
-                        return protocol.JOB_SENT, "recovered from the radio log after a restart"
+                    if json.loads(line).get("job_id") == job_id:
+                        return True
                 except ValueError:
                     continue
-        return protocol.JOB_REJECTED, "not transmitted before the agent restarted"
+        return False
 
     def status(self) -> protocol.Status:
         return protocol.Status(at=time.time(), battery=self.settings.battery, charging=True,
