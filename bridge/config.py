@@ -168,6 +168,8 @@ class AgentsConfig:
     public_url: str | None = None  # what agents dial (pairing QR codes); default: from listen
     tls_cert: Path | None = None  # PEM certificate (chain): agents connect with wss://
     tls_key: Path | None = None  # its PEM private key
+    hello_timeout_s: float = 10.0  # a connection that has not proved its token by then is closed
+    max_unauthenticated: int = 64  # connections still saying hello at once; more are turned away (1013)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,6 +276,8 @@ AGENTS_SPEC: Spec = {
     "lease_s": ((int, float), _positive),
     "requeue_grace_s": ((int, float), _positive),
     "public_url": ((str,), _ws_url),
+    "hello_timeout_s": ((int, float), _positive),
+    "max_unauthenticated": ((int,), _positive),
     "tls_cert": ((str,), Path),
     "tls_key": ((str,), Path),
 }

@@ -1,4 +1,4 @@
-"""The simbridge device protocol, version 1: one schema for both ends.
+"""The simbridge device protocol, version 2: one schema for both ends.
 
 Every device agent (virtual phone, GSM modem, Android helper) holds one
 websocket to the bridge and exchanges JSON text frames whose ``type`` names
@@ -10,8 +10,13 @@ Termux's Python, where nothing else is installed.
 
 Frames
 ------
+bridge → agent, first
+    ``challenge`` a fresh random nonce, sent as soon as the websocket opens.
 agent → bridge
-    ``hello``    first frame: version, device id, token, capabilities, SIMs,
+    ``hello``    first frame: version, device id, a *proof* that it holds the
+                 device's token (HMAC over the nonce; the token itself never
+                 crosses the wire, so a sniffed hello cannot be replayed),
+                 capabilities, SIMs,
                  credit window, and the agent's *ledger* (jobs it has seen and
                  their last state) so that a reconnect resumes exactly.
     ``events``   a batch of events, each with an ``event_id`` unique for that
@@ -30,17 +35,21 @@ the bridge closes the session with :data:`CLOSE_POLICY` (or websockets'
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, overload
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: challenge-response hello (no token on the wire)
 MAX_FRAME_BYTES = 256 * 1024
 MAX_BATCH = 1000
 MAX_TEXT = 10_000  # characters of SMS text in one job or event
 
-CLOSE_POLICY = 1008  # RFC 6455 policy violation: bad frame, bad token…
+CLOSE_POLICY = 1008  # RFC 6455 policy violation: bad frame, failed authentication…
+CLOSE_TRY_LATER = 1013  # RFC 6455 try again later: too many connections still saying hello
+AUTH_FAILED = "authentication failed"  # the one close reason for every authentication failure
 CLOSE_TOO_BIG = 1009  # frame over MAX_FRAME_BYTES (websockets sends it)
 CLOSE_REPLACED = 4000  # a newer session for the same device took over
 CLOSE_SHUTDOWN = 1001  # bridge going away
@@ -219,14 +228,47 @@ class LedgerEntry:
 
 
 # --------------------------------------------------------------------------
+# Proof of the token: HMAC-SHA256 keyed with the SHA-256 of the token (what the
+# bridge's store keeps of a paired token), over the device id and the nonce.
+
+
+def token_key(token: str) -> bytes:
+    """The HMAC key of a token: its SHA-256 (the bridge stores only this)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def hello_proof(key: bytes, device_id: str, nonce: str) -> str:
+    return hmac.new(key, f"simbridge-hello|{device_id}|{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def proof_ok(proof: str, key: bytes, device_id: str, nonce: str) -> bool:
+    return hmac.compare_digest(proof.encode(), hello_proof(key, device_id, nonce).encode())
+
+
+# --------------------------------------------------------------------------
 # Messages.
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    type: ClassVar[str] = "challenge"
+    nonce: str  # 32 random bytes, hex
+    version: int = PROTOCOL_VERSION
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Challenge:
+        w = "challenge"
+        nonce = _text(obj, "nonce", w, limit=128)
+        if len(nonce) < 32:
+            raise RemoteProtocolError("challenge: nonce shorter than 32 characters")
+        return cls(nonce=nonce, version=_int(obj, "version", w, low=1))
 
 
 @dataclass(frozen=True, slots=True)
 class Hello:
     type: ClassVar[str] = "hello"
     device_id: str
-    token: str
+    proof: str  # hello_proof(token_key(token), device_id, challenge.nonce)
     version: int = PROTOCOL_VERSION
     agent: str = ""
     capabilities: Capabilities = field(default_factory=Capabilities)
@@ -240,7 +282,7 @@ class Hello:
         w = "hello"
         return cls(
             device_id=_text(obj, "device_id", w, limit=64),
-            token=_text(obj, "token", w, limit=512),
+            proof=_text(obj, "proof", w, limit=128),
             version=_int(obj, "version", w, low=1),
             agent=_text(obj, "agent", w, required=False, limit=128) or "",
             capabilities=Capabilities.from_json(obj.get("capabilities", {})),
@@ -471,11 +513,17 @@ class Status:
                    timezone=_text(obj, "timezone", w, required=False, limit=64))
 
 
-Message = Hello | Welcome | Jobs | Events | Ack | Status
-MESSAGE_TYPES: dict[str, type[Hello] | type[Welcome] | type[Jobs] | type[Events] | type[Ack] | type[Status]] = {
-    m.type: m for m in (Hello, Welcome, Jobs, Events, Ack, Status)}
+Message = Challenge | Hello | Welcome | Jobs | Events | Ack | Status
+MESSAGE_TYPES: dict[str, type[Challenge] | type[Hello] | type[Welcome] | type[Jobs] | type[Events] | type[Ack]
+                    | type[Status]] = {
+    m.type: m for m in (Challenge, Hello, Welcome, Jobs, Events, Ack, Status)}
 AGENT_TO_BRIDGE = frozenset({Hello.type, Events.type, Status.type})
-BRIDGE_TO_AGENT = frozenset({Welcome.type, Jobs.type, Ack.type})
+BRIDGE_TO_AGENT = frozenset({Challenge.type, Welcome.type, Jobs.type, Ack.type})
+
+
+def answer(challenge: Challenge, *, device_id: str, token: str, **fields: Any) -> Hello:
+    """The hello that answers ``challenge`` for a device holding ``token``."""
+    return Hello(device_id=device_id, proof=hello_proof(token_key(token), device_id, challenge.nonce), **fields)
 
 
 # --------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class AgentRuntime:
         self.sims = sims
         self.timezone = timezone
         self.backoff_max = backoff_max
-        # Called with the open websocket before the hello (which carries the
+        # Called with the open websocket before the hello (which proves the
         # token): e.g. checking a pinned certificate. Raising refuses the bridge.
         self.on_connect = on_connect
         self.lease_s = 60.0
@@ -139,7 +139,7 @@ class AgentRuntime:
                 if resume is not None:
                     resume(protocol.job_from_json(entry["job"]), self.report)
 
-    def _hello(self) -> protocol.Hello:
+    def _hello(self, challenge: protocol.Challenge) -> protocol.Hello:
         cutoff = time.time() - RECENT_LEDGER_S
         ledger: list[protocol.LedgerEntry] = []
         for job_id, entry in reversed(self.journal.jobs.items()):
@@ -148,9 +148,9 @@ class AgentRuntime:
             if entry["state"] not in FINAL or entry["at"] >= cutoff:
                 state = protocol.JOB_ACCEPTED if entry["state"] == SENDING else entry["state"]
                 ledger.append(protocol.LedgerEntry(job_id=job_id, state=state))
-        return protocol.Hello(device_id=self.device_id, token=self.token, agent=self.agent_name,
-                              capabilities=self.backend.capabilities, sims=self.sims,
-                              window=self.window, ledger=tuple(ledger), timezone=self.timezone)
+        return protocol.answer(challenge, device_id=self.device_id, token=self.token, agent=self.agent_name,
+                               capabilities=self.backend.capabilities, sims=self.sims,
+                               window=self.window, ledger=tuple(ledger), timezone=self.timezone)
 
     # -- the connection loop ---------------------------------------------
 
@@ -189,8 +189,16 @@ class AgentRuntime:
     async def _session(self, ws: Any) -> None:
         if self.on_connect is not None:
             self.on_connect(ws)
-        await ws.send(protocol.encode(self._hello()))
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+        async with asyncio.timeout(15):
+            frame = await ws.recv()
+        challenge = protocol.decode(frame, allowed=protocol.BRIDGE_TO_AGENT)
+        if not isinstance(challenge, protocol.Challenge):
+            raise protocol.RemoteProtocolError(f"expected challenge, got {challenge.type}")
+        if challenge.version != protocol.PROTOCOL_VERSION:
+            raise protocol.RemoteProtocolError(f"the bridge speaks protocol version {challenge.version}, "
+                                               f"this agent {protocol.PROTOCOL_VERSION}: update one of them")
+        await ws.send(protocol.encode(self._hello(challenge)))
         async with asyncio.timeout(15):
             frame = await ws.recv()
         welcome = protocol.decode(frame, allowed=protocol.BRIDGE_TO_AGENT)

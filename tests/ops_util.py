@@ -110,7 +110,9 @@ class RawAgent:
         return self.ws
 
     async def hello(self) -> p.Message:
-        await self.ws.send(p.encode(p.Hello(device_id=self.device_id, token=self.token, agent="test/1")))
+        challenge = p.decode(await asyncio.wait_for(self.ws.recv(), timeout(10)))
+        assert isinstance(challenge, p.Challenge)
+        await self.ws.send(p.encode(p.answer(challenge, device_id=self.device_id, token=self.token, agent="test/1")))
         return p.decode(await asyncio.wait_for(self.ws.recv(), timeout(10)))
 
     async def closed_code(self) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import websockets
 from conftest import running, timeout, wait_until
 from ops_util import RawAgent, cli, write_config
 
@@ -87,8 +88,9 @@ async def test_pair_then_revoke(tmp_path):
         # A wrong token is refused.
         intruder = RawAgent(info.url, "phone-1", info.token + "x")
         await intruder.connect()
-        await intruder.ws.send(p.encode(p.Hello(device_id="phone-1", token=info.token + "x")))
-        assert await intruder.closed_code() == p.CLOSE_POLICY
+        with pytest.raises(websockets.ConnectionClosed) as refused:
+            await intruder.hello()
+        assert (refused.value.rcvd.code, refused.value.rcvd.reason) == (p.CLOSE_POLICY, p.AUTH_FAILED)
 
         code, out, err = await cli("pair", "--config", str(path), "--device", "phone-1", "--revoke")
         assert code == 0, err
@@ -99,8 +101,9 @@ async def test_pair_then_revoke(tmp_path):
         # The revoked token no longer opens a session.
         again = RawAgent(info.url, info.device_id, info.token)
         await again.connect()
-        await again.ws.send(p.encode(p.Hello(device_id="phone-1", token=info.token)))
-        assert await again.closed_code() == p.CLOSE_POLICY
+        with pytest.raises(websockets.ConnectionClosed) as refused:
+            await again.hello()
+        assert (refused.value.rcvd.code, refused.value.rcvd.reason) == (p.CLOSE_POLICY, p.AUTH_FAILED)
         # In-daemon agents keep their derived token.
         assert "sim-1" in daemon.dispatcher.sessions
 

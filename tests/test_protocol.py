@@ -13,7 +13,8 @@ from conftest import api_url, make_config, running, timeout, wait_until
 from device_agents import protocol as p
 
 MESSAGES = [
-    p.Hello(device_id="sim-1", token="t", agent="test/1",
+    p.Challenge(nonce="ab" * 32),
+    p.Hello(device_id="sim-1", proof="cd" * 32, agent="test/1",
             capabilities=p.Capabilities(sms=True, calls=True, delivery_reports=True),
             sims=(p.Sim(slot=0, number="+33612345678", operator="Orange"),), window=4,
             ledger=(p.LedgerEntry(job_id="7", state="sent"),), timezone="Europe/Paris"),
@@ -40,9 +41,9 @@ def test_every_message_survives_encode_and_decode(message):
     ("[1, 2]", "JSON object"),
     ('{"type": "bogus"}', "unknown frame type"),
     ('{"no": "type"}', "unknown frame type"),
-    ('{"type": "hello", "token": "t", "version": 1}', "device_id"),
-    ('{"type": "hello", "device_id": 5, "token": "t", "version": 1}', "must be a string"),
-    ('{"type": "hello", "device_id": "d", "token": "t", "version": true}', "boolean"),
+    ('{"type": "hello", "proof": "t", "version": 1}', "device_id"),
+    ('{"type": "hello", "device_id": 5, "proof": "t", "version": 1}', "must be a string"),
+    ('{"type": "hello", "device_id": "d", "proof": "t", "version": true}', "boolean"),
     ('{"type": "events", "events": [{"kind": "job_state", "event_id": "1", "job_id": "1", '
      '"state": "teleported", "at": 1}]}', "unknown job state"),
     ('{"type": "events", "events": [{"kind": "bogus"}]}', "unknown event kind"),
@@ -82,11 +83,15 @@ def raw_config(tmp_path, **kw):
     return make_config(tmp_path, devices=devices, **kw)
 
 
-def hello(**over):
-    body = {"type": "hello", "version": 1, "device_id": "raw", "token": "raw-token", "window": 4,
-            "capabilities": {"sms": True}}
-    body.update(over)
-    return json.dumps(body)
+def hello(token="raw-token", **over):
+    """A hello frame answering the challenge whose nonce the test passes in."""
+    def frame(nonce: str) -> str:
+        body = {"type": "hello", "version": p.PROTOCOL_VERSION, "device_id": "raw", "window": 4,
+                "capabilities": {"sms": True}}
+        body.update(over)
+        body.setdefault("proof", p.hello_proof(p.token_key(token), body["device_id"], nonce))
+        return json.dumps(body)
+    return frame
 
 
 async def closed_with(ws) -> tuple[int, str]:
@@ -98,9 +103,12 @@ async def closed_with(ws) -> tuple[int, str]:
 
 BAD_SESSIONS = [
     ("garbage hello", ["{{{"], p.CLOSE_POLICY, "bad hello"),
-    ("bad token", [hello(token="nope")], p.CLOSE_POLICY, "bad token"),
-    ("unknown device", [hello(device_id="ghost")], p.CLOSE_POLICY, "unknown device"),
-    ("old version", [hello(version=99)], p.CLOSE_POLICY, "version"),
+    # Every authentication failure closes alike: nothing tells which device ids exist.
+    ("wrong token", [hello(token="nope")], p.CLOSE_POLICY, p.AUTH_FAILED),
+    ("unknown device", [hello(device_id="ghost")], p.CLOSE_POLICY, p.AUTH_FAILED),
+    ("proof of another nonce", [hello(proof=p.hello_proof(p.token_key("raw-token"), "raw", "0" * 64))],
+     p.CLOSE_POLICY, p.AUTH_FAILED),
+    ("old version", [hello(version=1)], p.CLOSE_POLICY, "version"),
     ("status before hello", ['{"type": "status", "at": 1}'], p.CLOSE_POLICY, "expected hello"),
     ("unknown frame", [hello(), '{"type": "launch_missiles"}'], p.CLOSE_POLICY, "unknown frame type"),
     ("malformed event", [hello(), '{"type": "events", "events": [{"kind": "sms_received"}]}'],
@@ -118,8 +126,10 @@ async def test_a_bad_session_is_closed_and_nothing_else_notices(tmp_path):
         await wait_until(lambda: "sim-1" in daemon.dispatcher.sessions, what="virtual phone online")
         for name, frames, code, reason in BAD_SESSIONS:
             async with websockets.connect(url, max_size=None) as ws:
+                challenge = p.decode(await asyncio.wait_for(ws.recv(), timeout(5)))
+                assert isinstance(challenge, p.Challenge)
                 for frame in frames:
-                    await ws.send(frame)
+                    await ws.send(frame(challenge.nonce) if callable(frame) else frame)
                 got_code, got_reason = await closed_with(ws)
             assert got_code == code, name
             assert reason in got_reason, (name, got_reason)
@@ -133,15 +143,53 @@ async def test_a_bad_session_is_closed_and_nothing_else_notices(tmp_path):
         assert job.device_id == "sim-1"
 
 
+async def test_a_sniffed_hello_cannot_be_replayed(tmp_path):
+    async with running(raw_config(tmp_path)) as daemon:
+        url = f"ws://127.0.0.1:{daemon.listener.port}"
+        async with websockets.connect(url) as ws:
+            challenge = p.decode(await asyncio.wait_for(ws.recv(), timeout(5)))
+            sniffed = hello()(challenge.nonce)
+            assert "raw-token" not in sniffed  # the token itself never crosses the wire
+            await ws.send(sniffed)
+            assert isinstance(p.decode(await asyncio.wait_for(ws.recv(), timeout(5))), p.Welcome)
+        await wait_until(lambda: "raw" not in daemon.dispatcher.sessions, what="first session gone")
+        async with websockets.connect(url) as ws:
+            await asyncio.wait_for(ws.recv(), timeout(5))  # a fresh challenge
+            await ws.send(sniffed)
+            assert await closed_with(ws) == (p.CLOSE_POLICY, p.AUTH_FAILED)
+        assert "raw" not in daemon.dispatcher.sessions
+
+
+async def test_connections_saying_nothing_are_capped_and_the_api_carries_on(tmp_path):
+    config = raw_config(tmp_path, agents={"max_unauthenticated": 5, "hello_timeout_s": timeout(30)})
+    async with running(config) as daemon, aiohttp.ClientSession() as http:
+        url = f"ws://127.0.0.1:{daemon.listener.port}"
+        idle = [await websockets.connect(url) for _ in range(5)]
+        try:
+            async with websockets.connect(url) as extra:
+                assert await closed_with(extra) == (p.CLOSE_TRY_LATER,
+                                                    "too many connections saying hello; try again later")
+            assert daemon.listener.turned_away == 1
+            async with http.get(api_url(daemon, "/api/v1/openapi.json")) as resp:
+                assert resp.status == 200
+        finally:
+            for ws in idle:
+                await ws.close()
+        await wait_until(lambda: daemon.listener._unauthenticated == 0, what="idle connections gone")
+        # Room again: a real agent gets in.
+        async with websockets.connect(url) as ws:
+            challenge = p.decode(await asyncio.wait_for(ws.recv(), timeout(5)))
+            await ws.send(hello()(challenge.nonce))
+            assert isinstance(p.decode(await asyncio.wait_for(ws.recv(), timeout(5))), p.Welcome)
+
+
 async def _delivered(daemon, id_sms_api):
     job = await daemon.store.get_job("user@email.com", id_sms_api)
     return job if job and job.state == "delivered" else None
 
 
-async def test_silent_client_is_dropped_after_the_hello_timeout(tmp_path, monkeypatch):
-    from bridge.dispatch import listener as agents
-    monkeypatch.setattr(agents, "HELLO_TIMEOUT", 0.2)
-    async with running(raw_config(tmp_path)) as daemon:
+async def test_silent_client_is_dropped_after_the_hello_timeout(tmp_path):
+    async with running(raw_config(tmp_path, agents={"hello_timeout_s": 0.2})) as daemon:
         async with websockets.connect(f"ws://127.0.0.1:{daemon.listener.port}") as ws:
             code, reason = await closed_with(ws)
         assert code == p.CLOSE_POLICY and "no hello" in reason

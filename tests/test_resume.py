@@ -28,8 +28,9 @@ class RawAgent:
 
     async def connect(self, ledger=(), window=4):
         self.ws = await websockets.connect(self.url)
-        await self.ws.send(p.encode(p.Hello(device_id=self.device_id, token=self.token, window=window,
-                                            ledger=tuple(p.LedgerEntry(job_id=j, state=s) for j, s in ledger))))
+        challenge = p.decode(await self.ws.recv())
+        await self.ws.send(p.encode(p.answer(challenge, device_id=self.device_id, token=self.token, window=window,
+                                             ledger=tuple(p.LedgerEntry(job_id=j, state=s) for j, s in ledger))))
         welcome = p.decode(await self.ws.recv())
         assert isinstance(welcome, p.Welcome)
         return welcome

@@ -1,7 +1,6 @@
-"""Device sessions and the dispatcher.
+"""The dispatcher.
 
-One :class:`DeviceSession` per connected agent (one websocket). The
-:class:`Dispatcher` pulls due jobs by priority from the store onto the online
+The :class:`Dispatcher` pulls due jobs by priority from the store onto the online
 devices of each job's account, within each device's credit window and send
 rate; expires jobs past their ttl; and gives the jobs of a device that stayed
 away longer than the grace time back to the queue.
@@ -10,15 +9,13 @@ away longer than the grace time back to the queue.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from bridge.config import Config, DeviceConfig
+from bridge.dispatch.session import DeviceHealth, DeviceSession, RateLimiter
 from bridge.store.sqlite import Job, Store
 from device_agents import protocol
 from device_agents.tasks import TaskSet
@@ -26,71 +23,6 @@ from device_agents.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 CLAIM_CHUNK = 64  # jobs claimed for one device in one go
-
-
-class RateLimiter:
-    """At most ``per_minute`` sends in any 60 s (Android's own rule); 0 = no limit."""
-
-    def __init__(self, per_minute: float) -> None:
-        self.per_minute = per_minute
-        self._sent: collections.deque[float] = collections.deque()
-
-    def _trim(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - 60.0:
-            self._sent.popleft()
-
-    def available(self, now: float) -> int:
-        if self.per_minute <= 0:
-            return 1 << 30
-        self._trim(now)
-        return max(0, int(self.per_minute) - len(self._sent))
-
-    def record(self, now: float, count: int) -> None:
-        if self.per_minute > 0:
-            self._sent.extend([now] * count)
-
-    def next_free(self, now: float) -> float | None:
-        """When a send becomes possible again, if it is not now."""
-        if self.available(now) > 0:
-            return None
-        return self._sent[0] + 60.0
-
-
-@dataclass(eq=False)
-class DeviceSession:
-    device: DeviceConfig
-    ws: Any
-    hello: protocol.Hello
-    window: int
-    inflight: int = 0
-    status: protocol.Status | None = None
-    connected_at: float = field(default_factory=time.time)
-    closed: bool = False
-
-    @property
-    def device_id(self) -> str:
-        return self.device.id
-
-    @property
-    def account(self) -> str:
-        return self.device.account
-
-    async def push(self, jobs: list[Job]) -> None:
-        for i in range(0, len(jobs), protocol.MAX_BATCH // 4):
-            chunk = jobs[i:i + protocol.MAX_BATCH // 4]
-            await self.ws.send(protocol.encode(protocol.Jobs(jobs=tuple(j.to_protocol() for j in chunk))))
-
-
-@dataclass
-class DeviceHealth:
-    """What the bridge knows of a device, online or not."""
-    online: bool = False
-    last_seen: float | None = None
-    offline_since: float = field(default_factory=time.time)
-    status: protocol.Status | None = None
-    capabilities: protocol.Capabilities | None = None
-    agent: str = ""
-    reason: str = "never connected"
 
 
 class Dispatcher:

@@ -1,8 +1,17 @@
 """The agent listener: one websocket per device, speaking device_agents.protocol.
 
-A bad frame or a bad token closes *that* session with a policy code (1008,
-or 1009 for a frame over the size limit) and a logged reason; every other
-session and the API carry on.
+The listener speaks first: a ``challenge`` with a fresh nonce. The agent's
+``hello`` proves it holds the device's token with an HMAC over that nonce, so
+the token never crosses the wire and a sniffed hello cannot be replayed.
+Every authentication failure (unknown device, wrong proof, revoked token)
+closes with the same code and reason, so that nothing tells an outsider
+which device ids exist; the log says which it was.
+
+Connections that have not proved a token are capped in number
+(``[agents] max_unauthenticated``; more are turned away with 1013) and in
+time (``hello_timeout_s``). A bad frame closes *that* session with a policy
+code (1008, or 1009 for a frame over the size limit) and a logged reason;
+every other session and the API carry on.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl as ssl_module
 import time
 from collections.abc import Callable
@@ -19,14 +29,13 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.config import Config
-from bridge.dispatch.dispatcher import DeviceSession, Dispatcher
-from bridge.dispatch.tokens import TokenBook, token_digest
+from bridge.dispatch.dispatcher import Dispatcher
+from bridge.dispatch.session import DeviceSession
+from bridge.dispatch.tokens import TokenBook
 from bridge.store.sqlite import Store
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
-
-HELLO_TIMEOUT = 10.0
 
 
 def _reason(text: str) -> str:
@@ -50,6 +59,8 @@ class AgentListener:
         # reports (metrics); a report sent again (lost ack) comes again.
         self.on_job_state: Callable[[str, str, str], None] | None = None
         self.rejected = 0
+        self.turned_away = 0  # connections refused because too many were still saying hello
+        self._unauthenticated = 0
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): sessions of devices still configured
@@ -64,24 +75,34 @@ class AgentListener:
             else:
                 session.device = device
 
-    async def token_ok(self, device_id: str, token: str) -> bool:
-        """A paired token (``simbridge pair``, not revoked), or the device's
-        derived/fixed token (in-daemon agents, config pushed over USB)."""
+    async def token_keys(self, device_id: str) -> list[bytes]:
+        """The HMAC keys a hello of ``device_id`` may prove: each paired token
+        (``simbridge pair``, not revoked; stored as its SHA-256, which is the
+        key) and the device's derived/fixed token (in-daemon agents, config
+        pushed over USB)."""
         digests, generation = await self.store.device_auth(device_id)
         self.tokens.set_generation(device_id, generation)
-        return token_digest(token) in digests or self.tokens.verify(device_id, token)
+        return [bytes.fromhex(d) for d in digests] + [protocol.token_key(self.tokens.token_for(device_id))]
+
+    async def authenticated(self, hello: protocol.Hello, nonce: str) -> bytes | None:
+        """The key the hello's proof was made with, or None."""
+        found = None
+        for key in await self.token_keys(hello.device_id):
+            if protocol.proof_ok(hello.proof, key, hello.device_id, nonce):
+                found = key  # no early exit: the same work whichever key matches
+        return found
 
     async def recheck(self, device_id: str) -> bool:
-        """Close the device's live session if its token is no longer valid
-        (revoked); True if a session was closed."""
+        """Close the device's live session if the token it proved is no
+        longer valid (revoked); True if a session was closed."""
         session = self.dispatcher.sessions.get(device_id)
         if session is None or session.closed:
             return False
-        if await self.token_ok(device_id, session.hello.token):
+        if session.auth_key in await self.token_keys(device_id):
             return False
         self.rejected += 1
         log.warning("device %s: token revoked; session closed", device_id)
-        await session.ws.close(protocol.CLOSE_POLICY, "token revoked")
+        await session.ws.close(protocol.CLOSE_POLICY, protocol.AUTH_FAILED)
         return True
 
     def _close_soon(self, session: DeviceSession, why: str) -> None:
@@ -109,35 +130,68 @@ class AgentListener:
         log.warning("agent session from %s (device %s) closed: %s", ws.remote_address, device, why)
         await ws.close(protocol.CLOSE_POLICY, _reason(why))
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _auth_failed(self, ws: ServerConnection, why: str, device: str) -> None:
+        """Every authentication failure looks the same from outside."""
+        self.rejected += 1
+        log.warning("agent session from %s (device %s) refused: %s", ws.remote_address, device, why)
+        await ws.close(protocol.CLOSE_POLICY, protocol.AUTH_FAILED)
+
+    async def _say_hello(self, ws: ServerConnection) -> tuple[protocol.Hello, bytes] | None:
+        """Challenge, hello, proof: the authenticated hello and its key, or
+        None when the connection was closed."""
+        limit = self.config.agents.hello_timeout_s
+        nonce = secrets.token_hex(32)
         try:
-            async with asyncio.timeout(HELLO_TIMEOUT):
+            async with asyncio.timeout(limit):
+                await ws.send(protocol.encode(protocol.Challenge(nonce=nonce)))
                 first = await ws.recv()
             hello = protocol.decode(first, allowed=protocol.AGENT_TO_BRIDGE)
         except TimeoutError:
-            await self._refuse(ws, f"no hello within {HELLO_TIMEOUT:g} s")
-            return
+            await self._refuse(ws, f"no hello within {limit:g} s")
+            return None
         except protocol.RemoteProtocolError as exc:
             await self._refuse(ws, f"bad hello: {exc}")
-            return
+            return None
         except websockets.ConnectionClosed:
-            return
+            return None
         if not isinstance(hello, protocol.Hello):
             await self._refuse(ws, f"expected hello, got {hello.type}")
-            return
-        device = self.config.device(hello.device_id)
-        if device is None:
-            await self._refuse(ws, f"unknown device {hello.device_id!r}", hello.device_id)
-            return
-        if not await self.token_ok(device.id, hello.token):
-            await self._refuse(ws, "bad token", device.id)
-            return
+            return None
         if hello.version != protocol.PROTOCOL_VERSION:
             await self._refuse(ws, f"unsupported protocol version {hello.version} "
-                                   f"(this bridge speaks {protocol.PROTOCOL_VERSION})", device.id)
+                                   f"(this bridge speaks {protocol.PROTOCOL_VERSION}); update the agent",
+                               hello.device_id)
+            return None
+        device = self.config.device(hello.device_id)
+        key = await self.authenticated(hello, nonce) if device is not None else None
+        if key is None:
+            await self._auth_failed(ws, "unknown device" if device is None else "wrong token proof",
+                                    hello.device_id)
+            return None
+        return hello, key
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if self._unauthenticated >= self.config.agents.max_unauthenticated:
+            self.turned_away += 1
+            if self.turned_away == 1 or self.turned_away % 1000 == 0:
+                log.warning("agent listener: %d connections still saying hello; turning new ones away "
+                            "(%d so far)", self._unauthenticated, self.turned_away)
+            await ws.close(protocol.CLOSE_TRY_LATER, "too many connections saying hello; try again later")
+            return
+        self._unauthenticated += 1
+        try:
+            said = await self._say_hello(ws)
+        finally:
+            self._unauthenticated -= 1
+        if said is None:
+            return
+        hello, key = said
+        device = self.config.device(hello.device_id)
+        if device is None:  # removed by a reload while it was saying hello
+            await self._auth_failed(ws, "unknown device", hello.device_id)
             return
         window = min(hello.window, self.config.agents.window)
-        session = DeviceSession(device=device, ws=ws, hello=hello, window=window)
+        session = DeviceSession(device=device, ws=ws, hello=hello, window=window, auth_key=key)
         await ws.send(protocol.encode(protocol.Welcome(device_id=device.id, window=window,
                                                        lease_s=self.config.agents.lease_s,
                                                        server_time=time.time())))

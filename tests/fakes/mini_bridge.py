@@ -9,6 +9,7 @@ jobs to the connected agent.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import os
 import time
 from collections.abc import Callable
@@ -73,9 +74,13 @@ class MiniBridge:
         await self.sessions[device_id].send(protocol.encode(protocol.Jobs(jobs=tuple(jobs))))
 
     async def _handle(self, ws: ServerConnection) -> None:
+        nonce = secrets.token_hex(32)
+        await ws.send(protocol.encode(protocol.Challenge(nonce=nonce)))
         hello = protocol.decode(await ws.recv(), allowed=frozenset({"hello"}))
-        if self.tokens.get(hello.device_id) != hello.token:
-            await ws.close(protocol.CLOSE_POLICY, "bad token")
+        assert isinstance(hello, protocol.Hello)
+        token = self.tokens.get(hello.device_id)
+        if token is None or not protocol.proof_ok(hello.proof, protocol.token_key(token), hello.device_id, nonce):
+            await ws.close(protocol.CLOSE_POLICY, protocol.AUTH_FAILED)
             return
         self.hellos.append(hello)
         await ws.send(protocol.encode(protocol.Welcome(device_id=hello.device_id, window=hello.window,
