@@ -38,7 +38,7 @@ SENDSMS_PATHS = ("/api/v1/sendsms", "/api/v1/sendSms", "/api/sendSms", "/api/sen
 class Api:
     """Builds the aiohttp application. ``daemon``: what the ops routes show and
     what click-to-call asks (None: no devices); ``metrics``: the page served at
-    ``/metrics`` (None: no such route). ``workers`` judges bulk batches on a
+    ``/metrics`` (None: a 404). ``workers`` judges bulk batches on a
     second core; its owner starts and closes it."""
 
     def __init__(self, *, config: Config, jobs: JobQueue, records: RecordStore, codes: CodeStore,
@@ -46,7 +46,6 @@ class Api:
                  metrics: MetricsSource | None = None, workers: SplitPool | None = None) -> None:
         self.settings = Settings(config)
         self.workers = workers if workers is not None else SplitPool()
-        self.metrics = metrics
         auth = Auth(self.settings)
         self.insim = Insim(settings=self.settings, auth=auth, jobs=jobs, records=records, workers=self.workers,
                            on_enqueued=on_enqueued,
@@ -54,7 +53,7 @@ class Api:
         self.notimation = Notimation(settings=self.settings, auth=auth, jobs=jobs, records=records)
         self.codes = Codes(settings=self.settings, auth=auth, codes=codes, records=records, on_enqueued=on_enqueued)
         self.links = Links(records=records)
-        self.ops = Ops(settings=self.settings, auth=auth, daemon=daemon)
+        self.ops = Ops(settings=self.settings, auth=auth, daemon=daemon, metrics=metrics)
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): every later request reads it."""
@@ -85,6 +84,5 @@ class Api:
         r.add_get("/api/v1/devices", ops.devices)
         r.add_post("/api/v1/devices/{id}/recheck", ops.recheck)
         r.add_get("/healthz", ops.healthz)
-        if self.metrics is not None:
-            r.add_get("/metrics", self.metrics.handler)
+        r.add_get("/metrics", ops.metrics)
         return app

@@ -16,23 +16,31 @@ from bridge.api.envelope import success
 from bridge.api.errors import ApiError
 from bridge.api.openapi import document as openapi_document
 from bridge.api.settings import Settings
-from bridge.api.views import DaemonView
+from bridge.api.views import DaemonView, MetricsSource
 from device_agents import protocol
 
 SIMULATE_LIMITS = (("from", 32), ("text", protocol.MAX_TEXT), ("device", 64))
 
 
 class Ops:
-    def __init__(self, *, settings: Settings, auth: Auth, daemon: DaemonView | None) -> None:
+    def __init__(self, *, settings: Settings, auth: Auth, daemon: DaemonView | None,
+                 metrics: MetricsSource | None) -> None:
         self.settings = settings
         self.auth = auth
         self.daemon = daemon
+        self.metrics_source = metrics
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(self.settings.config.api.public_url))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics; no authentication (docs/operations.md: keep the API private)."""
+        if self.metrics_source is None:
+            raise ApiError(404, "no metrics in this daemon")
+        return await self.metrics_source.handler(request)
 
     async def devices(self, request: web.Request) -> web.Response:
         account = self.auth.bearer(request)
