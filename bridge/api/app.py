@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from bridge.api import ardary
 from bridge.api._store import CodeStore, JobQueue, RecordStore
 from bridge.api.auth import Auth
 from bridge.api.codes import Codes
@@ -32,7 +33,7 @@ from bridge.api.views import DaemonView, MetricsSource
 from bridge.api.workers import SplitPool
 from bridge.config import Config
 
-SENDSMS_PATHS = ("/api/v1/sendsms", "/api/v1/sendSms", "/api/sendSms", "/api/sendsms")  # the last two: Ardary
+SENDSMS_PATHS = ("/api/v1/sendsms", "/api/v1/sendSms", *ardary.SEND_PATHS)
 
 
 class Api:
