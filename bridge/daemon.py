@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import logging
 import signal
 from collections.abc import Callable
@@ -45,17 +44,14 @@ class Daemon:
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens,
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
-        self.api = Api(config=config, store=self.store, on_enqueued=self.dispatcher.wake,
-                       extra_routes=self._extra_routes)
         self.metrics = Metrics(self)
+        self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store,
+                       on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics)
         self.listener.on_job_state = self.metrics.job_state
         self.notifier = Notifier()
         self.dispatcher.on_online.append(lambda _device, _online: self._notify_status())
         self._tg: asyncio.TaskGroup | None = None
         self.webhooks = WebhookDeliverer(config=config, store=self.store)
-        self.api.simulate = self.simulate
-        self.api.devices_view = self.devices_view
-        self.api.phones_online = self.phones_online
         self.kinds = Kinds(self)
         self._runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
@@ -181,7 +177,7 @@ class Daemon:
                  ", ".join(sorted(removed)) or "none")
         self.notifier.ready(self._status_line())
 
-    # -- health, status, extra routes -------------------------------------------------
+    # -- health, status, recheck -------------------------------------------------------
 
     async def health_check(self) -> None:
         """What the watchdog ping vouches for: the store answers (the loop ran us)."""
@@ -196,22 +192,9 @@ class Daemon:
         if self.ready.is_set() and self.notifier.enabled:
             self.notifier.status(self._status_line())
 
-    def _extra_routes(self, app: web.Application) -> None:
-        app.router.add_get("/metrics", self.metrics.handler)
-        app.router.add_post("/api/v1/devices/{id}/recheck", self._recheck_endpoint)
-
-    async def _recheck_endpoint(self, request: web.Request) -> web.Response:
-        """``simbridge pair --revoke`` asks: close the device's session if its
-        token was revoked. Bearer: the access key of the device's account."""
-        device = self.config.device(request.match_info["id"])
-        account = self.config.account(device.account) if device else None
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if account is None or not hmac.compare_digest(given.encode(), account.access_key.encode()):
-            return web.json_response({"status": "error", "message": "unknown device or wrong access key"},
-                                     status=404)
-        assert device is not None  # an account was found for it
-        closed = await self.listener.recheck(device.id)
-        return web.json_response({"status": "success", "data": {"device": device.id, "closed": closed}})
+    async def recheck(self, device_id: str) -> bool:
+        """Close the device's session if its token was revoked (``simbridge pair --revoke``)."""
+        return await self.listener.recheck(device_id)
 
     async def shutdown(self) -> None:
         # Take no more work first (the API), then let the agents go, then persist.

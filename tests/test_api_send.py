@@ -93,7 +93,7 @@ ARDARY_001 = '''{
             "priority": 1,
             "mode":"prod"
         }
-    ],                        
+    ],
     "messages": [
         {
             "id_sms_api": "09403292039020",

@@ -6,7 +6,7 @@ import pytest
 
 from bridge import config
 from bridge.api import verification
-from bridge.api.app import forbidden_matcher
+from bridge.api.judging import forbidden_matcher
 from bridge.core import numbers
 from bridge.core.optout import OPT_IN, OPT_OUT, Keywords
 

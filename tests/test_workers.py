@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import make_config, wait_until
 
-from bridge.api.app import Api, normalise_batch
+from bridge.api.judging import Rules, judge_message, normalise_batch
 from bridge.api.workers import SplitPool
 
 
@@ -50,9 +50,10 @@ async def test_small_batches_and_no_worker_stay_here(tmp_path):
 
 
 async def test_a_daemon_batch_is_judged_the_same_with_the_worker(tmp_path):
-    api = Api(config=make_config(tmp_path), store=None, on_enqueued=lambda: None)
+    rules = Rules.from_config(make_config(tmp_path))
     batch = messages(400)
     raws = numbers_of(batch)
-    one = [api._prepare(i, m, {}, 1) for i, m in enumerate(batch)]
-    two = [api._prepare(i, m, {}, 1, c) for i, (m, c) in enumerate(zip(batch, normalise_batch(raws, 0, None)))]
+    one = [judge_message(i, m, {}, 1, rules) for i, m in enumerate(batch)]
+    two = [judge_message(i, m, {}, 1, rules, c)
+           for i, (m, c) in enumerate(zip(batch, normalise_batch(raws, 0, None), strict=True))]
     assert [(p.errors, p.detail, p.new) for p in one] == [(p.errors, p.detail, p.new) for p in two]

@@ -36,7 +36,7 @@ def _envelope(data: dict[str, Any]) -> dict[str, Any]:
 
 ERROR = _json(_ref("Error"), "error (Notimation envelope; `error` holds an inSIM code where one applies)")
 AUTH_ERRORS = {"401": ERROR, "403": ERROR}
-BEARER = [{"bearer": []}, {"api_key": []}]
+BEARER: list[dict[str, Any]] = [{"bearer": []}, {"api_key": []}]
 NONE: list[dict[str, Any]] = []
 
 INSIM_HEADER = {

@@ -67,13 +67,16 @@ class SplitPool:
         worker. ``fn`` must be a module-level function (it is pickled)."""
         if not self._enabled or len(items) < self.PARALLEL_FROM or not self._usable():
             return fn(items, 0, *args)
+        pool = self._pool
         half = len(items) // 2
-        theirs = asyncio.get_running_loop().run_in_executor(self._pool, fn, items[half:], half, *args)
+        theirs = asyncio.get_running_loop().run_in_executor(pool, fn, items[half:], half, *args)
         ours = fn(items[:half], 0, *args)
         try:
             return ours + await theirs
         except BrokenProcessPool:  # the worker died: a new one next time
             log.warning("bulk worker process died; starting another")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            if self._pool is pool:
+                self._pool = None
             return ours + fn(items[half:], half, *args)

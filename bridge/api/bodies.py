@@ -1,0 +1,89 @@
+"""Reading request bodies: JSON (numbers JSON allows, text that is Unicode),
+form fields, inSIM's ``header`` (an object, or the Ardary form's one-element
+list) and whole-number parameters. Anything unreadable is a clear 400; the
+size limit is the application's (``api.max_body_bytes``, a 413)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from bridge.api.errors import E_AUTH, ApiError
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+async def json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}"[:300]) from None
+    try:
+        # Lone surrogates (\ud800) are valid JSON but not text: refuse them here.
+        json.dumps(body, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        raise ApiError(400, "body contains text that is not valid Unicode") from None
+    return body
+
+
+async def object_body(request: web.Request, what: str = "body must be a JSON object") -> dict[str, Any]:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, what)
+    return body
+
+
+async def params(request: web.Request) -> dict[str, Any]:
+    """A JSON object, or form fields (SMSFLOW's clients post forms); nothing: {}."""
+    if request.content_type in FORM_TYPES:
+        try:
+            form = await request.post()
+        except ValueError as exc:
+            raise ApiError(400, f"form body cannot be read: {exc}"[:300]) from None
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        for value in fields.values():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ApiError(400, "form contains text that is not valid Unicode") from None
+        return fields
+    if not await request.read():
+        return {}
+    return await object_body(request)
+
+
+def insim_header(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """inSIM's ``header`` object, and whether it came in the Ardary form (a list)."""
+    header = body.get("header")
+    if isinstance(header, list):
+        return (header[0] if header and isinstance(header[0], dict) else {}), True
+    if not isinstance(header, dict):
+        raise ApiError(400, "'header' must be an object with 'login' and 'accessKey'", E_AUTH)
+    return header, False
+
+
+def int_param(values: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high`` (digits, as text or a number), or ``default``."""
+    raw = values.get(name)
+    if raw is None or raw == "":
+        return default
+    text = str(raw).strip()
+    if not text.isdigit() or len(text) > 12 or not low <= int(text) <= high:
+        raise ApiError(400, f"'{name}' must be a whole number from {low} to {high}")
+    return int(text)

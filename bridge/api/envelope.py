@@ -1,0 +1,39 @@
+"""How answers are written: Notimation's envelope (``{"status": "success",
+"data": …}``; errors as ``{"status": "error", "message": …}``), inSIM's times,
+and the middleware that turns every :class:`~bridge.api.errors.ApiError` (and
+an over-long body) into such an answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from bridge.api.errors import ApiError
+from device_agents.common import iso_utc
+
+
+def iso(ts: float | None) -> str | None:
+    """inSIM's time (``2025-10-29T10:00:00.000Z``), or None for no time."""
+    return None if ts is None else iso_utc(ts)
+
+
+def success(data: Any, **extra: Any) -> web.Response:
+    return web.json_response({"status": "success", **extra, "data": data})
+
+
+def error_middleware(max_body_bytes: Callable[[], int]) -> Middleware:
+    """Every refusal as JSON. ``max_body_bytes``: the limit of the moment, named
+    in the answer to a body over it."""
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return web.json_response(exc.body(), status=exc.status)
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"status": "error", "message":
+                                      f"request body over {max_body_bytes()} bytes"}, status=413)
+    return errors

@@ -1,0 +1,292 @@
+"""Judging what a client asks to send, one message (or contact) at a time.
+
+Pure: no aiohttp, no store, no clock but the one ``date_to_send`` is read
+against. Each function takes plain values and the :class:`Rules` of the
+moment and returns frozen dataclasses: the job to queue, or the error codes
+(``#00x``, see :mod:`bridge.api.errors`) and why. A batch's messages are
+judged each on its own: the valid ones are accepted even when others fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import string
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+
+from bridge.api._store import Contact, NewJob
+from bridge.api.errors import (
+    C_EMAIL,
+    C_EMPTY,
+    C_INVALID,
+    C_MISSING,
+    E_EMPTY,
+    E_FORBIDDEN,
+    E_NUMBER,
+    E_UNKNOWN,
+    ApiError,
+)
+from bridge.config import Config
+from bridge.core import numbers
+from device_agents.modem.gsm7 import segment_count
+
+MAX_MESSAGE_CHARS = 5000
+MAX_URL_CHARS = 2048
+MAX_FIELD_CHARS = 256
+LINK_PLACEHOLDERS = ("[Lien_Tracking]", "[Lien]", "[Link]")
+LINK_CODE_CHARS = 10
+LINK_ALPHABET = string.ascii_letters + string.digits
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+CONTACT_NUMBER_KEYS = ("phonenumber", "phone_number", "phone", "number")
+
+Checked = tuple[str | None, str | None]  # (E.164, None) or (None, why not)
+
+
+def _plain(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def forbidden_matcher(words: tuple[str, ...]) -> Callable[[str], str | None]:
+    """A function that returns the first forbidden word (whole word, any case,
+    accents ignored) found in a text, or None."""
+    if not words:
+        return lambda text: None
+    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(_plain(w)) for w in words) + r")(?!\w)")
+
+    def find(text: str) -> str | None:
+        found = pattern.search(_plain(text))
+        return found.group(1) if found else None
+    return find
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What judging depends on, from the configuration of the moment."""
+    region: str | None  # reads numbers written without a country code
+    timezone: str  # reads a date_to_send written without one
+    public_url: str  # tracked links are {public_url}/l/{code}
+    ttl_s: float  # how long a queued SMS stays wanted
+    forbidden: Callable[[str], str | None]
+
+    @classmethod
+    def from_config(cls, config: Config) -> Rules:
+        return cls(region=config.api.default_region, timezone=config.api.timezone,
+                   public_url=config.api.public_url, ttl_s=config.dispatcher.ttl_s,
+                   forbidden=forbidden_matcher(config.api.forbidden_words))
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One message of a sendsms request, judged: ``new`` is the job to queue,
+    or None and ``errors`` say why not."""
+    index: int
+    new: NewJob | None
+    errors: tuple[str, ...]
+    detail: str | None
+    phone_number: str  # as it will be answered: E.164 when valid, else as given
+    message: str
+    id_sms_api: str | None  # the client's, if it gave one
+
+
+def normalise_batch(raws: list[Any], offset: int, region: str | None) -> list[Checked]:
+    """(E.164, None) or (None, why not) for each number: what
+    :class:`~bridge.api.workers.SplitPool` runs, here or in its worker process."""
+    out: list[Checked] = []
+    for raw in raws:
+        try:
+            out.append((numbers.normalise(raw, region), None))
+        except ValueError as exc:
+            out.append((None, str(exc)))
+    return out
+
+
+def require_number(raw: Any, region: str | None) -> str:
+    """``raw`` as E.164, or a 400 with code #007 saying why not."""
+    try:
+        return numbers.normalise(raw, region)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)[:200], E_NUMBER) from None
+
+
+def sms_job(phone_number: str, text: str, **fields: Any) -> NewJob:
+    """An SMS job, its parts and encoding counted (once) from its text."""
+    seg = segment_count(text)
+    return NewJob(kind="sms", phone_number=phone_number, message=text, parts=seg.parts,
+                  encoding=seg.encoding, **fields)
+
+
+def parse_date(value: Any, timezone: str) -> float:
+    """``date_to_send`` (``YYYY-MM-DD HH:mm:ss`` or ISO 8601; local to
+    ``timezone`` when it names no zone) as epoch seconds."""
+    if not isinstance(value, str):
+        raise ValueError("date_to_send must be a string \"YYYY-MM-DD HH:mm:ss\"")
+    try:
+        when = dt.datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        try:
+            when = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"date_to_send {value!r} is not \"YYYY-MM-DD HH:mm:ss\"") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo(timezone))
+    try:
+        return when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"date_to_send {value!r} is out of range") from None
+
+
+def judge_message(index: int, item: Any, header: Mapping[str, Any], default_priority: Any, rules: Rules,
+                  checked: Checked | None = None) -> Judged:
+    """Judge one message of a sendsms batch. ``checked``: its number already
+    normalised (see :func:`normalise_batch`); else it is done here."""
+    if not isinstance(item, dict):
+        return Judged(index, None, (E_UNKNOWN,), f"messages[{index}] must be an object", "", "", None)
+    number_raw = item.get("phone_number", item.get("phonenumber"))
+    text = item.get("message")
+    shown_number = str(number_raw)[:64] if isinstance(number_raw, (str, int)) else ""
+    shown_text = text[:MAX_MESSAGE_CHARS] if isinstance(text, str) else ""
+    errors: list[str] = []
+    details: list[str] = []
+    id_sms_api = item.get("id_sms_api")
+    if id_sms_api is not None and (not isinstance(id_sms_api, (str, int)) or isinstance(id_sms_api, bool)
+                                   or not 0 < len(str(id_sms_api)) <= 64):
+        errors.append(E_UNKNOWN)
+        details.append("id_sms_api must be a string of 1 to 64 characters")
+        id_sms_api = None
+    id_sms_api = str(id_sms_api) if id_sms_api is not None else None
+    if not isinstance(text, str) or not text.strip():
+        errors.append(E_EMPTY)
+        details.append("message is empty")
+    elif len(text) > MAX_MESSAGE_CHARS:
+        errors.append(E_UNKNOWN)
+        details.append(f"message is longer than {MAX_MESSAGE_CHARS} characters")
+    else:
+        word = rules.forbidden(text)
+        if word is not None:
+            errors.append(E_FORBIDDEN)
+            details.append(f"message contains the forbidden word {word!r}")
+    if checked is None:
+        [checked] = normalise_batch([number_raw], 0, rules.region)
+    number, why_not = checked
+    if number is None:
+        errors.append(E_NUMBER)
+        details.append(why_not or "the phone number is invalid")
+        number = shown_number
+    priority = item.get("priorite", item.get("priority", default_priority))
+    if isinstance(priority, str) and priority.strip().isdigit():
+        priority = int(priority)
+    if isinstance(priority, bool) or priority not in (0, 1, 2):
+        errors.append(E_UNKNOWN)
+        details.append(f"priorite must be 0, 1 or 2, not {priority!r}"[:120])
+        priority = 1
+    due = None
+    when = item.get("date_to_send", header.get("date_to_send"))
+    if when not in (None, ""):
+        try:
+            due = parse_date(when, rules.timezone)
+        except ValueError as exc:
+            errors.append(E_UNKNOWN)
+            details.append(str(exc)[:200])
+    url = item.get("url")
+    if url in (None, ""):
+        url = None
+    elif not isinstance(url, str) or len(url) > MAX_URL_CHARS or urlsplit(url).scheme not in ("http", "https") \
+            or not urlsplit(url).netloc:
+        errors.append(E_UNKNOWN)
+        details.append(f"url must be an http:// or https:// URL of at most {MAX_URL_CHARS} characters")
+        url = None
+    if errors or not isinstance(text, str):
+        return Judged(index, None, tuple(dict.fromkeys(errors)), "; ".join(details), number, shown_text,
+                      id_sms_api)
+    code = None
+    if url and any(p in text for p in LINK_PLACEHOLDERS):
+        code = "".join(secrets.choice(LINK_ALPHABET) for _ in range(LINK_CODE_CHARS))
+        short = f"{rules.public_url}/l/{code}"  # as bridge.api.links.short_url writes it
+        for placeholder in LINK_PLACEHOLDERS:
+            text = text.replace(placeholder, short)
+    new = sms_job(number, text, id_sms_api=id_sms_api, url=url, priority=priority, due=due, ttl_s=rules.ttl_s,
+                  link_code=code)
+    return Judged(index, new, (), None, number, text, id_sms_api)
+
+
+# -- contacts --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class JudgedContact:
+    """One entry of a contact request, judged: ``contact`` is what to save, or
+    None; ``errors`` (contact codes) may hold a warning even when it is saved."""
+    firstname: str
+    lastname: str
+    email: str
+    address: str
+    number_key: str | None  # how the request spelled the number's field
+    phone_number: str  # E.164 when valid, else as given
+    spellings: tuple[tuple[str, str], ...]  # the request's other spellings, answered back
+    errors: tuple[str, ...]
+    contact: Contact | None
+    not_an_object: bool = False
+
+
+def field_text(value: Any, limit: int = MAX_FIELD_CHARS) -> str:
+    """A free-text field as a string: numbers are written out, anything else is empty."""
+    if isinstance(value, str):
+        return value.strip()[:limit]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+def contact_region(country: str) -> str | None:
+    """``FR``, ``33`` or ``+33`` → ``FR``; anything else → None."""
+    if country.upper() in phonenumbers.SUPPORTED_REGIONS:
+        return country.upper()
+    digits = country.lstrip("+").lstrip("0")
+    if digits.isdigit() and len(digits) <= 3:
+        region = phonenumbers.region_code_for_country_code(int(digits))
+        return region if region in phonenumbers.SUPPORTED_REGIONS else None
+    return None
+
+
+def judge_contact(item: Any, region: str | None) -> JudgedContact:
+    if not isinstance(item, dict):
+        return JudgedContact("", "", "", "", None, "", (), (C_MISSING,), None, not_an_object=True)
+    first = field_text(item.get("firstname", item.get("first_name")))
+    last = field_text(item.get("lastname", item.get("last_name")))
+    email = field_text(item.get("email"))
+    address = field_text(item.get("adress", item.get("address")))
+    country = field_text(item.get("countryCode", item.get("country_code")), 8)
+    # The spellings the request used come back too (seed 001 answers in its own).
+    spellings = tuple((alias, value) for alias, value in (("first_name", first), ("last_name", last))
+                      if alias in item)
+    key = next((k for k in CONTACT_NUMBER_KEYS if k in item), None)
+    errors: list[str] = []
+    contact = None
+    shown = ""
+    if key is None:
+        errors.append(C_MISSING)
+    else:
+        raw = item[key]
+        shown = field_text(raw, 64)
+        if raw is None or not shown:
+            errors.append(C_EMPTY)
+        else:
+            try:
+                number = numbers.normalise(raw, contact_region(country) or region)
+            except ValueError:
+                errors.append(C_INVALID)
+            else:
+                shown = number
+                contact = Contact(phone_number=number, firstname=first, lastname=last, email=email,
+                                  address=address, country_code=country)
+    if email and not EMAIL_RE.match(email):
+        errors.append(C_EMAIL)  # a warning: the contact is still saved
+    return JudgedContact(first, last, email, address, key, shown, spellings, tuple(errors), contact)

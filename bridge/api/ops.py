@@ -1,0 +1,75 @@
+"""Routes for operators and tooling rather than for CRMs: health, the OpenAPI
+document, Prometheus metrics, the devices list, simulated events on virtual
+devices, and the re-check of a device whose token was revoked (``simbridge
+pair --revoke``). What they show comes from the daemon, through
+:class:`~bridge.api.views.DaemonView`."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from bridge.api import bodies
+from bridge.api.auth import Auth
+from bridge.api.envelope import success
+from bridge.api.errors import ApiError
+from bridge.api.openapi import document as openapi_document
+from bridge.api.settings import Settings
+from bridge.api.views import DaemonView, MetricsSource
+from device_agents import protocol
+
+SIMULATE_LIMITS = (("from", 32), ("text", protocol.MAX_TEXT), ("device", 64))
+
+
+class Ops:
+    def __init__(self, *, settings: Settings, auth: Auth, daemon: DaemonView | None,
+                 metrics: MetricsSource | None) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.daemon = daemon
+        self.metrics_source = metrics
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(self.settings.config.api.public_url))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics; no authentication (docs/operations.md: keep the API private)."""
+        if self.metrics_source is None:
+            raise ApiError(404, "no metrics in this daemon")
+        return await self.metrics_source.handler(request)
+
+    async def devices(self, request: web.Request) -> web.Response:
+        account = self.auth.bearer(request)
+        return success(self.daemon.devices_view(account) if self.daemon is not None else [])
+
+    async def simulate(self, request: web.Request) -> web.Response:
+        account = self.auth.bearer(request)
+        if self.daemon is None:
+            raise ApiError(404, "no virtual devices in this daemon")
+        body = await bodies.object_body(request)
+        for key, limit in SIMULATE_LIMITS:
+            if isinstance(body.get(key), str) and len(body[key]) > limit:
+                raise ApiError(400, f"'{key}' is longer than {limit} characters")
+        try:
+            result = await self.daemon.simulate(account, request.match_info["what"], body)
+        except (ValueError, LookupError) as exc:
+            raise ApiError(400, str(exc)) from None
+        return success(result)
+
+    async def recheck(self, request: web.Request) -> web.Response:
+        """Close the device's session if its token was revoked. Bearer: the
+        access key of the device's account; anything else is a 404."""
+        config = self.settings.config
+        device = config.device(request.match_info["id"])
+        account = config.account(device.account) if device else None
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if device is None or account is None or self.daemon is None \
+                or not hmac.compare_digest(given.encode(), account.access_key.encode()):
+            return web.json_response({"status": "error", "message": "unknown device or wrong access key"},
+                                     status=404)
+        closed = await self.daemon.recheck(device.id)
+        return success({"device": device.id, "closed": closed})
