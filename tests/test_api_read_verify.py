@@ -11,7 +11,7 @@ import aiohttp
 from api_util import serving
 from conftest import api_url, make_config, wait_until
 
-from bridge.store.sqlite import VerificationCode
+from bridge.store.model import VerificationCode
 
 BEARER = {"Authorization": "Bearer your-access-key"}
 HEADER = {"login": "user@email.com", "accessKey": "your-access-key"}

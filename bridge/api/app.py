@@ -43,7 +43,8 @@ from bridge.api.workers import SplitPool
 from bridge.config import AccountConfig, Config
 from bridge.core import jobstates as js
 from bridge.core import numbers
-from bridge.store.sqlite import Contact, Enqueued, Job, NewJob, Store, VerificationCode, new_id_sms_api
+from bridge.store.model import Contact, Enqueued, Job, NewJob, VerificationCode, new_id_sms_api
+from bridge.store.protocols import Store
 from device_agents import protocol
 from device_agents.modem.gsm7 import segment_count
 

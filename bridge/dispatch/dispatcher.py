@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import Config, DeviceConfig
-from bridge.store.sqlite import Job, Store
+from bridge.store.model import Job
+from bridge.store.protocols import JobQueue
 from device_agents import protocol
 from device_agents.tasks import TaskSet
 
@@ -94,7 +95,7 @@ class DeviceHealth:
 
 
 class Dispatcher:
-    def __init__(self, *, config: Config, store: Store) -> None:
+    def __init__(self, *, config: Config, store: JobQueue) -> None:
         self.config = config
         self.store = store
         self.sessions: dict[str, DeviceSession] = {}

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from bridge.config import Config
 from bridge.dispatch.dispatcher import DeviceSession, Dispatcher
 from bridge.dispatch.tokens import TokenBook, token_digest
-from bridge.store.sqlite import Store
+from bridge.store.protocols import Store
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
