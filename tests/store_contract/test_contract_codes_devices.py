@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 
-from contract_util import sms
-
 from bridge.core import jobstates as js
 from bridge.store.model import CODE_DEAD, CODE_EXPIRED, CODE_PENDING, CODE_VERIFIED
+from store_contract.contract_util import sms
 
 
 def code_job(number: str = "+33611111111"):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from contract_util import Reports, assert_history_follows_the_table, outbox_events, sms, states
-
 from bridge.core import jobstates as js
 from bridge.store.model import NewJob
 from device_agents import protocol as p
+from store_contract.contract_util import Reports, assert_history_follows_the_table, outbox_events, sms, states
 
 # -- enqueue -------------------------------------------------------------------------
 

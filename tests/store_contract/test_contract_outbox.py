@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from contract_util import outbox_events
 
 from bridge.store.model import OutboxEvent
+from store_contract.contract_util import outbox_events
 
 
 async def record(store, *events: tuple[str, str, str], at: float = 1000.0) -> None:

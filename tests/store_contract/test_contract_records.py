@@ -3,11 +3,10 @@ and clicks, the message list."""
 
 from __future__ import annotations
 
-from contract_util import Reports, outbox_events, sms
-
 from bridge.core import jobstates as js
 from bridge.core.optout import Keywords
 from bridge.store.model import Contact
+from store_contract.contract_util import Reports, outbox_events, sms
 
 
 async def test_an_inbound_sms_is_stored_listed_and_raised(store):
