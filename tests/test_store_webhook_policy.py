@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from conftest import make_config, running
+
 from bridge.config import parse
 from bridge.core import events
 from bridge.webhooks.policy import INSIM_KINDS, WebhookPolicy
@@ -40,3 +42,17 @@ def test_reload_takes_the_new_accounts():
     policy.reload(dataclasses.replace(cfg, accounts=tuple(dataclasses.replace(a, webhook_url=None)
                                                           for a in cfg.accounts)))
     assert not policy.wants("ins@x", events.SMS_SENT)
+
+
+async def test_the_daemon_gives_the_store_its_policy_and_reloads_it(tmp_path):
+    plain = make_config(tmp_path, devices=[])
+    with_hook = make_config(tmp_path, devices=[], accounts=[{
+        "login": "user@email.com", "access_key": "your-access-key", "webhook_url": "http://127.0.0.1:9/hook",
+        "webhook_format": "json", "webhook_secret": "s"}])
+    async with running(plain) as daemon:
+        await daemon.store.add_call_note("user@email.com", "+33611111111", "before")
+        assert await daemon.store.outbox("user@email.com") == []  # no webhook: nothing recorded
+        await daemon.reload(with_hook)
+        await daemon.store.add_call_note("user@email.com", "+33611111111", "after")
+        [row] = await daemon.store.outbox("user@email.com")
+        assert row["kind"] == events.CALL_QUALIFICATION and '"after"' in row["payload"]
