@@ -34,8 +34,12 @@ from urllib.parse import parse_qs, unquote
 import aiohttp
 
 from bridge import config as config_module
+from bridge.core.events import SMS_DELIVERED, SMS_SENT
 from bridge.daemon import Daemon
-from bridge.store.sqlite import SMS_DELIVERED, SMS_SENT, SqliteStore
+from bridge.store.model import OutboxEvent
+from bridge.store.protocols import Outbox
+from bridge.store.sqlite import SqliteStore
+from bridge.webhooks.policy import WebhookPolicy
 
 LOGIN = "bench@example.com"
 KEY = "bench-access-key"
@@ -138,17 +142,15 @@ def _client_main(conn: Any, url: str, requests: int, batch: int) -> None:
 # The daemon side
 
 
-async def seed(store: SqliteStore, count: int, start: int) -> None:
-    now = time.time()
-
-    def write(db: Any) -> None:
-        for i in range(start, start + count // 2):
-            ident = f"bench{i:010d}"
-            payload = {"id_sms_api": ident, "phone_number": f"+336{i % 100000000:08d}", "device_id": "bench",
-                       "parts": 1}
-            store._event(db, LOGIN, SMS_SENT, ident, dict(payload, state="sent"), now)
-            store._event(db, LOGIN, SMS_DELIVERED, ident, dict(payload, state="delivered"), now)
-    await store._run(store._tx(write))
+async def seed(store: Outbox, count: int, start: int) -> None:
+    events: list[OutboxEvent] = []
+    for i in range(start, start + count // 2):
+        ident = f"bench{i:010d}"
+        payload = {"id_sms_api": ident, "phone_number": f"+336{i % 100000000:08d}", "device_id": "bench",
+                   "parts": 1}
+        events.append(OutboxEvent(LOGIN, SMS_SENT, ident, dict(payload, state="sent")))
+        events.append(OutboxEvent(LOGIN, SMS_DELIVERED, ident, dict(payload, state="delivered")))
+    await store.record_events(events)
 
 
 async def wait_for(predicate: Any, timeout: float, what: str) -> None:
@@ -180,9 +182,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.events
 
     # Phase 1: a backlog recorded before the daemon starts (a receiver that was down).
-    store = SqliteStore(config.store.path, synchronous=args.synchronous)
+    store = SqliteStore(config.store.path, event_filter=WebhookPolicy(config), synchronous=args.synchronous)
     await store.open()
-    store.set_webhooks({LOGIN: account.get("webhook_format", "insim")})
     await seed(store, n, 0)
     await store.close()
 

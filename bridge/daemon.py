@@ -26,8 +26,10 @@ from bridge.dispatch.tokens import TokenBook
 from bridge.ops.metrics import Metrics
 from bridge.ops.notify import Notifier
 from bridge.ops.tls import client_context, optional_server_context
-from bridge.store.sqlite import SqliteStore, Store
+from bridge.store.protocols import Store
+from bridge.store.sqlite import SqliteStore
 from bridge.webhooks.deliverer import WebhookDeliverer
+from bridge.webhooks.policy import WebhookPolicy
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,9 @@ class Daemon:
         # does; tests leave it to the first bulk request, to spare a process each).
         self.eager_workers = eager_workers
         self.config = config
-        self.store = store or SqliteStore(config.store.path, synchronous=config.store.synchronous)
+        self.webhook_policy = WebhookPolicy(config)  # which events the store records for each account
+        self.store = store or SqliteStore(config.store.path, event_filter=self.webhook_policy,
+                                          synchronous=config.store.synchronous)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
         self.dispatcher = Dispatcher(config=config, store=self.store)
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
@@ -65,7 +69,6 @@ class Daemon:
 
     async def start(self) -> None:
         await self.store.open()
-        self.store.set_webhooks({a.login: a.webhook_format for a in self.config.accounts if a.webhook_url})
         self.store.set_opt_out(Keywords(self.config.api.stop_words, self.config.api.start_words),
                                self.config.api.default_region)
         await self.listener.start()
@@ -162,7 +165,7 @@ class Daemon:
                                                                                  **values)})
         self.config = config
         self.tokens.set_fixed(self._fixed_tokens(config))
-        self.store.set_webhooks({a.login: a.webhook_format for a in config.accounts if a.webhook_url})
+        self.webhook_policy.reload(config)
         self.store.set_opt_out(Keywords(config.api.stop_words, config.api.start_words), config.api.default_region)
         self.dispatcher.reload(config)
         self.api.reload(config)

@@ -10,7 +10,7 @@ import aiohttp
 from api_util import get, post, radio, serving
 from conftest import make_config, wait_until
 
-from bridge.store.sqlite import VerificationCode
+from bridge.store.model import VerificationCode
 
 
 async def test_verification_code_send_check_and_status(tmp_path):

@@ -3,6 +3,7 @@ changed), every error code of seed 003, test mode, and tracked links."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -14,7 +15,10 @@ from conftest import api_url, make_config, wait_until
 def record_events(daemon):
     """Keep the account's events in the outbox (as a webhook would get them),
     without a receiver for the deliverer to reach."""
-    daemon.store.set_webhooks({"user@email.com": "json"})
+    config = daemon.config
+    accounts = tuple(dataclasses.replace(a, webhook_url="http://127.0.0.1:9/unreached", webhook_format="json")
+                     if a.login == "user@email.com" else a for a in config.accounts)
+    daemon.webhook_policy.reload(dataclasses.replace(config, accounts=accounts))
 
 USER = {"login": "user@email.com", "access_key": "your-access-key"}
 ARDARY_USER = {"login": "user@gmail.com", "access_key": "YOUR_ACCESS_KEY"}

@@ -17,6 +17,7 @@ from conftest import make_config
 from bridge.api.app import Api
 from bridge.config import AccountConfig, Config
 from bridge.store.sqlite import SqliteStore
+from bridge.webhooks.policy import WebhookPolicy
 
 KEY = {"Authorization": "Bearer your-access-key"}
 OTHER = {"login": "other@email.com", "access_key": "other-key"}
@@ -57,7 +58,7 @@ class Page:
 
 @contextlib.asynccontextmanager
 async def served(config: Config, **parts: Any) -> AsyncIterator[tuple[Api, aiohttp.ClientSession, str]]:
-    store = SqliteStore(config.store.path, synchronous=config.store.synchronous)
+    store = SqliteStore(config.store.path, event_filter=WebhookPolicy(config), synchronous=config.store.synchronous)
     await store.open()
     api = Api(config=config, jobs=store, records=store, codes=store, on_enqueued=lambda: None, **parts)
     server = TestServer(api.app(), host="127.0.0.1")

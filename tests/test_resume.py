@@ -50,7 +50,7 @@ class RawAgent:
 
 
 async def enqueue(daemon, n=1, **kw):
-    from bridge.store.sqlite import NewJob
+    from bridge.store.model import NewJob
     out = await daemon.store.enqueue("user@email.com", [NewJob(kind="sms", phone_number="+33612345678",
                                                                message=f"m{i}", **kw) for i in range(n)])
     daemon.dispatcher.wake()

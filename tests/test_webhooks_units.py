@@ -1,6 +1,7 @@
 """Webhooks, piece by piece: the pure formatting (seed 000's fields, field for
-field), signatures, backoff, the [webhooks] config section, and the store's
-outbox claims (order per key, leases, retries, dead events)."""
+field), signatures, backoff and the [webhooks] config section. The store's
+outbox claims (order per key, leases, retries, dead events) are tested with
+the store, in tests/store_contract/."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge.config import AccountConfig, ConfigError, parse
-from bridge.store import sqlite as st
-from bridge.store.sqlite import OutboxRow, SqliteStore
+from bridge.core import events as st
+from bridge.store.model import OutboxRow
 from bridge.webhooks import deliverer as wh
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -214,88 +215,3 @@ def test_webhooks_section_defaults_and_values():
 def test_webhooks_section_errors_name_the_key(table, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse({"webhooks": table})
-
-
-# ----------------------------------------------------------------------------
-# The store's outbox
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = SqliteStore(tmp_path / "s.db", synchronous="normal")
-    await s.open()
-    s.set_webhooks({"a": "json", "b": "json"})
-    yield s
-    await s.close()
-
-
-async def record(store: SqliteStore, *events: tuple[str, str, str], at: float = 1000.0) -> None:
-    """(account, kind, order_key) events, recorded in one transaction at time ``at``."""
-    def write(db):
-        for account, kind, key in events:
-            store._event(db, account, kind, key, {"n": key}, at)
-    await store._run(store._tx(write))
-
-
-async def raw(store: SqliteStore) -> dict[int, dict]:
-    rows = await store._run(store._select_dicts, "SELECT * FROM outbox ORDER BY id", ())
-    return {r["id"]: r for r in rows}
-
-
-async def test_claims_hand_out_only_the_first_event_of_each_key(store):
-    await record(store, ("a", "sms_sent", "m1"), ("a", "sms_delivered", "m1"), ("a", "sms_sent", "m2"),
-                 ("b", "sms_sent", "m1"), ("a", "sms_delivered", "m2"))
-    got = await store.claim_outbox(["a", "b"], 10, lease_s=30, now=1001)
-    assert [r.id for r in got] == [1, 3, 4]  # account b's "m1" is another key
-    assert await store.claim_outbox(["a", "b"], 10, lease_s=30, now=1002) == []  # leased
-    await store.settle_outbox(delivered=[(1, 1003)], now=1003)
-    assert [r.id for r in await store.claim_outbox(["a", "b"], 10, lease_s=30, now=1003)] == [2]
-    # only accounts asked for; the limit holds
-    await store.settle_outbox(release=[3, 4], now=1004)
-    assert [r.id for r in await store.claim_outbox(["b"], 10, lease_s=30, now=1004)] == [4]
-    assert [r.id for r in await store.claim_outbox(["a"], 1, lease_s=30, now=1004)] == [3]
-
-
-async def test_a_retrying_event_holds_back_its_key_and_a_dead_one_lets_it_go(store):
-    await record(store, ("a", "sms_sent", "m1"), ("a", "sms_delivered", "m1"), ("a", "sms_sent", "m2"))
-    assert [r.id for r in await store.claim_outbox(["a"], 10, lease_s=30, now=1001)] == [1, 3]
-    await store.settle_outbox(retry=[(1, 1100.0, "HTTP 503")], delivered=[(3, 1001)], now=1001)
-    rows = await raw(store)
-    assert rows[1]["attempts"] == 1 and rows[1]["last_error"] == "HTTP 503" and rows[1]["next_attempt"] == 1100
-    assert rows[2]["next_attempt"] == 1100  # held back with it
-    assert await store.claim_outbox(["a"], 10, lease_s=30, now=1050) == []
-    assert await store.next_outbox_due(["a"], now=1050) == 1100
-    [again] = await store.claim_outbox(["a"], 10, lease_s=30, now=1100)
-    assert again.id == 1 and again.attempts == 1
-    await store.settle_outbox(dead=[(1, "HTTP 404")], now=1101)
-    assert [r.id for r in await store.claim_outbox(["a"], 10, lease_s=30, now=1101)] == [2]
-    assert await store.outbox_counts() == {"pending": 1, "delivered": 1, "dead": 1}
-    rows = await raw(store)
-    assert rows[1]["dead"] == 1 and rows[1]["last_error"] == "HTTP 404" and rows[1]["attempts"] == 2
-
-
-async def test_an_unsettled_claim_comes_back_after_its_lease(store):
-    await record(store, ("a", "sms_sent", "m1"), ("a", "sms_delivered", "m1"))
-    assert [r.id for r in await store.claim_outbox(["a"], 10, lease_s=30, now=1001)] == [1]
-    # the daemon died here
-    assert await store.claim_outbox(["a"], 10, lease_s=30, now=1030) == []
-    assert [r.id for r in await store.claim_outbox(["a"], 10, lease_s=30, now=1031)] == [1]
-
-
-async def test_recovered_account_makes_its_retries_due(store):
-    await record(store, ("a", "sms_sent", "m1"), ("a", "sms_sent", "m2"), ("b", "sms_sent", "m3"))
-    await store.claim_outbox(["a", "b"], 10, lease_s=30, now=1001)
-    await store.settle_outbox(retry=[(1, 5000.0, "refused"), (2, 5000.0, "refused"), (3, 5000.0, "refused")],
-                              now=1001)
-    await store.settle_outbox(recovered=["a"], now=1200)
-    assert [r.id for r in await store.claim_outbox(["a", "b"], 10, lease_s=30, now=1200)] == [1, 2]
-
-
-async def test_listener_hears_each_recorded_event(store):
-    heard = []
-    store.set_outbox_listener(lambda: heard.append(1))
-    await record(store, ("a", "sms_sent", "m1"), ("a", "sms_sent", "m2"), ("zzz", "sms_sent", "m3"))
-    assert len(heard) == 2  # account zzz has no webhook: nothing recorded
-    store.set_outbox_listener(None)
-    await record(store, ("a", "sms_sent", "m4"))
-    assert len(heard) == 2

@@ -1,25 +1,20 @@
 """The outgoing job's state machine, as data (the h11 way).
 
-``TRANSITIONS[state][event] -> next state``. The store refuses any move not
-in this table, and docs/protocol.md's diagram is drawn from it.
-
-::
-
-    queued ──dispatch──▶ dispatched ──sent──▶ sent ──delivered──▶ delivered
-      │ ▲                   │  │                └───failed──▶ failed
-      │ └─────requeue───────┘  └──failed──▶ failed
-      ├──expire──▶ expired
-      └──cancel──▶ cancelled
-    dispatched ──unconfirmed──▶ unconfirmed ──sent──▶ sent   (──fail──▶ failed)
+``TRANSITIONS[state][event] -> next state``. Every state change the store
+writes is looked up here first: a move that is not in this table is refused.
+The diagram and the table of transitions in docs/protocol.md are generated
+from this module (``python -m bridge.core.jobstates_doc --write
+docs/protocol.md``); a test fails when the document differs from it.
 
 ``unconfirmed`` ("sent-unconfirmed"): the job may have reached the radio
 network but its result never came back (a lost link, a modem that did not
 answer after the PDU was written). It is never dispatched again; a later
-delivery report or the device's ledger can still settle it.
+report from its device (sent, delivered, failed) can still settle it.
 """
 
 from __future__ import annotations
 
+NEW = "new"  # not a stored state: a job before the store has accepted it
 QUEUED = "queued"
 DISPATCHED = "dispatched"
 SENT = "sent"
@@ -29,12 +24,18 @@ EXPIRED = "expired"
 CANCELLED = "cancelled"
 UNCONFIRMED = "unconfirmed"
 
+# The states a stored job can be in.
 STATES = (QUEUED, DISPATCHED, UNCONFIRMED, SENT, DELIVERED, FAILED, EXPIRED, CANCELLED)
 FINAL_STATES = frozenset({DELIVERED, FAILED, EXPIRED, CANCELLED})
 
+ENQUEUE = "enqueue"
+DISPATCH = "dispatch"
+REQUEUE = "requeue"
+
 TRANSITIONS: dict[str, dict[str, str]] = {
-    QUEUED: {"dispatch": DISPATCHED, "expire": EXPIRED, "cancel": CANCELLED, "fail": FAILED},
-    DISPATCHED: {"requeue": QUEUED, "sent": SENT, "fail": FAILED, "cancel": CANCELLED,
+    NEW: {ENQUEUE: QUEUED},
+    QUEUED: {DISPATCH: DISPATCHED, "expire": EXPIRED, "cancel": CANCELLED, "fail": FAILED},
+    DISPATCHED: {REQUEUE: QUEUED, "sent": SENT, "fail": FAILED, "cancel": CANCELLED,
                  "unconfirmed": UNCONFIRMED},
     UNCONFIRMED: {"sent": SENT, "fail": FAILED},
     SENT: {"delivered": DELIVERED, "fail": FAILED},
@@ -42,6 +43,38 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     FAILED: {},
     EXPIRED: {},
     CANCELLED: {},
+}
+
+# What each state and each transition means (docs/protocol.md is written from these).
+STATE_MEANINGS: dict[str, str] = {
+    QUEUED: "stored, waiting for its date and for a device of its account",
+    DISPATCHED: "pushed to one device, which has not answered yet (it counts against that device's window)",
+    UNCONFIRMED: "may have reached the radio network, but its result was lost; never dispatched again",
+    SENT: "the network took it; a delivery report may follow",
+    DELIVERED: "the delivery report came back positive (final)",
+    FAILED: "it will not be sent: the device or the network refused it, or it ran out of attempts (final)",
+    EXPIRED: "not dispatched within its ttl (final)",
+    CANCELLED: "withdrawn before it was sent (final)",
+}
+
+MEANINGS: dict[tuple[str, str], str] = {
+    (NEW, ENQUEUE): "the API accepted it (a client-supplied `id_sms_api` already stored returns that job instead)",
+    (QUEUED, DISPATCH): "claimed for an online device of its account: priority 2 before 1 before 0, then "
+                        "`date_to_send`, then arrival",
+    (QUEUED, "expire"): "its ttl ran out before any device took it",
+    (QUEUED, "cancel"): "withdrawn while waiting",
+    (QUEUED, "fail"): "refused before any device took it",
+    (DISPATCHED, REQUEUE): "the device rejected it without beginning it, or stayed away longer than "
+                           "`[agents] requeue_grace_s`: back to the queue for any device "
+                           "(after `[dispatcher] max_attempts`, `fail` instead)",
+    (DISPATCHED, "sent"): "the device reports that the network took it",
+    (DISPATCHED, "fail"): "the device reports a failure, or the job ran out of attempts",
+    (DISPATCHED, "cancel"): "withdrawn while on a device",
+    (DISPATCHED, "unconfirmed"): "the device began it but lost its result; it is never pushed again",
+    (UNCONFIRMED, "sent"): "a later report from its device says the network took it",
+    (UNCONFIRMED, "fail"): "a later report from its device says it failed",
+    (SENT, "delivered"): "the delivery report came back positive",
+    (SENT, "fail"): "the delivery report came back negative",
 }
 
 
@@ -66,7 +99,7 @@ def path(state: str, target: str) -> list[str]:
     seen = {state}
     while frontier:
         current, events = frontier.pop(0)
-        for event, nxt in TRANSITIONS[current].items():
+        for event, nxt in TRANSITIONS.get(current, {}).items():
             if nxt == target:
                 return events + [event]
             if nxt not in seen:

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 
 from bridge.config import Config, DeviceConfig
 from bridge.dispatch.session import DeviceHealth, DeviceSession, RateLimiter
-from bridge.store.sqlite import Job, Store
+from bridge.store.model import Job
+from bridge.store.protocols import JobQueue
 from device_agents import protocol
 from device_agents.tasks import TaskSet
 
@@ -26,7 +27,7 @@ CLAIM_CHUNK = 64  # jobs claimed for one device in one go
 
 
 class Dispatcher:
-    def __init__(self, *, config: Config, store: Store) -> None:
+    def __init__(self, *, config: Config, store: JobQueue) -> None:
         self.config = config
         self.store = store
         self.sessions: dict[str, DeviceSession] = {}

@@ -32,7 +32,7 @@ from bridge.config import Config
 from bridge.dispatch.dispatcher import Dispatcher
 from bridge.dispatch.session import DeviceSession
 from bridge.dispatch.tokens import TokenBook
-from bridge.store.sqlite import Store
+from bridge.store.protocols import Store
 from device_agents import protocol
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import DeviceConfig
-from bridge.store.sqlite import Job
+from bridge.store.model import Job
 from device_agents import protocol
 
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from bridge import config as config_module
 from bridge.config import Config, ConfigError
 from bridge.ops import client
-from bridge.store.sqlite import MIGRATIONS
+from bridge.store.schema import MIGRATIONS
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 

@@ -18,7 +18,8 @@ from bridge.config import Config
 from bridge.dispatch.tokens import new_pairing_token, token_digest
 from bridge.ops import client
 from bridge.ops.tls import fingerprint
-from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite import SqliteDeviceAuth
+from bridge.webhooks.policy import WebhookPolicy
 from device_agents.pairing import build_uri
 
 
@@ -44,8 +45,10 @@ def agent_url(config: Config) -> str:
     return f"{'wss' if config.agents.tls_cert else 'ws'}://{host}:{port}"
 
 
-def _store(config: Config) -> SqliteStore:
-    return SqliteStore(config.store.path, synchronous=config.store.synchronous)
+def _store(config: Config) -> SqliteDeviceAuth:
+    """The store's device tokens alone (the daemon may have the same database open)."""
+    return SqliteDeviceAuth(config.store.path, event_filter=WebhookPolicy(config),
+                            synchronous=config.store.synchronous)
 
 
 async def _issue(config: Config, device_id: str) -> str:

@@ -45,8 +45,9 @@ from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from bridge.config import AccountConfig, Config
-from bridge.store import sqlite as st
-from bridge.store.sqlite import OutboxRow, Store
+from bridge.core import events as st
+from bridge.store.model import OutboxRow
+from bridge.store.protocols import Store
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ jobs to the connected agent.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any

@@ -1,0 +1,161 @@
+"""What the store holds and hands out: frozen, slotted records, the same for
+every backend."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from device_agents import protocol
+
+ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id_sms_api() -> str:
+    """A 15-character identifier in the style of inSIM's (``FI5O7apqaaqcUmQ``)."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(15))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    kind: str  # "sms" | "call"
+    phone_number: str
+    message: str = ""
+    id_sms_api: str | None = None
+    url: str | None = None
+    priority: int = 1
+    due: float | None = None  # epoch seconds; None = now
+    ttl_s: float = 86400.0
+    parts: int = 1
+    encoding: str = "gsm7"
+    report: bool = True
+    link_code: str | None = None  # tracked link in the text: {public_url}/l/{code} -> url
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    account: str
+    id_sms_api: str
+    kind: str
+    phone_number: str
+    message: str
+    url: str | None
+    priority: int
+    due: float
+    expires: float
+    state: str
+    reason: str | None
+    device_id: str | None
+    attempts: int
+    parts: int
+    encoding: str
+    report: bool
+    created: float
+    updated: float
+
+    @property
+    def job_id(self) -> str:
+        return str(self.id)
+
+    def to_protocol(self) -> protocol.Job:
+        if self.kind == "call":
+            return protocol.Dial(job_id=self.job_id, to=self.phone_number)
+        return protocol.SendSms(job_id=self.job_id, to=self.phone_number, text=self.message,
+                                report=self.report, reference=self.id_sms_api)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job: Job
+    created: bool  # False: an earlier job with the same id_sms_api was returned
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One recorded webhook event, as the deliverer claims it."""
+    id: int
+    account: str
+    kind: str
+    order_key: str
+    payload: str  # JSON text: the event's fields plus event_id, kind, account, at
+    created: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """A webhook event to record: ``kind`` (bridge.core.events) for
+    ``account``; events of one ``order_key`` are delivered in the order they
+    were recorded."""
+    account: str
+    kind: str
+    order_key: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contact:
+    """One address-book entry (upserted by account and number)."""
+    phone_number: str
+    firstname: str = ""
+    lastname: str = ""
+    email: str = ""
+    address: str = ""
+    country_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A tracked short link: ``{public_url}/l/{code}`` redirects to ``url``."""
+    code: str
+    account: str
+    id_sms_api: str
+    phone_number: str
+    url: str
+    created: float
+    clicks: int
+
+
+# Verification code states (stored); "dead" and "expired" are also derived.
+CODE_PENDING = "pending"
+CODE_VERIFIED = "verified"
+CODE_DEAD = "dead"
+CODE_EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationCode:
+    id: int
+    account: str
+    phone_number: str
+    salt: bytes
+    digest: bytes
+    created: float
+    expires: float
+    attempts: int
+    max_attempts: int
+    state: str
+    verified_at: float | None
+    id_sms_api: str | None
+    sms_status: str | None  # the state of the SMS job that carried it
+
+    def status(self, now: float) -> str:
+        """``verified``, ``dead`` (no try left), ``expired`` or ``pending``."""
+        if self.state == CODE_VERIFIED:
+            return CODE_VERIFIED
+        if self.state == CODE_DEAD or self.attempts >= self.max_attempts:
+            return CODE_DEAD
+        if now >= self.expires:
+            return CODE_EXPIRED
+        return CODE_PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What applying a batch of agent events did."""
+    acked: list[str] = field(default_factory=list)  # event ids stored (or seen before)
+    requeued: int = 0  # rejected jobs that went back to the queue
+    finished: int = 0  # jobs that left the device's window (sent, failed, rejected, unconfirmed)

@@ -1,0 +1,222 @@
+"""The store's doors: one small :class:`typing.Protocol` per concern, so that
+each caller depends only on what it uses and a second backend (PostgreSQL)
+can be written one concern at a time.
+
+Every coroutine is one transaction: it happens whole or not at all, so a crash
+at any point loses nothing that was answered as accepted. The contract tests
+(tests/store_contract/) say what each door promises, for every backend.
+
+=============  ===========================================================
+``JobQueue``    outgoing jobs: enqueue, claim, agents' events, requeue,
+                expiry, reading a job and its history
+``Outbox``      the webhook events recorded with the changes that raised
+                them: claim, settle, listen
+``Records``     inbound SMS, calls, call notes, contacts, opt-outs, tracked
+                links and their clicks, the message list
+``Codes``       verification codes (hashed) and the SMS that carries each
+``DeviceAuth``  pairing tokens of devices and their revocation
+``Lifecycle``   open, close, ping
+``Store``       all of them: for the composition root (the daemon) only
+=============  ===========================================================
+
+What the store does *not* decide is which events an account is sent: it asks
+the :class:`EventFilter` it is given (``bridge.webhooks.policy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from bridge.core.optout import Keywords
+from bridge.store.model import (
+    Contact,
+    Enqueued,
+    EventOutcome,
+    Job,
+    Link,
+    NewJob,
+    OutboxEvent,
+    OutboxRow,
+    VerificationCode,
+)
+from device_agents import protocol
+
+
+class EventFilter(Protocol):
+    """Which webhook events an account is sent (given to the store's constructor)."""
+
+    def wants(self, account: str, kind: str) -> bool: ...
+
+
+class Lifecycle(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """A trivial query: the store answers (the service watchdog asks)."""
+
+
+class JobQueue(Protocol):
+    """Outgoing jobs, from acceptance to their final state. Every state change
+    goes through ``bridge.core.jobstates`` and is kept in the job's history."""
+
+    async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+        """One :class:`Enqueued` per job, in order. A client-supplied
+        ``id_sms_api`` is an idempotency key per account: a job sent again
+        (or twice in one batch) returns the first one, ``created`` False."""
+
+    async def claim(self, account: str, device_id: str, limit: int, *,
+                    kinds: tuple[str, ...] = ("sms", "call")) -> list[Job]:
+        """Up to ``limit`` due, unexpired queued jobs of ``account`` — priority
+        2 before 1 before 0, then due date, then arrival — now dispatched to
+        ``device_id``. The jobs are returned as they were before the claim.
+        Concurrent claims never share a job."""
+
+    async def next_due(self, account: str) -> float | None:
+        """The earliest due date among the account's queued jobs."""
+
+    async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
+                           max_attempts: int = 5) -> EventOutcome:
+        """Store what a device reports (job states, inbound SMS, calls, call
+        notes), each event once per (device, event id)."""
+
+    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+        """Jobs dispatched to this device that its ledger does not know: the
+        agent never got them, so they are pushed again (same job id)."""
+
+    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
+                             max_attempts: int = 5) -> int:
+        """Give the device's jobs dispatched before that time back to the queue
+        (or fail those out of attempts); ``unconfirmed`` jobs are never given back."""
+
+    async def in_flight(self, device_id: str) -> list[Job]:
+        """The jobs dispatched to the device and not yet answered, oldest first."""
+
+    async def devices_in_flight(self) -> list[str]:
+        """Devices that hold dispatched jobs (configured or not any more)."""
+
+    async def expire(self, now: float | None = None) -> int:
+        """Expire queued jobs whose ttl ran out; how many."""
+
+    async def get_job(self, account: str, id_sms_api: str) -> Job | None: ...
+
+    async def history(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's states in order: ``state``, ``at``, ``device_id``, ``reason``."""
+
+    async def counts(self) -> dict[tuple[str, int], int]:
+        """Jobs by (state, priority)."""
+
+
+class Outbox(Protocol):
+    """The webhook events, recorded in the same transaction as the change
+    that raised them, delivered at least once and in order per ``order_key``."""
+
+    def set_outbox_listener(self, callback: Callable[[], None] | None) -> None:
+        """``callback()`` is called, from any thread, whenever an event is
+        recorded in the outbox. It must be cheap and thread-safe."""
+
+    async def record_events(self, events: Iterable[OutboxEvent], *, at: float | None = None) -> int:
+        """Record events the filter lets through, in one transaction; how many."""
+
+    async def claim_outbox(self, accounts: Iterable[str], limit: int, *, lease_s: float,
+                           now: float | None = None) -> list[OutboxRow]:
+        """Up to ``limit`` due events of ``accounts``, oldest due first, each the
+        first undelivered, live event of its (account, order_key): a later event
+        of a key waits while an earlier one is in flight or retrying. Claimed
+        events are leased: not due again for ``lease_s`` unless settled."""
+
+    async def settle_outbox(self, *, delivered: Iterable[tuple[int, float]] = (),
+                            retry: Iterable[tuple[int, float, str]] = (),
+                            dead: Iterable[tuple[int, str]] = (), release: Iterable[int] = (),
+                            recovered: Iterable[str] = (), now: float | None = None) -> None:
+        """Record delivery outcomes in one transaction: ``delivered`` (id, at);
+        ``retry`` (id, next attempt, error), which also holds back the later
+        events of its key; ``dead`` (id, error); ``release`` ids claimed but not
+        attempted (due again now); ``recovered`` accounts whose receiver answers
+        again (their retrying events are due now)."""
+
+    async def next_outbox_due(self, accounts: Iterable[str], now: float | None = None) -> float | None:
+        """The earliest future ``next_attempt`` among undelivered live events."""
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """``pending``, ``delivered``, ``dead`` events in the outbox."""
+
+    async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Recorded events, oldest first (``id``, ``account``, ``kind``,
+        ``order_key``, ``payload``, ``delivered_at``)."""
+
+
+class Records(Protocol):
+    """What the API and the devices record besides jobs."""
+
+    def set_opt_out(self, keywords: Keywords, default_region: str | None = None) -> None:
+        """The stop/start words that incoming SMS are matched against, and the
+        region that reads senders written without a country code."""
+
+    async def opted_out(self, account: str, numbers: Iterable[str]) -> set[str]:
+        """Those of ``numbers`` (E.164) that asked the account to stop."""
+
+    async def upsert_contacts(self, account: str, contacts: list[Contact]) -> list[bool]:
+        """Create or update by number; True for each contact that is new."""
+
+    async def contacts(self, account: str, limit: int = 1000) -> list[Contact]: ...
+
+    async def click(self, code: str, *, user_agent: str | None = None, ip: str | None = None) -> Link | None:
+        """Record a click on a tracked link and raise its ``link_clicked``
+        event; None for an unknown code."""
+
+    async def links(self, account: str, id_sms_api: str) -> list[Link]: ...
+
+    async def add_call_note(self, account: str, number: str, text: str, *, source: str = "interface") -> int:
+        """Record a call qualification and raise its ``call_qualification`` event."""
+
+    async def messages(self, account: str, *, direction: str | None = None, status: str | None = None,
+                       take: int = 50, skip: int = 0) -> list[dict[str, Any]]:
+        """Outgoing SMS jobs (``direction`` "out") and inbound SMS ("in"),
+        newest first."""
+
+    async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None: ...
+
+    async def inbound(self, account: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def calls(self, account: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+
+class Codes(Protocol):
+    async def create_code(self, account: str, number: str, *, salt: bytes, digest: bytes, ttl_s: float,
+                          max_attempts: int, job: NewJob) -> tuple[VerificationCode, Enqueued]:
+        """A verification code (hashed) and the SMS job that carries it, together."""
+
+    async def live_code(self, account: str, number: str, code_id: int | None = None) -> VerificationCode | None:
+        """The newest pending, unexpired code with tries left for ``number``."""
+
+    async def use_code_try(self, code_id: int) -> VerificationCode | None:
+        """Spend one try of a live code; None when it has none left (or is
+        verified or expired). The try is spent before the comparison."""
+
+    async def finish_code(self, code_id: int, *, verified: bool) -> bool:
+        """After a try: ``verified`` marks it used (True if it was still
+        pending); otherwise it dies when no try is left."""
+
+    async def codes(self, account: str, *, code_id: int | None = None, take: int = 50,
+                    skip: int = 0) -> list[VerificationCode]: ...
+
+
+class DeviceAuth(Protocol):
+    """Pairing tokens (``simbridge pair``), kept only as their SHA-256."""
+
+    async def add_device_token(self, device_id: str, digest: str) -> None: ...
+
+    async def revoke_device(self, device_id: str, *, bump_generation: bool) -> int:
+        """Revoke every pairing token of the device (returns how many); with
+        ``bump_generation`` its derived token changes too."""
+
+    async def device_auth(self, device_id: str) -> tuple[frozenset[str], int]:
+        """The live pairing-token digests of a device, and its derived-token generation."""
+
+
+class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, Protocol):
+    """Every door at once: what the composition root builds and hands out,
+    each component typing it by the doors it uses."""

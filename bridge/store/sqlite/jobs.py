@@ -1,0 +1,344 @@
+"""The job queue on SQLite (:class:`bridge.store.protocols.JobQueue`).
+
+Every state a job takes is looked up in ``bridge.core.jobstates`` before it
+is written, and written with a line of history; batches look the move up once
+and write it with bulk statements (a per-row statement costs more than
+everything else of a 1,000-message request).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.core import events
+from bridge.core import jobstates as js
+from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_api
+from bridge.store.schema import JOB_COLUMNS
+from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, job_from_row, marks
+from bridge.store.sqlite.recorder import EventRecorder
+from bridge.store.sqlite.records import store_report
+from device_agents import protocol
+
+log = logging.getLogger(__name__)
+
+ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (15 parameters each; SQLite allows 32,766)
+
+# What an agent's job report asks for (``rejected`` and ``accepted`` are handled apart).
+REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: js.DELIVERED,
+                            protocol.JOB_FAILED: js.FAILED, protocol.JOB_UNCONFIRMED: js.UNCONFIRMED}
+
+# Literal states in SELECTs, so that SQLite can use the partial indexes (WHERE state = 'queued').
+QUEUED_SQL = f"state = '{js.QUEUED}'"
+DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
+
+
+# -- writing jobs (also used by the codes, whose SMS is enqueued with the code) --
+
+def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+    """Insert a batch with a few multi-row statements; one :class:`Enqueued` per job."""
+    now = time.time()
+    state = js.next_state(js.NEW, js.ENQUEUE)  # once for the batch
+    given = [new.id_sms_api for new in jobs if new.id_sms_api]
+    existing = {job.id_sms_api: job for job in jobs_by_key(db, account, given)}
+    keys: list[str] = []
+    fresh: dict[str, tuple[NewJob, float, float]] = {}
+    for new in jobs:
+        key = new.id_sms_api or new_id_sms_api()
+        keys.append(key)
+        if key in existing or key in fresh:
+            continue  # sent before, or twice in this batch: the first one stands
+        due = new.due if new.due is not None else now
+        fresh[key] = (new, due, max(due, now) + new.ttl_s)  # a date in the past means: now
+    created: dict[str, Job] = {}
+    items = list(fresh.items())
+    for i in range(0, len(items), ENQUEUE_CHUNK):
+        chunk = items[i:i + ENQUEUE_CHUNK]
+        values: list[Any] = []
+        for key, (new, due, expires) in chunk:
+            values += (account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
+                       expires, new.parts, new.encoding, int(new.report), now, now, state)
+        rows = db.execute(
+            "INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
+            "parts, encoding, report, created, updated, state) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api", values).fetchall()
+        ids = {k: i for i, k in rows}
+        for key, (new, due, expires) in chunk:
+            if key not in ids:  # a generated key that already existed: astronomically rare
+                raise sqlite3.IntegrityError(f"id_sms_api {key!r} collided; send again")
+            created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
+                               new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
+                               new.report, now, now)
+    db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
+                   [(job.id, state, now) for job in created.values()])
+    links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
+             for k, job in created.items() if fresh[k][0].link_code and job.url]
+    if links:
+        db.executemany("INSERT INTO links (code, account, job_id, id_sms_api, phone_number, url, created) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", links)
+    if recorder.wants(account, events.STATE_EVENTS[state]):
+        for job in created.values():
+            recorder.job_event(db, job, state, now, None, None)
+    out: list[Enqueued] = []
+    first: set[str] = set()
+    for key in keys:
+        if key in created and key not in first:
+            first.add(key)
+            out.append(Enqueued(created[key], True))
+        else:
+            out.append(Enqueued(created.get(key) or existing[key], False))
+    return out
+
+
+def jobs_by_key(db: sqlite3.Connection, account: str, keys: list[str]) -> list[Job]:
+    out: list[Job] = []
+    for i in range(0, len(keys), IN_CHUNK):
+        chunk = keys[i:i + IN_CHUNK]
+        out += [job_from_row(r) for r in db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND id_sms_api IN ({marks(len(chunk))})",
+            (account, *chunk))]
+    return out
+
+
+def jobs_by_id(db: sqlite3.Connection, ids: list[int]) -> dict[int, Job]:
+    out: dict[int, Job] = {}
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i:i + IN_CHUNK]
+        for r in db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})", chunk):
+            job = job_from_row(r)
+            out[job.id] = job
+    return out
+
+
+@dataclass(slots=True)
+class _Moves:
+    """Job moves of one transaction, written together by :meth:`flush`."""
+    recorder: EventRecorder
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+
+    def move(self, db: sqlite3.Connection, job: Job, target: str, now: float, *,
+             reason: str | None = None, device_id: str | None = None) -> Job:
+        """Take ``job`` to ``target`` through the state table, one history line
+        (and webhook event) per step; the job as it now is."""
+        state = job.state
+        for event in js.path(state, target):
+            state = js.next_state(state, event)
+            self.history.append((job.id, state, now, device_id, reason))
+            self.recorder.job_event(db, job, state, now, reason, device_id)
+        assign = None if target == js.QUEUED else (device_id or job.device_id)
+        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
+
+    def flush(self, db: sqlite3.Connection) -> None:
+        if self.history:
+            db.executemany("INSERT INTO job_history (job_id, state, at, device_id, reason) VALUES (?, ?, ?, ?, ?)",
+                           self.history)
+        if self.updates:
+            db.executemany("UPDATE jobs SET state = ?, reason = ?, updated = ?, device_id = ?, "
+                           "dispatched_at = CASE WHEN ? THEN NULL ELSE dispatched_at END WHERE id = ?",
+                           list(self.updates.values()))
+        self.history.clear()
+        self.updates.clear()
+
+
+class SqliteJobQueue(SqliteBase):
+    async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+        return await self._run(self._tx(insert_jobs), self._recorder, account, jobs)
+
+    async def claim(self, account: str, device_id: str, limit: int, *,
+                    kinds: tuple[str, ...] = ("sms", "call")) -> list[Job]:
+        if limit <= 0:
+            return []
+        return await self._run(self._tx(self._claim), account, device_id, limit, kinds)
+
+    def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int,
+               kinds: tuple[str, ...]) -> list[Job]:
+        now = time.time()
+        rows = db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND {QUEUED_SQL} AND due <= ? "
+            f"AND expires > ? AND kind IN ({marks(len(kinds))}) "
+            "ORDER BY priority DESC, due, id LIMIT ?", (account, now, now, *kinds, limit)).fetchall()
+        jobs = [job_from_row(r) for r in rows]
+        if not jobs:
+            return []
+        target = js.next_state(js.QUEUED, js.DISPATCH)  # once for the batch: every row was queued
+        db.executemany("UPDATE jobs SET state = ?, device_id = ?, dispatched_at = ?, "
+                       "attempts = attempts + 1, updated = ? WHERE id = ?",
+                       [(target, device_id, now, now, j.id) for j in jobs])
+        db.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES (?, ?, ?, ?)",
+                       [(j.id, target, now, device_id) for j in jobs])
+        if self._recorder.wants(account, events.STATE_EVENTS[target]):
+            for j in jobs:
+                self._recorder.job_event(db, j, target, now, None, device_id)
+        return jobs
+
+    async def next_due(self, account: str) -> float | None:
+        return await self._run(self._next_due, account)
+
+    def _next_due(self, account: str) -> float | None:
+        row = self._conn.execute(f"SELECT MIN(due) FROM jobs WHERE account = ? AND {QUEUED_SQL}",
+                                 (account,)).fetchone()
+        due: float | None = row[0]
+        return due
+
+    async def in_flight(self, device_id: str) -> list[Job]:
+        return await self._run(self._in_flight, device_id)
+
+    def _in_flight(self, device_id: str) -> list[Job]:
+        rows = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = ? AND {DISPATCHED_SQL} "
+                                  "ORDER BY id", (device_id,)).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    async def devices_in_flight(self) -> list[str]:
+        return await self._run(self._devices_in_flight)
+
+    def _devices_in_flight(self) -> list[str]:
+        return [r[0] for r in self._conn.execute(
+            f"SELECT DISTINCT device_id FROM jobs WHERE {DISPATCHED_SQL} AND device_id IS NOT NULL")]
+
+    # -- what agents tell us -----------------------------------------------------------
+
+    async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
+                           max_attempts: int = 5) -> EventOutcome:
+        return await self._run(self._tx(self._apply_events), device_id, account, list(events), max_attempts)
+
+    def _apply_events(self, db: sqlite3.Connection, device_id: str, account: str,
+                      events: list[protocol.Event], max_attempts: int) -> EventOutcome:
+        now = time.time()
+        acked = [ev.event_id for ev in events]
+        seen = self._seen_events(db, device_id, acked)
+        fresh = []
+        for ev in events:
+            if ev.event_id not in seen:  # seen before: the agent did not get our ack
+                seen.add(ev.event_id)
+                fresh.append(ev)
+        db.executemany("INSERT INTO agent_events (device_id, event_id, at) VALUES (?, ?, ?)",
+                       [(device_id, ev.event_id, now) for ev in fresh])
+        jobs = jobs_by_id(db, [int(ev.job_id) for ev in fresh
+                               if isinstance(ev, protocol.JobState) and ev.job_id.isdigit()])
+        moves = _Moves(self._recorder)
+        finished = requeued = 0
+        for ev in fresh:
+            if isinstance(ev, protocol.JobState):
+                left, back = self._job_state(db, device_id, ev, now, max_attempts, jobs, moves)
+                finished += left
+                requeued += back
+            else:
+                store_report(db, self._recorder, self._keywords, self._region, account, device_id, ev, now)
+        moves.flush(db)
+        return EventOutcome(acked=acked, requeued=requeued, finished=finished)
+
+    def _seen_events(self, db: sqlite3.Connection, device_id: str, event_ids: list[str]) -> set[str]:
+        seen: set[str] = set()
+        for i in range(0, len(event_ids), IN_CHUNK):
+            chunk = event_ids[i:i + IN_CHUNK]
+            seen.update(r[0] for r in db.execute(
+                f"SELECT event_id FROM agent_events WHERE device_id = ? AND event_id IN ({marks(len(chunk))})",
+                (device_id, *chunk)))
+        return seen
+
+    def _job_state(self, db: sqlite3.Connection, device_id: str, ev: protocol.JobState, now: float,
+                   max_attempts: int, jobs: dict[int, Job], moves: _Moves) -> tuple[int, int]:
+        """Apply one job report; (jobs that left the device's window, jobs requeued)."""
+        job = jobs.get(int(ev.job_id)) if ev.job_id.isdigit() else None
+        if job is None:
+            log.warning("device %s reported unknown job %r", device_id, ev.job_id)
+            return 0, 0
+        if job.device_id != device_id:
+            # The job was given back to the queue and maybe to another device: this
+            # device's word about it no longer counts.
+            log.info("device %s reported job %s that is no longer its own", device_id, ev.job_id)
+            return 0, 0
+        if ev.state == protocol.JOB_ACCEPTED:
+            return 0, 0
+        if ev.state == protocol.JOB_REJECTED:
+            if job.state != js.DISPATCHED:
+                return 0, 0  # only a job not begun can be rejected (an unconfirmed one was begun)
+            if job.attempts >= max_attempts:
+                jobs[job.id] = moves.move(db, job, js.FAILED, now, device_id=device_id,
+                                          reason=f"rejected {job.attempts} times; last: {ev.reason or 'no reason'}")
+                return 1, 0
+            jobs[job.id] = moves.move(db, job, js.QUEUED, now, device_id=device_id,
+                                      reason=f"rejected by device: {ev.reason or 'no reason'}")
+            return 1, 1
+        target = REPORTED[ev.state]
+        try:
+            js.path(job.state, target)
+        except js.InvalidTransition:
+            log.info("device %s: job %s is %s, ignoring %s", device_id, job.id, job.state, ev.state)
+            return 0, 0
+        left = 1 if job.state == js.DISPATCHED else 0
+        jobs[job.id] = moves.move(db, job, target, now, reason=ev.reason, device_id=device_id)
+        return left, 0
+
+    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+        known = {e.job_id for e in ledger}
+        jobs = await self.in_flight(device_id)
+        return [j for j in jobs if j.job_id not in known]
+
+    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
+                             max_attempts: int = 5) -> int:
+        return await self._run(self._tx(self._requeue_device), device_id, dispatched_before, reason, max_attempts)
+
+    def _requeue_device(self, db: sqlite3.Connection, device_id: str, before: float, reason: str,
+                        max_attempts: int) -> int:
+        now = time.time()
+        # Only jobs still dispatched: an unconfirmed one may have been sent, so it never goes back.
+        rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = ? AND {DISPATCHED_SQL} "
+                          "AND dispatched_at < ?", (device_id, before)).fetchall()
+        moves = _Moves(self._recorder)
+        for row in rows:
+            job = job_from_row(row)
+            if job.attempts >= max_attempts:
+                moves.move(db, job, js.FAILED, now, device_id=device_id,
+                           reason=f"{reason}; gave up after {job.attempts} attempts")
+            else:
+                moves.move(db, job, js.QUEUED, now, device_id=device_id, reason=reason)
+        moves.flush(db)
+        return len(rows)
+
+    async def expire(self, now: float | None = None) -> int:
+        return await self._run(self._tx(self._expire), now or time.time())
+
+    def _expire(self, db: sqlite3.Connection, now: float) -> int:
+        rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {QUEUED_SQL} AND expires <= ? LIMIT 10000",
+                          (now,)).fetchall()
+        moves = _Moves(self._recorder)
+        for row in rows:
+            job = job_from_row(row)
+            moves.move(db, job, js.EXPIRED, now,
+                       reason=f"not dispatched within its ttl ({job.expires - max(job.due, job.created):g} s)")
+        moves.flush(db)
+        return len(rows)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get_job(self, account: str, id_sms_api: str) -> Job | None:
+        return await self._run(self._get_job, account, id_sms_api)
+
+    def _get_job(self, account: str, id_sms_api: str) -> Job | None:
+        row = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND id_sms_api = ?",
+                                 (account, id_sms_api)).fetchone()
+        return job_from_row(row) if row else None
+
+    async def history(self, job_id: int) -> list[dict[str, Any]]:
+        return await self._run(self._history, job_id)
+
+    def _history(self, job_id: int) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT state, at, device_id, reason FROM job_history WHERE job_id = ? "
+                                  "ORDER BY rowid", (job_id,)).fetchall()
+        return [{"state": s, "at": a, "device_id": d, "reason": r} for s, a, d, r in rows]
+
+    async def counts(self) -> dict[tuple[str, int], int]:
+        return await self._run(self._counts)
+
+    def _counts(self) -> dict[tuple[str, int], int]:
+        rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs GROUP BY state, priority").fetchall()
+        return {(s, p): n for s, p, n in rows}

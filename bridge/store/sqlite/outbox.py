@@ -1,0 +1,93 @@
+"""The webhook outbox on SQLite (:class:`bridge.store.protocols.Outbox`)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bridge.store.model import OutboxEvent, OutboxRow
+from bridge.store.sqlite.base import SqliteBase, marks
+
+
+class SqliteOutbox(SqliteBase):
+    def set_outbox_listener(self, callback: Callable[[], None] | None) -> None:
+        self._recorder.listener = callback
+
+    async def record_events(self, events: Iterable[OutboxEvent], *, at: float | None = None) -> int:
+        return await self._run(self._tx(self._record_events), list(events), at or time.time())
+
+    def _record_events(self, db: sqlite3.Connection, events: list[OutboxEvent], now: float) -> int:
+        return sum(self._recorder.record(db, e.account, e.kind, e.order_key, e.payload, now) for e in events)
+
+    async def claim_outbox(self, accounts: Iterable[str], limit: int, *, lease_s: float,
+                           now: float | None = None) -> list[OutboxRow]:
+        accounts = list(accounts)
+        if limit <= 0 or not accounts:
+            return []
+        return await self._run(self._tx(self._claim_outbox), accounts, limit, lease_s, now or time.time())
+
+    def _claim_outbox(self, db: sqlite3.Connection, accounts: list[str], limit: int, lease_s: float,
+                      now: float) -> list[OutboxRow]:
+        rows = db.execute(
+            "SELECT id, account, kind, order_key, payload, created, attempts FROM outbox AS o "
+            # "+account": walk the due events in order (outbox_pending), not the whole account.
+            f"WHERE delivered_at IS NULL AND dead = 0 AND next_attempt <= ? AND +account IN ({marks(len(accounts))}) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox AS p WHERE p.account = o.account "
+            "AND p.order_key = o.order_key AND p.id < o.id AND p.delivered_at IS NULL AND p.dead = 0) "
+            "ORDER BY next_attempt, id LIMIT ?", (now, *accounts, limit)).fetchall()
+        if rows:
+            db.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ?", [(now + lease_s, r[0]) for r in rows])
+        return [OutboxRow(*r) for r in rows]
+
+    async def settle_outbox(self, *, delivered: Iterable[tuple[int, float]] = (),
+                            retry: Iterable[tuple[int, float, str]] = (),
+                            dead: Iterable[tuple[int, str]] = (), release: Iterable[int] = (),
+                            recovered: Iterable[str] = (), now: float | None = None) -> None:
+        await self._run(self._tx(self._settle_outbox), list(delivered), list(retry), list(dead),
+                        list(release), list(recovered), now or time.time())
+
+    def _settle_outbox(self, db: sqlite3.Connection, delivered: list[tuple[int, float]],
+                       retry: list[tuple[int, float, str]], dead: list[tuple[int, str]], release: list[int],
+                       recovered: list[str], now: float) -> None:
+        db.executemany("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
+                       "WHERE id = ?", [(at, id_) for id_, at in delivered])
+        db.executemany("UPDATE outbox SET dead = 1, attempts = attempts + 1, last_error = ? WHERE id = ?",
+                       [(error, id_) for id_, error in dead])
+        db.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ?", [(now, id_) for id_ in release])
+        db.executemany("UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE id = ?",
+                       [(at, error, id_) for id_, at, error in retry])
+        # The later events of a retrying key wait at least as long: they are not
+        # due before it, so claims do not walk over them again and again.
+        db.executemany("UPDATE outbox SET next_attempt = MAX(next_attempt, ?) WHERE delivered_at IS NULL "
+                       "AND dead = 0 AND id > ? AND (account, order_key) = "
+                       "(SELECT account, order_key FROM outbox WHERE id = ?)",
+                       [(at, id_, id_) for id_, at, _ in retry])
+        db.executemany("UPDATE outbox SET next_attempt = ? WHERE account = ? AND delivered_at IS NULL "
+                       "AND dead = 0 AND attempts > 0 AND next_attempt > ?",
+                       [(now, account, now) for account in recovered])
+
+    async def next_outbox_due(self, accounts: Iterable[str], now: float | None = None) -> float | None:
+        accounts = list(accounts)
+        if not accounts:
+            return None
+        rows = await self._run(self._select_dicts,
+                               "SELECT MIN(next_attempt) AS due FROM outbox WHERE delivered_at IS NULL "
+                               f"AND dead = 0 AND next_attempt > ? AND +account IN ({marks(len(accounts))})",
+                               (now or time.time(), *accounts))
+        due: float | None = rows[0]["due"]
+        return due
+
+    async def outbox_counts(self) -> dict[str, int]:
+        rows = await self._run(self._select_dicts,
+                               "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL AND dead = 0) AS pending, "
+                               "COUNT(delivered_at) AS delivered, COALESCE(SUM(dead), 0) AS dead FROM outbox", ())
+        return rows[0]
+
+    async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        if account is None:
+            return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, "
+                                   "delivered_at FROM outbox ORDER BY id LIMIT ?", (limit,))
+        return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, delivered_at "
+                               "FROM outbox WHERE account = ? ORDER BY id LIMIT ?", (account, limit))

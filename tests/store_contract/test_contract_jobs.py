@@ -1,0 +1,269 @@
+"""JobQueue: enqueue and idempotency, claim order, agents' reports through the
+state table (unconfirmed included), reconcile, requeue, expiry, reading."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bridge.core import jobstates as js
+from bridge.store.model import NewJob
+from device_agents import protocol as p
+from store_contract.contract_util import Reports, assert_history_follows_the_table, outbox_events, sms, states
+
+# -- enqueue -------------------------------------------------------------------------
+
+
+async def test_enqueue_answers_each_job_in_order_with_a_generated_key_when_none_is_given(store):
+    out = await store.enqueue("a", [sms(text="one"), sms(id_sms_api="mine", text="two"), sms(text="three")])
+    assert [e.job.message for e in out] == ["one", "two", "three"] and all(e.created for e in out)
+    assert out[1].job.id_sms_api == "mine"
+    generated = [out[0].job.id_sms_api, out[2].job.id_sms_api]
+    assert all(len(k) == 15 and k.isalnum() for k in generated) and generated[0] != generated[1]
+    for e in out:
+        assert e.job.state == js.QUEUED and e.job.account == "a" and e.job.attempts == 0
+        assert await store.get_job("a", e.job.id_sms_api) == e.job
+        assert await states(store, e.job.id) == [js.QUEUED]
+
+
+async def test_idempotency_key_is_per_account(store):
+    [first] = await store.enqueue("a", [sms(id_sms_api="k1", text="one")])
+    [again, other] = await store.enqueue("a", [sms(id_sms_api="k1", text="two"), sms(id_sms_api="k2")])
+    [elsewhere] = await store.enqueue("b", [sms(id_sms_api="k1")])
+    assert first.created and not again.created and other.created and elsewhere.created
+    assert again.job.id == first.job.id and again.job.message == "one"
+    assert elsewhere.job.id != first.job.id
+
+
+async def test_a_key_twice_in_one_batch_makes_one_job(store):
+    out = await store.enqueue("a", [sms(id_sms_api="twice", text="first"), sms(id_sms_api="twice", text="second")])
+    assert [e.created for e in out] == [True, False]
+    assert out[0].job == out[1].job and out[1].job.message == "first"
+    assert sum(n for (state, _), n in (await store.counts()).items() if state == js.QUEUED) == 1
+
+
+async def test_a_large_batch_is_stored_whole(store):
+    out = await store.enqueue("a", [sms(id_sms_api=f"bulk{i}") for i in range(1234)])
+    assert len({e.job.id for e in out}) == 1234
+    assert (await store.counts())[(js.QUEUED, 1)] == 1234
+
+
+async def test_the_job_fields_are_kept(store):
+    due = time.time() + 60
+    [e] = await store.enqueue("a", [NewJob(kind="sms", phone_number="+33611111111", message="€ text", priority=2,
+                                           due=due, ttl_s=100, parts=2, encoding="ucs2", report=False)])
+    job = await store.get_job("a", e.job.id_sms_api)
+    assert (job.phone_number, job.message, job.priority, job.parts, job.encoding, job.report) == (
+        "+33611111111", "€ text", 2, 2, "ucs2", False)
+    assert job.due == due and job.expires == due + 100
+    assert await store.get_job("b", e.job.id_sms_api) is None  # another account's key
+
+
+# -- claim ---------------------------------------------------------------------------
+
+
+async def test_claim_order_is_priority_then_date_then_arrival(store):
+    now = time.time()
+    await store.enqueue("a", [sms(id_sms_api="low", priority=0), sms(id_sms_api="future", priority=2, due=now + 3600),
+                              sms(id_sms_api="high", priority=2), sms(id_sms_api="normal"),
+                              sms(id_sms_api="high-older", priority=2, due=now - 60),
+                              sms(id_sms_api="normal-2")])
+    jobs = await store.claim("a", "d1", 10)
+    assert [j.id_sms_api for j in jobs] == ["high-older", "high", "normal", "normal-2", "low"]
+    assert all(j.state == js.QUEUED for j in jobs)  # the rows as they were claimed
+    job = await store.get_job("a", "high")
+    assert job.state == js.DISPATCHED and job.device_id == "d1" and job.attempts == 1
+    assert await states(store, job.id) == [js.QUEUED, js.DISPATCHED]
+    assert await store.claim("a", "d1", 10) == []  # the future one waits
+    assert await store.claim("b", "d1", 10) == []  # other accounts' jobs are not ours
+    assert await store.next_due("a") == (await store.get_job("a", "future")).due
+
+
+async def test_claim_takes_the_limit_and_the_kinds_asked_for(store):
+    await store.enqueue("a", [sms(id_sms_api="s1"), NewJob(kind="call", phone_number="+33612345678",
+                                                           id_sms_api="c1"), sms(id_sms_api="s2")])
+    assert await store.claim("a", "d1", 0) == []
+    assert [j.id_sms_api for j in await store.claim("a", "d1", 5, kinds=("call",))] == ["c1"]
+    assert [j.id_sms_api for j in await store.claim("a", "d1", 1, kinds=("sms",))] == ["s1"]
+    assert await store.next_due("a") is not None
+    await store.claim("a", "d1", 5)
+    assert await store.next_due("a") is None
+
+
+async def test_concurrent_claims_never_share_a_job(store):
+    await store.enqueue("a", [sms(id_sms_api=str(i)) for i in range(100)])
+    results = await asyncio.gather(*(store.claim("a", f"d{i}", 7) for i in range(20)))
+    ids = [j.id for jobs in results for j in jobs]
+    assert len(ids) == len(set(ids)) == 100
+
+
+async def test_an_expired_job_is_not_claimed(store):
+    await store.enqueue("a", [sms(id_sms_api="old", due=time.time() - 100, ttl_s=0)])
+    assert await store.claim("a", "d1", 5) == []
+
+
+# -- what devices report ---------------------------------------------------------------
+
+
+async def claimed(store, n=1, device="d1", **kw):
+    await store.enqueue("a", [sms(**kw) for _ in range(n)])
+    return await store.claim("a", device, n)
+
+
+async def test_reports_move_jobs_through_the_table_with_history(store):
+    [job] = await claimed(store)
+    r = Reports()
+    out = await store.apply_events("d1", "a", [r.job(job.id, "accepted"), r.job(job.id, "delivered")])
+    assert out.acked == ["e1", "e2"] and out.finished == 1 and out.requeued == 0
+    # the delivery report came while the job was dispatched: it goes through sent first
+    assert await states(store, job.id) == [js.QUEUED, js.DISPATCHED, js.SENT, js.DELIVERED]
+    # a final job takes nothing more
+    await store.apply_events("d1", "a", [r.job(job.id, "failed")])
+    assert (await store.get_job("a", job.id_sms_api)).state == js.DELIVERED
+    await assert_history_follows_the_table(store, job.id)
+
+
+async def test_an_event_is_applied_once_and_acked_every_time(store):
+    [job] = await claimed(store)
+    sent = Reports().job(job.id, "sent")
+    first = await store.apply_events("d1", "a", [sent])
+    again = await store.apply_events("d1", "a", [sent])
+    assert first.acked == again.acked == [sent.event_id]
+    assert first.finished == 1 and again.finished == 0
+    assert await states(store, job.id) == [js.QUEUED, js.DISPATCHED, js.SENT]
+
+
+async def test_reports_about_unknown_or_foreign_jobs_change_nothing(store):
+    [job] = await claimed(store, device="d1")
+    r = Reports()
+    out = await store.apply_events("d2", "a", [r.job(job.id, "sent"), r.job("999999", "sent"), r.job("x", "sent")])
+    assert out.acked == ["e1", "e2", "e3"] and out.finished == 0
+    assert (await store.get_job("a", job.id_sms_api)).state == js.DISPATCHED
+
+
+async def test_failure_keeps_its_reason(store):
+    [job] = await claimed(store)
+    await store.apply_events("d1", "a", [Reports().job(job.id, "failed", reason="CMS ERROR 38")])
+    got = await store.get_job("a", job.id_sms_api)
+    assert got.state == js.FAILED and got.reason == "CMS ERROR 38"
+    assert (await store.history(job.id))[-1]["reason"] == "CMS ERROR 38"
+
+
+async def test_a_rejected_job_goes_back_to_the_queue_until_its_attempts_run_out(store):
+    [job] = await claimed(store)
+    r = Reports()
+    out = await store.apply_events("d1", "a", [r.job(job.id, "rejected", reason="busy")], max_attempts=2)
+    assert out.requeued == 1 and out.finished == 1
+    back = await store.get_job("a", job.id_sms_api)
+    assert back.state == js.QUEUED and back.device_id is None and "busy" in back.reason
+    [again] = await store.claim("a", "d2", 1)
+    assert again.id == job.id and again.attempts == 1
+    # the first device's late word no longer counts
+    await store.apply_events("d1", "a", [r.job(job.id, "sent")])
+    assert (await store.get_job("a", job.id_sms_api)).state == js.DISPATCHED
+    out = await store.apply_events("d2", "a", [r.job(job.id, "rejected")], max_attempts=2)
+    assert out.requeued == 0 and out.finished == 1
+    final = await store.get_job("a", job.id_sms_api)
+    assert final.state == js.FAILED and "rejected 2 times" in final.reason
+    await assert_history_follows_the_table(store, job.id)
+
+
+async def test_unconfirmed_leaves_the_window_and_is_never_given_back(store):
+    jobs = await claimed(store, n=2)
+    job, other = jobs
+    out = await store.apply_events("d1", "a", [Reports().job(job.id, p.JOB_UNCONFIRMED, reason="link lost")])
+    assert out.finished == 1 and out.requeued == 0
+    got = await store.get_job("a", job.id_sms_api)
+    assert got.state == js.UNCONFIRMED and got.device_id == "d1"
+    assert [j.id for j in await store.in_flight("d1")] == [other.id]
+    assert await store.reconcile("d1", []) == [await store.get_job("a", other.id_sms_api)]
+    # a device gone for good: its dispatched jobs go back, the unconfirmed one stays
+    assert await store.requeue_device("d1", time.time() + 60, reason="device gone") == 1
+    assert (await store.get_job("a", job.id_sms_api)).state == js.UNCONFIRMED
+    assert (await store.get_job("a", other.id_sms_api)).state == js.QUEUED
+    # nor is it expired, nor rejected back to the queue
+    assert await store.expire(time.time() + 10 * 86400) == 1  # the requeued one only
+    await store.apply_events("d1", "a", [Reports().job(job.id, "rejected")])
+    assert (await store.get_job("a", job.id_sms_api)).state == js.UNCONFIRMED
+    assert "d1" not in await store.devices_in_flight()
+
+
+async def test_a_later_report_settles_an_unconfirmed_job(store):
+    delivered, failed = await claimed(store, n=2)
+    r = Reports()
+    await store.apply_events("d1", "a", [r.job(delivered.id, "unconfirmed"), r.job(failed.id, "unconfirmed")])
+    out = await store.apply_events("d1", "a", [r.job(delivered.id, "delivered"), r.job(failed.id, "failed")])
+    assert out.finished == 0  # they had left the window already
+    assert await states(store, delivered.id) == [js.QUEUED, js.DISPATCHED, js.UNCONFIRMED, js.SENT, js.DELIVERED]
+    assert await states(store, failed.id) == [js.QUEUED, js.DISPATCHED, js.UNCONFIRMED, js.FAILED]
+    for job in (delivered, failed):
+        await assert_history_follows_the_table(store, job.id)
+
+
+async def test_reconcile_pushes_again_only_what_the_ledger_does_not_know(store):
+    jobs = await claimed(store, n=3)
+    ledger = [p.LedgerEntry(job_id=jobs[1].job_id, state="accepted")]
+    again = await store.reconcile("d1", ledger)
+    assert [j.id for j in again] == [jobs[0].id, jobs[2].id]
+    assert all(j.state == js.DISPATCHED and j.device_id == "d1" for j in again)
+    assert await store.reconcile("d2", []) == []
+
+
+async def test_requeue_takes_only_jobs_dispatched_before_the_cutoff(store):
+    [early] = await claimed(store)
+    cutoff = time.time() + 1e-3
+    while time.time() <= cutoff:  # the clock must move past the cutoff (no sleep needed: it is a millisecond)
+        pass
+    [late] = await claimed(store)
+    assert set(await store.devices_in_flight()) == {"d1"}
+    assert await store.requeue_device("d1", cutoff, reason="gone") == 1
+    assert (await store.get_job("a", early.id_sms_api)).state == js.QUEUED
+    assert (await store.get_job("a", late.id_sms_api)).state == js.DISPATCHED
+    assert (await store.history(early.id))[-1]["reason"] == "gone"
+
+
+async def test_requeue_gives_up_after_max_attempts(store):
+    [job] = await claimed(store)
+    assert await store.requeue_device("d1", time.time() + 1, reason="gone", max_attempts=1) == 1
+    got = await store.get_job("a", job.id_sms_api)
+    assert got.state == js.FAILED and "gave up after 1 attempts" in got.reason
+    await assert_history_follows_the_table(store, job.id)
+
+
+async def test_expiry_takes_queued_jobs_past_their_ttl_only(store):
+    now = time.time()
+    [on_device] = await claimed(store, ttl_s=10)
+    [old, fresh] = await store.enqueue("a", [sms(ttl_s=10), sms(ttl_s=1000)])
+    assert await store.expire(now + 5) == 0
+    assert await store.expire(now + 20) == 1
+    job = await store.get_job("a", old.job.id_sms_api)
+    assert job.state == js.EXPIRED and "ttl" in job.reason
+    assert (await store.get_job("a", fresh.job.id_sms_api)).state == js.QUEUED
+    assert (await store.get_job("a", on_device.id_sms_api)).state == js.DISPATCHED
+    await assert_history_follows_the_table(store, old.job.id)
+
+
+async def test_counts_by_state_and_priority(store):
+    await store.enqueue("a", [sms(priority=0), sms(priority=2), sms(priority=2)])
+    await store.claim("a", "d1", 1)
+    assert await store.counts() == {(js.QUEUED, 0): 1, (js.QUEUED, 2): 1, (js.DISPATCHED, 2): 1}
+
+
+# -- the webhook events jobs raise --------------------------------------------------------
+
+
+async def test_each_step_raises_its_event_in_order(store):
+    [job] = await claimed(store, id_sms_api="m1")
+    await store.apply_events("d1", "a", [Reports().job(job.id, "delivered")])
+    got = await outbox_events(store, "a")
+    assert [e["kind"] for e in got] == ["sms_queued", "sms_dispatched", "sms_sent", "sms_delivered"]
+    assert {e["id_sms_api"] for e in got} == {"m1"}
+    assert [r["order_key"] for r in await store.outbox("a")] == ["m1"] * 4
+
+
+async def test_the_store_records_what_the_filter_lets_through(store, sends):
+    sends.set({"a": {"sms_sent"}})
+    [job] = await claimed(store)
+    await store.apply_events("d1", "a", [Reports().job(job.id, "delivered")])
+    assert [e["kind"] for e in await outbox_events(store)] == ["sms_sent"]
+    assert ("a", "sms_delivered") in sends.asked  # it asked; it did not decide

@@ -1,0 +1,103 @@
+"""What is SQLite's own in the store: the schema version, WAL, refusing a
+newer schema, group commit, and each concern's class working alone on the
+same database. (What every backend promises is in tests/store_contract/.)"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from bridge.core import events
+from bridge.store.model import NewJob
+from bridge.store.schema import MIGRATIONS, SCHEMA_VERSION
+from bridge.store.sqlite import SqliteDeviceAuth, SqliteJobQueue, SqliteOutbox, SqliteStore
+
+
+class Everything:
+    def wants(self, account: str, kind: str) -> bool:
+        return True
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SqliteStore(tmp_path / "s.db", event_filter=Everything(), synchronous="normal")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def sms(**kw) -> NewJob:
+    return NewJob(kind="sms", phone_number="+33612345678", message="hi", **kw)
+
+
+async def test_schema_is_versioned_and_wal(tmp_path, store):
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+async def test_an_older_schema_is_migrated_in_place(tmp_path):
+    db = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    db.execute("INSERT INTO jobs (account, id_sms_api, kind, phone_number, priority, due, expires, state, created, "
+               "updated) VALUES ('a', 'old', 'sms', '+33612345678', 1, 0, 1e12, 'queued', 0, 0)")
+    db.close()
+    s = SqliteStore(tmp_path / "s.db", event_filter=Everything())
+    await s.open()
+    try:
+        assert (await s.get_job("a", "old")).state == "queued"
+        assert await s.device_auth("x") == (frozenset(), 0)  # a table of a later migration
+    finally:
+        await s.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path):
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    db.close()
+    s = SqliteStore(tmp_path / "s.db", event_filter=Everything())
+    with pytest.raises(RuntimeError, match="newer than this simbridge knows"):
+        await s.open()
+    await s.close()
+
+
+async def test_a_closed_store_says_so(tmp_path):
+    s = SqliteStore(tmp_path / "s.db", event_filter=Everything())
+    with pytest.raises(RuntimeError, match="not open"):
+        await s.enqueue("a", [sms()])
+    await s.close()
+
+
+async def test_a_failing_write_does_not_spoil_the_others_in_its_group(store):
+    async def bad():
+        def boom(db):
+            db.execute("INSERT INTO jobs (id) VALUES (NULL)")  # violates NOT NULL
+        return await store._run(store._tx(boom))
+    results = await asyncio.gather(store.enqueue("a", [sms(id_sms_api="ok1")]), bad(),
+                                   store.enqueue("a", [sms(id_sms_api="ok2")]), return_exceptions=True)
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert await store.get_job("a", "ok1") and await store.get_job("a", "ok2")
+
+
+async def test_each_concern_works_alone_on_the_same_database(tmp_path, store):
+    """A second backend can be written one door at a time: here each SQLite
+    class stands alone beside the composed store (as ``simbridge pair`` does)."""
+    path = tmp_path / "s.db"
+    jobs = SqliteJobQueue(path, event_filter=Everything())
+    outbox = SqliteOutbox(path, event_filter=Everything())
+    tokens = SqliteDeviceAuth(path, event_filter=Everything())
+    for part in (jobs, outbox, tokens):
+        await part.open()
+    try:
+        [e] = await jobs.enqueue("a", [sms(id_sms_api="alone")])
+        assert (await store.get_job("a", "alone")) == e.job
+        [row] = await outbox.claim_outbox(["a"], 10, lease_s=30)
+        assert row.kind == events.SMS_QUEUED and row.order_key == "alone"
+        await tokens.add_device_token("phone-1", "a" * 64)
+        assert await store.device_auth("phone-1") == (frozenset({"a" * 64}), 0)
+    finally:
+        for part in (jobs, outbox, tokens):
+            await part.close()
