@@ -9,6 +9,7 @@ from bridge.api import verification
 from bridge.api.judging import forbidden_matcher
 from bridge.core import numbers
 from bridge.core.optout import OPT_IN, OPT_OUT, Keywords
+from device_agents.common import mask_number
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -42,7 +43,7 @@ def test_numbers():
         with pytest.raises(ValueError):
             numbers.normalise(bad)
     assert numbers.normalise_or_keep("SFR-INFO") == "SFR-INFO"
-    assert numbers.mask("+33612345678") == "+336****5678"
+    assert mask_number("+33612345678") == "+336****5678"
     info = numbers.describe("1155554444", "AR")
     assert info["is_invalid"] is False and info["is_mobile"] is False  # a Buenos Aires land line
     assert numbers.describe("+33612345678", None)["operator"] == "SFR"

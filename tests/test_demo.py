@@ -27,7 +27,7 @@ def read_until(proc: subprocess.Popen, marker: str, within: float) -> str:
         seen.append(line)
         if marker in line:
             return line
-    raise AssertionError("never printed %r; output:\n%s" % (marker, "".join(seen)))
+    raise AssertionError(f"never printed {marker!r}; output:\n{''.join(seen)}")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

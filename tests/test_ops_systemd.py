@@ -5,6 +5,7 @@ real datagram socket, reloads on SIGHUP and exits 0 quickly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -177,10 +178,8 @@ class NotifySocket:
             if left <= 0:
                 raise AssertionError(f"no {line} from the daemon; got {self.messages}")
             self.sock.settimeout(left)
-            try:
+            with contextlib.suppress(TimeoutError):
                 self.messages.append(self.sock.recv(4096).decode().split("\n"))
-            except TimeoutError:
-                pass
 
     def close(self) -> None:
         self.sock.close()

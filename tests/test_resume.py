@@ -177,7 +177,7 @@ async def test_agent_restart_resumes_from_its_journal_without_sending_twice(tmp_
         task = asyncio.create_task(second.run())
         try:
             for job in jobs:
-                await wait_until(lambda: _state_is(daemon, job, "delivered"), within=20, what=f"job {job.id}")
+                await wait_until(lambda job=job: _state_is(daemon, job, "delivered"), within=20, what=f"job {job.id}")
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

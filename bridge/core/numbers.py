@@ -98,10 +98,3 @@ def describe(raw: Any, region: str | None, *, lang: str = "en") -> dict[str, Any
 _TYPE_NAMES = {getattr(phonenumbers.PhoneNumberType, name): name.lower()
                for name in ("FIXED_LINE", "MOBILE", "FIXED_LINE_OR_MOBILE", "TOLL_FREE", "PREMIUM_RATE",
                             "SHARED_COST", "VOIP", "PERSONAL_NUMBER", "PAGER", "UAN", "VOICEMAIL")}
-
-
-def mask(number: str) -> str:
-    """``+33612345678`` → ``+336****5678``, for logs."""
-    if len(number) <= 6:
-        return "*" * len(number)
-    return number[:4] + "*" * (len(number) - 8 if len(number) > 8 else 1) + number[-4:]

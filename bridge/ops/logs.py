@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from bridge.core.numbers import mask
+from device_agents.common import mask_number
 
 # "+" then 7 to 15 digits, optionally grouped by spaces, dots or dashes (E.164 as people write it).
 E164 = re.compile(r"(?<![\w+])\+[1-9](?:[ .\-]?\d){6,14}(?![\d])")
@@ -27,7 +27,7 @@ FORMATS = ("text", "json")
 
 
 def mask_numbers(text: str) -> str:
-    return E164.sub(lambda m: mask(re.sub(r"[ .\-]", "", m.group(0))), text)
+    return E164.sub(lambda m: mask_number(re.sub(r"[ .\-]", "", m.group(0))), text)
 
 
 class MaskNumbers(logging.Filter):
