@@ -157,6 +157,9 @@ class ApiConfig:
     start_words: tuple[str, ...] = DEFAULT_START_WORDS  # ...and one of these opts it back in
     tls_cert: Path | None = None  # PEM certificate (chain): the API speaks HTTPS
     tls_key: Path | None = None  # its PEM private key
+    # /metrics lists every login and device: served to loopback clients only,
+    # unless this bearer token is set (then to anyone who presents it).
+    metrics_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,6 +272,7 @@ API_SPEC: Spec = {
     "start_words": ((list,), _words),
     "tls_cert": ((str,), Path),
     "tls_key": ((str,), Path),
+    "metrics_token": ((str,), _nonempty),
 }
 AGENTS_SPEC: Spec = {
     "listen": ((str,), _hostport),

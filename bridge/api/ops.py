@@ -7,6 +7,7 @@ pair --revoke``). What they show comes from the daemon, through
 from __future__ import annotations
 
 import hmac
+import ipaddress
 
 from aiohttp import web
 
@@ -20,6 +21,13 @@ from bridge.api.views import DaemonView, MetricsSource
 from device_agents import protocol
 
 SIMULATE_LIMITS = (("from", 32), ("text", protocol.MAX_TEXT), ("device", 64))
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False  # a unix socket or something unknown: not vouched for
 
 
 class Ops:
@@ -37,9 +45,20 @@ class Ops:
         return web.json_response(openapi_document(self.settings.config.api.public_url))
 
     async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus metrics; no authentication (docs/operations.md: keep the API private)."""
+        """Prometheus metrics. They name every login and device, so they are
+        served to loopback clients only, or to whoever presents
+        ``[api] metrics_token`` as a bearer token when one is set."""
         if self.metrics_source is None:
             raise ApiError(404, "no metrics in this daemon")
+        token = self.settings.config.api.metrics_token
+        if token is not None:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise web.HTTPUnauthorized(text="/metrics needs the bearer token set as [api] metrics_token\n",
+                                           headers={"WWW-Authenticate": 'Bearer realm="simbridge metrics"'})
+        elif not _loopback(request.remote):
+            raise web.HTTPForbidden(text="/metrics is served to loopback clients only; set [api] metrics_token "
+                                         "to read it from another host\n")
         return await self.metrics_source.handler(request)
 
     async def devices(self, request: web.Request) -> web.Response:
