@@ -167,6 +167,9 @@ class Records(Protocol):
         """Record a click on a tracked link and raise its ``link_clicked``
         event; None for an unknown code."""
 
+    async def link(self, code: str) -> Link | None:
+        """A tracked link by its code, without recording anything."""
+
     async def links(self, account: str, id_sms_api: str) -> list[Link]: ...
 
     async def add_call_note(self, account: str, number: str, text: str, *, source: str = "interface") -> int:

@@ -75,6 +75,9 @@ async def test_a_tracked_link_counts_its_clicks_and_raises_an_event(store):
     assert clicked.clicks == 1 and clicked.account == "a" and clicked.id_sms_api == "m1"
     assert (await store.click("Ab12")).clicks == 2
     assert await store.click("nope") is None
+    looked_up = await store.link("Ab12")  # reading records nothing
+    assert looked_up is not None and (looked_up.url, looked_up.clicks) == ("https://example.org/offer", 2)
+    assert await store.link("nope") is None
     assert [x.clicks for x in await store.links("a", "m1")] == [2]
     assert await store.links("b", "m1") == []
     clicks = [ev for ev in await outbox_events(store, "a") if ev["kind"] == "link_clicked"]

@@ -151,6 +151,13 @@ class SqliteRecords(SqliteBase):
                                "date": now, "code": code, "clicks": count}, now)
         return link
 
+    async def link(self, code: str) -> Link | None:
+        rows = await self._run(self._select_dicts,
+                               "SELECT l.code, l.account, l.id_sms_api, l.phone_number, l.url, l.created, "
+                               "(SELECT COUNT(*) FROM clicks AS k WHERE k.code = l.code) AS clicks "
+                               "FROM links AS l WHERE l.code = ?", (code,))
+        return Link(**rows[0]) if rows else None
+
     async def links(self, account: str, id_sms_api: str) -> list[Link]:
         rows = await self._run(self._select_dicts,
                                "SELECT l.code, l.account, l.id_sms_api, l.phone_number, l.url, l.created, "
