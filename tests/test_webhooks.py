@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from conftest import api_url, make_config, running, wait_until
 
-from bridge.webhooks import deliverer as wh
+from bridge.webhooks import signing
 
 LOGIN = "user@email.com"
 AUTH = {"login": LOGIN, "accessKey": "your-access-key"}
@@ -298,19 +298,19 @@ async def test_json_form_is_signed_and_carries_every_state(tmp_path, receiver):
         kinds = [g.body["event"] for g in receiver.got if g.body.get("id_sms_api") == answer["id_sms_api"]]
         assert kinds == ["sms_queued", "sms_dispatched", "sms_sent", "sms_delivered"]
         for g in receiver.got:
-            ts = g.headers[wh.TIMESTAMP_HEADER]
-            sig = g.headers[wh.SIGNATURE_HEADER]
+            ts = g.headers[signing.TIMESTAMP_HEADER]
+            sig = g.headers[signing.SIGNATURE_HEADER]
             assert sig.startswith("sha256=")
             # What docs/webhooks.md tells receivers to do:
             import hashlib
             import hmac
             expected = "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + g.raw, hashlib.sha256).hexdigest()
             assert hmac.compare_digest(expected, sig)
-            assert wh.verify(SECRET, ts, g.raw, sig)
-            assert not wh.verify("wrong", ts, g.raw, sig)
-            assert not wh.verify(SECRET, ts, g.raw + b" ", sig)
-            assert g.headers[wh.EVENT_HEADER] == g.body["event"]
-            assert g.headers[wh.EVENT_ID_HEADER] == g.body["event_id"]
+            assert signing.verify(SECRET, ts, g.raw, sig)
+            assert not signing.verify("wrong", ts, g.raw, sig)
+            assert not signing.verify(SECRET, ts, g.raw + b" ", sig)
+            assert g.headers[signing.EVENT_HEADER] == g.body["event"]
+            assert g.headers[signing.EVENT_ID_HEADER] == g.body["event_id"]
             assert g.body["account"] == LOGIN and g.body["created_at"].endswith("Z")
         [inbound] = [g.body for g in receiver.got if g.body["event"] == "sms_received"]
         assert inbound["data"]["from"] == "+33612345678" and inbound["data"]["message"] == "yes"
