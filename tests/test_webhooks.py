@@ -252,6 +252,8 @@ async def test_receiver_gone_across_a_daemon_restart_loses_nothing(tmp_path, rec
         got = statuses(receiver)
         assert {i: got.get(i) for i in ids} == {i: ["sent", "received"] for i in ids}
         assert [c["title"] for c in receiver.of("calls")] == ["incoming_call"]
+        # The receiver has answered; the deliverer records that right after.
+        await wait_until(lambda: _all_delivered(daemon), what="every event marked delivered")
         rows = await daemon.store.outbox()
         assert len(rows) == 21 and all(r["delivered_at"] for r in rows)
         failed = [json.loads(r["payload"]) for r in rows]
