@@ -27,6 +27,7 @@ attempt of that one event.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import urllib.request
 from collections.abc import Callable
@@ -43,7 +44,7 @@ MAX_REDIRECTS = 5
 MAX_RESPONSE_BYTES = 64 * 1024  # we read (and ignore) at most this much of an answer
 KEEPALIVE_S = 50.0  # idle connections are closed after this (receivers often close at 60 s or more)
 
-_Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
+_Proxy = tuple[URL | None, dict[str, str] | None]  # proxy, its headers (Proxy-Authorization)
 
 
 class SendError(Exception):
@@ -89,8 +90,11 @@ class Proxies:
         if _proxy_bypass(hostport, self._proxies):
             return None, None
         purl = URL(proxy if "://" in proxy else f"http://{proxy}")
-        auth = aiohttp.BasicAuth(purl.user or "", purl.password or "") if purl.user else None
-        return purl.with_user(None), auth
+        headers = None
+        if purl.user is not None:  # RFC 7617, UTF-8
+            token = base64.b64encode(f"{purl.user}:{purl.password or ''}".encode()).decode("ascii")
+            headers = {"Proxy-Authorization": f"Basic {token}"}
+        return purl.with_user(None), headers
 
 
 # The standard library's NO_PROXY rules (not in typeshed, present since Python 3.0).
@@ -135,13 +139,20 @@ class HttpTransport:
             raise SendError("the webhook transport is closed", receiver_down=False)
         raw = request.url
         url = URL(raw, encoded=True) if raw.isascii() else URL(raw)
-        proxy, proxy_auth = self.proxies.for_url(url)
+        proxy, proxy_headers = self.proxies.for_url(url)
+        headers = request.headers or None
+        if proxy_headers and url.scheme == "http":
+            # Plain HTTP goes to the proxy as it is: its credentials ride on the
+            # request (aiohttp sends proxy_headers only on an HTTPS CONNECT).
+            headers = {**(headers or {}), **proxy_headers}
         get = request.method == "GET"
+        # aiohttp's max_redirects counts redirect answers, the last of which it
+        # refuses to follow: N + 1 follows at most N redirects.
         try:
             async with asyncio.timeout(self.timeout):
-                async with session.request(request.method, url, data=request.body, headers=request.headers or None,
-                                           allow_redirects=get, max_redirects=self.max_redirects,
-                                           proxy=proxy, proxy_auth=proxy_auth) as resp:
+                async with session.request(request.method, url, data=request.body, headers=headers,
+                                           allow_redirects=get, max_redirects=self.max_redirects + 1,
+                                           proxy=proxy, proxy_headers=proxy_headers) as resp:
                     await self._drain(resp)
                     return resp.status
         except aiohttp.TooManyRedirects:
