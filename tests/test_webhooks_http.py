@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -316,7 +317,7 @@ async def test_a_redirect_loop_fails_that_event_and_the_others_go_on(tmp_path):
     assert "LOOPING-1" not in {d["id_sms_api"] for d in delivered}
 
 
-async def test_an_event_the_formatter_chokes_on_is_retried_alone(tmp_path, receiver):
+async def test_an_event_the_formatter_chokes_on_is_retried_alone(tmp_path, receiver, caplog):
     """A stored payload whose date no clock can show (the formatter raises
     OverflowError) fails its own attempts; later events of other keys go out."""
     async with running(hook_config(tmp_path, receiver.url)) as daemon, aiohttp.ClientSession() as http:
@@ -335,7 +336,11 @@ async def test_an_event_the_formatter_chokes_on_is_retried_alone(tmp_path, recei
         rows = await all_rows(daemon)
         [bad] = [r for r in rows if r["order_key"] == "bad-key"]
         assert not bad["delivered_at"] and bad["attempts"] >= 2
-        assert bad["last_error"].startswith("formatting failed: ")
+        assert bad["last_error"] == "formatting failed: OverflowError"
+        said = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and "could not be formatted" in r.getMessage()]
+        assert said == [f"webhook event {bad['id']} (sms_received) of account {LOGIN} could not be formatted "
+                        "(OverflowError); retrying"]  # once, however many attempts
         assert receiver.of("message") == []
         assert daemon.webhooks.running.is_set()
 

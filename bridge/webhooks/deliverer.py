@@ -255,9 +255,11 @@ class WebhookDeliverer:
         except Unrenderable as exc:
             return _Outcome(row, "dead", _short(str(exc)))
         except Exception as exc:  # a payload the formatter chokes on: this event only, retried
-            log.warning("webhook event %d (%s) of account %s could not be formatted: %s: %s; retrying",
-                        row.id, row.kind, row.account, type(exc).__name__, exc, exc_info=row.attempts == 0)
-            return _Outcome(row, "retry", _short(f"formatting failed: {type(exc).__name__}: {exc}"), at=time.time())
+            first = row.attempts == 0  # logged once (with the traceback), then quietly
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "webhook event %d (%s) of account %s could not be formatted (%s); retrying",
+                    row.id, row.kind, row.account, type(exc).__name__, exc_info=first)
+            return _Outcome(row, "retry", f"formatting failed: {type(exc).__name__}", at=time.time())
         transport = self._transport
         if transport is None:
             return _Outcome(row, "release")
@@ -282,8 +284,10 @@ class WebhookDeliverer:
             error = str(exc)
             account_failure = exc.receiver_down
         except Exception as exc:  # anything else from the transport: this event only, retried
-            log.warning("webhook event %d (%s) of account %s: sending failed: %s; retrying", row.id, row.kind,
-                        row.account, type(exc).__name__, exc_info=row.attempts == 0)
+            first = row.attempts == 0
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "webhook event %d (%s) of account %s: sending failed (%s); retrying", row.id, row.kind,
+                    row.account, type(exc).__name__, exc_info=first)
             error = f"sending failed: {type(exc).__name__}"
         self.stats.request_seconds += time.monotonic() - started
         return _Outcome(row, "retry", _short(error), account_failure=account_failure, at=time.time())
