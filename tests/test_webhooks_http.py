@@ -145,6 +145,24 @@ async def test_user_and_password_in_the_url_are_sent_as_basic_auth():
     assert got == [expected, expected, None]
 
 
+async def test_credentials_are_not_sent_on_to_another_origin():
+    got: dict[str, str | None] = {}
+
+    async def there(request: web.Request) -> web.Response:
+        got["there"] = request.headers.get("Authorization")
+        return web.Response(text="OK")
+
+    async with serving([("GET", "/there", there)]) as other:
+        async def here(request: web.Request) -> web.Response:
+            got["here"] = request.headers.get("Authorization")
+            raise web.HTTPFound(f"{other}/there")
+
+        async with serving([("GET", "/here", here)]) as base, transport() as t:
+            authed = base.replace("http://", "http://crm-user:secret@")
+            assert await t.send(Request("GET", f"{authed}/here")) == 200
+    assert got == {"here": "Basic " + base64.b64encode(b"crm-user:secret").decode(), "there": None}
+
+
 async def test_a_non_latin1_url_is_sent_percent_encoded():
     got: list[tuple[str, str, dict[str, list[str]]]] = []
 
