@@ -118,10 +118,7 @@ def _event(row: ob.OutboxRow) -> dict[str, Any]:
 def _webhook_url(account: AccountConfig) -> str:
     if not account.webhook_url:
         raise Unrenderable(f"account {account.login!r} has no webhook_url")
-    try:
-        return sendable_url(account.webhook_url)
-    except ValueError as exc:
-        raise Unrenderable(f"webhook_url cannot be sent: {exc}") from None
+    return sendable_url(account.webhook_url)  # ValueError (retried: the URL may be fixed) if it cannot be sent
 
 
 # ----------------------------------------------------------------------------
