@@ -153,7 +153,8 @@ class HttpTransport:
                 async with session.request(request.method, url, data=request.body, headers=headers,
                                            allow_redirects=get, max_redirects=self.max_redirects + 1,
                                            proxy=proxy, proxy_headers=proxy_headers) as resp:
-                    await self._drain(resp)
+                    if not resp.content.is_eof():
+                        await self._drain(resp)
                     return resp.status
         except aiohttp.TooManyRedirects:
             raise SendError(f"more than {self.max_redirects} redirects", receiver_down=False) from None
