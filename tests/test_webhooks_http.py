@@ -271,6 +271,37 @@ async def test_proxy_from_the_environment_is_used(tmp_path, monkeypatch):
         assert len(proxy.forwarded) == 1
 
 
+async def test_https_goes_through_the_proxy_with_connect(monkeypatch):
+    """HTTPS_PROXY: the client asks the proxy for a tunnel (RFC 9110 §9.3.6),
+    credentials in Proxy-Authorization. This proxy refuses the tunnel: the
+    attempt fails as a receiver failure, after the proxy saw the request."""
+    seen: list[list[str]] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        seen.append([line for line in head if line])
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for name in ("NO_PROXY", "no_proxy", "https_proxy", "HTTP_PROXY", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", f"http://tunnel-user:tunnel-pw@127.0.0.1:{port}")
+        async with transport() as t:
+            with pytest.raises(SendError, match="the proxy refused: HTTP 403") as caught:
+                await t.send(Request("POST", "https://crm.example:8443/hook", b"{}"))
+        assert caught.value.receiver_down
+    finally:
+        server.close()
+        await server.wait_closed()
+    [head] = seen
+    assert head[0] == "CONNECT crm.example:8443 HTTP/1.1"
+    assert f"Proxy-Authorization: Basic {base64.b64encode(b'tunnel-user:tunnel-pw').decode()}" in head
+
+
 # ----------------------------------------------------------------------------
 # Through the daemon: one event's trouble is that event's only
 

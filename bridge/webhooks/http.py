@@ -169,6 +169,8 @@ class HttpTransport:
             raise SendError(f"cannot connect: {_os_reason(exc)}", receiver_down=True) from None
         except aiohttp.ClientConnectionError as exc:  # reset, disconnected, payload cut
             raise SendError(f"{type(exc).__name__}: {_os_reason(exc)}", receiver_down=True) from None
+        except aiohttp.ClientHttpProxyError as exc:
+            raise SendError(f"the proxy refused: HTTP {exc.status}", receiver_down=True) from None
         except aiohttp.ClientResponseError as exc:  # a malformed answer
             raise SendError(f"bad answer ({type(exc).__name__}, HTTP {exc.status})", receiver_down=True) from None
         except aiohttp.ClientPayloadError:
