@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+import yarl
 
 from bridge.core.optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
 
@@ -42,6 +44,39 @@ def _url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
     return value.rstrip("/")
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _webhook_url(value: str) -> str:
+    """A URL the webhook client can send as it is: http(s), a host, a valid port,
+    no spaces or control characters, no fragment. Non-ASCII is fine (percent-encoded,
+    IDNA host, when sent). Kept as written (no trailing slash removed)."""
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must not contain spaces or control characters (percent-encode them, e.g. %20)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not encodable text (lone surrogate)") from None
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.fragment or value.endswith("#"):
+        raise ValueError("must not have a #fragment (the inSIM form appends its query)")
+    try:
+        url = yarl.URL(value)
+        host = url.raw_host  # IDNA-encodes a non-ASCII host
+        url.port  # noqa: B018 - raises on a bad port
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError(f"cannot be sent: {exc}") from None
+    if not host:
+        raise ValueError("must name a host")
+    if ":" not in host:  # a name or IPv4 (IPv6 was checked by the parser)
+        labels = host.rstrip(".").split(".")
+        if len(host) > 253 or not all(0 < len(label) <= 63 and _HOST_LABEL.fullmatch(label) for label in labels):
+            raise ValueError(f"cannot be sent: {host!r} is not a valid host name")
+    return value
 
 
 def _ws_url(value: str) -> str:
@@ -312,7 +347,7 @@ WEBHOOKS_SPEC: Spec = {
 ACCOUNT_SPEC: Spec = {
     "login": ((str,), _nonempty),
     "access_key": ((str,), _nonempty),
-    "webhook_url": ((str,), _url),
+    "webhook_url": ((str,), _webhook_url),
     "webhook_format": ((str,), _one_of(*WEBHOOK_FORMATS)),
     "webhook_secret": ((str,), _nonempty),
     "enabled": ((bool,), None),

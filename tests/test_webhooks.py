@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from conftest import api_url, make_config, running, wait_until
 
-from bridge.webhooks import deliverer as wh
+from bridge.webhooks import signing
 
 LOGIN = "user@email.com"
 AUTH = {"login": LOGIN, "accessKey": "your-access-key"}
@@ -252,6 +252,8 @@ async def test_receiver_gone_across_a_daemon_restart_loses_nothing(tmp_path, rec
         got = statuses(receiver)
         assert {i: got.get(i) for i in ids} == {i: ["sent", "received"] for i in ids}
         assert [c["title"] for c in receiver.of("calls")] == ["incoming_call"]
+        # The receiver has answered; the deliverer records that right after.
+        await wait_until(lambda: _all_delivered(daemon), what="every event marked delivered")
         rows = await daemon.store.outbox()
         assert len(rows) == 21 and all(r["delivered_at"] for r in rows)
         failed = [json.loads(r["payload"]) for r in rows]
@@ -298,19 +300,19 @@ async def test_json_form_is_signed_and_carries_every_state(tmp_path, receiver):
         kinds = [g.body["event"] for g in receiver.got if g.body.get("id_sms_api") == answer["id_sms_api"]]
         assert kinds == ["sms_queued", "sms_dispatched", "sms_sent", "sms_delivered"]
         for g in receiver.got:
-            ts = g.headers[wh.TIMESTAMP_HEADER]
-            sig = g.headers[wh.SIGNATURE_HEADER]
+            ts = g.headers[signing.TIMESTAMP_HEADER]
+            sig = g.headers[signing.SIGNATURE_HEADER]
             assert sig.startswith("sha256=")
             # What docs/webhooks.md tells receivers to do:
             import hashlib
             import hmac
             expected = "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + g.raw, hashlib.sha256).hexdigest()
             assert hmac.compare_digest(expected, sig)
-            assert wh.verify(SECRET, ts, g.raw, sig)
-            assert not wh.verify("wrong", ts, g.raw, sig)
-            assert not wh.verify(SECRET, ts, g.raw + b" ", sig)
-            assert g.headers[wh.EVENT_HEADER] == g.body["event"]
-            assert g.headers[wh.EVENT_ID_HEADER] == g.body["event_id"]
+            assert signing.verify(SECRET, ts, g.raw, sig)
+            assert not signing.verify("wrong", ts, g.raw, sig)
+            assert not signing.verify(SECRET, ts, g.raw + b" ", sig)
+            assert g.headers[signing.EVENT_HEADER] == g.body["event"]
+            assert g.headers[signing.EVENT_ID_HEADER] == g.body["event_id"]
             assert g.body["account"] == LOGIN and g.body["created_at"].endswith("Z")
         [inbound] = [g.body for g in receiver.got if g.body["event"] == "sms_received"]
         assert inbound["data"]["from"] == "+33612345678" and inbound["data"]["message"] == "yes"

@@ -1,185 +1,16 @@
-"""Webhooks, piece by piece: the pure formatting (seed 000's fields, field for
-field), signatures, backoff and the [webhooks] config section. The store's
-outbox claims (order per key, leases, retries, dead events) are tested with
-the store, in tests/store_contract/."""
+"""Webhooks, piece by piece: backoff, the [webhooks] config section and the
+webhook_url check. The store's outbox claims (order per key, leases, retries,
+dead events) are tested with the store, in tests/store_contract/."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import random
 import re
-from urllib.parse import parse_qs, unquote, urlsplit
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.config import AccountConfig, ConfigError, parse
-from bridge.core import events as st
-from bridge.store.model import OutboxRow
+from bridge.config import ConfigError, parse
 from bridge.webhooks import deliverer as wh
-
-PARIS = ZoneInfo("Europe/Paris")
-LOGIN = "user@email.com"
-# 2025-01-15 14:30:00 in Paris (UTC+1 in winter) = 13:30:00Z
-T = 1736947800.0
-ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def body(kind: str, **event):
-    event.setdefault("event_id", "evt_7")
-    event.setdefault("at", T)
-    return wh.insim_body(kind, event, login=LOGIN, zone=PARIS)
-
-
-# ----------------------------------------------------------------------------
-# inSIM form, against seed 000's examples
-
-
-def test_incoming_sms_fields():
-    param, b = body(st.SMS_RECEIVED, **{"from": "+33612345678", "message": "Hi, I confirm my appointment",
-                                        "date": T})
-    assert param == "message"
-    assert b == {"device_identification": LOGIN, "title": "incoming_sms", "from": "+33612345678",
-                 "message": "Hi, I confirm my appointment", "date": "2025-01-15T13:30:00.000Z",
-                 "event_id": "evt_7"}
-
-
-@pytest.mark.parametrize("kind,title,duration", [
-    (st.CALL_INCOMING, "incoming_call", "00:05:23"),
-    (st.CALL_OUTGOING, "outgoing_call", "00:05:23"),
-    (st.CALL_MISSED, "missed_call", "0"),
-])
-def test_call_fields(kind, title, duration):
-    param, b = body(kind, phone_number="+33612345678", call_time=T, duration_s=0.0 if kind == st.CALL_MISSED
-                    else 323.4, direction=kind[5:])
-    assert param == "calls"
-    assert b == {"device_identification": LOGIN, "title": title, "phone_number": "+33612345678",
-                 "call_time": "2025-01-15 14:30:00", "duration": duration, "event_id": "evt_7"}
-
-
-@pytest.mark.parametrize("kind,word", [(st.SMS_SENT, "sent"), (st.SMS_DELIVERED, "received")])
-def test_status_fields(kind, word):
-    param, b = body(kind, id_sms_api="FI5O7apqaaqcUmQ", phone_number="+33612345678", state="x",
-                    device_id="sim-1", parts=1)
-    assert param == "status"
-    assert b == {"user": LOGIN, "phone_number": "+33612345678", "status": word,
-                 "date_status": "2025-01-15T13:30:00.000Z", "id_sms_api": "FI5O7apqaaqcUmQ", "event_id": "evt_7"}
-
-
-def test_failed_status_carries_error():
-    _, b = body(st.SMS_FAILED, id_sms_api="FI5O7apqaaqcUmQ", phone_number="+33612345678", state="failed",
-                reason="network refused (CMS 38)")
-    assert b["status"] == "failed" and b["error"] == "network refused (CMS 38)"
-    _, b = body(st.SMS_FAILED, id_sms_api="x", phone_number="+33612345678", state="expired")
-    assert b["error"] == "expired"
-
-
-def test_click_fields():
-    param, b = body(st.LINK_CLICKED, id_sms_api="FI5O7apqaaqcUmQ", phone_number="+33612345678",
-                    link="https://example.com/confirm", date=T + 300)
-    assert param == "clics"
-    assert b == {"id_sms_api": "FI5O7apqaaqcUmQ", "clicked_link": "clicked_link", "phone_number": "+33612345678",
-                 "link": "https://example.com/confirm", "date": "2025-01-15 14:35:00", "event_id": "evt_7"}
-    _, b = body(st.LINK_CLICKED, id_sms_api="x", phone_number="+1", url="https://e.org")
-    assert b["link"] == "https://e.org" and b["date"] == "2025-01-15 14:30:00"
-
-
-@pytest.mark.parametrize("source,title", [("mobile", "call_qualification_from_mobile"),
-                                          ("interface", "call_qualification_from_interface")])
-def test_qualification_fields(source, title):
-    param, b = body(st.CALL_QUALIFICATION, **{"from": "+33612345678", "date": T + 600, "source": source,
-                                              "qualification": "Interested customer - callback next week"})
-    assert param == "qualification"
-    assert b == {"device_identification": LOGIN, "title": title, "from": "+33612345678",
-                 "date": "2025-01-15 14:40:00", "qualification": "Interested customer - callback next week",
-                 "event_id": "evt_7"}
-
-
-def test_kinds_without_insim_form_are_refused():
-    for kind in (st.SMS_QUEUED, st.SMS_DISPATCHED, "something_new"):
-        with pytest.raises(wh.Unrenderable):
-            body(kind)
-
-
-def test_time_helpers():
-    assert wh.iso_utc(T) == "2025-01-15T13:30:00.000Z"
-    assert wh.iso_utc(T + 0.9996) == "2025-01-15T13:30:01.000Z"
-    assert wh.iso_utc(T + 0.25) == "2025-01-15T13:30:00.250Z"
-    assert wh.local_time(T, ZoneInfo("UTC")) == "2025-01-15 13:30:00"
-    assert wh.local_time(1752586200.0, PARIS) == "2025-07-15 15:30:00"  # summer time
-    assert [wh.hms(s) for s in (0, 59.6, 323, 3600, 86399, 360000)] == \
-        ["00:00:00", "00:01:00", "00:05:23", "01:00:00", "23:59:59", "100:00:00"]
-
-
-def test_encoding_is_encode_uri_component():
-    # encodeURIComponent('{"a":"é +&=%#/?"}') in a browser:
-    assert wh.encode_component('{"a":"é +&=%#/?"}') == "%7B%22a%22%3A%22%C3%A9%20%2B%26%3D%25%23%2F%3F%22%7D"
-    assert wh.encode_component("-_.!~*'()") == "-_.!~*'()"
-
-
-def test_url_is_read_back_by_every_seed_receiver():
-    b = {"from": "+33612345678", "message": "Café & co: 100% ✅ a+b=c?"}
-    for base, sep in (("http://h/webhook", "?"), ("http://h/webhook?token=x", "&")):
-        url = wh.insim_url(base, "message", b)
-        assert url.startswith(base + sep + "message=")
-        args = parse_qs(urlsplit(url).query)
-        assert json.loads(args["message"][0]) == b  # PHP
-        if "%" not in b["message"]:
-            assert json.loads(unquote(args["message"][0])) == b  # Flask / Node
-
-
-def test_flask_and_node_receivers_read_plain_text_back():
-    b = {"from": "+33612345678", "message": "Hi, I confirm — à 14h30 ✅ & merci"}
-    args = parse_qs(urlsplit(wh.insim_url("http://h/webhook", "message", b)).query)
-    assert json.loads(unquote(args["message"][0])) == b
-
-
-# ----------------------------------------------------------------------------
-# JSON form and signatures
-
-
-def row(kind: str, payload: dict, *, id_: int = 7, account: str = LOGIN) -> OutboxRow:
-    payload = dict(payload, event_id=f"evt_{id_}", kind=kind, account=account, at=T)
-    return OutboxRow(id_, account, kind, "k", json.dumps(payload), T, 0)
-
-
-def test_json_request_is_signed():
-    account = AccountConfig(login=LOGIN, access_key="k", webhook_url="http://h/hook", webhook_format="json",
-                            webhook_secret="shh")
-    r = wh.build_request(row(st.SMS_QUEUED, {"id_sms_api": "abc", "phone_number": "+33612345678",
-                                             "state": "queued", "device_id": None, "parts": 1}),
-                         account, PARIS, now=T + 5)
-    assert r.method == "POST" and r.url == "http://h/hook"
-    assert r.headers[wh.TIMESTAMP_HEADER] == str(int(T + 5))
-    expected = hmac.new(b"shh", f"{int(T + 5)}.".encode() + r.body, hashlib.sha256).hexdigest()
-    assert r.headers[wh.SIGNATURE_HEADER] == "sha256=" + expected
-    assert wh.verify("shh", r.headers[wh.TIMESTAMP_HEADER], r.body, r.headers[wh.SIGNATURE_HEADER], now=T + 10)
-    assert not wh.verify("shh", r.headers[wh.TIMESTAMP_HEADER], r.body, r.headers[wh.SIGNATURE_HEADER],
-                         now=T + 3600)  # too old: a replay
-    assert not wh.verify("shh", "nonsense", r.body, r.headers[wh.SIGNATURE_HEADER])
-    event = json.loads(r.body)
-    assert event == {"event_id": "evt_7", "event": "sms_queued", "account": LOGIN,
-                     "created_at": "2025-01-15T13:30:00.000Z", "id_sms_api": "abc",
-                     "data": {"id_sms_api": "abc", "phone_number": "+33612345678", "state": "queued",
-                              "device_id": None, "parts": 1}}
-
-
-def test_json_form_times_are_iso():
-    event = wh.json_body(st.CALL_INCOMING, {"event_id": "evt_1", "account": LOGIN, "at": T, "phone_number": "+1",
-                                            "call_time": T - 60, "duration_s": 60.0, "direction": "incoming"})
-    assert event["data"]["call_time"] == "2025-01-15T13:29:00.000Z" and event["data"]["duration_s"] == 60.0
-
-
-def test_insim_request_is_a_get():
-    account = AccountConfig(login=LOGIN, access_key="k", webhook_url="http://h/hook")
-    r = wh.build_request(row(st.SMS_SENT, {"id_sms_api": "abc", "phone_number": "+33612345678"}), account, PARIS)
-    assert r.method == "GET" and r.body is None
-    args = parse_qs(urlsplit(r.url).query)
-    assert json.loads(args["status"][0])["status"] == "sent"
-    with pytest.raises(wh.Unrenderable):
-        wh.build_request(row(st.SMS_QUEUED, {}), account, PARIS)
 
 
 def test_backoff_doubles_with_jitter_and_is_capped():
@@ -215,3 +46,27 @@ def test_webhooks_section_defaults_and_values():
 def test_webhooks_section_errors_name_the_key(table, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse({"webhooks": table})
+
+
+@pytest.mark.parametrize("url,message", [
+    ("ftp://crm.example/hook", "must be an http:// or https:// URL"),
+    ("http:///hook", "must be an http:// or https:// URL"),
+    ("http://crm.example/a hook", "must not contain spaces or control characters"),
+    ("http://crm.example/hook\r\nX-Injected: 1", "must not contain spaces or control characters"),
+    ("http://crm.example:99999/hook", "cannot be sent"),
+    ("http://crm..example/hook", "cannot be sent: 'crm..example' is not a valid host name"),
+    ("http://crm.example/hook#part", "must not have a #fragment"),
+    ("http://crm.example/\udc80", "is not encodable text"),
+])
+def test_unsendable_webhook_url_is_refused_naming_the_key(url, message):
+    accounts = [{"login": "a", "access_key": "k", "webhook_url": "http://ok.example/hook"},
+                {"login": "b", "access_key": "k", "webhook_url": url}]
+    with pytest.raises(ConfigError, match=re.escape(f"accounts[1].webhook_url: {message}")):
+        parse({"accounts": accounts})
+
+
+def test_sendable_webhook_urls_are_kept_as_written():
+    for url in ("http://127.0.0.1:3000/hoök?x=é", "https://user:pw@crm.example/hook/", "http://[::1]:8080/h",
+                "https://bücher.example/cb?token=a%26b"):
+        [account] = parse({"accounts": [{"login": "a", "access_key": "k", "webhook_url": url}]}).accounts
+        assert account.webhook_url == url

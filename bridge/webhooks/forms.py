@@ -1,0 +1,221 @@
+"""The webhook forms (pure: no I/O).
+
+One formatter per form turns an outbox event into a :class:`Request` — method,
+URL, headers, body — that the transport (``http.py``) sends as it is:
+
+- **inSIM** (``webhook_format = "insim"``, the default): ``GET
+  webhook_url?{message|calls|status|clics|qualification}=<URL-encoded JSON>``
+  with the fields of seed 000's examples, field for field, plus ``event_id``.
+- **JSON** (``webhook_format = "json"``): ``POST`` of a JSON event, signed
+  (``signing.py``).
+
+:data:`FORMATTERS` maps each form name to its formatter; a new form is one
+function and one entry. Every URL a formatter returns is plain ASCII:
+non-ASCII in the configured ``webhook_url`` is percent-encoded (UTF-8) and a
+non-ASCII host IDNA-encoded (:func:`sendable_url`). See docs/webhooks.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from yarl import URL
+
+from bridge.config import AccountConfig
+from bridge.webhooks import outbox as ob
+from bridge.webhooks.signing import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from device_agents.common import iso_utc
+
+# inSIM GET parameter of each canonical event kind.
+INSIM_PARAM = {
+    ob.SMS_RECEIVED: "message",
+    ob.CALL_INCOMING: "calls", ob.CALL_OUTGOING: "calls", ob.CALL_MISSED: "calls",
+    ob.SMS_SENT: "status", ob.SMS_DELIVERED: "status", ob.SMS_FAILED: "status",
+    ob.LINK_CLICKED: "clics",
+    ob.CALL_QUALIFICATION: "qualification",
+}
+CALL_TITLES = {ob.CALL_INCOMING: "incoming_call", ob.CALL_OUTGOING: "outgoing_call",
+               ob.CALL_MISSED: "missed_call"}
+STATUS_WORDS = {ob.SMS_SENT: "sent", ob.SMS_DELIVERED: "received", ob.SMS_FAILED: "failed"}
+# Fields of the store's payloads that hold epoch seconds (turned into ISO text in the JSON form).
+TIME_FIELDS = ("date", "call_time", "clicked_at", "at")
+
+
+class Unrenderable(ValueError):
+    """The event cannot be carried by the account's webhook form (for good: it is not retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request to make for one event. ``url`` is ASCII, already encoded."""
+    method: str
+    url: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------
+# Small pieces
+
+
+def local_time(ts: float, zone: ZoneInfo) -> str:
+    """``2025-01-15 14:30:00`` in ``zone``, as inSIM writes wall-clock times."""
+    return dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def hms(seconds: float) -> str:
+    """``00:05:23``; hours may pass 99 for absurdly long calls."""
+    total = max(0, int(round(seconds)))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+_COMPONENT_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
+_ASCII_ESCAPES = {c: f"%{c:02X}" for c in range(128) if c not in _COMPONENT_SAFE}
+
+
+def encode_component(text: str) -> str:
+    """JavaScript's ``encodeURIComponent``: UTF-8, everything but ``A-Za-z0-9-_.!~*'()`` escaped."""
+    if text.isascii():
+        return text.translate(_ASCII_ESCAPES)  # the common case, in C
+    return quote(text, safe="!~*'()")
+
+
+@functools.lru_cache(maxsize=256)
+def sendable_url(url: str) -> str:
+    """``url`` as it goes on the wire: ASCII, non-ASCII path and query
+    percent-encoded (UTF-8), a non-ASCII host IDNA-encoded, ``user:pass@``
+    kept (the transport sends it as Basic auth). ValueError if it cannot be sent
+    (config load refuses such URLs first, naming the key)."""
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise ValueError("not an http(s) URL with a host")
+    return str(parsed)
+
+
+def _time(value: Any, fallback: float) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fallback
+
+
+def _event(row: ob.OutboxRow) -> dict[str, Any]:
+    try:
+        event = json.loads(row.payload)
+    except ValueError as exc:
+        raise Unrenderable(f"stored payload is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise Unrenderable("stored payload is not a JSON object")
+    event.setdefault("event_id", f"evt_{row.id}")
+    return event
+
+
+def _webhook_url(account: AccountConfig) -> str:
+    if not account.webhook_url:
+        raise Unrenderable(f"account {account.login!r} has no webhook_url")
+    return sendable_url(account.webhook_url)  # ValueError (retried: the URL may be fixed) if it cannot be sent
+
+
+# ----------------------------------------------------------------------------
+# inSIM form
+
+
+def insim_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) -> tuple[str, dict[str, Any]]:
+    """The inSIM GET parameter and JSON object for one outbox event (seed 000)."""
+    at = _time(event.get("at"), time.time())
+    body: dict[str, Any]
+    if kind == ob.SMS_RECEIVED:
+        body = {"device_identification": login, "title": "incoming_sms", "from": event.get("from", ""),
+                "message": event.get("message", ""), "date": iso_utc(_time(event.get("date"), at))}
+    elif kind in CALL_TITLES:
+        missed = kind == ob.CALL_MISSED
+        body = {"device_identification": login, "title": CALL_TITLES[kind],
+                "phone_number": event.get("phone_number", ""),
+                "call_time": local_time(_time(event.get("call_time"), at), zone),
+                "duration": "0" if missed else hms(_time(event.get("duration_s"), 0.0))}
+    elif kind in STATUS_WORDS:
+        body = {"user": login, "phone_number": event.get("phone_number", ""), "status": STATUS_WORDS[kind],
+                "date_status": iso_utc(at), "id_sms_api": event.get("id_sms_api", "")}
+        if kind == ob.SMS_FAILED:
+            body["error"] = event.get("reason") or event.get("state") or "failed"  # extension
+    elif kind == ob.LINK_CLICKED:
+        body = {"id_sms_api": event.get("id_sms_api", ""), "clicked_link": "clicked_link",
+                "phone_number": event.get("phone_number", ""),
+                "link": event.get("link", event.get("url", "")),
+                "date": local_time(_time(event.get("date", event.get("clicked_at")), at), zone)}
+    elif kind == ob.CALL_QUALIFICATION:
+        source = event.get("source", "mobile")
+        title = "call_qualification_from_interface" if source in ("interface", "api", "web") \
+            else "call_qualification_from_mobile"
+        body = {"device_identification": login, "title": title,
+                "from": event.get("from", event.get("phone_number", "")),
+                "date": local_time(_time(event.get("date"), at), zone),
+                "qualification": event.get("qualification", "")}
+    else:
+        raise Unrenderable(f"event kind {kind!r} has no inSIM webhook form (use webhook_format = \"json\")")
+    if "event_id" in event:
+        body["event_id"] = event["event_id"]
+    return INSIM_PARAM[kind], body
+
+
+def insim_url(webhook_url: str, param: str, body: dict[str, Any]) -> str:
+    """``webhook_url`` (already sendable) with ``param=<encodeURIComponent(JSON)>`` appended."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return f"{webhook_url}{'&' if '?' in webhook_url else '?'}{param}={encode_component(text)}"
+
+
+def insim_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, now: float) -> Request:
+    url = _webhook_url(account)
+    param, body = insim_body(row.kind, _event(row), login=account.login, zone=zone)
+    return Request("GET", insim_url(url, param, body))
+
+
+# ----------------------------------------------------------------------------
+# JSON form
+
+
+def json_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The JSON form's event object: envelope plus the store's fields, times as ISO text."""
+    at = _time(event.get("at"), time.time())
+    data = {k: v for k, v in event.items() if k not in ("event_id", "kind", "account", "at")}
+    for key in TIME_FIELDS:
+        if key in data and isinstance(data[key], (int, float)) and not isinstance(data[key], bool):
+            data[key] = iso_utc(data[key])
+    body: dict[str, Any] = {"event_id": event.get("event_id"), "event": kind, "account": event.get("account"),
+                            "created_at": iso_utc(at)}
+    if "id_sms_api" in event:
+        body["id_sms_api"] = event["id_sms_api"]
+    body["data"] = data
+    return body
+
+
+def json_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, now: float) -> Request:
+    url = _webhook_url(account)
+    event = _event(row)
+    body = json.dumps(json_body(row.kind, event), ensure_ascii=False, separators=(",", ":")).encode()
+    timestamp = str(int(now))
+    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
+               EVENT_HEADER: row.kind, EVENT_ID_HEADER: str(event["event_id"])}
+    if account.webhook_secret:
+        headers[SIGNATURE_HEADER] = sign(account.webhook_secret, timestamp, body)
+    return Request("POST", url, body, headers)
+
+
+# ----------------------------------------------------------------------------
+# Choosing the form
+
+Formatter = Callable[[ob.OutboxRow, AccountConfig, ZoneInfo, float], Request]
+FORMATTERS: dict[str, Formatter] = {"insim": insim_request, "json": json_request}
+
+
+def build_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, *, now: float | None = None) -> Request:
+    """The request that delivers ``row`` to ``account``'s webhook; Unrenderable if none can."""
+    formatter = FORMATTERS.get(account.webhook_format)
+    if formatter is None:
+        raise Unrenderable(f"unknown webhook_format {account.webhook_format!r}")
+    return formatter(row, account, zone, now if now is not None else time.time())
