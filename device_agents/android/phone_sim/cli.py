@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="A virtual Android phone at adbd's boundary.")
     p.add_argument("--port", type=int, default=5555, help="adbd's TCP port (adb connect 127.0.0.1:PORT)")
     p.add_argument("--serial", default="SIMPHONE01", help="ro.serialno")
-    p.add_argument("--apps", default="",
+    p.add_argument("--apps", default="smsgate,termux",
                    help=f"helper apps installed, comma-separated, from: {', '.join(APPS)} ('' for none)")
     p.add_argument("--data", type=Path, help="folder for the phone's state (kept across restarts)")
     p.add_argument("--loopback", default="127.0.0.2",
@@ -68,8 +67,7 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await phone.start()
     control_path = args.control or str(phone.data_dir / "control.sock")
-    with contextlib.suppress(FileNotFoundError):
-        Path(control_path).unlink()
+    await asyncio.to_thread(Path(control_path).unlink, missing_ok=True)
     control = await serve_control(phone, control_path)
     print(f"phone-sim: adb connect {phone.address}", flush=True)
     print(f"phone-sim: control socket {control_path}; the phone's 127.0.0.1 is {phone.loopback}", flush=True)

@@ -115,7 +115,7 @@ class Commands:
 
     async def cat(self, argv: list[str], io: Io) -> int:
         if len(argv) == 1:
-            io.stdout += io.stdin
+            io.out(io.stdin.decode("utf-8", "replace"))
             return 0
         for path in argv[1:]:
             io.err(f"cat: {path}: No such file or directory\n" if not path.startswith("/data/data/")
@@ -229,7 +229,7 @@ class Commands:
             return 0
         if verb in ("grant", "revoke"):
             if len(args) < 2:
-                io.err(f"Error: no permission specified\n" if len(args) == 1
+                io.err("Error: no permission specified\n" if len(args) == 1
                        else "Error: no package specified\n")
                 return 255
             name, perm = args[-2], args[-1]
@@ -269,8 +269,8 @@ class Commands:
         lines += [f"      {p}" for p in pkg.requested]
         lines.append("    install permissions:")
         lines += [f"      {p}: granted=true" for p in pkg.requested if p not in RUNTIME_PERMISSIONS]
-        lines.append(f"    User 0: ceDataInode=1 installed=true hidden=false suspended=false "
-                     f"stopped=false notLaunched=false enabled=0 instant=false virtual=false")
+        lines.append("    User 0: ceDataInode=1 installed=true hidden=false suspended=false "
+                     "stopped=false notLaunched=false enabled=0 instant=false virtual=false")
         lines.append("      runtime permissions:")
         for p in pkg.requested:
             if p in RUNTIME_PERMISSIONS:
@@ -348,7 +348,7 @@ class Commands:
             return 251
         pkg = argv[argv.index("-p") + 1]
         if pkg not in self.state.packages:
-            io.err(f"** No activities found to run, monkey aborted.\n")
+            io.err("** No activities found to run, monkey aborted.\n")
             return 251
         self.device.start_activity(pkg, "", "android.intent.action.MAIN", None)
         io.out("  bash arg: -p\n  bash arg: " + pkg + "\nEvents injected: 1\n")

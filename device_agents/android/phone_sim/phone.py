@@ -100,6 +100,8 @@ class VirtualPhone:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        for app in list(self.apps.values()):
+            await app.launch()  # helper apps that run at boot (RECEIVE_BOOT_COMPLETED)
         log.info("virtual phone %s: adbd on %s:%d", self.serial, self.host, self.port)
 
     @property

@@ -27,9 +27,11 @@ class Io:
 
     def out(self, text: str) -> None:
         self.stdout += text.encode()
+        self.merged += text.encode()
 
     def err(self, text: str) -> None:
         self.stderr += text.encode()
+        self.merged += text.encode()
 
 
 Command = Callable[[list[str], Io], Awaitable[int]]
@@ -77,18 +79,21 @@ class PhoneShell:
                 argv, to_null, err_to_out, err_null = _redirections(argv)
                 io = Io(stdin=data)
                 status = await self._one(argv, io)
+                last = i == len(pipeline) - 1
+                plain = not (err_to_out or err_null or to_null)
                 if err_to_out:
-                    io.stdout += io.stderr
+                    io.stdout = io.merged if not to_null else b""
                     io.stderr = b""
                 if err_null:
                     io.stderr = b""
-                out.stderr += io.stderr
-                out.merged += io.stderr
-                if to_null:
+                if to_null and not err_to_out:
                     io.stdout = b""
-                if i == len(pipeline) - 1:
+                out.stderr += io.stderr
+                if last:
                     out.stdout += io.stdout
-                    out.merged += io.stdout
+                    out.merged += io.merged if plain else io.stdout + io.stderr
+                else:
+                    out.merged += io.stderr
                 data = io.stdout
             if status == -999:  # 'exit'
                 return ShellResult(out.stdout, out.stderr, self._exit_code, out.merged)

@@ -38,8 +38,16 @@ from typing import Any
 
 from device_agents.modem.gsm7 import segment_count, split_text
 
-from .state import SMS_FAILED, SMS_OUTBOX, SMS_SENT, STATUS_COMPLETE, STATUS_FAILED, STATUS_NONE, \
-    STATUS_PENDING, PhoneState
+from .state import (
+    SMS_FAILED,
+    SMS_OUTBOX,
+    SMS_SENT,
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    STATUS_NONE,
+    STATUS_PENDING,
+    PhoneState,
+)
 
 log = logging.getLogger(__name__)
 

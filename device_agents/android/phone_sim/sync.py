@@ -123,7 +123,7 @@ class SyncService:
             mode = 0o100644
         error = None
         if not self.files.may_write(path):
-            error = f"couldn't create file: Permission denied"
+            error = "couldn't create file: Permission denied"
         local = self.files.local(path)
         chunks: list[bytes] = []
         mtime = int(time.time())
@@ -141,7 +141,7 @@ class SyncService:
                 await stream.write(self._fail(f"unexpected {ident!r} in SEND"))
                 return
         if error is None and local.is_dir():
-            error = f"couldn't create file: Is a directory"
+            error = "couldn't create file: Is a directory"
         if error is not None:
             await stream.write(self._fail(error))
             return

@@ -70,10 +70,11 @@ class Stream:
         if self._buffer:
             data, self._buffer = self._buffer, b""
             return data
-        data = await self._incoming.get()
-        if data is None:
+        chunk = await self._incoming.get()
+        if chunk is None:
             self._incoming.put_nowait(None)
             return b""
+        data = chunk
         # sockets.cpp: the device acknowledges a WRTE once it has taken the data.
         self.conn.send(wire.Message(wire.A_OKAY, self.local_id, self.remote_id))
         return data
