@@ -132,6 +132,18 @@ class VirtualPhone:
         if self._server is None:
             self._server = await asyncio.start_server(self._accept, self.host, self.port)
 
+    async def reboot(self) -> None:
+        """Off and on again: connections drop, boot-time settings are read again (e.g.
+        SmsUsageMonitor's ``sms_outgoing_check_max_count``), boot-started apps start."""
+        await self.unplug()
+        for app in list(self.apps.values()):
+            await app.stop()
+        radio = self.sms.radio
+        self.sms = SmsService(self.state, radio)
+        await self.replug()
+        for app in list(self.apps.values()):
+            await app.launch()
+
     async def stop(self) -> None:
         await self.unplug()
         for app in list(self.apps.values()):
