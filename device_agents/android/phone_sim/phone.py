@@ -77,7 +77,7 @@ class VirtualPhone:
         self.calls_placed: list[str] = []
         self._server: asyncio.base_events.Server | None = None
         self._conn_count = 0
-        self.changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[Any]] = set()
         for name in ("android", "com.android.phone", "com.android.shell", "com.android.settings",
                      "com.android.providers.telephony", "com.google.android.apps.messaging"):
             self.state.packages[name] = Package(name, uid=1000 if name == "android" else 10001)
@@ -208,8 +208,6 @@ class VirtualPhone:
             if not pkg or name == pkg:
                 out += app.running_services()
         return out
-
-    _tasks: set[asyncio.Task[Any]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
