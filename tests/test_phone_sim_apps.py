@@ -285,13 +285,18 @@ def test_termux_api_permission_errors_then_grants_and_no_delivery_reports(adb: A
     ph.thread.do(lambda: ph.phone.receive_sms("+33612345678", "salut"))
     code, out, err = ph.thread.call(ph.term.type_command("termux-sms-list -l 5"))
     assert code == 0 and json.loads(out) == {"error": "Please grant the following permissions to use this "
-                                             "command: android.permission.READ_SMS, android.permission.READ_CONTACTS"}
+                                             "command: android.permission.READ_SMS ,android.permission.READ_CONTACTS"}
+    assert out.startswith('{\n  "error": "Please grant')
     code, out, _ = ph.thread.call(ph.term.type_command("termux-telephony-cellinfo"))
     assert json.loads(out)["error"].endswith("android.permission.ACCESS_COARSE_LOCATION")
     code, out, _ = ph.thread.call(ph.term.type_command("termux-battery-status"))
     assert json.loads(out)["percentage"] == 81  # no permission needed
     assert ph.api.screen()["permission_dialogs"]  # the dialogs opened on the phone
-    for perm in ("READ_SMS", "READ_CONTACTS", "SEND_SMS", "ACCESS_COARSE_LOCATION"):
+    adb.run("-s", serial, "shell", "pm grant com.termux.api android.permission.SEND_SMS", check=True)
+    code, out, _ = ph.thread.call(ph.term.type_command("termux-sms-send -n +33698765432 bonjour"))
+    assert json.loads(out)["error"].endswith(": android.permission.READ_PHONE_STATE")
+    assert ph.phone.state.radio_log == []  # nothing went out
+    for perm in ("READ_SMS", "READ_CONTACTS", "READ_PHONE_STATE", "ACCESS_COARSE_LOCATION"):
         adb.run("-s", serial, "shell", f"pm grant com.termux.api android.permission.{perm}", check=True)
     code, out, _ = ph.thread.call(ph.term.type_command("termux-sms-list -l 5"))
     rows = json.loads(out)

@@ -14,9 +14,11 @@ Sources:
   ACCESS_COARSE/FINE_LOCATION, READ_PHONE_STATE …; **not** RECEIVE_SMS).
 * termux-api ``TermuxApiReceiver.java`` (per API the permissions checked
   before it runs) and ``util/TermuxApiPermissionActivity.java``: when one is
-  missing the command prints ``{"error":"Please grant the following permission
-  to use this command: X"}`` and a permission dialog opens on the phone:
-  SmsInbox → READ_SMS + READ_CONTACTS; SmsSend → SEND_SMS; CallLog →
+  missing the command prints ``{"error": "Please grant the following permission
+  to use this command: X"}`` (pretty-printed: ``ResultReturner.ResultJsonWriter``
+  sets a two-space indent; several permissions: "permissions", joined with
+  `` ,``), exit 0, and a permission dialog opens on the phone:
+  SmsInbox → READ_SMS + READ_CONTACTS; SmsSend → READ_PHONE_STATE + SEND_SMS; CallLog →
   READ_CALL_LOG; TelephonyCall → CALL_PHONE; TelephonyCellInfo →
   ACCESS_COARSE_LOCATION; TelephonyDeviceInfo → READ_PHONE_STATE;
   BatteryStatus, JobScheduler → none.
@@ -69,7 +71,7 @@ API_REQUESTED = (P + "READ_CALL_LOG", P + "READ_SMS", P + "SEND_SMS", P + "CALL_
 NEEDS = {
     "termux-sms-list": (P + "READ_SMS", P + "READ_CONTACTS"),
     "termux-sms-inbox": (P + "READ_SMS", P + "READ_CONTACTS"),
-    "termux-sms-send": (P + "SEND_SMS",),
+    "termux-sms-send": (P + "READ_PHONE_STATE", P + "SEND_SMS"),
     "termux-call-log": (P + "READ_CALL_LOG",),
     "termux-telephony-call": (P + "CALL_PHONE",),
     "termux-telephony-cellinfo": (P + "ACCESS_COARSE_LOCATION",),
@@ -263,9 +265,11 @@ class TermuxApiApp:
         missing = tuple(p for p in needs if not holds(self.package, p))
         if missing:
             self.dialogs.append(missing)
+            # TermuxApiPermissionActivity.checkAndRequestPermissions: "permission" + "s" when
+            # several, joined with " ," (sic); written by ResultJsonWriter (JsonWriter, indent "  ").
             word = "permission" if len(missing) == 1 else "permissions"
-            text = f"Please grant the following {word} to use this command: {', '.join(missing)}"
-            return json.dumps({"error": text}) + "\n", "", 0
+            text = f"Please grant the following {word} to use this command: {' ,'.join(missing)}"
+            return json.dumps({"error": text}, indent=2) + "\n", "", 0
         handler = getattr(self, "_" + cmd.replace("-", "_"))
         return await handler(args, stdin)
 
