@@ -57,6 +57,7 @@ def attach(adb: AdbServer, phone: PhoneThread) -> str:
     out = adb.run("connect", serial).stdout
     assert serial in out
     adb.wait_state(serial, "unauthorized", within=timeout(20))
+    assert len(phone.call(phone.phone.usb_debugging_dialog(timeout(20)))) == 1
     assert phone.do(phone.phone.allow_usb_debugging) == 1
     adb.wait_state(serial, "device", within=timeout(20))
     return serial
@@ -69,8 +70,8 @@ def test_unknown_key_is_unauthorized_until_the_user_allows_then_remembered(adb: 
     adb.wait_state(serial, "unauthorized", within=timeout(20))
     shell = adb.run("-s", serial, "shell", "true")
     assert shell.returncode != 0 and "unauthorized" in shell.stderr
-    assert phone.phone.auth.pending  # the dialog is up on the phone
-    phone.do(phone.phone.allow_usb_debugging)
+    phone.call(phone.phone.usb_debugging_dialog(timeout(20)))  # the dialog is up on the phone
+    assert phone.do(phone.phone.allow_usb_debugging) == 1
     adb.wait_state(serial, "device", within=timeout(20))
     long = adb.run("devices", "-l").stdout
     assert re.search(rf"{re.escape(serial)}\s+device product:panther model:Pixel_7 device:panther", long)
@@ -86,7 +87,8 @@ def test_denied_key_stays_unauthorized(adb: AdbServer, phone: PhoneThread) -> No
     serial = phone.phone.address
     adb.run("connect", serial)
     adb.wait_state(serial, "unauthorized", within=timeout(20))
-    phone.do(phone.phone.deny_usb_debugging)
+    phone.call(phone.phone.usb_debugging_dialog(timeout(20)))
+    assert phone.do(phone.phone.deny_usb_debugging) == 1
     assert adb.state(serial) == "unauthorized"
     assert "unauthorized" in adb.run("-s", serial, "shell", "true").stderr
 

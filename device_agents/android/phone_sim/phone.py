@@ -80,10 +80,11 @@ class VirtualPhone:
         self._tasks: set[asyncio.Task[Any]] = set()
         for name in ("android", "com.android.phone", "com.android.shell", "com.android.settings",
                      "com.android.providers.telephony", "com.google.android.apps.messaging"):
-            self.state.packages[name] = Package(name, uid=1000 if name == "android" else 10001)
+            self.state.packages[name] = Package(name, uid=1000 if name == "android" else 10001, system=True)
         self.state.packages["com.android.shell"] = Package(
             "com.android.shell", requested=tuple(sorted(SHELL_PERMISSIONS)),
-            granted=set(SHELL_PERMISSIONS), uid=2000)
+            granted=set(SHELL_PERMISSIONS), uid=2000, system=True)
+        self.state.props["ro.adb.secure"] = "1" if require_auth else "0"
 
     # -- apps --------------------------------------------------------------------------------
     def install(self, app: App) -> None:
@@ -157,6 +158,15 @@ class VirtualPhone:
         return any(c.online for c in self.connections)
 
     # -- the user's hands ----------------------------------------------------------------------
+    async def usb_debugging_dialog(self, within: float = 20.0) -> list[str]:
+        """Wait until "Allow USB debugging?" is on screen (the adb server shows the device as
+        ``unauthorized`` a little earlier: from the first AUTH token, before it sends its key)."""
+        async with asyncio.timeout(within):
+            while not self.auth.pending:
+                self.auth.changed.clear()
+                await self.auth.changed.wait()
+        return list(self.auth.pending)
+
     def allow_usb_debugging(self, *, always: bool = True) -> int:
         return self.auth.answer(True, always=always)
 
