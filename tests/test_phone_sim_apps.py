@@ -342,3 +342,42 @@ def test_phantom_process_killer_and_run_command_refusal(adb: AdbServer, ph: Phon
     code, out, _ = ph.thread.call(ph.term.type_command(
         "termux-job-scheduler --job-id 1 -s ~/agent.sh --period-ms 900000 --persisted true"))
     assert code == 0 and ph.api.jobs["1"]["persisted"] is True
+
+
+def test_persisted_job_and_termux_boot_script_survive_a_reboot(tmp_path: Path) -> None:
+    loop = next_loopback()
+    parts: dict[str, Any] = {}
+
+    def make() -> VirtualPhone:
+        p = VirtualPhone(serial="SIM0003", data_dir=tmp_path / "phone", port=0, loopback=loop, require_auth=False)
+        parts["term"], parts["api"] = install_termux(p, boot_addon=True)
+        return p
+
+    thread = PhoneThread(make)
+    term: TermuxApp = parts["term"]
+    api: TermuxApiApp = parts["api"]
+    try:
+        marker = tmp_path / "ran"
+        boot_dir = term.home / ".termux" / "boot"
+        boot_dir.mkdir(parents=True)
+        (boot_dir / "start-agent").write_text(f"#!/bin/sh\necho boot >> {marker}\n")
+        (boot_dir / "start-agent").chmod(0o755)
+        (term.home / "job.sh").write_text(f"#!/bin/sh\necho job >> {marker}\n")
+        (term.home / "job.sh").chmod(0o755)
+        for line in ("termux-job-scheduler --job-id 1 -s ~/job.sh --period-ms 900000 --persisted true",
+                     "termux-job-scheduler --job-id 2 -s ~/job.sh --period-ms 900000"):
+            assert thread.call(term.type_command(line))[0] == 0
+        assert set(api.jobs) == {"1", "2"}
+        thread.call(thread.phone.reboot())
+        assert set(api.jobs) == {"1"}  # only the persisted job is still scheduled
+        assert thread.call(api.run_jobs()) == 1
+
+        def lines() -> list[str]:
+            return marker.read_text().split() if marker.exists() else []
+
+        deadline = time.monotonic() + timeout(10)
+        while sorted(lines()) != ["boot", "job"]:
+            assert time.monotonic() < deadline, lines()
+            time.sleep(0.02)
+    finally:
+        thread.close()

@@ -41,6 +41,7 @@ class App(Protocol):
     package: Package
 
     async def launch(self) -> None: ...
+    async def boot(self) -> None: ...
     async def stop(self) -> None: ...
     def start_service(self, cls: str, *, foreground: bool) -> str | None: ...
     def running_services(self) -> list[str]: ...
@@ -102,7 +103,7 @@ class VirtualPhone:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         for app in list(self.apps.values()):
-            await app.launch()  # helper apps that run at boot (RECEIVE_BOOT_COMPLETED)
+            await app.boot()  # what apps do on BOOT_COMPLETED
         log.info("virtual phone %s: adbd on %s:%d", self.serial, self.host, self.port)
 
     @property
@@ -143,7 +144,7 @@ class VirtualPhone:
         self.sms = SmsService(self.state, radio)
         await self.replug()
         for app in list(self.apps.values()):
-            await app.launch()
+            await app.boot()
 
     async def stop(self) -> None:
         await self.unplug()

@@ -170,6 +170,10 @@ class SmsGateApp:
             await web.TCPSite(runner, self.phone.loopback, self.data["port"]).start()
             self._runner = runner
 
+    async def boot(self) -> None:
+        # The app's boot receiver starts the local server again when it was on.
+        await self.launch()
+
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
