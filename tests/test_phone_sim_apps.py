@@ -5,6 +5,8 @@ typed in Termux, and Android's SMS send limit."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import shutil
 import socket
@@ -72,7 +74,7 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with outer.cond:
-                    outer.posts.append({"json": json.loads(body), "headers": dict(self.headers)})
+                    outer.posts.append({"json": json.loads(body), "raw": body, "headers": dict(self.headers)})
                     outer.cond.notify_all()
                 self.send_response(200)
                 self.end_headers()
@@ -192,7 +194,9 @@ def test_smsgate_send_delivered_and_incoming_with_webhooks_through_reverse(
     received = receiver.wait("sms:received")[0]
     assert received["payload"]["message"] == "STOP" and received["payload"]["phoneNumber"] == "+33699999999"
     post = next(p for p in receiver.posts if p["json"]["event"] == "sms:received")
-    assert post["headers"]["X-Signature"] and post["headers"]["X-Timestamp"]
+    expected = hmac.new(ph.gate.screen()["signing_key"].encode(),
+                        post["raw"] + post["headers"]["X-Timestamp"].encode(), hashlib.sha256).hexdigest()
+    assert post["headers"]["X-Signature"] == expected
 
 
 def test_smsgate_failure_answers(adb: AdbServer, ph: Phone) -> None:
