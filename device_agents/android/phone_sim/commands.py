@@ -6,6 +6,7 @@ found" (see :mod:`.shell`). Sources are named next to each command.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import time
@@ -254,8 +255,9 @@ class Commands:
 
     @staticmethod
     def _apk(name: str) -> str:
-        token = abs(hash(name)) % 10**8
-        return f"/data/app/~~{token:08d}AbCdEf==/{name}-{token:08d}XyZ==/base.apk"
+        # Android 11+ install dirs: /data/app/~~<random>==/<pkg>-<random>==/base.apk (stable per install).
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        return f"/data/app/~~{digest[:22]}==/{name}-{digest[22:44]}==/base.apk"
 
     async def _dump_package(self, name: str, io: Io) -> int:
         # The parts of `dumpsys package PKG` a bridge reads (PackageManagerService dump).
@@ -264,7 +266,7 @@ class Commands:
             io.out(f"Unable to find package: {name}\n")
             return 0
         from .packages import RUNTIME_PERMISSIONS
-        lines = ["Packages:", f"  Package [{name}] ({abs(hash(name)) % 0xFFFFFFF:07x}):",
+        lines = ["Packages:", f"  Package [{name}] ({hashlib.sha256(name.encode()).hexdigest()[:7]}):",
                  f"    userId={pkg.uid}", f"    versionName={pkg.version}",
                  f"    codePath={self._apk(name).rsplit('/', 1)[0]}", "    requested permissions:"]
         lines += [f"      {p}" for p in pkg.requested]

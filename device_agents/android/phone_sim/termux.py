@@ -45,6 +45,7 @@ import os
 import shlex
 import stat
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .packages import TERMUX_RUN_COMMAND, P, holds
@@ -227,6 +228,9 @@ class TermuxApiApp:
         self.phone = phone
         self.package = Package(TERMUX_API, requested=API_REQUESTED, uid=10233, version="0.50.1")
         self.socket_path = phone.data_dir / "termux-api.sock"
+        if len(str(self.socket_path)) > 100:  # AF_UNIX paths stop at 108 bytes
+            import tempfile
+            self.socket_path = Path(tempfile.mkdtemp(prefix="termux-api-")) / "api.sock"
         self._server: asyncio.base_events.Server | None = None
         self.dialogs: list[tuple[str, ...]] = []  # permission dialogs opened on the phone
         self.jobs: dict[str, dict[str, Any]] = phone.state.app_data.setdefault("termux_jobs", {})
