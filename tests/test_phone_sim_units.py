@@ -103,3 +103,40 @@ async def test_state_survives_a_restart_on_the_same_folder(tmp_path: Path) -> No
     assert second.sms.max_count == 10  # read at boot
     second.receive_sms("+33612345678", "next")
     assert [r["_id"] for r in second.state.sms] == [1, 2]  # ids keep counting
+
+
+async def test_control_socket_answers_every_request(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from device_agents.android.phone_sim.control import serve_control
+    from device_agents.android.phone_sim.smsgate import SmsGateApp
+
+    phone = VirtualPhone(data_dir=tmp_path, loopback="127.0.0.9")
+    phone.install(SmsGateApp(phone))
+    path = str(tmp_path / "c.sock")
+    server = await serve_control(phone, path)
+    reader, writer = await asyncio.open_unix_connection(path)
+
+    async def ask(req: object) -> dict[str, object]:
+        writer.write((req if isinstance(req, bytes) else json.dumps(req).encode()) + b"\n")
+        return dict(json.loads(await reader.readline()))
+
+    try:
+        got = await ask({"op": "receive_sms", "from": "+33612345678", "text": "hello", "sim": 2})
+        assert got["ok"] and got["row"]["sub_id"] == 2  # type: ignore[index]
+        got = await ask({"op": "receive_call", "from": "+33611111111", "answered": True, "duration": 42})
+        assert got["row"]["type"] == 1 and got["row"]["duration"] == 42  # type: ignore[index]
+        got = await ask({"op": "shell", "command": "content query --uri content://sms --projection body"})
+        assert got["stdout"] == "Row: 0 body=hello\n" and got["exit"] == 0
+        screen = (await ask({"op": "screen", "app": "me.capcom.smsgateway"}))["screen"]
+        assert screen["username"] == "sms" and len(screen["password"]) == 8  # type: ignore[index]
+        assert (await ask({"op": "sms_dialog", "allow": True}))["answered"] == 0
+        assert (await ask({"op": "state"}))["online"] is False
+        for bad in ({"op": "nope"}, {"op": "receive_sms"}, {"op": "screen", "app": "x"}, b"[1]", b"{oops"):
+            answer = await ask(bad)
+            assert answer["ok"] is False and answer["error"]
+    finally:
+        writer.close()
+        server.close()
+        await phone.stop()
