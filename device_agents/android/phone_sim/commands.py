@@ -1,21 +1,22 @@
 """The commands the shell user finds on the virtual phone, each after its AOSP source.
 
-Only what a gateway bridge runs is here; anything else is "inaccessible or not
-found" (see :mod:`.shell`). Sources are named next to each command.
+Only what a gateway bridge runs is here — Android's services (``getprop``,
+``pm``, ``am``, ``settings``, ``device_config``, ``dumpsys``, ``cmd``, ``input``,
+``monkey``, ``run-as``), ``content`` (:mod:`.content`) and a few toybox tools
+(:mod:`.toybox`); anything else is "inaccessible or not found" (see
+:mod:`.shell`). Sources are named next to each command.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import sqlite3
-import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
+from .content import ContentCommand
 from .packages import PermissionError_, check_grant, stack_trace
 from .shell import Command, Io
-from .state import CALL_COLUMNS, SMS_COLUMNS, Package, PhoneState
+from .state import Package, PhoneState
+from .toybox import Toybox
 
 
 class Device(Protocol):
@@ -60,106 +61,12 @@ class Commands:
     def table(self) -> dict[str, Command]:
         table: dict[str, Command] = {
             "getprop": self.getprop, "setprop": self.setprop, "pm": self.pm, "cmd": self.cmd,
-            "am": self.am, "content": self.content, "settings": self.settings,
+            "am": self.am, "content": ContentCommand(self.state).content, "settings": self.settings,
             "device_config": self.device_config, "dumpsys": self.dumpsys, "input": self.input,
-            "monkey": self.monkey, "run-as": self.run_as, "id": self.id_, "echo": self.echo,
-            "true": self.true, "false": self.false, "date": self.date, "cat": self.cat,
-            "grep": self.grep, "head": self.head, "wc": self.wc, "which": self.which,
-            "uname": self.uname, "ls": self.ls,
+            "monkey": self.monkey, "run-as": self.run_as,
         }
+        table.update(Toybox(lambda: table).table())
         return table
-
-    # -- small toybox tools ----------------------------------------------------------
-    async def true(self, argv: list[str], io: Io) -> int:
-        return 0
-
-    async def false(self, argv: list[str], io: Io) -> int:
-        return 1
-
-    async def echo(self, argv: list[str], io: Io) -> int:
-        args = argv[1:]
-        newline = True
-        if args and args[0] == "-n":
-            newline, args = False, args[1:]
-        io.out(" ".join(args) + ("\n" if newline else ""))
-        return 0
-
-    async def id_(self, argv: list[str], io: Io) -> int:
-        # The shell user: AOSP android_filesystem_config.h AID_SHELL = 2000.
-        io.out("uid=2000(shell) gid=2000(shell) groups=2000(shell),1004(input),1007(log),"
-               "1011(adb),1015(sdcard_rw),1028(sdcard_r),3001(net_bt_admin),3002(net_bt),"
-               "3003(inet),3006(net_bw_stats),3009(readproc),3011(uhid) context=u:r:shell:s0\n")
-        return 0
-
-    async def uname(self, argv: list[str], io: Io) -> int:
-        io.out("Linux\n" if len(argv) == 1 else "Linux localhost 5.10.198-android13-4 aarch64\n")
-        return 0
-
-    async def date(self, argv: list[str], io: Io) -> int:
-        if len(argv) > 1 and argv[1] == "+%s":
-            io.out(f"{int(time.time())}\n")
-        elif len(argv) > 1 and argv[1] == "+%Z":
-            io.out(time.strftime("%Z") + "\n")
-        else:
-            io.out(time.strftime("%a %b %d %H:%M:%S %Z %Y") + "\n")
-        return 0
-
-    async def which(self, argv: list[str], io: Io) -> int:
-        status = 0
-        table = self.table()
-        for name in argv[1:]:
-            if name in table:
-                io.out(f"/system/bin/{name}\n")
-            else:
-                status = 1
-        return status
-
-    async def cat(self, argv: list[str], io: Io) -> int:
-        if len(argv) == 1:
-            io.out(io.stdin.decode("utf-8", "replace"))
-            return 0
-        for path in argv[1:]:
-            io.err(f"cat: {path}: No such file or directory\n" if not path.startswith("/data/data/")
-                   else f"cat: {path}: Permission denied\n")
-        return 1
-
-    async def ls(self, argv: list[str], io: Io) -> int:
-        paths = [a for a in argv[1:] if not a.startswith("-")]
-        for path in paths:
-            if path.startswith("/data/data/") or path == "/data":
-                io.err(f"ls: {path}: Permission denied\n")
-                return 1
-        return 0
-
-    async def grep(self, argv: list[str], io: Io) -> int:
-        flags = {a for a in argv[1:] if a.startswith("-")}
-        words = [a for a in argv[1:] if not a.startswith("-")]
-        if not words:
-            io.err("usage: grep [-EFHIabchilnoqrsvwxz] PATTERN [FILE...]\n")
-            return 2
-        pattern = words[0]
-        lines = io.stdin.decode("utf-8", "replace").splitlines()
-        opts = re.IGNORECASE if any("i" in f for f in flags) else 0
-        fixed = any("F" in f for f in flags)
-        invert = any("v" in f for f in flags)
-        regex = re.compile(re.escape(pattern) if fixed else pattern, opts)
-        hits = [ln for ln in lines if bool(regex.search(ln)) != invert]
-        if any("c" in f for f in flags):
-            io.out(f"{len(hits)}\n")
-        elif not any("q" in f for f in flags):
-            io.out("".join(h + "\n" for h in hits))
-        return 0 if hits else 1
-
-    async def head(self, argv: list[str], io: Io) -> int:
-        n = 10
-        if len(argv) > 2 and argv[1] == "-n":
-            n = int(argv[2])
-        io.out("".join(ln + "\n" for ln in io.stdin.decode("utf-8", "replace").splitlines()[:n]))
-        return 0
-
-    async def wc(self, argv: list[str], io: Io) -> int:
-        io.out(f"{len(io.stdin.splitlines())}\n")
-        return 0
 
     # -- getprop / setprop (AOSP system/core/toolbox/getprop.cpp) -----------------------
     async def getprop(self, argv: list[str], io: Io) -> int:
@@ -368,68 +275,6 @@ class Commands:
         io.err(f"run-as: package not debuggable: {argv[1]}\n")
         return 1
 
-    # -- content (AOSP cmds/content/src/com/android/commands/content/Content.java) -------------
-    async def content(self, argv: list[str], io: Io) -> int:
-        if len(argv) < 2 or argv[1] != "query":
-            io.err("usage: adb shell content [subcommand] [options]\n")
-            return 1 if len(argv) < 2 else 0
-        opts: dict[str, str] = {}
-        i = 2
-        while i < len(argv):
-            if argv[i] in ("--uri", "--projection", "--where", "--sort", "--user") and i + 1 < len(argv):
-                opts[argv[i][2:]] = argv[i + 1]
-                i += 2
-            else:
-                io.err(f"Error: Unknown argument: {argv[i]}\n")
-                return 1
-        uri = opts.get("uri")
-        if not uri:
-            io.err("Error: Content provider URI not specified\n")
-            return 1
-        m = re.match(r"content://([^/]+)(/.*)?$", uri)
-        if not m:
-            io.err(f"Error while accessing provider:{uri}\njava.lang.IllegalArgumentException: "
-                   f"Invalid URI: {uri}\n")
-            return 0
-        authority, path = m.group(1), (m.group(2) or "").strip("/")
-        table = self._provider(authority, path)
-        if table is None:
-            io.err(f"Error while accessing provider:{authority}\njava.lang.IllegalStateException: "
-                   f"Could not find provider: {authority}\n\tat com.android.commands.content."
-                   "Content$Command.execute(Content.java)\n")
-            return 0
-        columns, rows, fixed_where = table
-        projection = opts["projection"].split(":") if "projection" in opts else list(columns)
-        try:
-            out = _query(columns, rows, projection, opts.get("where"), fixed_where, opts.get("sort"))
-        except sqlite3.Error as exc:
-            io.err(f"Error while accessing provider:{authority}\nandroid.database.sqlite."
-                   f"SQLiteException: {exc} (code 1 SQLITE_ERROR)\n")
-            return 0
-        if not out:
-            io.out("No result found.\n")
-            return 0
-        for n, row in enumerate(out):
-            io.out(f"Row: {n} " + ", ".join(f"{k}={_cell(v)}" for k, v in row) + "\n")
-        return 0
-
-    def _provider(self, authority: str, path: str
-                  ) -> tuple[tuple[str, ...], list[dict[str, Any]], str | None] | None:
-        # Telephony.Sms URIs (SmsProvider.java): content://sms, /inbox /sent /draft /outbox
-        # /failed /queued, /N; CallLog.Calls: content://call_log/calls.
-        with self.state.lock:
-            if authority == "sms":
-                boxes = {"": None, "inbox": "type=1", "sent": "type=2", "draft": "type=3",
-                         "outbox": "type=4", "failed": "type=5", "queued": "type=6"}
-                if path in boxes:
-                    return SMS_COLUMNS, [dict(r) for r in self.state.sms], boxes[path]
-                if path.isdigit():
-                    return SMS_COLUMNS, [dict(r) for r in self.state.sms], f"_id={int(path)}"
-                return None
-            if authority == "call_log" and path in ("calls", ""):
-                return CALL_COLUMNS, [dict(r) for r in self.state.calls], None
-        return None
-
     # -- settings (AOSP SettingsService / SettingsProvider) ---------------------------------
     async def settings(self, argv: list[str], io: Io) -> int:
         args = [a for a in argv[1:] if a not in ("--user", "current", "0")]
@@ -567,32 +412,3 @@ class Commands:
             return 1
         self.input_log.append(argv[1:])
         return 0
-
-
-def _cell(value: Any) -> str:
-    # QueryCommand: NULL for null, longs and strings as they are.
-    return "NULL" if value is None else str(value)
-
-
-def _query(columns: tuple[str, ...], rows: list[dict[str, Any]], projection: list[str],
-           where: str | None, fixed_where: str | None, sort: str | None) -> list[list[tuple[str, Any]]]:
-    """The provider's SQL, run by SQLite as SmsProvider / CallLogProvider run theirs."""
-    db = sqlite3.connect(":memory:")
-    try:
-        db.execute(f"CREATE TABLE t ({', '.join(columns)})")
-        db.executemany(f"INSERT INTO t VALUES ({', '.join('?' for _ in columns)})",
-                       [tuple(r.get(c) for c in columns) for r in rows])
-        clauses = [c for c in (fixed_where, where) if c]
-        sql = f"SELECT {', '.join(projection)} FROM t"
-        if clauses:
-            sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
-        # SmsProvider's default order is "date DESC"; CallLogProvider's too.
-        sql += f" ORDER BY {sort}" if sort else " ORDER BY date DESC"
-        cur = db.execute(sql)
-        names = [d[0] for d in cur.description]
-        return [list(zip(names, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        db.close()
-
-
-CommandFactory = Callable[[Device], Commands]
