@@ -385,3 +385,23 @@ def test_persisted_job_and_termux_boot_script_survive_a_reboot(tmp_path: Path) -
             time.sleep(0.02)
     finally:
         thread.close()
+
+
+def test_smsgate_retries_a_webhook_until_adb_reverse_is_back(adb: AdbServer, ph: Phone, receiver: Receiver) -> None:
+    serial = attach(adb, ph.thread)
+    port, password = set_up_smsgate(adb, ph, serial)
+    with socket.socket() as s:  # a port on the phone's loopback that nothing listens on yet
+        s.bind((ph.phone.loopback, 0))
+        device_port = s.getsockname()[1]
+    status, _, _ = http(port, "POST", "/webhooks", {"url": f"http://127.0.0.1:{device_port}/hook",
+                                                     "event": "sms:received"}, password=password)
+    assert status == 201
+    ph.thread.do(lambda: ph.phone.receive_sms("+33612345678", "while the cable was out"))
+    deadline = time.monotonic() + timeout(10)
+    while len(ph.gate.webhooks.webhook_log) < 2:  # refused, then refused again after a back-off
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert all(not isinstance(a["status"], int) for a in ph.gate.webhooks.webhook_log)
+    adb.run("-s", serial, "reverse", f"tcp:{device_port}", f"tcp:{receiver.port}", check=True)
+    got = receiver.wait("sms:received")
+    assert [g["payload"]["message"] for g in got] == ["while the cable was out"]

@@ -19,14 +19,7 @@ What it does here follows its sources (app/src/main/java/me/capcom/smsgateway/�
   shape or 404.
 * Message states Pending → Processed (handed to SmsManager) → Sent →
   Delivered, or Failed, per recipient (``data/entities/Message.kt``).
-* ``modules/webhooks/WebHooksService.kt`` + ``WebHookUrlPolicy.kt``: a webhook
-  URL must be https — except ``http://127.0.0.1…``, allowed on purpose for
-  local receivers — and an https URL to a private/loopback host is refused;
-  an unknown event is refused ("Unsupported event"); ``POST`` upserts by id;
-  events ``sms:received``, ``sms:sent``, ``sms:delivered``, ``sms:failed``,
-  ``system:ping`` …; deliveries are ``{id, webhookId, event, deviceId,
-  payload}`` POSTed as JSON, retried with exponential back-off while the
-  answer is not 2xx (``workers/SendWebhookWorker.kt``; ``retryCount``).
+* Webhooks: see :mod:`.smsgate_webhooks`.
 * Payloads (``webhooks/payload/SmsEventPayload.kt``): ``messageId``,
   ``phoneNumber``, ``simNumber`` and ``partsCount``+``sentAt`` /
   ``deliveredAt`` / ``failedAt``+``reason`` / ``message``+``receivedAt``.
@@ -58,10 +51,11 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
 
 from .packages import P, holds
 from .sms import RESULT_OK, SmsRequest
+from .smsgate_webhooks import Webhooks, nanoid
 from .state import STATUS_COMPLETE, Package
 
 if TYPE_CHECKING:
@@ -77,34 +71,11 @@ REQUESTED = (P + "SEND_SMS", P + "RECEIVE_SMS", P + "READ_SMS", P + "READ_PHONE_
              P + "FOREGROUND_SERVICE", P + "RECEIVE_BOOT_COMPLETED", P + "WAKE_LOCK",
              P + "POST_NOTIFICATIONS", P + "REQUEST_IGNORE_BATTERY_OPTIMIZATIONS",
              P + "ACCESS_WIFI_STATE")
-EVENTS = ("sms:received", "sms:batch:received", "sms:sent", "sms:delivered", "sms:failed",
-          "system:ping", "sms:data-received", "mms:received", "mms:downloaded", "app:started",
-          "sms:cancelled")
 SMS_RESULT_NAMES = {1: "RESULT_ERROR_GENERIC_FAILURE", 2: "RESULT_ERROR_RADIO_OFF",
                     3: "RESULT_ERROR_NULL_PDU", 4: "RESULT_ERROR_NO_SERVICE",
                     5: "RESULT_ERROR_LIMIT_EXCEEDED"}
 
 
-def _nanoid(size: int = 21) -> str:
-    # jnanoid's default alphabet and size (NanoIdUtils.randomNanoId()).
-    alphabet = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    return "".join(secrets.choice(alphabet) for _ in range(size))
-
-
-def _forbidden_host(host: str) -> bool:
-    # WebHookUrlPolicy.isForbiddenHost (literal host check, no DNS).
-    h = host.strip("[]").lower()
-    if h == "localhost" or h.endswith((".localhost", ".local", ".internal")):
-        return True
-    parts = h.split(".")
-    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
-        o = [int(p) for p in parts]
-        return (o[0] in (0, 10, 127) or (o[0] == 169 and o[1] == 254) or (o[0] == 172 and 16 <= o[1] <= 31)
-                or (o[0] == 192 and o[1] == 168) or (o[0] == 192 and o[1] == 0 and o[2] == 0)
-                or (o[0] == 100 and 64 <= o[1] <= 127) or o[0] >= 224)
-    if ":" in h:
-        return h in ("::", "::1") or h.startswith(("fe80", "fec0", "fc", "fd", "ff"))
-    return False
 
 
 class SmsGateApp:
@@ -116,16 +87,15 @@ class SmsGateApp:
         data.setdefault("online", False)
         data.setdefault("username", "sms")
         # LocalServerSettings.kt: username "sms"; password an 8-character nanoid made on first use.
-        data.setdefault("password", _nanoid(8))
+        data.setdefault("password", nanoid(8))
         data.setdefault("port", 8080)
-        data.setdefault("device_id", _nanoid())
+        data.setdefault("device_id", nanoid())
         data.setdefault("signing_key", secrets.token_hex(16))
         data.setdefault("webhooks", [])
         self.data = data
-        self.webhook_backoff = webhook_backoff
-        self.retry_count = retry_count
         self.messages: dict[str, dict[str, Any]] = {}
-        self.webhook_log: list[dict[str, Any]] = []  # every delivery attempt
+        self.webhooks = Webhooks(phone, data, version=self.package.version, backoff=webhook_backoff,
+                                 retry_count=retry_count)
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -165,8 +135,9 @@ class SmsGateApp:
                 app.add_routes([web.post(base, self._post_message), web.get(base, self._list_messages),
                                 web.get(base + "/{id}", self._get_message)])
             for base in ("/webhook", "/webhooks"):
-                app.add_routes([web.get(base, self._list_webhooks), web.post(base, self._post_webhook),
-                                web.delete(base + "/{id}", self._delete_webhook)])
+                app.add_routes([web.get(base, self.webhooks.list_route),
+                                web.post(base, self.webhooks.post_route),
+                                web.delete(base + "/{id}", self.webhooks.delete_route)])
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, self.phone.loopback, self.data["port"]).start()
@@ -182,6 +153,7 @@ class SmsGateApp:
             await runner.cleanup()
         for task in list(self._tasks):
             task.cancel()
+        self.webhooks.stop()
 
     def start_service(self, cls: str, *, foreground: bool) -> str | None:
         # Its services are not exported (AndroidManifest.xml): the shell may not start them.
@@ -282,7 +254,7 @@ class SmsGateApp:
                 deadline = dt.datetime.fromisoformat(valid_until.replace("Z", "+00:00")).timestamp()
             except ValueError:
                 return self._bad("validUntil is not a date")
-        msg_id = body.get("id") or _nanoid()
+        msg_id = body.get("id") or nanoid()
         if msg_id in self.messages:
             return self._bad(f"Message with id {msg_id} already exists")
         now = self._date()
@@ -360,7 +332,7 @@ class SmsGateApp:
                     return
                 recipient["state"] = "Sent"
                 self._set_state(msg)
-                self._emit("sms:sent", {"messageId": msg["id"], "phoneNumber": number, "simNumber": sim,
+                self.webhooks.emit("sms:sent", {"messageId": msg["id"], "phoneNumber": number, "simNumber": sim,
                                         "partsCount": parts, "sentAt": self._date()})
             elif kind == "delivered":
                 delivered[info["part"]] = info["status"]
@@ -369,7 +341,7 @@ class SmsGateApp:
                 if all(s == STATUS_COMPLETE for s in delivered.values()):
                     recipient["state"] = "Delivered"
                     self._set_state(msg)
-                    self._emit("sms:delivered", {"messageId": msg["id"], "phoneNumber": number,
+                    self.webhooks.emit("sms:delivered", {"messageId": msg["id"], "phoneNumber": number,
                                                  "simNumber": sim, "deliveredAt": self._date()})
                 else:
                     self._recipient_failed(msg, recipient, "Delivery failed", sim)
@@ -381,7 +353,7 @@ class SmsGateApp:
         recipient["state"] = "Failed"
         recipient["error"] = reason
         self._set_state(msg)
-        self._emit("sms:failed", {"messageId": msg["id"], "phoneNumber": recipient["phoneNumber"],
+        self.webhooks.emit("sms:failed", {"messageId": msg["id"], "phoneNumber": recipient["phoneNumber"],
                                   "simNumber": sim, "failedAt": self._date(), "reason": reason})
 
     def receive_sms(self, row: dict[str, Any]) -> None:
@@ -389,80 +361,6 @@ class SmsGateApp:
         if not holds(self.package, P + "RECEIVE_SMS"):
             return
         digest = hashlib.sha256(f"{row['address']}|{row['body']}|{row['date']}".encode()).hexdigest()[:16]
-        self._emit("sms:received", {"messageId": digest, "message": row["body"],
+        self.webhooks.emit("sms:received", {"messageId": digest, "message": row["body"],
                                     "phoneNumber": row["address"], "simNumber": row.get("sub_id", 1),
                                     "receivedAt": self._date(row["date"] / 1000)})
-
-    # -- webhooks ------------------------------------------------------------------------------------
-    async def _list_webhooks(self, request: web.Request) -> web.Response:
-        return web.json_response([{"id": h["id"], "url": h["url"], "event": h["event"]}
-                                  for h in self.data["webhooks"]])
-
-    async def _post_webhook(self, request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read())
-        except ValueError as exc:
-            return self._bad(f"Failed to convert request body to class WebHookDTO: {exc}")
-        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-            return self._bad("Failed to convert request body to class WebHookDTO")
-        url = body["url"]
-        from urllib.parse import urlsplit
-        parts = urlsplit(url)
-        if url.startswith("http://127.0.0.1"):
-            pass  # WebHooksService.replace: plain http allowed for the phone's own loopback only
-        elif parts.scheme != "https" or not parts.hostname:
-            return self._bad("Invalid URL")
-        elif _forbidden_host(parts.hostname):
-            return self._bad("Invalid URL: private or loopback host")
-        if body.get("event") not in EVENTS:
-            return self._bad("Unsupported event")
-        hook = {"id": body.get("id") or _nanoid(), "url": url, "event": body["event"]}
-        self.data["webhooks"] = [h for h in self.data["webhooks"] if h["id"] != hook["id"]] + [hook]
-        self.phone.state.save()
-        return web.json_response(hook, status=201)
-
-    async def _delete_webhook(self, request: web.Request) -> web.Response:
-        ident = request.match_info["id"]
-        self.data["webhooks"] = [h for h in self.data["webhooks"] if h["id"] != ident]
-        self.phone.state.save()
-        return web.Response(status=204)
-
-    def _emit(self, event: str, payload: dict[str, Any]) -> None:
-        # WebHooksService.emit: local webhooks fire only while the local server is enabled.
-        if not self.data["local_server_enabled"]:
-            return
-        for hook in self.data["webhooks"]:
-            if hook["event"] == event:
-                delivery = {"id": _nanoid(), "webhookId": hook["id"], "event": event,
-                            "deviceId": self.data["device_id"], "payload": payload}
-                self._spawn(self._deliver(hook["url"], delivery))
-
-    async def _deliver(self, url: str, delivery: dict[str, Any]) -> None:
-        # The phone's 127.0.0.1 is phone.loopback on this machine.
-        from urllib.parse import urlsplit, urlunsplit
-        parts = urlsplit(url)
-        if parts.hostname == "127.0.0.1":
-            netloc = self.phone.loopback + (f":{parts.port}" if parts.port else "")
-            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        body = json.dumps(delivery, ensure_ascii=False).encode()
-        delay = self.webhook_backoff
-        for attempt in range(self.retry_count):
-            ts = str(int(time.time()))
-            # webhooks/plugins/PayloadSingingPlugin.kt: X-Timestamp = Unix seconds, X-Signature =
-            # hex HMAC-SHA256(signing key, body text + timestamp).
-            sig = hmac.new(self.data["signing_key"].encode(), body + ts.encode(), hashlib.sha256).hexdigest()
-            status: int | str
-            try:
-                async with ClientSession(timeout=ClientTimeout(total=30, connect=5)) as session, \
-                        session.post(url, data=body, headers={
-                            "Content-Type": "application/json", "X-Signature": sig, "X-Timestamp": ts,
-                            "User-Agent": f"{PACKAGE}/{self.package.version}"}) as resp:
-                    status = resp.status
-            except (TimeoutError, OSError) as exc:
-                status = f"{type(exc).__name__}: {exc}"
-            self.webhook_log.append({"url": url, "event": delivery["event"], "attempt": attempt + 1,
-                                     "status": status})
-            if isinstance(status, int) and 200 <= status < 300:
-                return
-            await asyncio.sleep(delay)
-            delay *= 2
