@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("pdu", help="encode or decode SMS PDUs (see: simbridge pdu --help)", add_help=False)
     sub.add_parser("modem-sim", help="a virtual GSM modem on a pseudo-terminal", add_help=False)
+    sub.add_parser("phone-sim", help="a virtual Android phone behind the real adb server", add_help=False)
     return parser
 
 
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "modem-sim":
         from device_agents.modem import sim_cli
         return sim_cli.main(argv[1:])
+    if argv and argv[0] == "phone-sim":
+        from device_agents.android.phone_sim import cli as phone_sim_cli
+        return phone_sim_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_format)
     try:
