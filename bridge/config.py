@@ -22,7 +22,10 @@ import phonenumbers
 from bridge.core.optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
 
 DEVICE_KINDS = ("virtual", "modem", "android")
-ANDROID_DEFAULT_RATE = 25.0  # SMS a minute; Android's own limit is 30
+# Android lets one app send 30 SMS parts a minute (AOSP SmsUsageMonitor, see
+# bridge/devices/android/limits.py): at most 30 messages; the phone's agent
+# holds back whatever would go over 30 parts.
+ANDROID_DEFAULT_RATE = 30.0
 WEBHOOK_FORMATS = ("insim", "json")
 
 
@@ -341,6 +344,13 @@ DEVICE_KIND_SPEC: dict[str, Spec] = {
         "standalone": ((bool,), None),  # paired over the network (QR code), not driven over USB
         "serial": ((str,), _nonempty),
         "sim_slot": ((int,), _non_negative),
+        "route": ((str,), _one_of("smsgate", "termux")),  # how it sends; incoming is read over adb
+        "smsgate_port": ((int,), _positive),
+        "smsgate_user": ((str,), _nonempty),
+        "smsgate_password": ((str,), _nonempty),
+        "webhook_port": ((int,), _positive),  # on the phone's loopback, reversed to the bridge
+        "helper_port": ((int,), _positive),  # the Termux helper's, likewise
+        "max_parts_per_minute": ((int,), _positive),  # the phone's sms_outgoing_check_max_count
     },
 }
 DEVICE_KIND_REQUIRED = {"modem": ("port",), "android": ("serial",), "virtual": ()}
@@ -454,9 +464,8 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
                 raise ConfigError(f"{where}.fail_prefixes: must be a list of strings")
             options["fail_prefixes"] = tuple(prefixes)
         if values["kind"] == "android":
-            # Android refuses more than 30 SMS a minute from one app by default;
-            # stay under it so that the phone never has to ask its owner.
-            values.setdefault("max_per_minute", ANDROID_DEFAULT_RATE)
+            # Android asks its owner beyond 30 parts a minute from one app: never get there.
+            values.setdefault("max_per_minute", float(options.get("max_parts_per_minute", ANDROID_DEFAULT_RATE)))
         devices.append(DeviceConfig(**values, options=options))
 
     return Config(api=ApiConfig(**api), agents=agents_cfg, store=StoreConfig(**store),

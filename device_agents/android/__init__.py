@@ -1,4 +1,2 @@
-"""The Android helper agent: runs on the phone under Termux's Python and
-drives the phone's SMS and calls through Termux:API (see docs/android.md)."""
-
-AGENT_VERSION = "1.0"
+"""The Termux helper that sends SMS for the bridge (``helper.py``, standard library only),
+and the virtual phone used to test the Android routes (``phone_sim``). See docs/android.md."""
