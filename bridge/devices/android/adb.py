@@ -84,7 +84,7 @@ class Phone:
         out = []
         for row in ids:
             one = await self.shell(*query_argv(uri, columns, f"_id={int(row['_id'] or -1)}"))
-            out += parse_rows(one.stdout, columns)[:1]
+            out += parse_rows(one.stdout, columns, single=True)
         return out
 
     async def getprop(self, name: str) -> str:

@@ -63,8 +63,9 @@ def query_argv(uri: str, columns: tuple[str, ...], where: str | None = None,
     return argv + ["--sort", sort]
 
 
-def parse_rows(text: str, columns: tuple[str, ...]) -> list[dict[str, str | None]]:
-    """Rows of ``content query`` output for this projection (last column takes the rest)."""
+def parse_rows(text: str, columns: tuple[str, ...], *, single: bool = False) -> list[dict[str, str | None]]:
+    """Rows of ``content query`` output for this projection (last column takes the rest).
+    ``single``: the query matched one row (``_id=N``), so nothing in it starts another."""
     stripped = text.strip()
     if not stripped or stripped == NO_RESULT:
         return []
@@ -80,7 +81,7 @@ def parse_rows(text: str, columns: tuple[str, ...]) -> list[dict[str, str | None
         if not rest.startswith(head):
             raise ContentError(f"unexpected content query output near row {index}")
         body = rest[len(head):]
-        nxt = re.search(rf"\nRow: {index + 1} {first}=", body)
+        nxt = None if single else re.search(rf"\nRow: {index + 1} {first}=", body)
         chunk, rest = (body[:nxt.start()], body[nxt.start() + 1:]) if nxt else (body, "")
         if not nxt:
             chunk = chunk.rstrip("\n")

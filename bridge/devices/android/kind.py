@@ -40,7 +40,8 @@ class AndroidKind:
                             agent_ssl=self.host.agent_client_ssl, poll_interval=a.poll_interval,
                             confirm_timeout=a.confirm_timeout, window=config.agents.window)
         return AndroidSupervisor(devices=devices, settings=settings, adb_host=a.adb_server[0],
-                                 adb_port=a.adb_server[1], start_adb_server=a.start_adb_server)
+                                 adb_port=a.adb_server[1], start_adb_server=a.start_adb_server,
+                                 list_interval=min(2.0, a.poll_interval))
 
     async def apply(self, devices: Sequence[DeviceConfig]) -> None:
         """A new supervisor takes over when the phones change; each phone's

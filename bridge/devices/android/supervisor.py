@@ -216,7 +216,8 @@ class AndroidSupervisor:
 
     def __init__(self, *, devices: Iterable[DeviceConfig], settings: Settings, adb_host: str = "127.0.0.1",
                  adb_port: int = 5037, start_adb_server: bool | None = None, backoff_max: float = 30.0,
-                 on_change: Callable[[DeviceSetup], None] | None = None) -> None:
+                 list_interval: float = 2.0, on_change: Callable[[DeviceSetup], None] | None = None) -> None:
+        self.list_interval = list_interval
         self.adb_host = adb_host
         self.adb_port = adb_port
         self.start_adb_server = (adb_host in ("127.0.0.1", "localhost", "::1")
@@ -295,13 +296,30 @@ class AndroidSupervisor:
                 conn.close()
 
     async def _track(self) -> None:
+        """``host:track-devices`` for changes as they come, and ``host:devices``
+        every ``list_interval``: the adb server does not announce every change
+        (Debian's adb 29 keeps quiet when a TCP transport goes offline)."""
         conn = await asyncio.to_thread(adb.track, self.client)
         self._tracker = conn
         log.info("following adb server at %s:%d", self.adb_host, self.adb_port)
-        try:
+
+        async def listen() -> None:
             while True:
                 text = await asyncio.to_thread(conn.read_string_block)
                 self._update(adb.parse_devices(text))
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(self.list_interval)
+                infos = await asyncio.to_thread(self.client.list)
+                self._update({i.serial: i.state for i in infos})
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(listen())
+                tg.create_task(poll())
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
         finally:
             self._close_tracker()
 
