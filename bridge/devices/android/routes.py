@@ -53,6 +53,16 @@ def same_number(a: str | None, b: str | None) -> bool:
     return da[-n:] == db[-n:]
 
 
+def why(result: Shell) -> str:
+    """The telling line of a refusal: the Java exception (``ShellCommand.exec`` prints
+    "Exception occurred while executing …" first, the exception on the next line)."""
+    lines = [line.strip() for line in result.text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("java.") or "Exception:" in line or line.startswith("Error"):
+            return line[:200]
+    return lines[0][:200] if lines else f"exit {result.returncode}"
+
+
 async def grant(phone: Phone, package: str, permissions: tuple[str, ...], label: str) -> Step | None:
     """``pm grant`` each permission, then check what Android really granted.
 
@@ -65,8 +75,7 @@ async def grant(phone: Phone, package: str, permissions: tuple[str, ...], label:
     for name in permissions:
         result = await phone.shell("pm", "grant", package, f"android.permission.{name}")
         if not result.ok:
-            line = result.text.splitlines()[0] if result.text else f"exit {result.returncode}"
-            refused.append(f"{name} ({line[:160]})")
+            refused.append(f"{name} ({why(result)})")
     dump = await phone.shell("dumpsys", "package", package)
     state = granted_permissions(dump.stdout)
     missing = [n for n in permissions if state and not state.get(n, False)
@@ -399,6 +408,3 @@ class TermuxRoute:
     async def aclose(self) -> None:
         await self.link.close()
 
-
-def shell_ok(result: Shell) -> bool:
-    return result.ok

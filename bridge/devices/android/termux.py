@@ -29,6 +29,7 @@ What Android lets the bridge do for it over adb, and what it does not:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -134,7 +135,9 @@ class HelperLink:
         self.last_poll = 0.0
         self.polling = 0
         self.seen = asyncio.Event()
-        self._commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._commands: collections.deque[dict[str, Any]] = collections.deque()
+        self._posted = asyncio.Event()
+        self._closing = False
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -164,6 +167,8 @@ class HelperLink:
         self.port = sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        self._closing = True
+        self._posted.set()  # held polls answer at once
         for fut in self._waiting.values():
             if not fut.done():
                 fut.cancel()
@@ -176,7 +181,8 @@ class HelperLink:
         cmd = dict(cmd, id=str(next(self._ids)))
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[cmd["id"]] = fut  # the waiter exists before the helper can answer
-        self._commands.put_nowait(cmd)
+        self._commands.append(cmd)
+        self._posted.set()
         try:
             async with asyncio.timeout(wait_s):
                 return await fut
@@ -199,10 +205,19 @@ class HelperLink:
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_HOLD):
-                    while True:
-                        cmd = await self._commands.get()
-                        if cmd["id"] in self._waiting:
+                    while not self._closing:
+                        while self._commands:
+                            cmd = self._commands.popleft()
+                            if cmd["id"] not in self._waiting:
+                                continue  # its sender gave up
+                            if request.transport is None or request.transport.is_closing():
+                                # This poll's connection died (the phone was unplugged):
+                                # the command waits for the next poll.
+                                self._commands.appendleft(cmd)
+                                return web.Response(status=204)
                             return web.json_response(cmd)
+                        self._posted.clear()
+                        await self._posted.wait()
             return web.Response(status=204)
         finally:
             self.polling -= 1
