@@ -189,9 +189,9 @@ class DispatcherConfig:
 class AndroidConfig:
     adb_server: tuple[str, int] = ("127.0.0.1", 5037)  # the adb server to follow
     start_adb_server: bool = True  # start a local adb server when none answers
-    device_port: int | None = None  # port the agent dials on the phone (adb reverse); default: the listener's
-    poll_interval: float = 2.0  # the agent's polling of the inbox and call log, seconds
-    confirm_timeout: float = 120.0  # seconds for a send to show in the phone's sent/failed box
+    device_port: int | None = None  # no longer used (each route has its own phone ports); accepted
+    poll_interval: float = 2.0  # seconds between reads of each phone's SMS inbox and call log over adb
+    confirm_timeout: float = 120.0  # termux route: seconds for a send to show as sent/failed in content://sms
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

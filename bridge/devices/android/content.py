@@ -71,7 +71,7 @@ def parse_rows(text: str, columns: tuple[str, ...], *, single: bool = False) -> 
         return []
     if not stripped.startswith("Row: 0 "):
         # e.g. "Error while accessing provider:…" or a SecurityException trace
-        raise ContentError(stripped.splitlines()[0][:300])
+        raise ContentError(" ".join(stripped.splitlines()[:2])[:300])
     first = re.escape(columns[0])
     rows: list[dict[str, str | None]] = []
     rest = text.lstrip()
@@ -83,8 +83,8 @@ def parse_rows(text: str, columns: tuple[str, ...], *, single: bool = False) -> 
         body = rest[len(head):]
         nxt = None if single else re.search(rf"\nRow: {index + 1} {first}=", body)
         chunk, rest = (body[:nxt.start()], body[nxt.start() + 1:]) if nxt else (body, "")
-        if not nxt:
-            chunk = chunk.rstrip("\n")
+        if not nxt and chunk.endswith("\n"):
+            chunk = chunk[:-1]  # the row's own line end, not the text's
         row: dict[str, str | None] = {}
         for i, name in enumerate(columns):
             if i == len(columns) - 1:
