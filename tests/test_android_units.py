@@ -11,8 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.devices.android import smsgate, termux
-from bridge.devices.android.content import (CALL_COLUMNS, INBOX_COLUMNS, CallRow, ContentError, Mark, Position,
-                                            SmsRow, call_event, ids_match, parse_rows, sms_event)
+from bridge.devices.android.content import (
+    CALL_COLUMNS,
+    INBOX_COLUMNS,
+    CallRow,
+    ContentError,
+    Mark,
+    Position,
+    SmsRow,
+    call_event,
+    ids_match,
+    parse_rows,
+    sms_event,
+)
 from bridge.devices.android.limits import ANDROID_MAX_COUNT, MARGIN_S, PartsWindow
 from bridge.devices.android.steps import granted_permissions
 from device_agents import protocol
