@@ -350,7 +350,8 @@ DEVICE_KIND_SPEC: dict[str, Spec] = {
         "smsgate_password": ((str,), _nonempty),
         "webhook_port": ((int,), _positive),  # on the phone's loopback, reversed to the bridge
         "helper_port": ((int,), _positive),  # the Termux helper's, likewise
-        "max_parts_per_minute": ((int,), _positive),  # the phone's sms_outgoing_check_max_count
+        "sms_max_count": ((int,), _positive),  # the phone's sms_outgoing_check_max_count (parts)
+        "sms_check_interval": ((int, float), _positive),  # its sms_outgoing_check_interval_ms, in seconds
     },
 }
 DEVICE_KIND_REQUIRED = {"modem": ("port",), "android": ("serial",), "virtual": ()}
@@ -465,7 +466,8 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
             options["fail_prefixes"] = tuple(prefixes)
         if values["kind"] == "android":
             # Android asks its owner beyond 30 parts a minute from one app: never get there.
-            values.setdefault("max_per_minute", float(options.get("max_parts_per_minute", ANDROID_DEFAULT_RATE)))
+            limit = options.get("sms_max_count", ANDROID_DEFAULT_RATE) * 60 / options.get("sms_check_interval", 60)
+            values.setdefault("max_per_minute", float(max(1, int(limit))))
         devices.append(DeviceConfig(**values, options=options))
 
     return Config(api=ApiConfig(**api), agents=agents_cfg, store=StoreConfig(**store),

@@ -8,6 +8,8 @@ plugged in again → nothing lost or doubled; and across a daemon restart.
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import aiohttp
@@ -96,6 +98,35 @@ async def test_smsgate_route_from_plug_to_replug(tmp_path, adb_server):  # noqa:
             texts = sorted(r["text"] for r in await daemon.store.inbound(ACCOUNT))
             assert texts == sorted([tricky, "pendant la coupure", "pendant l'arrêt"])  # none lost, none twice
             assert len(await daemon.store.calls(ACCOUNT)) == 1
+
+
+async def test_android_send_limit_is_never_reached(tmp_path, adb_server):  # noqa: F811
+    """A phone whose limit was set to 4 parts in 3 s (sms_outgoing_check_max_count /
+    _interval_ms, read at boot): six messages at once all go, held by the bridge, and the
+    phone never shows its "large number of SMS messages" dialog."""
+    data = tmp_path / "phone"
+    data.mkdir()
+    (data / "phone.json").write_text(json.dumps({"settings": {"global": {
+        "sms_outgoing_check_max_count": "4", "sms_outgoing_check_interval_ms": "3000"}}}))
+    with plugged(adb_server, data) as phone:
+        gate = phone.smsgate
+        assert gate is not None and phone.phone.sms.max_count == 4
+        phone.do(phone.phone.allow_usb_debugging)
+        phone.call(gate.user_enable_local_server())
+        dialogs: list[Any] = []
+        phone.do(lambda: phone.phone.state.listeners.append(
+            lambda event, payload: dialogs.append(payload) if event == "sms_dialog" else None))
+        config = android_config(tmp_path, adb_server, phone, route="smsgate", smsgate_password=gate.data["password"],
+                                sms_max_count=4, sms_check_interval=3)
+        async with running(config) as daemon, aiohttp.ClientSession() as http:
+            await wait_until(lambda: daemon.dispatcher.sessions.get("p1"), within=15, what="online")
+            started = time.monotonic()
+            ids = [await send(http, daemon, f"Message {i}", number=f"+3361234560{i}") for i in range(6)]
+            for id_sms_api in ids:
+                await wait_until(lambda i=id_sms_api: _is(job_state(daemon, i), "delivered"), within=30,
+                                 what=f"{id_sms_api} delivered")
+            assert time.monotonic() - started >= 3  # the last two waited for the first four to age out
+            assert dialogs == [] and phone.phone.sms.waiting == []
 
 
 async def _is(coro: Any, expected: Any) -> bool:

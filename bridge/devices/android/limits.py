@@ -14,8 +14,9 @@ Both numbers come from secure settings that ``SmsUsageMonitor`` reads once,
 in its constructor, when the phone process starts:
 ``sms_outgoing_check_max_count`` and ``sms_outgoing_check_interval_ms``
 (``Settings.Global``). ``settings put global sms_outgoing_check_max_count
-N`` over adb takes effect after the phone restarts; the ``max_parts_per_minute``
-device option tells the bridge what the phone was set to.
+N`` over adb takes effect after the phone restarts; the device options
+``sms_max_count`` and ``sms_check_interval`` (seconds) tell the bridge what the
+phone was set to.
 """
 
 from __future__ import annotations

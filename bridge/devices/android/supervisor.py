@@ -43,7 +43,7 @@ from device_agents.runtime import AgentRuntime
 from . import adb
 from .adb import Client, Phone
 from .content import ContentError, Position
-from .limits import ANDROID_MAX_COUNT, PartsWindow
+from .limits import ANDROID_CHECK_PERIOD_S, ANDROID_MAX_COUNT, PartsWindow
 from .phone import DialError, PhoneBackend, Reader, dial
 from .routes import Route, SmsGateRoute, TermuxRoute, tune
 from .steps import ABSENT, ERROR, NEEDS_USER, ONLINE, SETTING_UP, STARTING, DeviceSetup, Step
@@ -93,7 +93,8 @@ class PhoneUnit:
         self.client = client
         self.on_change = on_change
         self.route = make_route(device, settings)
-        self.window = PartsWindow(int(device.options.get("max_parts_per_minute", ANDROID_MAX_COUNT)))
+        self.window = PartsWindow(int(device.options.get("sms_max_count", ANDROID_MAX_COUNT)),
+                                  float(device.options.get("sms_check_interval", ANDROID_CHECK_PERIOD_S)))
         self.position = Position(settings.data_dir / f"android-{device.id}-position.json")
         self.setup = DeviceSetup(device.id, self.serial, ABSENT, "usb",
                                  f"not plugged in (looking for serial {self.serial})", time.time())
