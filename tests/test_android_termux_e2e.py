@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from android_env import ACCOUNT, adb_server, android_config, plugged  # noqa: F401 - adb_server is a fixture
-from conftest import running, timeout, wait_until
+from conftest import running, wait_until
 from test_android_smsgate_e2e import _count, _is, job_state, send, step_of
 
+from bridge.cli import devices_table
 from bridge.devices.android.steps import NEEDS_USER
+from bridge.ops import pair as pair_cli
 
 
 def kill_helper(home: Path) -> None:
@@ -46,6 +50,10 @@ async def test_termux_route_from_plug_to_replug(tmp_path, adb_server):  # noqa: 
                 reason = step_of(daemon)[2]
                 command = reason.partition("run: ")[2]
                 assert command.startswith("pkg install -y python termux-api;"), reason
+                printed = io.StringIO()  # `simbridge pair --device p1` prints the same command
+                with redirect_stdout(printed):
+                    await asyncio.to_thread(pair_cli.pair, config, "p1")
+                assert command in printed.getvalue()
                 assert "p1" not in daemon.dispatcher.sessions
                 # Android 14: the phantom-process monitor is switched off over adb
                 assert phone.phone.state.settings["global"].get("settings_enable_monitor_phantom_procs") == "false"
@@ -104,5 +112,6 @@ async def test_a_permission_android_refuses_is_a_step_not_a_crash(tmp_path, adb_
             assert "SEND_SMS" in state[2] and "has not requested permission" in state[2], state
             row = daemon.devices_view(None)[0]
             assert row["state"] == NEEDS_USER and row["step"] == "permissions"
+            table = devices_table(daemon.devices_view(None))
+            assert "needs_user (permissions)" in table and "has not requested permission" in table
             assert daemon.kinds.get("android").supervisor.units[phone.address].task is not None  # still running
-    assert timeout(1) > 0

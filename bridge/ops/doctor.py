@@ -226,7 +226,8 @@ def check_devices(config: Config, daemon_up: bool) -> Iterator[Finding]:
             hint = hints.get(device.kind, "").format(id=device.id)
             if device.options.get("standalone"):
                 hint = "start its agent on the other host; check it has this device's token (simbridge pair)"
-            yield Finding(FAIL, what, f"{row.get('state', 'offline')}: {row.get('reason') or 'unknown'}", hint)
+            at = f" at step {row['step']}" if row.get("step") else ""
+            yield Finding(FAIL, what, f"{row.get('state', 'offline')}{at}: {row.get('reason') or 'unknown'}", hint)
 
 
 def checks(config: Config) -> Iterator[Finding]:

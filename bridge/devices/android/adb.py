@@ -72,7 +72,10 @@ class Phone:
                     ) -> list[dict[str, str | None]]:
         """Rows of a content provider, read as the shell user (see :mod:`.content`)."""
         result = await self.shell(*query_argv(uri, columns, where))
-        if result.returncode != 0 or result.stderr.strip():
+        # Content.java prints a provider's refusal on stderr ("Error while accessing
+        # provider:…" and the exception), possibly with exit status 0: no rows and
+        # something on stderr is an error, not an empty table.
+        if result.returncode != 0 or (not result.stdout.strip() and result.stderr.strip()):
             raise ContentError(result.text[:300] or f"content query exited {result.returncode}")
         rows = parse_rows(result.stdout, columns)
         if len(columns) == 1:
