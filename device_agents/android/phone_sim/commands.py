@@ -215,7 +215,8 @@ class Commands:
             for name in sorted(self.state.packages):
                 if filt and filt not in name:
                     continue
-                if "-3" in opts and not name.startswith(("com.termux", "me.capcom")):
+                system = self.state.packages[name].system
+                if ("-3" in opts and system) or ("-s" in opts and not system):
                     continue
                 line = f"package:{name}"
                 if "-f" in opts:

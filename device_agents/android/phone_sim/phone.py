@@ -41,6 +41,7 @@ class App(Protocol):
     package: Package
 
     async def launch(self) -> None: ...
+    async def boot(self) -> None: ...
     async def stop(self) -> None: ...
     def start_service(self, cls: str, *, foreground: bool) -> str | None: ...
     def running_services(self) -> list[str]: ...
@@ -77,13 +78,14 @@ class VirtualPhone:
         self.calls_placed: list[str] = []
         self._server: asyncio.base_events.Server | None = None
         self._conn_count = 0
-        self.changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[Any]] = set()
         for name in ("android", "com.android.phone", "com.android.shell", "com.android.settings",
                      "com.android.providers.telephony", "com.google.android.apps.messaging"):
-            self.state.packages[name] = Package(name, uid=1000 if name == "android" else 10001)
+            self.state.packages[name] = Package(name, uid=1000 if name == "android" else 10001, system=True)
         self.state.packages["com.android.shell"] = Package(
             "com.android.shell", requested=tuple(sorted(SHELL_PERMISSIONS)),
-            granted=set(SHELL_PERMISSIONS), uid=2000)
+            granted=set(SHELL_PERMISSIONS), uid=2000, system=True)
+        self.state.props["ro.adb.secure"] = "1" if require_auth else "0"
 
     # -- apps --------------------------------------------------------------------------------
     def install(self, app: App) -> None:
@@ -101,7 +103,7 @@ class VirtualPhone:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         for app in list(self.apps.values()):
-            await app.launch()  # helper apps that run at boot (RECEIVE_BOOT_COMPLETED)
+            await app.boot()  # what apps do on BOOT_COMPLETED
         log.info("virtual phone %s: adbd on %s:%d", self.serial, self.host, self.port)
 
     @property
@@ -132,6 +134,18 @@ class VirtualPhone:
         if self._server is None:
             self._server = await asyncio.start_server(self._accept, self.host, self.port)
 
+    async def reboot(self) -> None:
+        """Off and on again: connections drop, boot-time settings are read again (e.g.
+        SmsUsageMonitor's ``sms_outgoing_check_max_count``), boot-started apps start."""
+        await self.unplug()
+        for app in list(self.apps.values()):
+            await app.stop()
+        radio = self.sms.radio
+        self.sms = SmsService(self.state, radio)
+        await self.replug()
+        for app in list(self.apps.values()):
+            await app.boot()
+
     async def stop(self) -> None:
         await self.unplug()
         for app in list(self.apps.values()):
@@ -145,6 +159,15 @@ class VirtualPhone:
         return any(c.online for c in self.connections)
 
     # -- the user's hands ----------------------------------------------------------------------
+    async def usb_debugging_dialog(self, within: float = 20.0) -> list[str]:
+        """Wait until "Allow USB debugging?" is on screen (the adb server shows the device as
+        ``unauthorized`` a little earlier: from the first AUTH token, before it sends its key)."""
+        async with asyncio.timeout(within):
+            while not self.auth.pending:
+                self.auth.changed.clear()
+                await self.auth.changed.wait()
+        return list(self.auth.pending)
+
     def allow_usb_debugging(self, *, always: bool = True) -> int:
         return self.auth.answer(True, always=always)
 
@@ -196,8 +219,6 @@ class VirtualPhone:
             if not pkg or name == pkg:
                 out += app.running_services()
         return out
-
-    _tasks: set[asyncio.Task[Any]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)

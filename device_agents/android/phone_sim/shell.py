@@ -76,11 +76,14 @@ class PhoneShell:
             data = stdin
             for i, argv in enumerate(pipeline):
                 argv = [str(status) if a == "$?" else a.replace("$?", str(status)) for a in argv]
-                argv, to_null, err_to_out, err_null = _redirections(argv)
+                argv, to_null, err_to_out, err_null, out_to_err = _redirections(argv)
                 io = Io(stdin=data)
                 status = await self._one(argv, io)
+                if out_to_err:
+                    io.stderr += io.stdout
+                    io.stdout = b""
                 last = i == len(pipeline) - 1
-                plain = not (err_to_out or err_null or to_null)
+                plain = not (err_to_out or err_null or to_null or out_to_err)
                 if err_to_out:
                     io.stdout = io.merged if not to_null else b""
                     io.stderr = b""
@@ -116,9 +119,9 @@ class PhoneShell:
         return await handler(argv, io)
 
 
-def _redirections(argv: list[str]) -> tuple[list[str], bool, bool, bool]:
+def _redirections(argv: list[str]) -> tuple[list[str], bool, bool, bool, bool]:
     out: list[str] = []
-    to_null = err_to_out = err_null = False
+    to_null = err_to_out = err_null = out_to_err = False
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -126,6 +129,14 @@ def _redirections(argv: list[str]) -> tuple[list[str], bool, bool, bool]:
         after = argv[i + 2] if i + 2 < len(argv) else ""
         if a == "2" and nxt == ">&" and after == "1":
             err_to_out = True
+            i += 3
+            continue
+        if a == ">&" and nxt == "2":
+            out_to_err = True
+            i += 2
+            continue
+        if a == "1" and nxt == ">&" and after == "2":
+            out_to_err = True
             i += 3
             continue
         if a == "2" and nxt == ">":
@@ -138,4 +149,4 @@ def _redirections(argv: list[str]) -> tuple[list[str], bool, bool, bool]:
             continue
         out.append(a)
         i += 1
-    return out, to_null, err_to_out, err_null
+    return out, to_null, err_to_out, err_null, out_to_err

@@ -85,9 +85,10 @@ SMS_RESULT_NAMES = {1: "RESULT_ERROR_GENERIC_FAILURE", 2: "RESULT_ERROR_RADIO_OF
                     5: "RESULT_ERROR_LIMIT_EXCEEDED"}
 
 
-def _nanoid() -> str:
+def _nanoid(size: int = 21) -> str:
+    # jnanoid's default alphabet and size (NanoIdUtils.randomNanoId()).
     alphabet = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    return "".join(secrets.choice(alphabet) for _ in range(21))
+    return "".join(secrets.choice(alphabet) for _ in range(size))
 
 
 def _forbidden_host(host: str) -> bool:
@@ -114,7 +115,8 @@ class SmsGateApp:
         data.setdefault("local_server_enabled", False)
         data.setdefault("online", False)
         data.setdefault("username", "sms")
-        data.setdefault("password", secrets.token_urlsafe(8)[:10])
+        # LocalServerSettings.kt: username "sms"; password an 8-character nanoid made on first use.
+        data.setdefault("password", _nanoid(8))
         data.setdefault("port", 8080)
         data.setdefault("device_id", _nanoid())
         data.setdefault("signing_key", secrets.token_hex(16))
@@ -169,6 +171,10 @@ class SmsGateApp:
             await runner.setup()
             await web.TCPSite(runner, self.phone.loopback, self.data["port"]).start()
             self._runner = runner
+
+    async def boot(self) -> None:
+        # The app's boot receiver starts the local server again when it was on.
+        await self.launch()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -442,7 +448,8 @@ class SmsGateApp:
         delay = self.webhook_backoff
         for attempt in range(self.retry_count):
             ts = str(int(time.time()))
-            # PayloadSingingPlugin: X-Signature = hex HMAC-SHA256(signing key, body + X-Timestamp).
+            # webhooks/plugins/PayloadSingingPlugin.kt: X-Timestamp = Unix seconds, X-Signature =
+            # hex HMAC-SHA256(signing key, body text + timestamp).
             sig = hmac.new(self.data["signing_key"].encode(), body + ts.encode(), hashlib.sha256).hexdigest()
             status: int | str
             try:

@@ -44,6 +44,7 @@ class Package:
     version: str = "1.0"
     services: dict[str, str] = field(default_factory=dict)  # class -> permission it requires
     enabled: bool = True
+    system: bool = False  # on the system image (not listed by `pm list packages -3`)
 
 
 def _now_ms() -> int:

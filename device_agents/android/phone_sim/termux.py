@@ -14,9 +14,11 @@ Sources:
   ACCESS_COARSE/FINE_LOCATION, READ_PHONE_STATE …; **not** RECEIVE_SMS).
 * termux-api ``TermuxApiReceiver.java`` (per API the permissions checked
   before it runs) and ``util/TermuxApiPermissionActivity.java``: when one is
-  missing the command prints ``{"error":"Please grant the following permission
-  to use this command: X"}`` and a permission dialog opens on the phone:
-  SmsInbox → READ_SMS + READ_CONTACTS; SmsSend → SEND_SMS; CallLog →
+  missing the command prints ``{"error": "Please grant the following permission
+  to use this command: X"}`` (pretty-printed: ``ResultReturner.ResultJsonWriter``
+  sets a two-space indent; several permissions: "permissions", joined with
+  `` ,``), exit 0, and a permission dialog opens on the phone:
+  SmsInbox → READ_SMS + READ_CONTACTS; SmsSend → READ_PHONE_STATE + SEND_SMS; CallLog →
   READ_CALL_LOG; TelephonyCall → CALL_PHONE; TelephonyCellInfo →
   ACCESS_COARSE_LOCATION; TelephonyDeviceInfo → READ_PHONE_STATE;
   BatteryStatus, JobScheduler → none.
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 TERMUX = "com.termux"
 TERMUX_API = "com.termux.api"
+TERMUX_BOOT = "com.termux.boot"
 PREFIX = "/data/data/com.termux/files/usr"
 HOME = "/data/data/com.termux/files/home"
 TERMUX_REQUESTED = (P + "INTERNET", P + "WAKE_LOCK", P + "FOREGROUND_SERVICE", P + "VIBRATE",
@@ -69,7 +72,7 @@ API_REQUESTED = (P + "READ_CALL_LOG", P + "READ_SMS", P + "SEND_SMS", P + "CALL_
 NEEDS = {
     "termux-sms-list": (P + "READ_SMS", P + "READ_CONTACTS"),
     "termux-sms-inbox": (P + "READ_SMS", P + "READ_CONTACTS"),
-    "termux-sms-send": (P + "SEND_SMS",),
+    "termux-sms-send": (P + "READ_PHONE_STATE", P + "SEND_SMS"),
     "termux-call-log": (P + "READ_CALL_LOG",),
     "termux-telephony-call": (P + "CALL_PHONE",),
     "termux-telephony-cellinfo": (P + "ACCESS_COARSE_LOCATION",),
@@ -137,6 +140,18 @@ class TermuxApp:
     async def launch(self) -> None:
         await self.api.start_socket()
 
+    async def boot(self) -> None:
+        """Termux:Boot (com.termux.boot), when installed, runs ``~/.termux/boot/*`` in name order
+        after BOOT_COMPLETED (termux-boot README); Termux itself starts nothing at boot."""
+        await self.api.start_socket()
+        if TERMUX_BOOT not in self.phone.state.packages:
+            return
+        boot_dir = self.home / ".termux" / "boot"
+        if boot_dir.is_dir():
+            for script in sorted(boot_dir.iterdir()):
+                if script.is_file() and os.access(script, os.X_OK):
+                    await self.type_command(str(script), wait=False)
+
     async def stop(self) -> None:
         for proc in self.processes:
             if proc.returncode is None:
@@ -186,13 +201,21 @@ class TermuxApp:
                            limit_s: float | None = 60) -> tuple[int | None, str, str]:
         """The user types ``command`` in a Termux session (runs as the Termux user)."""
         await self.api.start_socket()
+        if not wait:
+            # A session left running: its output goes to DATA/termux-sessions/N.log.
+            logs = self.phone.data_dir / "termux-sessions"
+            logs.mkdir(exist_ok=True)
+            log_path = shlex.quote(str(logs / f"{len(self.processes) + 1}.log"))
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", f"exec >>{log_path} 2>&1\n{command}", cwd=self.home, env=self.environment(),
+                stdin=asyncio.subprocess.DEVNULL)
+            self.processes.append(proc)
+            return None, "", ""
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", command, cwd=self.home, env=self.environment(),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
         self.processes.append(proc)
-        if not wait:
-            return None, "", ""
         out, err = await asyncio.wait_for(proc.communicate(), limit_s)
         return proc.returncode, out.decode(), err.decode()
 
@@ -207,12 +230,29 @@ class TermuxApiApp:
         self._server: asyncio.base_events.Server | None = None
         self.dialogs: list[tuple[str, ...]] = []  # permission dialogs opened on the phone
         self.jobs: dict[str, dict[str, Any]] = phone.state.app_data.setdefault("termux_jobs", {})
+        self.terminal: TermuxApp | None = None
 
     def screen(self) -> dict[str, Any]:
         return {"permission_dialogs": [list(d) for d in self.dialogs]}
 
     async def launch(self) -> None:
         await self.start_socket()
+
+    async def boot(self) -> None:
+        # JobScheduler forgets jobs not scheduled with --persisted true (JobInfo.setPersisted).
+        for key in [k for k, job in self.jobs.items() if not job["persisted"]]:
+            del self.jobs[key]
+        self.phone.state.save()
+        await self.start_socket()
+
+    async def run_jobs(self) -> int:
+        """JobScheduler runs the scheduled jobs (the test decides when): each script starts as the
+        Termux user (termux-api SchedulerJobService). Returns how many were started."""
+        if self.terminal is None:
+            return 0
+        for job in list(self.jobs.values()):
+            await self.terminal.type_command(job["script"], wait=False)
+        return len(self.jobs)
 
     async def start_socket(self) -> None:
         if self._server is None:
@@ -263,9 +303,11 @@ class TermuxApiApp:
         missing = tuple(p for p in needs if not holds(self.package, p))
         if missing:
             self.dialogs.append(missing)
+            # TermuxApiPermissionActivity.checkAndRequestPermissions: "permission" + "s" when
+            # several, joined with " ," (sic); written by ResultJsonWriter (JsonWriter, indent "  ").
             word = "permission" if len(missing) == 1 else "permissions"
-            text = f"Please grant the following {word} to use this command: {', '.join(missing)}"
-            return json.dumps({"error": text}) + "\n", "", 0
+            text = f"Please grant the following {word} to use this command: {' ,'.join(missing)}"
+            return json.dumps({"error": text}, indent=2) + "\n", "", 0
         handler = getattr(self, "_" + cmd.replace("-", "_"))
         return await handler(args, stdin)
 
@@ -385,6 +427,8 @@ class TermuxApiApp:
         if not script:
             return "", "No script path given\n", 1
         period = int(opts.get("--period-ms", "0"))
+        script = script.replace("~", str(self.terminal.home) if self.terminal else "~", 1) \
+            if script.startswith("~") else script
         job = {"id": job_id, "script": script, "period_ms": period,
                "persisted": opts.get("--persisted", "false") == "true"}
         self.jobs[str(job_id)] = job
@@ -392,9 +436,14 @@ class TermuxApiApp:
         return f"Scheduling {shlex.quote(script)}: job {job_id}, period {period} ms\n", "", 0
 
 
-def install_termux(phone: VirtualPhone) -> tuple[TermuxApp, TermuxApiApp]:
+def install_termux(phone: VirtualPhone, *, boot_addon: bool = False) -> tuple[TermuxApp, TermuxApiApp]:
+    """Termux and Termux:API (and, with ``boot_addon``, the Termux:Boot add-on's package)."""
     api = TermuxApiApp(phone)
     term = TermuxApp(phone, api)
+    api.terminal = term
+    if boot_addon:
+        phone.state.packages[TERMUX_BOOT] = Package(TERMUX_BOOT, requested=(P + "RECEIVE_BOOT_COMPLETED",),
+                                                    uid=10233, version="0.8.1")
     phone.install(term)
     phone.install(api)
     return term, api
