@@ -93,6 +93,39 @@ async def test_termux_route_from_plug_to_replug(tmp_path, adb_server):  # noqa: 
             kill_helper(phone.termux.home)
 
 
+async def test_termux_helper_after_a_permission_loss_and_a_reboot(tmp_path, adb_server):  # noqa: F811
+    """Termux:API loses SEND_SMS (revoked in Settings): its {"error": …} answer puts the job
+    back in the queue and the phone at a step; the bridge grants it again and the job goes.
+    Then the phone reboots (its processes die): the persisted job brings the helper back."""
+    with plugged(adb_server, tmp_path / "phone", apps=("termux",)) as phone:
+        phone.do(phone.phone.allow_usb_debugging)
+        config = android_config(tmp_path, adb_server, phone, route="termux")
+        try:
+            async with running(config) as daemon, aiohttp.ClientSession() as http:
+                await wait_until(lambda: step_of(daemon)[:2] == (NEEDS_USER, "helper"), within=15,
+                                 what="the helper step")
+                command = step_of(daemon)[2].partition("run: ")[2]
+                await asyncio.to_thread(phone.call, phone.termux.type_command(command), 60)
+                await wait_until(lambda: daemon.dispatcher.sessions.get("p1"), within=20, what="online")
+
+                phone.do(lambda: phone.termux_api.package.granted.discard("android.permission.SEND_SMS"))
+                id1 = await send(http, daemon, "Après la révocation")
+                await wait_until(lambda: phone.termux_api.dialogs, within=15, what="Termux:API asked")
+                await wait_until(lambda: _is(job_state(daemon, id1), "sent"), within=25, what="sent after the grant")
+                assert "android.permission.SEND_SMS" in phone.termux_api.package.granted
+
+                kill_helper(phone.termux.home)  # a reboot ends every process…
+                await asyncio.to_thread(phone.call, phone.phone.reboot())
+                adb_server.disconnect(phone.address)
+                adb_server.connect(phone.address)
+                assert await asyncio.to_thread(phone.call, phone.termux_api.run_jobs()) == 1  # …the job survives
+                await wait_until(lambda: daemon.dispatcher.sessions.get("p1"), within=30, what="online again")
+                id2 = await send(http, daemon, "Après le redémarrage")
+                await wait_until(lambda: _is(job_state(daemon, id2), "sent"), within=25, what="sent after reboot")
+        finally:
+            kill_helper(phone.termux.home)
+
+
 async def test_a_permission_android_refuses_is_a_step_not_a_crash(tmp_path, adb_server):  # noqa: F811
     """An SMS Gateway build whose manifest does not request SEND_SMS: Android refuses
     ``pm grant`` (SecurityException "has not requested permission"); the phone

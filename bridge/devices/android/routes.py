@@ -120,6 +120,31 @@ async def tune(phone: Phone, package: str, *, phantom: bool) -> list[str]:
     return notes
 
 
+ROUTE_WAIT_S = 120.0  # a send waits this long for a route that stopped working to come back
+
+
+class Readiness:
+    """Whether a route can send now; sends wait for it (a step the person fixes, or
+    the helper coming back) rather than bouncing their job back to the queue at once."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        (self._event.set if value else self._event.clear)()
+
+    async def wait(self, limit_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s):
+                await self._event.wait()
+        return self._event.is_set()
+
+
 # -- SMSGate ---------------------------------------------------------------------------
 
 
@@ -145,7 +170,16 @@ class SmsGateRoute:
         self._states: dict[str, str | None] = {}  # job id -> folded state, for jobs still moving
         self._report: Reporter | None = None
         self._poller: asyncio.Task[None] | None = None
-        self.ready = False
+        self._readiness = Readiness()
+        self.route_wait = ROUTE_WAIT_S
+
+    @property
+    def ready(self) -> bool:
+        return self._readiness.ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._readiness.ready = value
 
     async def prepare(self, phone: Phone) -> Step | None:
         self.ready = False
@@ -221,8 +255,11 @@ class SmsGateRoute:
 
     async def send(self, job: protocol.SendSms, report: Reporter) -> None:
         self._report = report
+        if not await self._readiness.wait(self.route_wait):
+            report(job.job_id, protocol.JOB_REJECTED, reason="SMS Gateway is not ready on the phone")
+            return
         client = self.client
-        if client is None or not self.ready:
+        if client is None:
             report(job.job_id, protocol.JOB_REJECTED, reason="SMS Gateway is not ready on the phone")
             return
         slot = job.sim if job.sim is not None else self.sim_slot
@@ -310,7 +347,17 @@ class TermuxRoute:
         self.mark: Mark | None = None  # how far content://sms has been looked at for outcomes
         self._claimed: set[int] = set()
         self._lock = asyncio.Lock()
-        self.ready = False
+        self._readiness = Readiness()
+        self.route_wait = ROUTE_WAIT_S
+        self.last_error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._readiness.ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._readiness.ready = value
 
     @property
     def install_command(self) -> str:
@@ -354,28 +401,36 @@ class TermuxRoute:
                     max((int(r["date"] or -1) for r in rows), default=-1))
 
     async def send(self, job: protocol.SendSms, report: Reporter) -> None:
-        phone = self.phone
-        if phone is None or not self.link.alive():
-            self.ready = False
-            report(job.job_id, protocol.JOB_REJECTED, reason="the Termux helper is not running on the phone")
-            return
         slot = job.sim if job.sim is not None else self.sim_slot
         async with self._lock:  # one at a time: the outcome is matched by number and text
-            try:
-                answer = await self.link.run({"cmd": "sms-send", "to": job.to, "text": job.text, "slot": slot},
-                                             wait_s=termux.POLL_HOLD + 70)
-            except TimeoutError:
-                answer = None
-            if answer is not None:
+            while True:
+                if not self.link.alive():
+                    self.ready = False
+                phone = self.phone
+                if not await self._readiness.wait(self.route_wait) or phone is None:
+                    report(job.job_id, protocol.JOB_REJECTED, reason="the Termux helper is not running on the phone")
+                    return
+                try:
+                    answer = await self.link.run({"cmd": "sms-send", "to": job.to, "text": job.text,
+                                                  "slot": slot}, wait_s=termux.POLL_HOLD + 70)
+                except TimeoutError:
+                    answer = None
+                if answer is None:
+                    break  # it may have run: the phone's SMS provider says
                 error = termux.api_error(str(answer.get("out", "")))
                 if error is not None:
+                    # Refused before SmsManager was called (TermuxApiReceiver checks first):
+                    # nothing went out. The phone shows its permission dialog; the bridge
+                    # grants again where it may, and this message waits for that.
                     self.ready = False
-                    report(job.job_id, protocol.JOB_REJECTED, reason=f"Termux:API: {error[:180]}")
-                    return
+                    self.last_error = f"Termux:API: {error[:180]}"
+                    log.warning("%s: %s", self.device_id, self.last_error)
+                    continue
                 if answer.get("rc") != 0:
                     report(job.job_id, protocol.JOB_REJECTED,
                            reason=f"termux-sms-send exited {answer.get('rc')}: {str(answer.get('out'))[:160]}")
                     return
+                break
             state, reason = await self._outcome(phone, job)
             report(job.job_id, state, reason=reason)
 

@@ -172,8 +172,9 @@ class PhoneUnit:
             await runtime.aclose()
 
     async def _prepare(self, phone: Phone, notes: tuple[str, ...]) -> None:
+        self.set(SETTING_UP, "app", f"checking the {self.route.name} route", notes)
         while True:
-            self.set(SETTING_UP, "app", f"checking the {self.route.name} route", notes)
+            # A step waiting for the person stays on show while it is checked again.
             step: Step | None = await self.route.prepare(phone)
             if step is None:
                 return

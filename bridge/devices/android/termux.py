@@ -88,7 +88,7 @@ def missing_permissions(error: str) -> list[str]:
 
 
 INSTALLER = """# simbridge helper installer (run once in Termux; running it again changes nothing in place)
-import json, os, subprocess, sys, urllib.request
+import json, os, shutil, subprocess, sys, urllib.request
 URL = {url!r}
 D = os.path.join(os.path.expanduser("~"), ".simbridge")
 os.makedirs(D, mode=0o700, exist_ok=True)
@@ -101,8 +101,10 @@ with open(os.path.join(D, "helper.json"), "w") as f:
     json.dump({{"url": URL}}, f)
 run = os.path.join(D, "run.sh")
 with open(run, "w") as f:
-    f.write("#!/data/data/com.termux/files/usr/bin/sh\\n"
-            "termux-wake-lock 2>/dev/null\\n"
+    # The sh this Termux has ($PREFIX/bin/sh): JobScheduler runs the script by its path.
+    f.write("#!%s\\n" % (shutil.which("sh") or "/data/data/com.termux/files/usr/bin/sh"))
+    f.write(
+"termux-wake-lock 2>/dev/null\\n"
             "exec %s %s/helper.py %s/helper.json >> %s/helper.log 2>&1\\n" % (sys.executable, D, D, D))
 os.chmod(run, 0o700)
 os.umask(old)
