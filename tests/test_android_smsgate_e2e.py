@@ -46,7 +46,7 @@ async def test_smsgate_route_from_plug_to_replug(tmp_path, adb_server):  # noqa:
         gate = phone.smsgate
         assert gate is not None
         config = android_config(tmp_path, adb_server, phone, route="smsgate",
-                                smsgate_password=gate.data["password"])
+                                smsgate_password=gate.data["password"], sim_slot=1)
         async with running(config) as daemon, aiohttp.ClientSession() as http:
             # 1. "Allow USB debugging?" not answered yet
             await wait_until(lambda: step_of(daemon)[:2] == (NEEDS_USER, "authorised"), within=15,
@@ -70,6 +70,8 @@ async def test_smsgate_route_from_plug_to_replug(tmp_path, adb_server):  # noqa:
             async with http.get(api_url(daemon, f"/api/v1/sms/{id_sms_api}"), headers=BEARER) as resp:
                 data = (await resp.json())["data"]
             assert [h["status"] for h in data["history"]] == ["queued", "dispatched", "sent", "delivered"]
+            sent_rows = [r for r in phone.phone.state.snapshot()["sms"] if r["type"] == 2]
+            assert [r["sub_id"] for r in sent_rows] == [2]  # sim_slot 1 = the app's simNumber 2
 
             # 4. an incoming SMS (its text imitates content query's row marker) and a missed call
             tricky = "Oui, d'accord, body=x\nRow: 1 _id=99, date=1, sub_id=1, address=+1, body=faux"
