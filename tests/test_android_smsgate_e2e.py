@@ -102,6 +102,27 @@ async def test_smsgate_route_from_plug_to_replug(tmp_path, adb_server):  # noqa:
             assert len(await daemon.store.calls(ACCOUNT)) == 1
 
 
+async def test_delivery_report_while_the_daemon_is_down_is_not_lost(tmp_path, adb_server):  # noqa: F811
+    """Sent, then the daemon stops; the recipient's handset confirms meanwhile (SMS Gateway's
+    webhook finds nobody and retries); the daemon starts again: the job ends delivered."""
+    with plugged(adb_server, tmp_path / "phone") as phone:
+        gate = phone.smsgate
+        assert gate is not None
+        phone.do(phone.phone.allow_usb_debugging)
+        phone.call(gate.user_enable_local_server())
+        phone.do(lambda: setattr(phone.phone.sms.radio, "delivery_delay", 1.5))
+        config = android_config(tmp_path, adb_server, phone, route="smsgate", smsgate_password=gate.data["password"])
+        async with running(config) as daemon, aiohttp.ClientSession() as http:
+            await wait_until(lambda: daemon.dispatcher.sessions.get("p1"), within=15, what="online")
+            id_sms_api = await send(http, daemon, "Confirmé pendant l'arrêt")
+            await wait_until(lambda: _is(job_state(daemon, id_sms_api), "sent"), within=15, what="sent")
+        await wait_until(lambda: [m for m in gate.messages.values() if m.get("state") == "Delivered"],
+                         within=15, what="delivered on the phone while the daemon is down")
+        async with running(config) as daemon:
+            await wait_until(lambda: _is(job_state(daemon, id_sms_api), "delivered"), within=20,
+                             what="delivered after the restart")
+
+
 async def test_android_send_limit_is_never_reached(tmp_path, adb_server):  # noqa: F811
     """A phone whose limit was set to 4 parts in 3 s (sms_outgoing_check_max_count /
     _interval_ms, read at boot): six messages at once all go, held by the bridge, and the

@@ -40,6 +40,9 @@ class Route(Protocol):
 
     def resume(self, job: protocol.Job, report: Reporter) -> None: ...
 
+    def attach(self, report: Reporter) -> None:
+        """Where reports that come later (webhooks, polls) go: the phone's agent runtime."""
+
     async def aclose(self) -> None: ...
 
 
@@ -121,6 +124,7 @@ async def tune(phone: Phone, package: str, *, phantom: bool) -> list[str]:
 
 
 ROUTE_WAIT_S = 120.0  # a send waits this long for a route that stopped working to come back
+WATCH_MAX_S = 3 * 86400.0  # a delivery report later than this is not waited for (SMS validity is shorter)
 
 
 class Readiness:
@@ -168,6 +172,7 @@ class SmsGateRoute:
         self.receiver = smsgate.WebhookReceiver(secret, self._on_webhook)
         self.client: smsgate.GateClient | None = None
         self._states: dict[str, str | None] = {}  # job id -> folded state, for jobs still moving
+        self._since: dict[str, float] = {}  # job id -> when it was handed over (time.time())
         self._report: Reporter | None = None
         self._poller: asyncio.Task[None] | None = None
         self._readiness = Readiness()
@@ -225,6 +230,17 @@ class SmsGateRoute:
         self.ready = True
         return None
 
+    def attach(self, report: Reporter) -> None:
+        self._report = report
+
+    def _watch(self, job_id: str, state: str | None) -> None:
+        self._states[job_id] = state
+        self._since.setdefault(job_id, time.time())
+
+    def _forget(self, job_id: str) -> None:
+        self._states.pop(job_id, None)
+        self._since.pop(job_id, None)
+
     def _fold(self, job_id: str, outcome: smsgate.Outcome) -> None:
         if self._report is None or job_id not in self._states:
             return  # not one of ours (another client of the app), or already final
@@ -233,7 +249,7 @@ class SmsGateRoute:
             return
         self._states[job_id] = new
         if new in (protocol.JOB_DELIVERED, protocol.JOB_FAILED):
-            del self._states[job_id]
+            self._forget(job_id)
         self._report(job_id, new, reason=outcome.reason, parts=outcome.parts)
 
     def _on_webhook(self, message_id: str, outcome: smsgate.Outcome) -> None:
@@ -244,6 +260,10 @@ class SmsGateRoute:
         unplugged: ask for the jobs still moving now and then."""
         while True:
             await asyncio.sleep(self.poll_interval)
+            now = time.time()
+            for job_id, since in list(self._since.items()):
+                if now - since > WATCH_MAX_S:
+                    self._forget(job_id)  # no report this long after: the network will not send one
             for job_id in list(self._states):
                 client = self.client
                 if client is None:
@@ -263,13 +283,13 @@ class SmsGateRoute:
             report(job.job_id, protocol.JOB_REJECTED, reason="SMS Gateway is not ready on the phone")
             return
         slot = job.sim if job.sim is not None else self.sim_slot
-        self._states[job.job_id] = protocol.JOB_ACCEPTED
+        self._watch(job.job_id, protocol.JOB_ACCEPTED)
         try:
             outcome = await client.send(message_id=job.job_id, to=job.to, text=job.text,
                                         sim_number=slot + 1 if slot is not None else None,
                                         delivery_report=True)
         except smsgate.GateError as exc:
-            self._states.pop(job.job_id, None)
+            self._forget(job.job_id)
             if exc.status == 400:
                 report(job.job_id, protocol.JOB_FAILED, reason=f"SMS Gateway refused it: {exc.message[:200]}")
             else:
@@ -286,7 +306,7 @@ class SmsGateRoute:
                        reason=f"the phone went during the hand-over ({exc}); SMS Gateway may send it")
                 return
             if known is None:
-                self._states.pop(job.job_id, None)
+                self._forget(job.job_id)
                 report(job.job_id, protocol.JOB_REJECTED, reason="SMS Gateway did not receive it")
                 return
             outcome = known
@@ -300,15 +320,16 @@ class SmsGateRoute:
                 known = await client.get(job.job_id)
                 if known is None:
                     return protocol.JOB_REJECTED, "SMS Gateway never received it"
-                self._states[job.job_id] = known.state or protocol.JOB_ACCEPTED
+                self._watch(job.job_id, known.state or protocol.JOB_ACCEPTED)
                 return known.state or protocol.JOB_UNCONFIRMED, known.reason
-        self._states[job.job_id] = protocol.JOB_UNCONFIRMED
+        self._watch(job.job_id, protocol.JOB_UNCONFIRMED)
         return protocol.JOB_UNCONFIRMED, "outcome unknown after a restart; SMS Gateway may still send it"
 
     def resume(self, job: protocol.Job, report: Reporter) -> None:
         """A job sent before a restart or replug: keep folding its reports."""
         self._report = report
-        self._states.setdefault(job.job_id, protocol.JOB_SENT)
+        if job.job_id not in self._states:
+            self._watch(job.job_id, protocol.JOB_SENT)
 
     async def aclose(self) -> None:
         if self._poller is not None:
@@ -446,6 +467,9 @@ class TermuxRoute:
                 if row.id in self._claimed or not same_number(row.address, job.to) or row.body != job.text:
                     continue
                 self._claimed.add(row.id)
+                # Sends go one at a time and Android writes a send's row when the radio
+                # answers: rows for later sends come after this one.
+                self.mark = mark.after([row])
                 if row.type == SMS_TYPE_FAILED:
                     return protocol.JOB_FAILED, f"the phone marked it failed (error_code {row.error_code})"
                 return protocol.JOB_SENT, None
@@ -459,6 +483,9 @@ class TermuxRoute:
 
     def resume(self, job: protocol.Job, report: Reporter) -> None:
         """Nothing comes after "sent" on this route."""
+
+    def attach(self, report: Reporter) -> None:
+        """Every report of this route is made during its send."""
 
     async def aclose(self) -> None:
         await self.link.close()

@@ -154,6 +154,7 @@ class PhoneUnit:
         runtime = AgentRuntime(url=s.agent_url(), device_id=self.device_id, token=s.token_for(self.device_id),
                                backend=backend, journal=journal, agent_name=AGENT_NAME, window=s.window,
                                workers=s.window, timezone=timezone, ssl=s.agent_ssl(), backoff_max=5.0)
+        self.route.attach(runtime.report)
         reader = Reader(self.position, runtime.emit)
         try:
             await reader.prime(phone)
