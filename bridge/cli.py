@@ -221,7 +221,8 @@ def devices_table(rows: list[dict[str, Any]], *, now: float | None = None) -> st
     now = time.time() if now is None else now
     cols = ("DEVICE", "KIND", "ACCOUNT", "STATE", "SIGNAL", "BATTERY", "NETWORK", "LAST SEEN", "REASON")
     table = [[str(r.get("id", "?")), str(r.get("kind", "?")), str(r.get("account", "?")),
-              str(r.get("state", "?")), _percent(r.get("signal")), _percent(r.get("battery")),
+              str(r.get("state", "?")) + (f" ({r['step']})" if r.get("step") else ""),
+              _percent(r.get("signal")), _percent(r.get("battery")),
               " ".join(str(r[k]) for k in ("network", "operator") if r.get(k)) or "-",
               _ago(r.get("last_seen"), now), str(r.get("reason") or "-")] for r in rows]
     widths = [max([len(c), *(len(t[i]) for t in table)]) for i, c in enumerate(cols)]

@@ -24,7 +24,10 @@ import yarl
 from bridge.core.optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
 
 DEVICE_KINDS = ("virtual", "modem", "android")
-ANDROID_DEFAULT_RATE = 25.0  # SMS a minute; Android's own limit is 30
+# Android lets one app send 30 SMS parts a minute (AOSP SmsUsageMonitor, see
+# bridge/devices/android/limits.py): at most 30 messages; the phone's agent
+# holds back whatever would go over 30 parts.
+ANDROID_DEFAULT_RATE = 30.0
 WEBHOOK_FORMATS = ("insim", "json")
 
 
@@ -226,9 +229,9 @@ class DispatcherConfig:
 class AndroidConfig:
     adb_server: tuple[str, int] = ("127.0.0.1", 5037)  # the adb server to follow
     start_adb_server: bool = True  # start a local adb server when none answers
-    device_port: int | None = None  # port the agent dials on the phone (adb reverse); default: the listener's
-    poll_interval: float = 2.0  # the agent's polling of the inbox and call log, seconds
-    confirm_timeout: float = 120.0  # seconds for a send to show in the phone's sent/failed box
+    device_port: int | None = None  # no longer used (each route has its own phone ports); accepted
+    poll_interval: float = 2.0  # seconds between reads of each phone's SMS inbox and call log over adb
+    confirm_timeout: float = 120.0  # termux route: seconds for a send to show as sent/failed in content://sms
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,6 +387,14 @@ DEVICE_KIND_SPEC: dict[str, Spec] = {
         "standalone": ((bool,), None),  # paired over the network (QR code), not driven over USB
         "serial": ((str,), _nonempty),
         "sim_slot": ((int,), _non_negative),
+        "route": ((str,), _one_of("smsgate", "termux")),  # how it sends; incoming is read over adb
+        "smsgate_port": ((int,), _positive),
+        "smsgate_user": ((str,), _nonempty),
+        "smsgate_password": ((str,), _nonempty),
+        "webhook_port": ((int,), _positive),  # on the phone's loopback, reversed to the bridge
+        "helper_port": ((int,), _positive),  # the Termux helper's, likewise
+        "sms_max_count": ((int,), _positive),  # the phone's sms_outgoing_check_max_count (parts)
+        "sms_check_interval": ((int, float), _positive),  # its sms_outgoing_check_interval_ms, in seconds
     },
 }
 DEVICE_KIND_REQUIRED = {"modem": ("port",), "android": ("serial",), "virtual": ()}
@@ -497,9 +508,9 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
                 raise ConfigError(f"{where}.fail_prefixes: must be a list of strings")
             options["fail_prefixes"] = tuple(prefixes)
         if values["kind"] == "android":
-            # Android refuses more than 30 SMS a minute from one app by default;
-            # stay under it so that the phone never has to ask its owner.
-            values.setdefault("max_per_minute", ANDROID_DEFAULT_RATE)
+            # Android asks its owner beyond 30 parts a minute from one app: never get there.
+            limit = options.get("sms_max_count", ANDROID_DEFAULT_RATE) * 60 / options.get("sms_check_interval", 60)
+            values.setdefault("max_per_minute", float(max(1, int(limit))))
         devices.append(DeviceConfig(**values, options=options))
 
     return Config(api=ApiConfig(**api), agents=agents_cfg, store=StoreConfig(**store),

@@ -164,8 +164,7 @@ def check_adb(config: Config, daemon_up: bool) -> Iterator[Finding]:
                       "sudo apt install adb")
     else:
         yield Finding(OK, "adb", f"{path}")
-    host = os.environ.get("ANDROID_ADB_SERVER_ADDRESS", "127.0.0.1")
-    port = int(os.environ.get("ANDROID_ADB_SERVER_PORT", "5037"))
+    host, port = config.android.adb_server
     try:
         version = _adb_version(host, port)
         yield Finding(OK, "adb server", f"{host}:{port} answers (protocol {version})")
@@ -210,8 +209,8 @@ def check_devices(config: Config, daemon_up: bool) -> Iterator[Finding]:
                       "(systemctl reload simbridge)")
         return
     yield Finding(OK, "daemon", f"running at {client.api_base(config)}")
-    hints = {"android": "plug the phone in, unlock it, accept USB debugging; check the helper app runs "
-                        "(docs/android.md); or pair it over Wi-Fi: simbridge pair --device {id}",
+    hints = {"android": "the reason says what to do on the phone (docs/android.md); for route = \"termux\", "
+                        "simbridge pair --device {id} prints the command to type once in Termux",
              "modem": "check the modem is plugged in and its SIM is registered; journalctl -u simbridge -e",
              "virtual": "an in-daemon virtual device should connect by itself: journalctl -u simbridge -e"}
     for device in config.devices:
@@ -227,7 +226,8 @@ def check_devices(config: Config, daemon_up: bool) -> Iterator[Finding]:
             hint = hints.get(device.kind, "").format(id=device.id)
             if device.options.get("standalone"):
                 hint = "start its agent on the other host; check it has this device's token (simbridge pair)"
-            yield Finding(FAIL, what, f"{row.get('state', 'offline')}: {row.get('reason') or 'unknown'}", hint)
+            at = f" at step {row['step']}" if row.get("step") else ""
+            yield Finding(FAIL, what, f"{row.get('state', 'offline')}{at}: {row.get('reason') or 'unknown'}", hint)
 
 
 def checks(config: Config) -> Iterator[Finding]:

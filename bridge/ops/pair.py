@@ -79,9 +79,46 @@ def _device(config: Config, device_id: str):  # noqa: ANN202
     return device
 
 
+async def _derived_token(config: Config, device_id: str) -> str:
+    """The token the daemon derives for an in-daemon device (its generation is in the store)."""
+    from bridge.dispatch.tokens import TokenBook
+    device = _device(config, device_id)
+    book = TokenBook.load(config.data_dir, {device_id: device.token} if device.token else None)
+    store = _store(config)
+    await store.open()
+    try:
+        _, generation = await store.device_auth(device_id)
+    finally:
+        await store.close()
+    book.set_generation(device_id, generation)
+    return book.token_for(device_id)
+
+
+def android_setup(config: Config, device_id: str) -> int:
+    """A phone driven over USB needs no token: what to do on the phone, per route."""
+    device = _device(config, device_id)
+    if device.options.get("route", "smsgate") == "termux":
+        from bridge.devices.android import termux
+        token = asyncio.run(_derived_token(config, device.id))
+        command = termux.install_command(int(device.options.get("helper_port", termux.DEFAULT_PORT)),
+                                         termux.derive(token, "install", 10))
+        print(f"Device {device.id} (android, route termux): with the daemon running and the phone on USB "
+              f"(USB debugging allowed), open Termux on the phone and type once:\n\n  {command}\n\n"
+              f"It installs the helper and keeps it running (a persisted termux-job-scheduler job); "
+              f"`simbridge devices` shows when the phone is ready.")
+    else:
+        print(f"Device {device.id} (android, route smsgate): install SMS Gateway for Android "
+              f"(https://github.com/capcom6/android-sms-gateway/releases), open it, allow its SMS "
+              f"permission, switch on \"Local Server\" and tap \"Online\"; put the password it shows in "
+              f"smsgate_password for this device and reload. `simbridge devices` shows each step.")
+    return 0
+
+
 def pair(config: Config, device_id: str, *, url: str | None = None, png: str | None = None,
          qr: bool = True) -> int:
     device = _device(config, device_id)
+    if device.kind == "android" and not device.options.get("standalone"):
+        return android_setup(config, device_id)
     target = url or agent_url(config)
     fp = fingerprint(config.agents.tls_cert) if config.agents.tls_cert else None
     if target.startswith("ws://") and fp:
@@ -107,9 +144,8 @@ def pair(config: Config, device_id: str, *, url: str | None = None, png: str | N
 
 def revoke(config: Config, device_id: str) -> str:
     device = _device(config, device_id)
-    # A phone paired over USB holds the derived token: change it too (the next
-    # USB set-up pushes the new one). In-daemon agents keep theirs.
-    in_daemon = device.kind in ("virtual", "modem") and not device.options.get("standalone")
+    # In-daemon agents (phones over USB included) keep their derived token.
+    in_daemon = device.kind in ("virtual", "modem", "android") and not device.options.get("standalone")
     count = asyncio.run(_revoke(config, device.id, bump=not in_daemon and device.token is None))
     message = f"revoked {count} pairing token(s) of device {device.id}"
     account = config.account(device.account)

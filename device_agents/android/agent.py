@@ -93,7 +93,7 @@ def _fingerprint(config: dict[str, Any]) -> str:
 
 def take_lock(path: str, fingerprint: str, *, wait_s: float = 15.0) -> Any | None:
     """Hold the device's lock file, or None if an identical agent already runs."""
-    f = open(path, "a+", encoding="utf-8")
+    f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open as the lock while the agent runs
     deadline = time.monotonic() + wait_s
     asked = False
     while True:
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def _main() -> None:
         task = asyncio.current_task()
+        assert task is not None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

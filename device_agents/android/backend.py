@@ -290,7 +290,7 @@ class TermuxBackend:
         if not fresh:
             return
         events: list[protocol.Event] = []
-        for key, row in fresh:
+        for _key, row in fresh:
             stamp = "".join(c for c in str(row.get("received", "")) if c.isdigit())
             events.append(protocol.SmsReceived(
                 event_id=f"sms-{_row_id(row)}-{stamp}"[:128],

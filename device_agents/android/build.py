@@ -39,9 +39,8 @@ def archive_bytes() -> bytes:
     entries: list[tuple[str, bytes]] = [("__main__.py", ENTRY)]
     for name in AGENT_MODULES:
         entries.append((f"device_agents/{name}", (agents / name).read_bytes()))
-    for path in _python_files(agents / "android"):
-        if path.name == "build.py":
-            continue
+    # The Wi-Fi agent only: not the USB routes' helper, not the virtual phone.
+    for path in _python_files(agents / "android", skip=("phone_sim", "helper.py", "build.py")):
         entries.append((f"device_agents/android/{path.relative_to(agents / 'android').as_posix()}",
                         path.read_bytes()))
     for path in _python_files(ws_root, skip=("trio",)):

@@ -108,7 +108,7 @@ class TermuxApi:
         return os.path.join(self.bin_dir, name) if self.bin_dir else name
 
     async def run(self, name: str, *args: str, stdin: str | None = None,
-                  timeout: float | None = None) -> str | None:
+                  limit_s: float | None = None) -> str | None:
         """stdout of one command, or None if it could not run, failed or hung."""
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -119,12 +119,12 @@ class TermuxApi:
             log.warning("%s cannot run: %s", name, exc)
             return None
         try:
-            async with asyncio.timeout(timeout or self.timeout):
+            async with asyncio.timeout(limit_s or self.timeout):
                 out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            log.warning("%s did not answer within %.0f s", name, timeout or self.timeout)
+            log.warning("%s did not answer within %.0f s", name, limit_s or self.timeout)
             return None
         if proc.returncode != 0:
             log.warning("%s exited with %s: %s", name, proc.returncode,
