@@ -23,7 +23,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 if TYPE_CHECKING:
     from .phone import VirtualPhone
@@ -146,7 +146,10 @@ class Webhooks:
                             "Content-Type": "application/json", "X-Signature": sig, "X-Timestamp": ts,
                             "User-Agent": f"{PACKAGE}/{self.version}"}) as resp:
                     status = resp.status
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, ClientError) as exc:
+                # Any failed attempt is retried (SendWebhookWorker.kt: `catch (e: Throwable)` and a
+                # status outside 200..299 both give Result.Retry, up to settings.retryCount), e.g. a
+                # connection dropped while adb reverse has no listener behind it.
                 status = f"{type(exc).__name__}: {exc}"
             self.webhook_log.append({"url": url, "event": delivery["event"], "attempt": attempt + 1,
                                      "status": status})
