@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,19 +44,18 @@ class Daemon:
         self.store = store or SqliteStore(config.store.path, event_filter=self.webhook_policy,
                                           synchronous=config.store.synchronous)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
-        self.dispatcher = Dispatcher(config=config, store=self.store)
-        self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
-                                      tokens=self.tokens,
-                                      ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
+        self.kinds = Kinds(self)
+        self.dispatcher = Dispatcher(config=config, store=self.store, on_online=self._device_online,
+                                     dialer_for=self._dialer_for)
         self.metrics = Metrics(self)
+        self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
+                                      tokens=self.tokens, on_job_state=self.metrics.job_state,
+                                      ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
         self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store,
                        on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics)
-        self.listener.on_job_state = self.metrics.job_state
         self.notifier = Notifier()
-        self.dispatcher.on_online.append(lambda _device, _online: self._notify_status())
         self._tg: asyncio.TaskGroup | None = None
         self.webhooks = WebhookDeliverer(config=config, store=self.store)
-        self.kinds = Kinds(self)
         self._runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
         self.api_port: int | None = None
@@ -127,16 +126,24 @@ class Daemon:
         for name in wanted:
             kind, new = self.kinds.ensure(name)
             if new:
-                if isinstance(kind, Dialer):
-                    self.dispatcher.dialers[name] = kind.dial
                 if isinstance(kind, OnlineWatcher):
-                    self.dispatcher.on_online.append(kind.agent_connected)
                     for device_id in self.dispatcher.sessions:
                         kind.agent_connected(device_id, True)
                 if self._tg is not None:
                     self._tg.create_task(supervise(f"{name} devices", kind.run))
         for kind in self.kinds:
             await kind.apply(wanted.get(kind.name, []))
+
+    def _device_online(self, device_id: str, online: bool) -> None:
+        """The dispatcher's word that a device's session came or went."""
+        for kind in self.kinds:
+            if isinstance(kind, OnlineWatcher):
+                kind.agent_connected(device_id, online)
+        self._notify_status()
+
+    def _dialer_for(self, kind_name: str) -> Callable[[str, str], Awaitable[None]] | None:
+        kind = self.kinds.get(kind_name)
+        return kind.dial if isinstance(kind, Dialer) else None
 
     def agent_client_ssl(self) -> Any:
         cert = self.config.agents.tls_cert

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes.mini_bridge import MiniBridge, wait_until
+from fakes.mini_bridge import TIMEOUT_FACTOR, MiniBridge, wait_until
 from fakes.termux.termux_fake import PhoneState
 
 from device_agents import protocol
@@ -37,8 +37,10 @@ class AgentProcess:
         self.phone = phone
         self.data_dir = workdir / "termux-home" / ".simbridge"
         self.config_path = workdir / "agent.json"
+        # confirm_timeout is a product timeout the tests wait on: each fake termux-* command is a
+        # Python process of its own, slow on a busy machine, so it is generous and scaled.
         config = {"device_id": DEVICE, "token": TOKEN, "url": url, "timezone": PHONE_TZ,
-                  "poll_interval": 0.05, "status_interval": 0.5, "confirm_timeout": 5.0}
+                  "poll_interval": 0.05, "status_interval": 0.5, "confirm_timeout": 20.0 * TIMEOUT_FACTOR}
         config.update(extra)
         self.config_path.write_text(json.dumps(config))
         self.proc: asyncio.subprocess.Process | None = None
@@ -133,7 +135,7 @@ async def test_sms_is_sent_once_and_confirmed_from_the_sent_box(agent, bridge, p
 
 async def test_failed_box_and_silence_both_fail_the_job(agent, bridge, phone):
     agent.config_path.write_text(json.dumps({**json.loads(agent.config_path.read_text()),
-                                             "confirm_timeout": 3.0}))
+                                             "confirm_timeout": 8.0 * TIMEOUT_FACTOR}))
     phone.set(fail_numbers=["+33600000000"])
     await agent.start()
     await wait_until(lambda: bridge.connected(DEVICE), what="agent connected")

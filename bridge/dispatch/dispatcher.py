@@ -27,7 +27,13 @@ CLAIM_CHUNK = 64  # jobs claimed for one device in one go
 
 
 class Dispatcher:
-    def __init__(self, *, config: Config, store: JobQueue) -> None:
+    def __init__(self, *, config: Config, store: JobQueue,
+                 on_online: Callable[[str, bool], None] | None = None,
+                 dialer_for: Callable[[str], Callable[[str, str], Awaitable[None]] | None] | None = None) -> None:
+        """``on_online(device_id, online)`` hears every session that comes or
+        goes; ``dialer_for(kind)`` gives the dial function of a kind whose
+        calls the bridge places itself (Android: through adb, which works
+        while the phone is locked), or None when its agents dial."""
         self.config = config
         self.store = store
         self.sessions: dict[str, DeviceSession] = {}
@@ -37,10 +43,8 @@ class Dispatcher:
         self._rotation = 0
         self._claim_lock = asyncio.Lock()
         self._tasks = TaskSet()
-        self.on_online: list[Callable[[str, bool], None]] = []
-        # Device kinds whose calls the bridge places itself (Android: through
-        # adb, which works while the phone is locked): kind -> dial(device_id, number).
-        self.dialers: dict[str, Callable[[str, str], Awaitable[None]]] = {}
+        self._on_online = on_online
+        self._dialer_for = dialer_for
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -85,8 +89,8 @@ class Dispatcher:
         if repush:
             log.info("device %s: pushing %d job(s) again after reconnect", session.device_id, len(repush))
             await session.push(repush)
-        for callback in self.on_online:
-            callback(session.device_id, True)
+        if self._on_online is not None:
+            self._on_online(session.device_id, True)
         self.wake()
 
     def detach(self, session: DeviceSession, reason: str) -> None:
@@ -98,8 +102,8 @@ class Dispatcher:
             health.offline_since = time.time()
             health.last_seen = time.time()
             health.reason = reason
-            for callback in self.on_online:
-                callback(session.device_id, False)
+            if self._on_online is not None:
+                self._on_online(session.device_id, False)
 
     def finished(self, session: DeviceSession, count: int) -> None:
         if count:
@@ -173,7 +177,7 @@ class Dispatcher:
             return 0 if again else wait
 
     async def _push(self, session: DeviceSession, jobs: list[Job]) -> None:
-        dialer = self.dialers.get(session.device.kind)
+        dialer = self._dialer_for(session.device.kind) if self._dialer_for is not None else None
         if dialer is not None:
             calls = [j for j in jobs if j.kind == "call"]
             jobs = [j for j in jobs if j.kind != "call"]

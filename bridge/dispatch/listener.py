@@ -46,7 +46,8 @@ def _reason(text: str) -> str:
 
 class AgentListener:
     def __init__(self, *, config: Config, store: Store, dispatcher: Dispatcher, tokens: TokenBook,
-                 ssl: ssl_module.SSLContext | None = None) -> None:
+                 ssl: ssl_module.SSLContext | None = None,
+                 on_job_state: Callable[[str, str, str], None] | None = None) -> None:
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
@@ -54,10 +55,9 @@ class AgentListener:
         self.ssl = ssl
         self.server: Any = None
         self._closing: set[asyncio.Task[Any]] = set()
-        self.on_status: Callable[[str, protocol.Status], None] | None = None
         # Called with (device id, job id, job state) for each job state an agent
         # reports (metrics); a report sent again (lost ack) comes again.
-        self.on_job_state: Callable[[str, str, str], None] | None = None
+        self.on_job_state = on_job_state
         self.rejected = 0
         self.turned_away = 0  # connections refused because too many were still saying hello
         self._unauthenticated = 0
@@ -236,7 +236,5 @@ class AgentListener:
             health = self.dispatcher.health[session.device_id]
             health.status = message
             health.last_seen = time.time()
-            if self.on_status is not None:
-                self.on_status(session.device_id, message)
         elif isinstance(message, protocol.Hello):
             raise protocol.RemoteProtocolError("hello sent twice")
