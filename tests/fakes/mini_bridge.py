@@ -23,9 +23,9 @@ from device_agents import protocol
 TIMEOUT_FACTOR = float(os.environ.get("SIMBRIDGE_TEST_TIMEOUT_FACTOR", "1"))
 
 
-async def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+async def wait_until(condition: Callable[[], Any], within: float = 30.0, what: str = "condition") -> Any:
     """Wait for ``condition()`` to be truthy (no fixed sleeps: a short poll with a deadline)."""
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
+    deadline = time.monotonic() + within * TIMEOUT_FACTOR
     while True:
         value = condition()
         if value:
