@@ -40,7 +40,10 @@ import hmac
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, overload
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal, TypeVar, overload
+
+T = TypeVar("T")
 
 PROTOCOL_VERSION = 2  # 2: challenge-response hello (no token on the wire)
 MAX_FRAME_BYTES = 256 * 1024
@@ -61,6 +64,10 @@ class ProtocolError(Exception):
 
 class LocalProtocolError(ProtocolError):
     """We tried to build a frame the protocol does not allow."""
+
+
+class FrameTooBig(LocalProtocolError):
+    """A message would encode to a frame over :data:`MAX_FRAME_BYTES`."""
 
 
 class RemoteProtocolError(ProtocolError):
@@ -567,9 +574,30 @@ def encode(message: Message) -> str:
     if type(message) not in MESSAGE_TYPES.values():
         raise LocalProtocolError(f"not a protocol message: {message!r}")
     frame = json.dumps(to_json(message), ensure_ascii=False, separators=(",", ":"))
-    if len(frame.encode()) > MAX_FRAME_BYTES:
-        raise LocalProtocolError(f"frame of {len(frame)} characters is over {MAX_FRAME_BYTES} bytes")
+    if len(frame) * 4 > MAX_FRAME_BYTES and len(frame.encode()) > MAX_FRAME_BYTES:
+        raise FrameTooBig(f"frame of {len(frame)} characters is over {MAX_FRAME_BYTES} bytes")
     return frame
+
+
+def encode_batches(make: Callable[[tuple[T, ...]], Message], items: Sequence[T], *,
+                   max_items: int = MAX_BATCH // 4) -> list[str]:
+    """``items`` as frames of ``make(batch)``, in order: at most ``max_items``
+    each, and halved until every frame fits :data:`MAX_FRAME_BYTES` (many
+    long texts would not fit one). One item alone always fits (a text is at
+    most :data:`MAX_TEXT` characters); if not, that is our bug: FrameTooBig."""
+    frames: list[str] = []
+    for start in range(0, len(items), max_items):
+        pending = [items[start:start + max_items]]
+        while pending:
+            chunk = pending.pop()
+            try:
+                frames.append(encode(make(tuple(chunk))))
+            except FrameTooBig:
+                if len(chunk) == 1:
+                    raise
+                middle = len(chunk) // 2
+                pending += [chunk[middle:], chunk[:middle]]  # the first half goes out first
+    return frames
 
 
 def decode(frame: str | bytes, *, allowed: frozenset[str] | None = None) -> Message:

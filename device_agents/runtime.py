@@ -230,10 +230,10 @@ class AgentRuntime:
             await self._wake.wait()
             self._wake.clear()
             while self._unsent:
-                batch = []
-                for event_id in list(self._unsent)[: protocol.MAX_BATCH // 4]:
-                    batch.append(self._unsent.pop(event_id))
-                await ws.send(protocol.encode(protocol.Events(events=tuple(batch))))
+                batch = [self._unsent.pop(event_id) for event_id in list(self._unsent)[: protocol.MAX_BATCH // 4]]
+                # Split to fit the frame limit: 40 long incoming SMS do not fit one frame.
+                for frame in protocol.encode_batches(lambda events: protocol.Events(events=events), batch):
+                    await ws.send(frame)
 
     def _on_frame(self, message: protocol.Message) -> None:
         if isinstance(message, protocol.Ack):

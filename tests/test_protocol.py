@@ -193,3 +193,22 @@ async def test_silent_client_is_dropped_after_the_hello_timeout(tmp_path):
         async with websockets.connect(f"ws://127.0.0.1:{daemon.listener.port}") as ws:
             code, reason = await closed_with(ws)
         assert code == p.CLOSE_POLICY and "no hello" in reason
+
+
+# -- batches split to fit the frame limit ----------------------------------------------------------
+
+def test_batches_are_split_to_fit_and_keep_their_order():
+    texts = ["é" * p.MAX_TEXT for _ in range(60)]  # 60 × 20 kB: far over one frame
+    events = [p.SmsReceived(event_id=f"e{i}", sender="+33612345678", text=t, at=1.0) for i, t in enumerate(texts)]
+    frames = p.encode_batches(lambda batch: p.Events(events=batch), events)
+    assert len(frames) > 1 and all(len(f.encode()) <= p.MAX_FRAME_BYTES for f in frames)
+    decoded = [e for f in frames for e in p.decode(f).events]
+    assert decoded == events
+    small = [p.Ack(event_ids=("x",))]
+    assert p.encode_batches(lambda batch: batch[0], small) == [p.encode(small[0])]
+
+
+def test_an_item_that_cannot_fit_alone_is_our_bug():
+    huge = p.SmsReceived(event_id="e", sender="+33612345678", text="x" * (p.MAX_FRAME_BYTES + 1), at=1.0)
+    with pytest.raises(p.FrameTooBig):
+        p.encode_batches(lambda batch: p.Events(events=batch), [huge])

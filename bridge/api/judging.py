@@ -40,6 +40,7 @@ from device_agents.modem.gsm7 import segment_count
 
 MAX_MESSAGE_CHARS = 5000
 MAX_URL_CHARS = 2048
+DATE_YEARS = (2000, 9998)
 MAX_FIELD_CHARS = 256
 LINK_PLACEHOLDERS = ("[Lien_Tracking]", "[Lien]", "[Link]")
 LINK_CODE_CHARS = 10
@@ -138,6 +139,10 @@ def parse_date(value: Any, timezone: str) -> float:
             raise ValueError(f"date_to_send {value!r} is not \"YYYY-MM-DD HH:mm:ss\"") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=ZoneInfo(timezone))
+    # A past date means "send now"; but every stored time must be writable back
+    # as a date (year 1 is not, once in UTC), so the years are bounded.
+    if not DATE_YEARS[0] <= when.year <= DATE_YEARS[1]:
+        raise ValueError(f"date_to_send {value!r} is out of range (years {DATE_YEARS[0]} to {DATE_YEARS[1]})")
     try:
         return when.timestamp()
     except (OverflowError, ValueError, OSError):
@@ -204,6 +209,11 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         errors.append(E_UNKNOWN)
         details.append(f"url must be an http:// or https:// URL of at most {MAX_URL_CHARS} characters")
         url = None
+    elif any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        # A redirect to it could never be sent (a CR/LF in a Location header).
+        errors.append(E_UNKNOWN)
+        details.append("url must not contain spaces or control characters (percent-encode them)")
+        url = None
     if errors or not isinstance(text, str):
         return Judged(index, None, tuple(dict.fromkeys(errors)), "; ".join(details), number, shown_text,
                       id_sms_api)
@@ -213,6 +223,10 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         short = f"{rules.public_url}/l/{code}"  # as bridge.api.links.short_url writes it
         for placeholder in LINK_PLACEHOLDERS:
             text = text.replace(placeholder, short)
+        if len(text) > MAX_MESSAGE_CHARS:
+            # Checked after expansion: what goes to the phone is what must fit.
+            return Judged(index, None, (E_UNKNOWN,), f"message is longer than {MAX_MESSAGE_CHARS} characters "
+                          f"once its links are written out ({len(text)})", number, shown_text, id_sms_api)
     new = sms_job(number, text, id_sms_api=id_sms_api, url=url, priority=priority, due=due, ttl_s=rules.ttl_s,
                   link_code=code)
     return Judged(index, new, (), None, number, text, id_sms_api)

@@ -62,9 +62,10 @@ class DeviceSession:
         return self.device.account
 
     async def push(self, jobs: list[Job]) -> None:
-        for i in range(0, len(jobs), protocol.MAX_BATCH // 4):
-            chunk = jobs[i:i + protocol.MAX_BATCH // 4]
-            await self.ws.send(protocol.encode(protocol.Jobs(jobs=tuple(j.to_protocol() for j in chunk))))
+        # Split to fit the frame limit: a window of long texts does not fit one frame.
+        for frame in protocol.encode_batches(lambda batch: protocol.Jobs(jobs=batch),
+                                             [j.to_protocol() for j in jobs]):
+            await self.ws.send(frame)
 
 
 @dataclass
