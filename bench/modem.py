@@ -165,29 +165,30 @@ port = "{link}"
 max_per_minute = 0
 delivery_reports = false
 """)
-        daemon = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
-                                  stdout=subprocess.DEVNULL, stderr=open(folder / "daemon.log", "w"))
-        try:
-            api = f"http://127.0.0.1:{api_port}"
-            deadline = time.monotonic() + 30
-            while True:  # warm-up: one SMS through, so the modem is online
-                try:
-                    asyncio.run(post(api, [{"phone_number": "+33699999999", "message": "warm-up"}]))
-                    break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            wait_for(radio, 1, 30)
-            asyncio.run(post(api, [{"phone_number": n, "message": TEXT} for n in numbers(count)]))
-            times = wait_for(radio, count + 1, 300)[1:]
-            return steady_rate(times)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
+        with open(folder / "daemon.log", "w") as daemon_log:
+            daemon = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
+                                      stdout=subprocess.DEVNULL, stderr=daemon_log)
             try:
-                daemon.wait(15)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+                api = f"http://127.0.0.1:{api_port}"
+                deadline = time.monotonic() + 30
+                while True:  # warm-up: one SMS through, so the modem is online
+                    try:
+                        asyncio.run(post(api, [{"phone_number": "+33699999999", "message": "warm-up"}]))
+                        break
+                    except Exception:  # noqa: BLE001 - not listening yet
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+                wait_for(radio, 1, 30)
+                asyncio.run(post(api, [{"phone_number": n, "message": TEXT} for n in numbers(count)]))
+                times = wait_for(radio, count + 1, 300)[1:]
+                return steady_rate(times)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(15)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
 
 
 # -- gammu-smsd -------------------------------------------------------------------------

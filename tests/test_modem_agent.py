@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from fakes.mini_bridge import MiniBridge
 from device_agents import protocol
 from device_agents.modem import pdu
 from device_agents.modem.agent import ModemAgent, ModemSettings
+from device_agents.modem.durable import ModemJournal, legacy_state_path
 from device_agents.modem.virtual_modem import VirtualModem
 
 DEVICE = "m1"
@@ -117,7 +119,7 @@ async def test_multipart_goes_as_parts_with_one_reference_and_is_delivered_once_
 
 async def test_failed_status_report_fails_the_job(tmp_path, bridge, modem):
     modem.report_delay = 60.0  # the modem's own (delivered) report must not come first
-    async with agent_running(tmp_path, bridge, modem) as agent:
+    async with agent_running(tmp_path, bridge, modem):
         await bridge.push(DEVICE, sms("f1", report=True))
         await wait_until(lambda: "sent" in bridge.job_states("f1"), what="sent")
         # a second job to the same number: reports are matched by (reference, recipient)
@@ -126,7 +128,8 @@ async def test_failed_status_report_fails_the_job(tmp_path, bridge, modem):
                                           scts=datetime.now(UTC).replace(microsecond=0),
                                           discharge=datetime.now(UTC).replace(microsecond=0),
                                           status_code=0x41)
-        agent._status_report(pdu.decode(report))  # a report that beats the modem's own
+        # the network's failed report beats the modem's own (delivered) one
+        modem._in_loop(modem._network_deliver, "report", report)
         await wait_until(lambda: "failed" in bridge.job_states("f1"), what="failed")
         failed = [e for e in bridge.of_kind(protocol.JobState) if e.state == "failed"][0]
         assert "0x41" in failed.reason
@@ -283,3 +286,35 @@ async def test_a_modem_that_stops_answering_is_reset_and_the_job_still_goes_out(
         await wait_until(lambda: "sent" in bridge.job_states("slow"), within=15, what="sent once it answers")
         assert bridge.job_states("slow") == ["sent"]
         assert [t["to"] for t in transmissions(modem)] == ["+33612345678"]
+
+
+def test_the_state_of_an_earlier_version_is_adopted_into_the_journal(tmp_path):
+    """Earlier versions kept the modem's memory in a second file beside the
+    journal; it is read once, written into the journal, and removed."""
+    journal_path = tmp_path / "journal.jsonl"
+    legacy = legacy_state_path(journal_path)
+    legacy.write_text(json.dumps({"concat_ref": 7, "bad_pin": None, "refs": {"5:612345678": ["j1", 1]},
+                                  "sends": {"j1": {"to": "+33612345678", "total": 1, "mrs": {"1": 5},
+                                                   "report": True, "sent": True, "at": time.time()}},
+                                  "incoming": {"3:abcdef": "12"}}))
+    journal = ModemJournal(journal_path)
+    journal.close()
+    assert not legacy.exists()
+    again = ModemJournal(journal_path)
+    assert again.memory.concat_ref == 7 and again.memory.refs == {"5:612345678": ["j1", 1]}
+    assert again.memory.incoming == {"SM:3:abcdef": "12"} and again.memory.sends["j1"]["mrs"] == {"1": 5}
+    again.close()
+
+
+def test_a_memory_change_rides_in_the_same_write_as_its_event(tmp_path):
+    journal = ModemJournal(tmp_path / "journal.jsonl")
+    journal.memory.incoming["SM:1:aa"] = journal.next_event_id()
+    journal.changed()
+    before = (tmp_path / "journal.jsonl").read_text()
+    journal.add_events([protocol.SmsReceived(event_id="1", sender="+33698765432", text="x", at=0.0)])
+    added = (tmp_path / "journal.jsonl").read_text()[len(before):].splitlines()
+    assert [json.loads(line)["t"] for line in added] == ["modem", "event", "seq"]
+    journal.close()
+    replayed = ModemJournal(tmp_path / "journal.jsonl")
+    assert replayed.memory.incoming == {"SM:1:aa": "1"} and list(replayed.outbox) == ["1"]
+    replayed.close()

@@ -22,6 +22,7 @@ from conftest import api_url, make_config, running, timeout, wait_until
 
 from device_agents.journal import Journal
 from device_agents.modem.agent import journal_path_for
+from device_agents.modem.durable import ModemJournal
 from device_agents.modem.virtual_modem import VirtualModem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ async def test_daemon_killed_between_read_and_ack_reports_the_sms_once(tmp_path,
     SMS stays on the SIM, and after the restart it is reported exactly once."""
     journal = journal_path_for(tmp_path, "m1")
     # Phase 1: the agent, standalone, with a bridge that is not there (so no ack can come).
-    agent = subprocess.Popen(
+    agent = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; it is waited on with a deadline
         [sys.executable, "-m", "device_agents.modem.agent", "--url", "ws://127.0.0.1:9", "--device", "m1",
          "--token", "t", "--port", str(modem.link), "--journal", str(journal)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -117,6 +118,12 @@ async def test_daemon_killed_between_read_and_ack_reports_the_sms_once(tmp_path,
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout(10))
     assert len(modem.snapshot()["storage"]) == 1  # still on the SIM
+    # One state file: the record→event map went in the same write as the event.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("modem-m1")) == [journal.name]
+    killed = ModemJournal(journal)
+    [event_id] = killed.outbox
+    assert list(killed.memory.incoming.values()) == [event_id]
+    killed.close()
     # Phase 2: the daemon, with the modem agent inside, on the same journal.
     async with running(modem_config(tmp_path, modem)) as daemon:
         rows = await wait_until(lambda: daemon.store.inbound(ACCOUNT), what="inbound stored")

@@ -110,7 +110,11 @@ class InfoCommands(ModemCore):
         if len(args) >= 2 and args[1]:
             self._need_sim()
             answer = self._text("Solde: 10,00 EUR")
-            return Reply(after=lambda: self._later(0.05, self._urc, f'+CUSD: 0,"{answer}",15'))
+
+            def answer_later() -> None:
+                self._later(0.05, self._urc, f'+CUSD: 0,"{answer}",15')
+
+            return Reply(after=answer_later)
         return None
 
     def _at_cclk(self, rest: str) -> Reply | None:
