@@ -245,11 +245,16 @@ class CommandInput(ModemCore):
                 return
             await self._delay()
             if reply.lines:
-                self._write(b"\r\n" + "\r\n".join(reply.lines).encode("ascii", "replace") + b"\r\n")
+                lines = list(reply.lines)
+                if self.fault_options.urcs_in_replies:  # an unasked line among the reply's own
+                    lines.insert(1, self.profile.noise_urc)
+                self._write(b"\r\n" + "\r\n".join(lines).encode("ascii", "replace") + b"\r\n")
                 if self._delay_seconds():
                     await self._delay()
             if reply.final_delay > 0:
                 await asyncio.sleep(reply.final_delay)
+            if self.fault_options.urcs_in_replies and not reply.lines:
+                self._write(f"\r\n{self.profile.noise_urc}\r\n".encode())
             if reply.prompt:
                 self._write(b"\r\n> ")
                 return  # still "busy" for URC buffering: the PDU is being typed

@@ -26,6 +26,7 @@ from .profiles import Profile
 
 if TYPE_CHECKING:
     from .calls import ActiveCall, CallState
+    from .faults import FaultOptions, SplitWriter
     from .pty import PtyPort
     from .records import CallRecord, Transmission
     from .state import Settings, SimCard
@@ -87,6 +88,11 @@ class ModemCore:
     _timers: set[asyncio.TimerHandle]
     _closed: bool
     _cnma_expected: tuple[str, bytes] | None
+    _ack_timer: asyncio.TimerHandle | None
+    _cpms: list[str]
+    urc_port: str | None
+    fault_options: FaultOptions
+    _splitter: SplitWriter | None
 
     # -- implemented by other parts ------------------------------------------------------
 
@@ -114,10 +120,14 @@ class ModemCore:
     # -- output ------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if self._pty is not None:  # unplugged: the bytes go nowhere
+        if self._pty is None:  # unplugged: the bytes go nowhere
+            return
+        if self._splitter is not None:
+            self._splitter.write(self._pty.write, data)
+        else:
             self._pty.write(data)
 
-    def _urc(self, *lines: str, sms: bool = False) -> None:
+    def _urc(self, *lines: str, sms: bool = False, ready: bool = False) -> None:
         """Send an unsolicited result code (one or two lines).
 
         SMS indications follow AT+CNMI's <mode> (TS 27.005 §3.4.1): 0 buffers
@@ -126,9 +136,11 @@ class ModemCore:
         (even in the middle of a reply). RING/+CLIP/+CREG... are always sent
         at once.
         """
+        if self.urc_port not in (None, "usbat", "1") and not ready:
+            return  # AT+QURCCFG="urcport" / AT^PORTSEL point elsewhere: not on this port
         text = "\r\n" + "\r\n".join(lines) + "\r\n"
         mode = self.settings.cnmi[0]
-        busy = self._busy or self._pdu_length is not None
+        busy = (self._busy or self._pdu_length is not None) and not self.fault_options.urcs_in_replies
         if sms and (mode == 0 or mode == 2 and busy):
             self._urc_buffer.append(text)
             return
@@ -141,11 +153,13 @@ class ModemCore:
                 self._write(text.encode("ascii", "replace"))
 
     def _ready_urcs(self) -> None:
+        # Ready indications are left on this port whatever the URC port says, so that a
+        # driver sees the modem come back (the SMS, call and network URCs are routed).
         for line in self.profile.ready_urcs:
-            self._urc(line)
+            self._urc(line, ready=True)
 
     def _boot_urcs(self) -> None:
-        self._write(b"\r\nRDY\r\n")
+        self._write(f"\r\n{self.profile.boot_word}\r\n".encode())
         self._write(f"\r\n+CPIN: {self.sim.state}\r\n".encode())
         if self._sim_ready():
             self._ready_urcs()

@@ -124,3 +124,49 @@ class InfoCommands(ModemCore):
 
     def _at_cbc(self, rest: str) -> Reply:
         return Reply(["+CBC: 0,100,4200"])
+
+
+class Quectel(ModemCore):
+    def _at_qurccfg(self, rest: str) -> Reply | None:
+        # Quectel general commands manual: AT+QURCCFG="urcport"[,<value>]
+        if rest == "=?":
+            return Reply(['+QURCCFG: "urcport",("usbat","usbmodem","uart1")'])
+        args = args_of(rest[1:]) if rest.startswith("=") else []
+        if not args or args[0].lower() != "urcport":
+            raise plain_error()
+        if len(args) == 1:
+            return Reply([f'+QURCCFG: "urcport","{self.urc_port}"'])
+        if args[1].lower() not in ("usbat", "usbmodem", "uart1"):
+            raise plain_error()
+        self.urc_port = args[1].lower()
+        return None
+
+
+class Huawei(ModemCore):
+    noise_on: bool
+
+    def _at_curc(self, rest: str) -> Reply | None:
+        # Huawei AT interface specification: AT^CURC=0 stops the periodic ^RSSI/^BOOT/^MODE
+        # reports, =1 starts them again (gammu sends ^CURC=0 to Huawei sticks).
+        if rest == "?":
+            return Reply([f"^CURC: {int(self.noise_on)}"])
+        if rest == "=?":
+            return Reply(["^CURC: (0-1)"])
+        args = int_args(rest[1:], count=1) if rest.startswith("=") else []
+        if not args or args[0] not in (0, 1):
+            raise plain_error()
+        self.noise_on = bool(args[0])
+        return None
+
+    def _at_portsel(self, rest: str) -> Reply | None:
+        # Huawei AT interface specification: AT^PORTSEL=<n> puts URCs on the modem port (0)
+        # or on the PCUI port (1), the one drivers talk AT on; gammu sends ^PORTSEL=1.
+        if rest == "?":
+            return Reply([f"^PORTSEL: {self.urc_port}"])
+        if rest == "=?":
+            return Reply(["^PORTSEL: (0-1)"])
+        args = int_args(rest[1:], count=1) if rest.startswith("=") else []
+        if not args or args[0] not in (0, 1):
+            raise plain_error()
+        self.urc_port = str(args[0])
+        return None

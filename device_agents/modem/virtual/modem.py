@@ -26,8 +26,8 @@ from typing import Any
 from .calls import CallCommands, CallState
 from .commands import CommandInput, Handler
 from .core import log
-from .faults import Faults
-from .info import InfoCommands
+from .faults import FaultOptions, Faults, SplitWriter
+from .info import Huawei, InfoCommands, Quectel
 from .network import Network
 from .profiles import PLAIN, Profile
 from .pty import PtyPort, serve_control
@@ -63,9 +63,14 @@ class VirtualModem(CommandInput, StateCommands, InfoCommands, StorageCommands, N
         max_rings: int = 6,
         answer_delay: float = 0.5,
         boot_delay: float = 0.05,
+        network_retry: float = 5.0,
+        faults: FaultOptions | None = None,
         seed: int | None = None,
     ) -> None:
         self.profile = profile
+        self.fault_options = faults or FaultOptions()
+        self.network_retry = network_retry
+        self._splitter: SplitWriter | None = None
         self.manufacturer = profile.manufacturer
         self.model = profile.model
         self.revision = profile.revision
@@ -90,14 +95,17 @@ class VirtualModem(CommandInput, StateCommands, InfoCommands, StorageCommands, N
 
         # survive reboots and unplugs
         self.sim = SimCard(pin=pin, puk=puk)
-        self.memory = MessageStore(memories=profile.memories, capacity=capacity)
+        self.memory = MessageStore(memories=tuple(dict.fromkeys(profile.memories + profile.receive_memories)),
+                                   capacity=capacity, base=profile.index_base)
         # observable history
         self.transmissions: list[Transmission] = []
         self.calls: list[CallRecord] = []
         self.commands: list[str] = []  # every command line received, for debugging drivers
 
         self.settings = Settings(cnmi=profile.cnmi_default)
-        self._cpms = [profile.memories[0]] * 3
+        self._cpms = list(profile.cpms_default)
+        self.urc_port = profile.urc_port_initial  # kept in NV: survives reboots
+        self._ack_timer: asyncio.TimerHandle | None = None
         self.call_state = CallState.IDLE
         self.slow = 0.0
         self.unplugged = False
@@ -109,6 +117,12 @@ class VirtualModem(CommandInput, StateCommands, InfoCommands, StorageCommands, N
         self._cnma_expected = None
         self._last_line = ""
         self._extra_handlers: dict[str, Handler] = {}
+        if profile.name == "quectel-ec25":
+            self._extra_handlers["+QURCCFG"] = Quectel._at_qurccfg
+        if profile.name == "huawei-e173":
+            self._extra_handlers["^CURC"] = Huawei._at_curc
+            self._extra_handlers["^PORTSEL"] = Huawei._at_portsel
+        self.noise_on = True  # until AT^CURC=0
 
         # I/O
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -135,8 +149,12 @@ class VirtualModem(CommandInput, StateCommands, InfoCommands, StorageCommands, N
     async def open(self) -> None:
         """Create the pty (and link) on the running loop."""
         self._loop = asyncio.get_running_loop()
+        if self.fault_options.split_lines:
+            self._splitter = SplitWriter(self._loop, self._random.randint)
         self._plug()
         self._boot_urcs()
+        if self.profile.noise_interval is not None:
+            self._later(self.profile.noise_interval, self._noise)
 
     async def close(self) -> None:
         self._closed = True
@@ -307,6 +325,7 @@ class VirtualModem(CommandInput, StateCommands, InfoCommands, StorageCommands, N
     def _snapshot(self) -> dict[str, Any]:
         return {
             "profile": self.profile.name,
+            "urc_port": self.urc_port,
             "port": self.port,
             "link": str(self.link) if self.link else None,
             "unplugged": self.unplugged,

@@ -23,6 +23,7 @@ from .state import args_of, int_args
 class Network(ModemCore):
     _mr: int
     _concat_ref: int
+    network_retry: float
 
     def _next_mr(self) -> int:
         self._mr = (self._mr + 1) % 256
@@ -49,40 +50,84 @@ class Network(ModemCore):
 
     def _network_deliver(self, kind: str, data: bytes) -> None:
         tpdu_length = len(data) - 1 - data[0]
-        if not self._registered():
-            self._pending.append((kind, data, tpdu_length))  # the network keeps it and retries
+        if not self._registered() or self._cnma_expected is not None:
+            # The network keeps it and tries again; and with +CSMS=1 the TA sends no
+            # other +CMT/+CDS before the last one is acknowledged (TS 27.005 §3.4.1).
+            self._pending.append((kind, data, tpdu_length))
             return
+        copies = 2 if self.profile.stores_twice and kind == "deliver" else 1
+        for copy in range(copies):
+            if copy:  # the second copy comes half a second later (LilyGo-Modem-Series #155)
+                self._later(0.4, self._route, kind, data, tpdu_length)
+            else:
+                self._route(kind, data, tpdu_length)
+
+    def _route(self, kind: str, data: bytes, tpdu_length: int) -> None:
         mt, ds = self.settings.cnmi[1], self.settings.cnmi[3]
         if kind == "deliver":
             if mt in (2, 3):
                 self._urc(f"+CMT: ,{tpdu_length}", data.hex().upper(), sms=True)
+                self._expect_ack(kind, data)
                 return
-            index = self.memory.store(self._cpms_receive(), 0, data, tpdu_length)
+            mem = self._cpms_receive()
+            index = self.memory.store(mem, 0, data, tpdu_length)
             if index is None:
                 self._pending.append((kind, data, tpdu_length))
                 return
             if mt == 1:
-                self._urc(f'+CMTI: "{self._cpms_receive()}",{index}', sms=True)
+                self._urc(f'+CMTI: "{mem}",{index}', sms=True)
         else:  # status report
             if ds == 1:
                 self._urc(f"+CDS: {tpdu_length}", data.hex().upper(), sms=True)
+                self._expect_ack(kind, data)
             elif ds == 2:
-                mem = self.profile.report_memory
+                mem = self.profile.report_memory or self._cpms_receive()
                 index = self.memory.store(mem, 0, data, tpdu_length)
                 if index is None:
                     self._pending.append((kind, data, tpdu_length))
                     return
-                self._urc(f'+CDSI: "{self.profile.report_memory_announced or mem}",{index}', sms=True)
+                said_mem, said_index = self.profile.report_announced or (mem, index)
+                self._urc(f'+CDSI: "{said_mem}",{said_index}', sms=True)
             # ds == 0: status reports are not routed to the TE (TS 27.005): dropped
+
+    def _expect_ack(self, kind: str, data: bytes) -> None:
+        """+CSMS=1: the TE must acknowledge this +CMT/+CDS with +CNMA (TS 27.005 §3.4.4)."""
+        if self.settings.csms != 1:
+            return
+        self._cnma_expected = (kind, data)
+        self._ack_timer = self._later(self.profile.ack_timeout, self._ack_missed)
+
+    def _ack_missed(self) -> None:
+        """No +CNMA in time: the TA sets <mt> and <ds> to 0 and the network will try again
+        (TS 27.005 §3.4.4); with <mt>=0 the retry is stored without an indication."""
+        expected, self._cnma_expected = self._cnma_expected, None
+        self._ack_timer = None
+        mode, _, bm, _, bfr = self.settings.cnmi
+        self.settings.cnmi = (mode, 0, bm, 0, bfr)
+        if expected is not None:
+            kind, data = expected
+            self._later(self.network_retry, self._network_deliver, kind, data)
+        self._flush_pending_later()
+
+    def _cnma_received(self) -> None:
+        self._cancel_timer(self._ack_timer)
+        self._ack_timer = None
+        self._cnma_expected = None
+        self._flush_pending_later()
+
+    def _flush_pending_later(self) -> None:
+        if self._pending:
+            self._later(0.0, self._flush_pending)
 
     def _cpms_receive(self) -> str:
         return self._cpms[2]
 
-    _cpms: list[str]
-
     def _flush_pending(self) -> None:
         pending, self._pending = self._pending, []
-        for kind, data, _ in pending:
+        for i, (kind, data, _) in enumerate(pending):
+            if self._cnma_expected is not None:  # one un-acknowledged +CMT/+CDS at a time
+                self._pending.extend(pending[i:])
+                return
             self._network_deliver(kind, data)
 
     def _status_report(self, reference: int, recipient: str, scts: datetime) -> None:
@@ -154,7 +199,10 @@ class Network(ModemCore):
             return Reply([f"+CMGW: {index}"])
         if not self._registered():
             raise cms(331)
-        return Reply([f"+CMGS: {self._transmit(message)}"])
+        if self._random.random() < self.fault_options.cms500_rate:
+            raise cms(500)  # fault: the modem refuses; nothing went on the air
+        # On the air now; the result waits for the network (fault: network_delay).
+        return Reply([f"+CMGS: {self._transmit(message)}"], final_delay=self.fault_options.network_delay)
 
     def _at_cmss(self, rest: str) -> Reply:
         self._need_sim(sms=True)

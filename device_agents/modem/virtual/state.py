@@ -209,6 +209,8 @@ class StateCommands(ModemCore):
         if any(v not in ok for v, ok in zip(values, allowed, strict=False)):
             raise cms(303)
         mode, mt, bm, ds, bfr = values
+        if self.profile.phase2plus_needs_csms1 and self.settings.csms != 1 and (mt in (2, 3) or ds == 1):
+            raise cms(303)  # phase 2+ routing needs +CSMS=1 (see the profile)
         self.settings.cnmi = (mode, mt, bm, ds, bfr)
         if bfr == 1:
             self._urc_buffer.clear()

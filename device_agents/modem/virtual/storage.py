@@ -23,19 +23,25 @@ class MessageStore:
 
     memories: tuple[str, ...] = ("SM",)
     capacity: int = 30
+    base: int = 1  # first index
     slots: dict[str, dict[int, StoredMessage]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for mem in self.memories:
-            self.slots.setdefault(mem, {})
+            if mem != "MT":
+                self.slots.setdefault(mem, {})
 
     def of(self, mem: str) -> dict[int, StoredMessage]:
-        return self.slots[mem]
+        """The slots of ``mem``; "MT" (TS 27.005 §3.1: "ME" and "SM" together) reads as SM."""
+        return self.slots["SM" if mem == "MT" else mem]
+
+    def valid(self, index: int) -> bool:
+        return self.base <= index < self.base + self.capacity
 
     def store(self, mem: str, stat: int, data: bytes, tpdu_length: int) -> int | None:
         """Put a PDU in the first free slot of ``mem``; None when full."""
-        slots = self.slots[mem]
-        for index in range(1, self.capacity + 1):
+        slots = self.of(mem)
+        for index in range(self.base, self.base + self.capacity):
             if index not in slots:
                 slots[index] = StoredMessage(stat, data, tpdu_length)
                 return index
@@ -63,12 +69,15 @@ class StorageCommands(ModemCore):
             self._need_sim(sms=True)
             return Reply(["+CPMS: " + ",".join(f'"{m}",{self._storage_counts(m)}' for m in self._cpms)])
         if rest == "=?":
-            options = ",".join(f'"{m}"' for m in self.memory.memories)
-            return Reply([f"+CPMS: ({options}),({options}),({options})"])
+            options = ",".join(f'"{m}"' for m in self.profile.memories)
+            receive = ",".join(f'"{m}"' for m in self.profile.receive_memories)
+            return Reply([f"+CPMS: ({options}),({options}),({receive})"])
         self._need_sim(sms=True)
         memories = [m.upper() for m in args_of(rest[1:])]
-        if not 1 <= len(memories) <= 3 or any(m not in self.memory.memories for m in memories):
+        if not 1 <= len(memories) <= 3 or any(m not in self.profile.memories for m in memories[:2]):
             raise cms(302)
+        if len(memories) == 3 and memories[2] not in self.profile.receive_memories:
+            raise cms(302)  # e.g. MC75i: ME is no receive memory (gammu PR #1207)
         self._cpms[: len(memories)] = memories
         return Reply(["+CPMS: " + ",".join(self._storage_counts(m) for m in memories)])
 
@@ -97,6 +106,8 @@ class StorageCommands(ModemCore):
             raise cms(304)
         message = self._read_memory().get(args[0])
         if message is None:
+            if self.profile.empty_read_ok:
+                return Reply()  # Quectel: a bare OK (asterisk-chan-quectel PR #75)
             raise cms(321)
         lines = message_lines("+CMGR", None, message)
         if message.stat == 0:
@@ -105,7 +116,8 @@ class StorageCommands(ModemCore):
 
     def _at_cmgd(self, rest: str) -> Reply | None:
         if rest == "=?":
-            return Reply([f"+CMGD: (1-{self.memory.capacity}),(0-4)"])
+            first = self.memory.base
+            return Reply([f"+CMGD: ({first}-{first + self.memory.capacity - 1}),(0-4)"])
         self._need_sim(sms=True)
         args = int_args(rest[1:], count=2) if rest.startswith("=") else []
         if not args:
@@ -113,7 +125,7 @@ class StorageCommands(ModemCore):
         slots = self._read_memory()
         index, flag = args[0], args[1] if len(args) > 1 else 0
         if flag == 0:
-            if not 1 <= index <= self.memory.capacity:
+            if not self.memory.valid(index):
                 raise cms(321)
             slots.pop(index, None)
         else:
