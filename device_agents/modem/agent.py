@@ -60,7 +60,9 @@ __all__ = ["ModemAgent", "ModemSettings", "NotReady", "Parked", "journal_path_fo
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "simbridge-modem/1"
-READY_URCS = frozenset({"RDY", "+CPIN", "SMS READY"})
+# A modem that says it (re)started: configured again and its storage read. "+QIND: SMS DONE"
+# (Quectel), "SMS DONE" (SIMCom), "^SYSSTART" (Cinterion) as their manuals give them.
+READY_URCS = frozenset({"RDY", "+CPIN", "SMS READY", "SMS DONE", "+QIND", "^SYSSTART"})
 
 
 def journal_path_for(data_dir: str | os.PathLike[str], device_id: str) -> Path:
@@ -156,6 +158,7 @@ class ModemAgent:
                             tasks=self._tasks, log=self.log)
         incoming = Incoming(session=session, journal=journal, holder=self, work=work,
                             multipart_timeout=self.settings.multipart_timeout,
+                            duplicate_window=self.settings.duplicate_window,
                             on_status_report=outgoing.status_report, wake_timers=self._timer_wake.set,
                             log=self.log)
         dialer = Dialer(session=session, journal=journal, holder=self, settings=self.settings,
@@ -236,6 +239,7 @@ class ModemAgent:
                 tg.create_task(self._watch(parts.link))
                 tg.create_task(self._worker(parts))
                 tg.create_task(self._health_loop(parts.session))
+                tg.create_task(self._poll_loop(parts))
                 tg.create_task(self._timer_loop(parts))
                 tg.create_task(runtime.run())
                 parts.work.put_nowait(("scan",))
@@ -259,23 +263,35 @@ class ModemAgent:
         name = urc.name
         if name in ("+CMTI", "+CDSI"):
             if len(urc.args) >= 2 and urc.args[1].isdigit():
-                parts.work.put_nowait(("read", urc.args[0].upper() or "SM", int(urc.args[1])))
-        elif name == "+CMT" and urc.pdu:
-            length = urc.args[-1] if urc.args else ""
+                mem = urc.args[0].upper() or "SM"
+                parts.work.put_nowait(("read", mem, int(urc.args[1]), name == "+CDSI"))
+        elif name in ("+CMT", "+CDS") and urc.pdu:
+            length = urc.args[-1] if name == "+CMT" and urc.args else (urc.args[0] if urc.args else "")
+            # Reported (journalled) before anything else happens, then acknowledged.
             parts.incoming.on_urc_record(urc.pdu, int(length) if length.isdigit() else None)
-        elif name == "+CDS" and urc.pdu:
-            parts.incoming.on_urc_record(urc.pdu, int(urc.args[0]) if urc.args and urc.args[0].isdigit() else None)
+            if parts.session.routing.acks:
+                self._tasks.spawn(self._acknowledge(parts))
         elif name in CALL_URCS:
             parts.dialer.on_urc(urc, time.time())
             self._timer_wake.set()
         elif name in ("+CREG", "+CEREG", "+CGREG"):
             self.health.registration(urc.args)
         elif name in READY_URCS and self.state == "online":
-            if (name != "+CPIN" or urc.args[:1] == ("READY",)) and not self._reinit_queued:
+            started = {"+CPIN": urc.args[:1] == ("READY",), "+QIND": urc.args[:1] == ("SMS DONE",)}.get(name, True)
+            if started and not self._reinit_queued:
                 self._reinit_queued = True
                 parts.work.put_nowait(("reinit",))
         else:
             self.log.debug("URC %s ignored", name)
+
+    async def _acknowledge(self, parts: _Online) -> None:
+        """+CSMS=1: AT+CNMA for a +CMT/+CDS, else the modem stops routing them (TS 27.005 §3.4.4)."""
+        try:
+            await parts.session.cmd("AT+CNMA")
+        except CommandError as exc:
+            self.log.warning("AT+CNMA refused (%s); the routing check will set it again", exc)
+        except LinkError:
+            pass  # going offline: the modem will route nothing unacknowledged until set again
 
     # ------------------------------------------------------------------
     # the worker: storage reads and deletes, one at a time, off the URC path
@@ -295,7 +311,12 @@ class ModemAgent:
         if kind == "scan":
             await parts.incoming.scan()
         elif kind == "read":
-            await parts.incoming.read(item[1], item[2])
+            await parts.incoming.read(item[1], item[2], report=item[3])
+        elif kind == "poll":
+            if not await parts.session.routing_intact():
+                self.log.warning("the modem's AT+CNMI changed under us: setting it again")
+                await parts.session.set_routing()
+            await parts.incoming.scan()
         elif kind == "delete":
             await parts.incoming.delete(item[1])
         elif kind == "delete-index":
@@ -330,6 +351,11 @@ class ModemAgent:
             await asyncio.sleep(self.settings.health_interval)
             with contextlib.suppress(CommandTimeout):  # the reset ran; next round
                 await self.health.poll(session)
+
+    async def _poll_loop(self, parts: _Online) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            parts.work.put_nowait(("poll",))
 
     def status(self) -> protocol.Status | None:
         return self.health.status()

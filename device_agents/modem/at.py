@@ -213,9 +213,10 @@ URC_PREFIXES: Final = frozenset(
     }
 )
 
-#: Whole-line URCs (no ``:``).
+#: Whole-line URCs (no ``:``). "SMS DONE" / "PB DONE": SIMCom's ready indications
+#: (SIM7500/SIM7600 AT command manual).
 URC_WORDS: Final = frozenset(
-    {"RING", "RDY", "SMS READY", "CALL READY", "PB DONE", "NORMAL POWER DOWN",
+    {"RING", "RDY", "SMS READY", "SMS DONE", "CALL READY", "PB DONE", "NORMAL POWER DOWN",
      "UNDER-VOLTAGE POWER DOWN", "UNDER-VOLTAGE WARNNING", "OVER-VOLTAGE POWER DOWN"}
 )
 

@@ -19,6 +19,11 @@ what the old ``.state.json`` beside it held — rides in the same file as
     stored records already reported to the bridge and not yet deleted:
     ``"<memory>:<index>:<pdu hash>"`` → event id. A record is deleted from
     the modem only once the bridge has acked its event.
+``seen``
+    content hash of every SMS part reported lately → ``[event id, time]``: a
+    record with the same PDU within the duplicate window (a SIMCom A7670
+    stores one SMS twice) is the same SMS, deleted with the first, never
+    reported again.
 ``concat_ref``
     the rolling reference for concatenated SMS.
 ``bad_pin``
@@ -62,13 +67,15 @@ class ModemMemory:
     sends: dict[str, dict[str, Any]] = field(default_factory=dict)
     refs: dict[str, list[Any]] = field(default_factory=dict)
     incoming: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, list[Any]] = field(default_factory=dict)
     concat_ref: int = field(default_factory=lambda: int.from_bytes(os.urandom(1), "big"))
     bad_pin: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModemMemory:
         memory = cls(sends=dict(data.get("sends", {})), refs=dict(data.get("refs", {})),
-                     incoming=dict(data.get("incoming", {})), bad_pin=data.get("bad_pin"))
+                     incoming=dict(data.get("incoming", {})), seen=dict(data.get("seen", {})),
+                     bad_pin=data.get("bad_pin"))
         if "concat_ref" in data:
             memory.concat_ref = int(data["concat_ref"]) & 0xFF
         cutoff = time.time() - RETENTION_S
@@ -78,7 +85,7 @@ class ModemMemory:
 
     def to_json(self) -> dict[str, Any]:
         return {"concat_ref": self.concat_ref, "bad_pin": self.bad_pin, "sends": self.sends,
-                "refs": self.refs, "incoming": self.incoming}
+                "refs": self.refs, "incoming": self.incoming, "seen": self.seen}
 
     def next_concat_ref(self) -> int:
         self.concat_ref = (self.concat_ref + 1) & 0xFF

@@ -34,8 +34,12 @@ class RuntimeHolder(Protocol):
     runtime: AgentRuntime | None
 
 
+def content_hash(hex_pdu: str) -> str:
+    return hashlib.sha1(hex_pdu.strip().upper().encode()).hexdigest()[:16]
+
+
 def record_key(mem: str, index: int, hex_pdu: str) -> str:
-    return f"{mem}:{index}:{hashlib.sha1(hex_pdu.strip().upper().encode()).hexdigest()[:16]}"
+    return f"{mem}:{index}:{content_hash(hex_pdu)}"
 
 
 def key_memory(key: str) -> str:
@@ -74,7 +78,7 @@ def records(reply: Reply, prefix: str, *, index: int | None = None) -> list[tupl
 
 class Incoming:
     def __init__(self, *, session: ModemSession, journal: ModemJournal, holder: RuntimeHolder,
-                 work: asyncio.Queue[tuple[Any, ...]], multipart_timeout: float,
+                 work: asyncio.Queue[tuple[Any, ...]], multipart_timeout: float, duplicate_window: float,
                  on_status_report: Callable[[pdu.StatusReport], None], wake_timers: Callable[[], None],
                  log: logging.LoggerAdapter[logging.Logger]) -> None:
         self.session = session
@@ -84,32 +88,44 @@ class Incoming:
         self.on_status_report = on_status_report
         self.wake_timers = wake_timers
         self.log = log
+        self.duplicate_window = duplicate_window
         self.inbox = Reassembler(timeout=multipart_timeout)
         self.pending_delete: dict[str, set[tuple[str, int]]] = {}
         self.bad_records: set[str] = set()
 
     # -- reading -------------------------------------------------------------------------
 
-    async def read(self, mem: str, index: int) -> None:
+    async def read(self, mem: str, index: int, *, report: bool = False) -> None:
+        """A +CMTI / +CDSI: read the record where the modem says it is."""
+        await self.session.select(mem)
         reply = await self.session.cmd(f"AT+CMGR={index}")
-        for idx, hex_pdu, length in records(reply, "+CMGR:", index=index):
+        found = records(reply, "+CMGR:", index=index)
+        for idx, hex_pdu, length in found:
             self.on_record(mem, idx, hex_pdu, length)
+        if not found:
+            # Nothing there: Quectel announces reports it keeps in SR as +CDSI: "SM",0
+            # (asterisk-chan-quectel PR #75). Read every memory.
+            self.log.debug("+C%sI named %s %d, which is empty: reading all storage",
+                           "DS" if report else "MT", mem, index)
+            self.work.put_nowait(("scan",))
 
     async def scan(self) -> None:
-        mem = "SM"
-        reply = await self.session.cmd("AT+CMGL=4")
-        seen = set()
-        for index, hex_pdu, length in records(reply, "+CMGL:"):
-            seen.add(record_key(mem, index, hex_pdu))
-            self.on_record(mem, index, hex_pdu, length)
-        # records reported and acked, deleted since, but not struck off: forget them
-        incoming = self.journal.memory.incoming
-        stale = [k for k, e in incoming.items()
-                 if key_memory(k) == mem and k not in seen and e not in self.journal.outbox]
-        if stale:
-            for key in stale:
-                del incoming[key]
-            self.journal.save()
+        """Every readable memory, whole (the safety net behind the URCs)."""
+        for mem in self.session.routing.read_memories:
+            await self.session.select(mem)
+            reply = await self.session.cmd("AT+CMGL=4")
+            listed = set()
+            for index, hex_pdu, length in records(reply, "+CMGL:"):
+                listed.add(record_key(mem, index, hex_pdu))
+                self.on_record(mem, index, hex_pdu, length)
+            # records reported and acked, deleted since, but not struck off: forget them
+            incoming = self.journal.memory.incoming
+            stale = [k for k, e in incoming.items()
+                     if key_memory(k) == mem and k not in listed and e not in self.journal.outbox]
+            if stale:
+                for key in stale:
+                    del incoming[key]
+                self.journal.save()
 
     def forget_unsent_records(self) -> None:
         """A record noted as reported under an event id the journal never
@@ -154,11 +170,26 @@ class Incoming:
             if mem is not None and index is not None:
                 self.work.put_nowait(("delete-index", mem, index))
         elif isinstance(message, pdu.Deliver):
-            whole = self.inbox.add(key, index, message, time.time())
+            now = time.time()
+            content = content_hash(hex_pdu)
+            earlier = self.journal.memory.seen.get(content)
+            if earlier is not None and now - earlier[1] < self.duplicate_window:
+                self._duplicate(key, index, str(earlier[0]))
+                return
+            whole = self.inbox.add(key, index, message, now, content)
             if whole is not None:
                 self.report(whole)
             else:
                 self.wake_timers()
+
+    def _duplicate(self, key: str | None, index: int | None, event_id: str) -> None:
+        """The same PDU as a part reported lately: the same SMS, stored (or sent) twice."""
+        self.log.info("an SMS the modem gave twice: reported once")
+        if key is None or index is None:
+            return  # a +CMT: nothing to delete
+        self.journal.memory.incoming[key] = event_id
+        self.journal.save()
+        self._known_record(key, index)
 
     def _known_record(self, key: str, index: int) -> None:
         event_id = self.journal.memory.incoming[key]
@@ -177,11 +208,17 @@ class Incoming:
         if runtime is None:
             return  # offline: the parts stay in storage and are read again
         event_id = runtime.new_event_id()
-        # The record→event map goes in the same journal write as the event.
+        # The record→event map and the parts' contents go in the same journal write as the event.
+        memory = self.journal.memory
         for key, _ in message.records:
-            self.journal.memory.incoming[key] = event_id
+            memory.incoming[key] = event_id
+        now = time.time()
+        for content in message.contents:
+            memory.seen[content] = [event_id, now]
+        for content in [c for c, (_, t) in memory.seen.items() if now - t >= self.duplicate_window]:
+            del memory.seen[content]
+        self.journal.changed()
         if message.records:
-            self.journal.changed()
             self.pending_delete[event_id] = set(message.records)
         runtime.emit([protocol.SmsReceived(event_id=event_id, sender=message.sender[:32],
                                            text=message.text[:protocol.MAX_TEXT], at=message.at,
@@ -198,11 +235,13 @@ class Incoming:
 
     async def delete(self, event_id: str) -> None:
         records_ = self.pending_delete.pop(event_id, set())
-        for key, index in sorted(records_, key=lambda r: r[1]):
+        for key, index in sorted(records_, key=lambda r: (key_memory(r[0]), r[1])):
+            await self.session.select(key_memory(key))
             await self.session.cmd(f"AT+CMGD={index}")
             self.journal.memory.incoming.pop(key, None)
         if records_:
             self.journal.save()
 
     async def delete_index(self, mem: str, index: int) -> None:
+        await self.session.select(mem)
         await self.session.cmd(f"AT+CMGD={index}")

@@ -5,6 +5,16 @@ The durable memory says, per job, which parts the modem confirmed (their
 TP-MR) and which part was being attempted; it is written before the radio
 is touched and again once the modem answered, so a crash or an unplug
 between the two knows that part's fate is uncertain.
+
+**A part whose PDU may have been written is never sent again automatically.**
+On a slow network the modem puts the SMS on the air at once and answers only
+when the network has (ModemManager waits 5 minutes for AT+CMGS); a second
+AT+CMGS would put it on the air twice. So a part whose result is lost (the
+command timed out after the PDU went, the modem was unplugged, the agent
+died) is *uncertain*: the other parts still go, and the job is reported
+``unconfirmed`` with the reason. A status report still settles it: one for a
+reference we never learned, from the recipient of exactly one job with an
+uncertain part, is that part's.
 """
 
 from __future__ import annotations
@@ -22,14 +32,15 @@ from . import pdu
 from .at import ResultKind, parse_args
 from .durable import ModemJournal, ref_key
 from .incoming import RuntimeHolder
-from .serial_link import CommandError, CommandTimeout
+from .serial_link import CommandError, CommandTimeout, LinkLost
 from .session import ModemSession
 from .settings import ModemSettings
 
 UNMATCHED_REPORT_S = 120.0  # a status report may beat the +CMGS reply it answers
-# Errors after which nothing was transmitted and another try later (or another
-# device) may well succeed: the job is handed back (rejected), not failed.
-TRANSIENT_CMS = frozenset({314, 331, 332, 500})
+# Errors that say nothing was transmitted (SIM busy, no network) and that another
+# try later (or another device) may well pass: the job is handed back (rejected).
+# +CMS ERROR: 332 (network timeout) and 500 (unknown) say no such thing: failed.
+TRANSIENT_CMS = frozenset({314, 331})
 TRANSIENT_CME = frozenset({14, 30, 31, 515})
 
 
@@ -70,15 +81,25 @@ class Outgoing:
 
     def _sent(self, job: protocol.SendSms, mrs: list[int], report: Reporter) -> None:
         send = self.memory.sends.get(job.job_id)
+        uncertain = sorted(send.get("uncertain", [])) if send is not None else []
         if send is not None:
             if send.get("report"):
-                send["sent"] = True
+                send["sent"] = True  # kept: its status reports may still come
             else:
                 self.memory.forget_send(job.job_id)
-            self.journal.changed()  # carried by the "sent" below
-        report(job.job_id, protocol.JOB_SENT, parts=len(mrs), network_ref=",".join(map(str, mrs))[:128])
+            self.journal.changed()  # carried by the report below
+        network_ref = ",".join("?" if mr < 0 else str(mr) for mr in mrs)[:128]
+        if uncertain:
+            total = len(mrs)
+            which = ", ".join(f"{s}/{total}" for s in uncertain)
+            reason = (f"part {which}: written to the modem, its result lost "
+                      f"({send.get('why', 'no answer') if send else 'no answer'}); not sent again")
+            report(job.job_id, protocol.JOB_UNCONFIRMED, reason=reason, parts=total, network_ref=network_ref)
+            self.log.warning("job %s: unconfirmed: %s", job.job_id, reason)
+        else:
+            report(job.job_id, protocol.JOB_SENT, parts=len(mrs), network_ref=network_ref)
+            self.log.info("job %s: sent to %s in %d part(s)", job.job_id, mask_number(job.to), len(mrs))
         self.journal.flush()
-        self.log.info("job %s: sent to %s in %d part(s)", job.job_id, mask_number(job.to), len(mrs))
         if send is not None and send.get("report"):
             self.settle(job.job_id)
 
@@ -97,31 +118,36 @@ class Outgoing:
         send["total"] = len(parts)
         memory.sends[job.job_id] = send
         for part in parts:
-            if str(part.seq) in send["mrs"]:
+            if str(part.seq) in send["mrs"] or part.seq in send.get("uncertain", []):
                 continue
             send["attempt"] = part.seq
             self.journal.save()  # before the radio is touched: the part's fate is uncertain from here
-            timeouts = 0
-            while True:
-                try:
-                    reply = await self.session.cmd(f"AT+CMGS={part.tpdu_length}", pdu=part.hex,
-                                                   timeout=self.settings.send_timeout)
-                    break
-                except CommandTimeout as exc:
-                    timeouts += 1
-                    if timeouts >= 2:
-                        raise SendFailed(f"the modem did not confirm part {part.seq}/{part.total}",
-                                         transient=part.seq == 1 and not exc.uncertain) from None
-                    self.log.warning("job %s: part %d/%d unconfirmed; sending it again",
-                                     job.job_id, part.seq, part.total)
-                except CommandError as exc:
-                    code = exc.final.code
-                    transient = part.seq == 1 and (
-                        (exc.final.kind is ResultKind.CMS and code in TRANSIENT_CMS)
-                        or (exc.final.kind is ResultKind.CME and code in TRANSIENT_CME))
-                    sent = f" ({part.seq - 1} part(s) sent)" if part.seq > 1 else ""
-                    raise SendFailed(f"modem refused part {part.seq}/{part.total}: {exc.final.text}{sent}",
-                                     transient=transient) from None
+            try:
+                reply = await self.session.cmd(f"AT+CMGS={part.tpdu_length}", pdu=part.hex,
+                                               timeout=self.settings.send_timeout)
+            except LinkLost as exc:
+                if not exc.uncertain:  # gone before the PDU was written: nothing on the air
+                    send["attempt"] = None
+                    self.journal.save()
+                raise
+            except CommandTimeout as exc:
+                if not exc.uncertain:  # no prompt came: the PDU was never written
+                    send["attempt"] = None
+                    self.journal.save()
+                    raise SendFailed(f"the modem did not take part {part.seq}/{part.total}",
+                                     transient=part.seq == 1) from None
+                self._uncertain(job, send, part.seq,
+                                f"no result within {self.settings.send_timeout:g} s")
+                continue
+            except CommandError as exc:
+                code = exc.final.code
+                transient = part.seq == 1 and (
+                    (exc.final.kind is ResultKind.CMS and code in TRANSIENT_CMS)
+                    or (exc.final.kind is ResultKind.CME and code in TRANSIENT_CME))
+                send["attempt"] = None
+                sent = f" ({part.seq - 1} part(s) sent)" if part.seq > 1 else ""
+                raise SendFailed(f"modem refused part {part.seq}/{part.total}: {exc.final.text}{sent}",
+                                 transient=transient) from None
             lines = reply.info("+CMGS:")
             args = parse_args(lines[0]) if lines else ()
             mr = int(args[0]) if args and args[0].isdigit() else -1
@@ -134,29 +160,48 @@ class Outgoing:
             self.journal.save()
             if send["report"] and mr >= 0:
                 self._match_early_reports(ref_key(mr, job.to))
-        return [send["mrs"][str(s)] for s in range(1, len(parts) + 1)]
+        return [send["mrs"].get(str(s), -1) for s in range(1, len(parts) + 1)]
+
+    def _uncertain(self, job: protocol.SendSms, send: dict[str, Any], seq: int, why: str) -> None:
+        """Part ``seq`` may be on the air and its result is lost: never sent again."""
+        send.setdefault("uncertain", [])
+        if seq not in send["uncertain"]:
+            send["uncertain"].append(seq)
+        send["why"] = why
+        send["attempt"] = None
+        self.journal.save()
+        early, self._unmatched = self._unmatched, []
+        for _, report in early:  # a report that came before we knew the part was uncertain
+            self.status_report(report)
+        self.log.warning("job %s: part %d/%d written, %s: not sent again", job.job_id, seq,
+                         send.get("total", 1), why)
 
     async def recover(self, job: protocol.SendSms) -> tuple[str, str | None]:
         """A job left ``sending`` by a crash or an unplug, now that the modem is back."""
         send = self.memory.sends.get(job.job_id)
-        if send is None or (not send.get("mrs") and send.get("attempt") is None):
+        if send is None or (not send.get("mrs") and send.get("attempt") is None and not send.get("uncertain")):
             return protocol.JOB_REJECTED, "not transmitted before the modem went away"
-        if send.get("sent") or len(send.get("mrs", {})) >= send.get("total", 1) and send.get("attempt") is None:
-            self._after_recovery(job.job_id, send)
-            return protocol.JOB_SENT, "transmitted before the modem went away"
-        # Some parts confirmed, one maybe: send the rest now. A part whose
-        # +CMGS never came is sent again (at-least-once: handsets drop a
-        # repeated part of a concatenated SMS).
-        try:
-            mrs = await self.transmit(job)
-        except SendFailed as exc:
-            self.memory.forget_send(job.job_id)
-            self.journal.changed()
-            return protocol.JOB_FAILED, exc.reason
-        send = self.memory.sends.get(job.job_id)
-        if send is not None:
-            self._after_recovery(job.job_id, send)
-        return protocol.JOB_SENT, f"completed after the modem came back ({len(mrs)} part(s))"
+        if send.get("attempt") is not None:
+            # Its AT+CMGS was under way when the modem (or the agent) went: the PDU may
+            # be on the air. Never sent again.
+            self._uncertain(job, send, send["attempt"], "the modem went away before its result")
+        if not send.get("sent"):
+            # Parts never attempted go now; the uncertain ones never again.
+            try:
+                await self.transmit(job)
+            except SendFailed as exc:
+                self.memory.forget_send(job.job_id)
+                self.journal.changed()
+                return protocol.JOB_FAILED, exc.reason
+        send = self.memory.sends.get(job.job_id) or send
+        uncertain = sorted(send.get("uncertain", []))
+        self._after_recovery(job.job_id, send)
+        if uncertain:
+            total = send.get("total", 1)
+            which = ", ".join(f"{s}/{total}" for s in uncertain)
+            return (protocol.JOB_UNCONFIRMED,
+                    f"part {which}: written to the modem, its result lost ({send.get('why')}); not sent again")
+        return protocol.JOB_SENT, "transmitted before the modem went away"
 
     def _after_recovery(self, job_id: str, send: dict[str, Any]) -> None:
         if send.get("report"):
@@ -178,6 +223,8 @@ class Outgoing:
         key = ref_key(report.reference, report.recipient)
         hit = self.memory.refs.pop(key, None)
         if hit is None:
+            hit = self._uncertain_part(report)
+        if hit is None:
             now = time.monotonic()
             self._unmatched = [(t, r) for t, r in self._unmatched if now - t < UNMATCHED_REPORT_S]
             self._unmatched.append((now, report))
@@ -189,6 +236,22 @@ class Outgoing:
             send.setdefault("outcome", {})[str(seq)] = [report.status, report.status_code]
             self.settle(job_id)
         self.journal.save()
+
+    def _uncertain_part(self, report: pdu.StatusReport) -> list[Any] | None:
+        """A report for a reference we never learned: the uncertain part of the one job
+        to that recipient that has one (none or several: no guess)."""
+        digits = ref_key(0, report.recipient).split(":", 1)[1]
+        known = {mr for s in self.memory.sends.values() for mr in s.get("mrs", {}).values()}
+        if report.reference in known:
+            return None
+        candidates = [(job_id, seq) for job_id, s in self.memory.sends.items()
+                      if s.get("to") and ref_key(0, s["to"]).split(":", 1)[1] == digits
+                      for seq in s.get("uncertain", []) if str(seq) not in s.get("outcome", {})]
+        if len(candidates) != 1:
+            return None
+        job_id, seq = candidates[0]
+        self.log.info("job %s: a status report settles uncertain part %d", job_id, seq)
+        return [job_id, seq]
 
     def settle(self, job_id: str) -> None:
         """Report delivered / failed once every part has its outcome (and the

@@ -63,6 +63,7 @@ class ModemCore:
     iccid: str
     rssi: int
     report_delay: float
+    network_retry: float
     latency: float
     ring_interval: float
     missed_rings: int
@@ -163,7 +164,14 @@ class ModemCore:
         self._write(f"\r\n+CPIN: {self.sim.state}\r\n".encode())
         if self._sim_ready():
             self._ready_urcs()
-            self._flush_pending()
+            self._network_alert()
+
+    def _network_alert(self) -> None:
+        """Registered again: the network delivers what it held (the SMSC is alerted that
+        the subscriber is reachable, TS 23.040 §3.2.5), a moment later — by then the TE
+        has usually set its routing; what it has not is routed with the defaults."""
+        if self._pending:
+            self._later(self.network_retry, self._flush_pending)
 
     def _log_radio(self, record: dict[str, Any]) -> None:
         if self.radio_log is None:

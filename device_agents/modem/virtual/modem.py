@@ -63,7 +63,7 @@ class VirtualModem(CommandInput, StateCommands, InfoCommands, StorageCommands, N
         max_rings: int = 6,
         answer_delay: float = 0.5,
         boot_delay: float = 0.05,
-        network_retry: float = 5.0,
+        network_retry: float = 1.0,
         faults: FaultOptions | None = None,
         seed: int | None = None,
     ) -> None:

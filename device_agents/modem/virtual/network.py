@@ -23,7 +23,6 @@ from .state import args_of, int_args
 class Network(ModemCore):
     _mr: int
     _concat_ref: int
-    network_retry: float
 
     def _next_mr(self) -> int:
         self._mr = (self._mr + 1) % 256

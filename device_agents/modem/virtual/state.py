@@ -139,7 +139,7 @@ class StateCommands(ModemCore):
     def _sim_unlocked(self) -> None:
         self._ready_urcs()
         self._registration_changed()
-        self._flush_pending()
+        self._network_alert()
 
     def _at_cpinr(self, rest: str) -> Reply:
         # SIMCom/Quectel style retry counters: +CPINR: <code>,<retries>,<default>
@@ -158,7 +158,7 @@ class StateCommands(ModemCore):
         self.settings.fun = args[0]
         self._registration_changed()
         if args[0] == 1:
-            self._flush_pending()
+            self._network_alert()
         return None
 
     def _at_cscs(self, rest: str) -> Reply | None:
