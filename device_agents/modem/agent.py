@@ -413,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hangup-after", type=float, help="seconds before a click-to-call is hung up")
     p.add_argument("--command-timeout", type=float, default=10.0)
     p.add_argument("--multipart-timeout", type=float, default=600.0)
+    p.add_argument("--send-timeout", type=float, default=180.0,
+                   help="seconds AT+CMGS may take; a part unanswered by then is never sent again")
+    p.add_argument("--poll-interval", type=float, default=45.0,
+                   help="seconds between storage polls and AT+CNMI? checks")
     p.add_argument("--no-delivery-reports", action="store_true")
     p.add_argument("--window", type=int, default=8)
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -422,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 async def _main(args: argparse.Namespace) -> int:
     settings = ModemSettings(port=args.port, pin=args.pin, baudrate=args.baudrate, smsc=args.smsc,
                              hangup_after=args.hangup_after, command_timeout=args.command_timeout,
-                             multipart_timeout=args.multipart_timeout,
-                             delivery_reports=not args.no_delivery_reports)
+                             multipart_timeout=args.multipart_timeout, send_timeout=args.send_timeout,
+                             poll_interval=args.poll_interval, delivery_reports=not args.no_delivery_reports)
     agent = ModemAgent(device_id=args.device, url=args.url, token=args.token, journal_path=args.journal,
                        settings=settings, window=args.window)
     stop = asyncio.Event()
