@@ -24,7 +24,9 @@ from device_agents import protocol
 from device_agents.modem import pdu
 from device_agents.modem.agent import ModemAgent, ModemSettings
 from device_agents.modem.durable import ModemJournal, legacy_state_path
-from device_agents.modem.virtual_modem import VirtualModem
+from device_agents.modem.gsm7 import segment_count
+from device_agents.modem.virtual import PROFILES, VirtualModem
+from device_agents.modem.virtual.faults import FaultOptions
 
 DEVICE = "m1"
 TOKEN = "modem-token"
@@ -326,3 +328,51 @@ def test_a_memory_change_rides_in_the_same_write_as_its_event(tmp_path):
     replayed = ModemJournal(tmp_path / "journal.jsonl")
     assert replayed.memory.incoming == {"SM:1:aa": "1"} and list(replayed.outbox) == ["1"]
     replayed.close()
+
+
+# --------------------------------------------------------------------------
+# faults of any profile
+
+
+@pytest.mark.parametrize("profile", ["plain", "huawei-e173"])
+async def test_lines_cut_anywhere_and_urcs_inside_replies_change_nothing(tmp_path, bridge, profile):
+    faults = FaultOptions(split_lines=True, urcs_in_replies=True)
+    with VirtualModem(link=tmp_path / "modem", profile=PROFILES[profile], report_delay=0.05, faults=faults) as modem:
+        async with agent_running(tmp_path, bridge, modem):
+            long_text = "".join(f"x{i} " for i in range(90))
+            await bridge.push(DEVICE, sms("a", text=long_text), sms("b"))
+            modem.incoming_sms("+33698765432", "coupé n'importe où")
+            for job in ("a", "b"):
+                await wait_until(lambda j=job: "delivered" in bridge.job_states(j), within=15, what=f"{job}")
+            [event] = await wait_until(lambda: received(bridge), what="sms_received")
+            assert event.text == "coupé n'importe où"
+            await wait_until(lambda: not modem.snapshot()["storage"], what="deleted after the ack")
+            assert len(transmissions(modem)) == segment_count(long_text).parts + 1  # each part once
+
+
+async def test_a_slow_network_gets_no_second_copy_and_a_late_report_settles_it(tmp_path, bridge):
+    """The modem puts the SMS on the air at once and answers after the network (3 s);
+    the agent waits 1 s: the part is never sent again, the job says unconfirmed, and
+    the status report that comes later settles it."""
+    faults = FaultOptions(network_delay=3.0)
+    with VirtualModem(link=tmp_path / "modem", report_delay=0.05, faults=faults) as modem:
+        async with agent_running(tmp_path, bridge, modem, send_timeout=1.0, command_timeout=1.0):
+            await bridge.push(DEVICE, sms("slow-net"))
+            await wait_until(lambda: "unconfirmed" in bridge.job_states("slow-net"), within=15,
+                             what="unconfirmed")
+            [event] = [e for e in bridge.of_kind(protocol.JobState) if e.state == "unconfirmed"]
+            assert "not sent again" in event.reason and "1/1" in event.reason
+            await wait_until(lambda: "delivered" in bridge.job_states("slow-net"), within=15,
+                             what="settled by the status report")
+            assert len(transmissions(modem)) == 1
+
+
+async def test_a_refused_part_is_failed_not_sent_again(tmp_path, bridge):
+    with VirtualModem(link=tmp_path / "modem", report_delay=0.05, faults=FaultOptions(cms500_rate=1.0)) as modem:
+        async with agent_running(tmp_path, bridge, modem):
+            await bridge.push(DEVICE, sms("refused"))
+            await wait_until(lambda: bridge.job_states("refused"), what="an answer")
+            [event] = [e for e in bridge.of_kind(protocol.JobState) if e.job_id == "refused"]
+            assert event.state == "failed" and "500" in event.reason
+            assert transmissions(modem) == []
+            assert sum(c.startswith("AT+CMGS") for c in modem.commands) == 1

@@ -155,3 +155,39 @@ async def _is(coro: Any, expected: Any) -> bool:
 
 async def _in(coro: Any, expected: set[Any]) -> bool:
     return (await coro) in expected
+
+
+@pytest.mark.parametrize("situation", ["unplugged", "unplugged-at-the-term", "mid-send"])
+async def test_sigterm_stops_the_standalone_agent_whatever_the_link_does(tmp_path, modem, situation):
+    """systemd gives the service TimeoutStopSec (30 s) before SIGKILL; the agent is out well
+    within it, whether the modem is gone, going, or busy sending."""
+    from fakes.mini_bridge import MiniBridge
+
+    from device_agents import protocol
+
+    async with MiniBridge(tokens={"m1": "t"}) as bridge:
+        agent = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; waited on with a deadline
+            [sys.executable, "-m", "device_agents.modem.agent", "--url", bridge.url, "--device", "m1",
+             "--token", "t", "--port", str(modem.link), "--journal", str(tmp_path / "j.jsonl"),
+             "--command-timeout", "2", "--send-timeout", "120"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            await wait_until(lambda: bridge.connected("m1"), within=15, what="agent online")
+            if situation == "unplugged":
+                modem.fault_unplug(600)
+                await wait_until(lambda: not bridge.connected("m1"), what="offline, reopening with backoff")
+            elif situation == "unplugged-at-the-term":
+                modem.fault_unplug(600)
+            else:
+                modem.fault_slow(300)  # the modem answers nothing for five minutes
+                await bridge.push("m1", protocol.SendSms(job_id="j", to="+33612345678", text="x"))
+                await wait_until(lambda: any(c.startswith("AT+CMGS") for c in modem.commands), what="sending")
+            agent.send_signal(signal.SIGTERM)
+            started = asyncio.get_running_loop().time()
+            await wait_until(lambda: agent.poll() is not None, within=10, what="the agent exited")
+            assert asyncio.get_running_loop().time() - started < timeout(10)
+            assert agent.returncode == 0, agent.stderr.read().decode()[-2000:] if agent.stderr else ""
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait(timeout(10))
