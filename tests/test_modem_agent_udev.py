@@ -54,7 +54,7 @@ def evaluate(device: dict[str, str]) -> dict[str, str]:
                 actions.append((key, attr, op, value))
         if not matched:
             continue
-        for key, attr, op, value in actions:
+        for key, attr, _op, value in actions:
             if key == "GOTO":
                 i = labels[value]
                 break
@@ -91,3 +91,41 @@ def test_tty_ports_are_ignored_and_named():
 ])
 def test_other_devices_are_left_alone(device):
     assert "ENV:ID_MM_DEVICE_IGNORE" not in evaluate(device)
+
+
+# -- simbridge doctor: who holds the modem's port --------------------------------------------
+
+HOLDER = """
+import ctypes, sys, time
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: what ps and /proc/PID/comm show
+port = open(sys.argv[2], "rb", buffering=0)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(("name", "level"), [("ModemManager", "FAIL"), ("minicom", "warn")])
+def test_doctor_names_the_program_holding_the_modem(tmp_path, name, level):
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from bridge.ops.doctor import check_serial
+    from device_agents.modem.virtual import VirtualModem
+
+    with VirtualModem(link=tmp_path / "modem") as modem:
+        config = SimpleNamespace(devices=[SimpleNamespace(id="m1", kind="modem", options={"port": str(modem.link)})])
+        assert [f.level for f in check_serial(config)] == ["ok"]  # held by this (simbridge's) process only
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, name, str(modem.link)], stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+            findings = list(check_serial(config))
+        finally:
+            holder.kill()
+            holder.wait(10)
+    [finding] = [f for f in findings if f.what == "modem m1"]
+    assert finding.level == level and f"pid {holder.pid}" in finding.detail and name in finding.detail
+    assert ("99-simbridge-modems.rules" in finding.fix) == (name == "ModemManager")
+    if name == "ModemManager":  # and it is running: said once more, for the next modem plugged in
+        assert [f.level for f in findings if f.what == "ModemManager"] == ["warn"]
