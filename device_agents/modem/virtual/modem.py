@@ -30,7 +30,7 @@ from .faults import FaultOptions, Faults, SplitWriter
 from .info import Huawei, InfoCommands, Quectel
 from .network import Network
 from .profiles import PLAIN, Profile
-from .pty import PtyPort, serve_control
+from .pty import PtyPort, run_control, serve_control
 from .records import CallRecord, StoredMessage, Transmission
 from .state import Settings, SimCard, StateCommands
 from .storage import MessageStore, StorageCommands
@@ -259,43 +259,9 @@ class VirtualModem(CommandInput, StateCommands, InfoCommands, StorageCommands, N
         Answers ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
         """
         try:
-            return {"ok": True, **self._control(request)}
+            return {"ok": True, **run_control(self, request)}
         except (KeyError, TypeError, ValueError) as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-
-    def _control(self, request: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(request, dict):
-            raise TypeError("a request is a JSON object")
-        cmd = request.get("cmd")
-        if cmd == "incoming_sms":
-            sender, text = request["from"], request["text"]
-            if not isinstance(sender, str) or not isinstance(text, str):
-                raise TypeError("from and text must be strings")
-            return {"parts": self.incoming_sms(sender, text)}
-        if cmd == "call":
-            duration = request.get("duration")
-            missed = bool(request.get("missed", duration is None))
-            if duration is not None:
-                duration = float(duration)
-            self.call(str(request["from"]), missed=missed, duration=duration)
-            return {}
-        if cmd == "fault":
-            kinds = [k for k in ("garbage", "reboot", "slow", "unplug") if k in request]
-            if len(kinds) != 1:
-                raise ValueError("fault takes exactly one of garbage, reboot, slow, unplug")
-            kind, value = kinds[0], request[kinds[0]]
-            if kind == "garbage":
-                self.fault_garbage(64 if value is True else int(value))
-            elif kind == "reboot":
-                self.fault_reboot()
-            elif kind == "slow":
-                self.fault_slow(float(value))
-            else:
-                self.fault_unplug(float(value))
-            return {}
-        if cmd == "state":
-            return {"state": self.snapshot()}
-        raise ValueError(f"unknown cmd {cmd!r}")
 
     async def serve_control(self, path: str | os.PathLike[str]) -> asyncio.AbstractServer:
         """Listen for JSON-lines control requests on a unix socket at ``path``."""

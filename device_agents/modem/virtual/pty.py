@@ -150,3 +150,39 @@ async def serve_control(modem: Controllable, path: str | os.PathLike[str]) -> as
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return await asyncio.start_unix_server(session, path=os.fspath(path), limit=64 * 1024)
+
+
+def run_control(modem: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """One control request (docs/modem.md) against the modem's public API."""
+    if not isinstance(request, dict):
+        raise TypeError("a request is a JSON object")
+    cmd = request.get("cmd")
+    if cmd == "incoming_sms":
+        sender, text = request["from"], request["text"]
+        if not isinstance(sender, str) or not isinstance(text, str):
+            raise TypeError("from and text must be strings")
+        return {"parts": modem.incoming_sms(sender, text)}
+    if cmd == "call":
+        duration = request.get("duration")
+        missed = bool(request.get("missed", duration is None))
+        if duration is not None:
+            duration = float(duration)
+        modem.call(str(request["from"]), missed=missed, duration=duration)
+        return {}
+    if cmd == "fault":
+        kinds = [k for k in ("garbage", "reboot", "slow", "unplug") if k in request]
+        if len(kinds) != 1:
+            raise ValueError("fault takes exactly one of garbage, reboot, slow, unplug")
+        kind, value = kinds[0], request[kinds[0]]
+        if kind == "garbage":
+            modem.fault_garbage(64 if value is True else int(value))
+        elif kind == "reboot":
+            modem.fault_reboot()
+        elif kind == "slow":
+            modem.fault_slow(float(value))
+        else:
+            modem.fault_unplug(float(value))
+        return {}
+    if cmd == "state":
+        return {"state": modem.snapshot()}
+    raise ValueError(f"unknown cmd {cmd!r}")
