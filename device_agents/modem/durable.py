@@ -32,9 +32,16 @@ what the old ``.state.json`` beside it held — rides in the same file as
 One write carries both: a change of the memory is marked with
 :meth:`ModemJournal.changed` and goes out with the journal's next write (the
 event it belongs to, the job state), or at once with :meth:`ModemJournal.save`.
-Every write is one ``write()`` of whole lines, flushed and fsynced; a torn
-last line is skipped on replay. Compaction rewrites the file to a temporary
-one, fsyncs it, renames it over the old one and fsyncs the directory.
+Every write is one ``write()`` of whole lines, flushed; a torn last line is
+skipped on replay. A :meth:`~ModemJournal.save` and a write that carries
+events are fsynced before anything goes on: the points that matter (before a
+PDU is written, after a record is deleted, before an event is sent). Other
+writes (job states, a memory change riding along) are not — the next fsync
+of the file makes them durable with the rest, and it always comes before
+anything depends on them (the runtime's "sending" before the part's
+"attempt", its "sent" just before the event that says so). Compaction rewrites the
+file to a temporary one, fsyncs it, renames it over the old one and fsyncs
+the directory.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..journal import Journal
+from ..journal import COMPACT_EVERY, Journal
 
 RETENTION_S = 7 * 86400
 
@@ -111,6 +118,7 @@ class ModemJournal(Journal):
         self.memory = ModemMemory()
         self.on_ack = on_ack
         self._dirty = False
+        self._save_now = False
         self._has_memory = False
         super().__init__(path, fsync=fsync)
         if not self._has_memory:
@@ -151,7 +159,18 @@ class ModemJournal(Journal):
             # event after it is what is lost (the agent finds such records again).
             records.insert(0, self._memory_record())
             self._dirty = False
-        super()._write(records)
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if not data:
+            return
+        assert self._file is not None, "the journal is closed"
+        self._file.write(data)
+        self._file.flush()
+        if self.fsync and (self._save_now or any(r.get("t") == "event" for r in records)):
+            os.fsync(self._file.fileno())
+        self._save_now = False
+        self._appended += len(records)
+        if self._appended >= COMPACT_EVERY:
+            self._compact()
 
     def changed(self) -> None:
         """The memory changed: the next write of the journal carries it."""
@@ -163,8 +182,9 @@ class ModemJournal(Journal):
             self._write([])
 
     def save(self) -> None:
-        """Write the memory now (before the radio is touched, after it answered)."""
+        """Write the memory now, durably (before the radio is touched, after a delete)."""
         self._dirty = True
+        self._save_now = True
         self._write([])
 
     # -- acks ----------------------------------------------------------------------------

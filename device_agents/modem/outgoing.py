@@ -157,7 +157,10 @@ class Outgoing:
             send["attempt"] = None
             if send["report"] and mr >= 0:  # without a reference the job stays "sent"
                 memory.refs[ref_key(mr, job.to)] = [job.job_id, part.seq]
-            self.journal.save()
+            # Carried by the next write: the next part's attempt, or the job's report. A crash
+            # before it leaves the part uncertain (never sent again), as a crash before the
+            # answer would.
+            self.journal.changed()
             if send["report"] and mr >= 0:
                 self._match_early_reports(ref_key(mr, job.to))
         return [send["mrs"].get(str(s), -1) for s in range(1, len(parts) + 1)]
