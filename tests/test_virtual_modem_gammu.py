@@ -32,14 +32,19 @@ def modem(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VirtualMod
 
 def gammu(modem: VirtualModem, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "gammurc"
-    config.write_text(f"[gammu]\ndevice = {modem.link}\nconnection = at\n")
-    return subprocess.run(
-        ["gammu", "-c", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60 * FACTOR,
-        check=False,
-    )
+    log = tmp_path / "gammu.log"
+    config.write_text(f"[gammu]\ndevice = {modem.link}\nconnection = at\nlogformat = textall\nlogfile = {log}\n")
+    try:
+        return subprocess.run(
+            ["gammu", "-c", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60 * FACTOR,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        raise AssertionError(f"gammu {' '.join(args[:2])} hung; its log ends:\n{tail}") from None
 
 
 def radio_log(tmp_path: Path) -> list[dict[str, object]]:
