@@ -1,4 +1,4 @@
-"""Modem benchmark: ``python -m bench.modem [--quick] [--count N]``.
+"""Modem benchmark: ``python -m bench.modem [--quick] [--count N] [--profile NAME]``.
 
 Prints, the last line one JSON object:
 
@@ -14,11 +14,22 @@ Prints, the last line one JSON object:
   backend, N files in its outbox) driving a fresh virtual modem of the same
   kind, counted the same way; null (and said so) if gammu-smsd is not
   installed;
-- ``ratio``: simbridge / gammu-smsd (the target is ≥ 2).
+- ``ratio``: simbridge / gammu-smsd (the target is ≥ 2);
+- ``loadavg``: ``os.getloadavg()`` after the runs (other work on the machine
+  skews both figures).
 
-Both drivers send one-part SMS without status reports, and both are measured
-at steady state (first to last transmission), so their start-up does not
-count.
+Both drivers send one-part SMS without status reports through the same
+virtual modem profile (``--profile``, default ``plain``), and both are
+measured at steady state (first to last transmission), so their start-up does
+not count.
+
+gammu-smsd is paced as fast as its options allow (gammu-smsdrc(5)):
+``LoopSleep = 0`` (no sleep between loop rounds), ``CommTimeout = 1`` (rescan
+an empty outbox after 1 s, the smallest), ``ReceiveFrequency = 3600`` (no
+storage read between sends; it otherwise reads after every sent SMS),
+``StatusFrequency = 0`` (no battery/signal polls), ``CheckSecurity``,
+``CheckBattery``, ``CheckSignal``, ``CheckNetwork`` all 0, ``ResetFrequency
+= 0`` and ``DeliveryReport = no``.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -81,11 +93,15 @@ def codec_rates(seconds: float) -> tuple[float, float]:
 # -- the virtual modem -------------------------------------------------------------
 
 
+PROFILE = "plain"  # set by --profile
+
+
 @contextlib.contextmanager
 def modem_sim(folder: Path, name: str) -> Iterator[tuple[Path, Path]]:
     link, radio = folder / name, folder / f"{name}-radio.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "device_agents.modem.sim_cli", "--link", str(link),
-                             "--radio-log", str(radio), "--report-delay", "3600", "--latency", "0"],
+                             "--radio-log", str(radio), "--report-delay", "3600", "--latency", "0",
+                             "--profile", PROFILE],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -165,29 +181,30 @@ port = "{link}"
 max_per_minute = 0
 delivery_reports = false
 """)
-        daemon = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
-                                  stdout=subprocess.DEVNULL, stderr=open(folder / "daemon.log", "w"))
-        try:
-            api = f"http://127.0.0.1:{api_port}"
-            deadline = time.monotonic() + 30
-            while True:  # warm-up: one SMS through, so the modem is online
-                try:
-                    asyncio.run(post(api, [{"phone_number": "+33699999999", "message": "warm-up"}]))
-                    break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            wait_for(radio, 1, 30)
-            asyncio.run(post(api, [{"phone_number": n, "message": TEXT} for n in numbers(count)]))
-            times = wait_for(radio, count + 1, 300)[1:]
-            return steady_rate(times)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
+        with open(folder / "daemon.log", "w") as daemon_log:
+            daemon = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
+                                      stdout=subprocess.DEVNULL, stderr=daemon_log)
             try:
-                daemon.wait(15)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+                api = f"http://127.0.0.1:{api_port}"
+                deadline = time.monotonic() + 30
+                while True:  # warm-up: one SMS through, so the modem is online
+                    try:
+                        asyncio.run(post(api, [{"phone_number": "+33699999999", "message": "warm-up"}]))
+                        break
+                    except Exception:  # noqa: BLE001 - not listening yet
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+                wait_for(radio, 1, 30)
+                asyncio.run(post(api, [{"phone_number": n, "message": TEXT} for n in numbers(count)]))
+                times = wait_for(radio, count + 1, 300)[1:]
+                return steady_rate(times)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(15)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
 
 
 # -- gammu-smsd -------------------------------------------------------------------------
@@ -216,6 +233,7 @@ checksecurity = 0
 checkbattery = 0
 checksignal = 0
 checknetwork = 0
+resetfrequency = 0
 statusfrequency = 0
 receivefrequency = 3600
 commtimeout = 1
@@ -244,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.modem", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, shorter codec runs")
     parser.add_argument("--count", type=int, help="SMS per driver (default 150; 40 with --quick)")
+    parser.add_argument("--profile", default="plain", help="virtual modem profile both drivers face")
     args = parser.parse_args(argv)
+    from device_agents.modem.virtual import profile_named
+
+    global PROFILE
+    PROFILE = profile_named(args.profile).name
     count = args.count or (40 if args.quick else 150)
 
     encodes, decodes = codec_rates(0.3 if args.quick else 1.0)
@@ -252,21 +275,26 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="simbridge-bench-modem-") as tmp:
         ours = simbridge_rate(Path(tmp) / "simbridge", count)
-        print(f"simbridge:   {ours:10,.1f} SMS/s through one virtual modem ({count} SMS, daemon + modem agent)")
+        print(f"simbridge:   {ours:10,.1f} SMS/s through one virtual modem, profile {PROFILE} "
+              f"({count} SMS, daemon + modem agent)")
         theirs: float | None = None
         if shutil.which("gammu-smsd") is None:
             print("gammu-smsd:  not installed (apt-get install -y gammu gammu-smsd): skipped")
         else:
             theirs = gammu_rate(Path(tmp) / "gammu", count)
             print(f"gammu-smsd:  {theirs:10,.1f} SMS/s through the same kind of virtual modem "
-                  f"({count} SMS, files backend)")
+                  f"({count} SMS, files backend, LoopSleep=0 CommTimeout=1 ReceiveFrequency=3600 "
+                  f"StatusFrequency=0, checks off)")
     ratio = ours / theirs if theirs else None
     if ratio is not None:
         print(f"ratio:       {ratio:10.2f} x  (target >= 2)")
+    load = os.getloadavg()
+    print(f"load:        {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}  (os.getloadavg: 1, 5, 15 min)")
     print(json.dumps({"pdu_encodes_per_s": round(encodes), "pdu_decodes_per_s": round(decodes),
                       "simbridge_sms_per_s": round(ours, 1),
                       "gammu_smsd_sms_per_s": round(theirs, 1) if theirs else None,
-                      "ratio": round(ratio, 2) if ratio else None, "count": count}))
+                      "ratio": round(ratio, 2) if ratio else None, "count": count, "profile": PROFILE,
+                      "loadavg": [round(x, 2) for x in load]}))
     return 0
 
 

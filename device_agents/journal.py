@@ -114,14 +114,27 @@ class Journal:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             for ev in self.outbox.values():
                 f.write(json.dumps({"t": "event", "e": ev}, ensure_ascii=False) + "\n")
+            for rec in self._extra_records():
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
             if self.fsync:  # as durable as the appends, no more (the virtual phone's are not)
                 os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        if self.fsync:  # the rename itself, durable
+            dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         if self._file is not None:
             self._file.close()
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - the journal's append handle
         self._appended = 0
+
+    def _extra_records(self) -> list[dict[str, Any]]:
+        """Records a subclass keeps in the file besides jobs and events
+        (written last by compaction; its ``_apply`` reads them back)."""
+        return []
 
     # -- writing ---------------------------------------------------------
 

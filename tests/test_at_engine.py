@@ -170,7 +170,7 @@ def test_urcs_while_idle() -> None:
         AtEngine,
         b'\r\nRING\r\n\r\n+CLIP: "+33612345678",145,,,,0\r\n\r\nNO CARRIER\r\n'
         b"\r\n+CUSD: 0,\"Solde: 5,00 EUR\",15\r\n\r\nRDY\r\n\r\n+QIND: SMS DONE\r\n"
-        b"\r\n^BOOT:12345,0,0,0,72\r\n\r\n^MODE:5,4\r\n",
+        b"\r\n^BOOT:12345,0,0,0,72\r\n\r\n^MODE:5,4\r\n\r\nSMS DONE\r\n\r\n^SYSSTART\r\n",
         [
             Urc("RING", (), "RING"),
             Urc("+CLIP", ("+33612345678", "145", "", "", "", "0"), '+CLIP: "+33612345678",145,,,,0'),
@@ -180,6 +180,8 @@ def test_urcs_while_idle() -> None:
             Urc("+QIND", ("SMS DONE",), "+QIND: SMS DONE"),
             Urc("^BOOT", ("12345", "0", "0", "0", "72"), "^BOOT:12345,0,0,0,72"),
             Urc("^MODE", ("5", "4"), "^MODE:5,4"),
+            Urc("SMS DONE", (), "SMS DONE"),  # SIMCom's ready indication
+            Urc("^SYSSTART", (), "^SYSSTART"),  # Cinterion's
         ],
     )
 

@@ -3,6 +3,7 @@ the AT engine — the way the modem agent will talk to a USB modem."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -17,6 +18,8 @@ import serial
 
 from device_agents.modem import pdu
 from device_agents.modem.at import AtEngine, Discarded, Event, FinalResult, InfoLine, Prompt, ResultKind, Urc
+from device_agents.modem.virtual import PROFILES
+from device_agents.modem.virtual.faults import FaultOptions
 from device_agents.modem.virtual_modem import (
     CALL_TRANSITIONS,
     CallState,
@@ -565,3 +568,97 @@ def test_link_never_replaces_a_regular_file(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         VirtualModem(link=precious).start()
     assert precious.read_text() == "not a device"
+
+
+# --------------------------------------------------------------------------
+# vendor profiles: each rule as its source describes it (virtual/profiles.py)
+
+
+def test_cinterion_refuses_what_its_cnmi_ranges_leave_out(make_modem):
+    _, c = make_modem(profile=PROFILES["cinterion-mc75i"])
+    c.ok("ATE0")
+    assert c.ok("AT+CNMI=?") == ["+CNMI: (0-3),(0,1),(0,2,3),(0,2),(1)"]  # gammu PR #1207
+    for refused in ("AT+CNMI=2,1,0,1,0", "AT+CNMI=2,2,0,0,1", "AT+CNMI=2,1,0,2,0"):
+        assert not c.command(refused)[1].ok, refused
+    c.ok("AT+CNMI=2,1,0,2,1")
+    assert not c.command('AT+CPMS="SM","SM","ME"')[1].ok  # ME is no receive memory
+
+
+def test_quectel_announces_reports_in_sm_that_it_keeps_in_sr(make_modem):
+    modem, c = make_modem(profile=PROFILES["quectel-ec25"])
+    c.ok("ATE0")
+    c.ok("AT+CMEE=1")
+    c.ok('AT+QURCCFG="urcport","usbat"')
+    c.ok("AT+CNMI=2,1,0,2,0")
+    [part] = submit_parts("report please", report=True)
+    c.ok(f"AT+CMGS={part.tpdu_length}", pdu_hex=part.hex)
+    urc = c.wait_urc("+CDSI")
+    assert urc.args == ("SM", "0")  # asterisk-chan-quectel PR #75
+    assert c.ok("AT+CMGR=0") == []  # a bare OK
+    c.ok('AT+CPMS="SR"')
+    lines = c.ok("AT+CMGL=4")
+    assert lines[0].startswith("+CMGL: 0,") and isinstance(pdu.decode(lines[1]), pdu.StatusReport)
+
+
+def test_quectel_sends_no_urc_here_until_its_urc_port_is_set(make_modem):
+    modem, c = make_modem(profile=PROFILES["quectel-ec25"])
+    c.ok("ATE0")
+    assert c.ok('AT+QURCCFG="urcport"') == ['+QURCCFG: "urcport","usbmodem"']
+    modem.incoming_sms("+33698765432", "ailleurs")
+    c.ok("AT")  # a round trip: a +CMTI, had it come, would be in by now
+    assert not [u for u in c.urcs if u.name == "+CMTI"]
+    c.ok('AT+QURCCFG="urcport","usbat"')
+    modem.incoming_sms("+33698765432", "ici")
+    assert c.wait_urc("+CMTI").args == ("SM", "1")  # 0-based: the first went to slot 0
+
+
+def test_simcom_stores_every_sms_twice(make_modem):
+    modem, c = make_modem(profile=PROFILES["simcom-sim7600"])
+    c.ok("ATE0")
+    modem.incoming_sms("+33698765432", "deux fois")
+    first, second = c.wait_urc("+CMTI"), c.wait_urc("+CMTI")  # LilyGo-Modem-Series #155
+    assert first.args != second.args
+    listed = c.ok("AT+CMGL=4")
+    assert len(listed) == 4 and listed[1] == listed[3]
+
+
+def test_csms1_stops_routing_after_an_unacknowledged_cds(make_modem):
+    modem, c = make_modem(profile=PROFILES["csms1"])
+    modem.profile = dataclasses.replace(modem.profile, ack_timeout=0.2)
+    c.ok("ATE0")
+    c.ok("AT+CMEE=1")
+    assert not c.command("AT+CNMI=2,1,0,1,0")[1].ok  # phase 2+ routing needs +CSMS=1
+    c.ok("AT+CSMS=1")
+    c.ok("AT+CNMI=2,1,0,1,0")
+    assert c.command("AT+CNMA")[1].code == 340  # nothing to acknowledge
+    [part] = submit_parts("ack me", report=True)
+    c.ok(f"AT+CMGS={part.tpdu_length}", pdu_hex=part.hex)
+    c.wait_urc("+CDS")
+    c.ok("AT+CNMA")  # acknowledged: routing stays
+    assert c.ok("AT+CNMI?") == ["+CNMI: 2,1,0,1,0"]
+    [part] = submit_parts("ignore me", report=True)
+    c.ok(f"AT+CMGS={part.tpdu_length}", pdu_hex=part.hex)
+    c.wait_urc("+CDS")
+    c.wait(lambda: modem.snapshot()["settings"]["cnmi"][3] == 0)  # TS 27.005 §3.4.4
+    assert c.ok("AT+CNMI?") == ["+CNMI: 2,0,0,0,0"]
+
+
+def test_faults_cut_lines_and_put_urcs_inside_replies(make_modem):
+    modem, c = make_modem(faults=FaultOptions(split_lines=True, urcs_in_replies=True))
+    c.ok("ATE0")
+    lines = c.ok("AT+CGSN;+CIMI")
+    assert lines == [modem.imei, modem.imsi]  # the engine took the unasked line out
+    assert any(u.name == "+CIEV" for u in c.urcs)
+
+
+def test_a_slow_network_answers_late_but_transmits_at_once(make_modem):
+    modem, c = make_modem(faults=FaultOptions(network_delay=0.5))
+    c.ok("ATE0")
+    [part] = submit_parts("lent")
+    start = len(c.log)
+    c.serial.write(c.engine.send(f"AT+CMGS={part.tpdu_length}"))
+    c.wait(lambda: any(isinstance(e, Prompt) for e in c.log[start:]))
+    c.serial.write(c.engine.send_pdu(part.hex))
+    c.wait(lambda: len(modem.snapshot()["transmissions"]) == 1)
+    assert not any(isinstance(e, FinalResult) for e in c.log[start:])  # on the air, no answer yet
+    c.wait(lambda: any(isinstance(e, FinalResult) for e in c.log[start:]))

@@ -173,10 +173,49 @@ def check_adb(config: Config, daemon_up: bool) -> Iterator[Finding]:
                       "start it: adb start-server (the daemon starts it too when it runs)")
 
 
-def check_serial(config: Config) -> Iterator[Finding]:
-    for device in config.devices:
-        if device.kind != "modem" or device.options.get("standalone"):
+MM_FIX = ("install systemd/99-simbridge-modems.rules (it marks the whole USB modem for ModemManager to "
+          "ignore), then: sudo udevadm control --reload && sudo udevadm trigger && "
+          "sudo systemctl restart ModemManager — or, if nothing else needs it: "
+          "sudo systemctl disable --now ModemManager")
+
+
+def _processes() -> Iterator[tuple[int, str, str]]:
+    """(pid, comm, cmdline) of every process we may look at."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                comm = Path(entry.path, "comm").read_text().strip()
+                cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            yield int(entry.name), comm, cmdline
+
+
+def _holders(port: Path) -> list[tuple[int, str, str]]:
+    """Other processes that have ``port`` open (from /proc/<pid>/fd)."""
+    target = os.path.realpath(port)
+    out = []
+    for pid, comm, cmdline in _processes():
+        if pid == os.getpid():
             continue
+        try:
+            fds = list(os.scandir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue  # not ours to look at
+        for fd in fds:
+            try:
+                if os.readlink(fd.path) == target:
+                    out.append((pid, comm, cmdline))
+                    break
+            except OSError:
+                continue
+    return out
+
+
+def check_serial(config: Config) -> Iterator[Finding]:
+    modems = [d for d in config.devices if d.kind == "modem" and not d.options.get("standalone")]
+    mm = [pid for pid, comm, _ in _processes() if comm == "ModemManager"] if modems else []
+    for device in modems:
         port = Path(device.options["port"])
         what = f"modem {device.id}"
         if not port.exists():
@@ -189,7 +228,21 @@ def check_serial(config: Config) -> Iterator[Finding]:
             yield Finding(FAIL, what, f"{port} is not readable and writable by {_user()} (group {group})",
                           f"sudo usermod -aG {group} {_user()} (the unit has SupplementaryGroups=dialout plugdev)")
             continue
-        yield Finding(OK, what, f"{port} readable and writable")
+        problems = 0
+        for pid, comm, cmdline in _holders(port):
+            if comm == "ModemManager":
+                problems += 1
+                yield Finding(FAIL, what, f"{port} is held by ModemManager (pid {pid}): it will grab the modem",
+                              MM_FIX)
+            elif not any(ours in cmdline for ours in ("simbridge", "bridge.cli", "device_agents")):
+                problems += 1
+                yield Finding(WARN, what, f"{port} is open in {comm} (pid {pid}): two programs on one modem "
+                              "garble each other's commands", f"stop it (sudo kill {pid}) unless it is meant to be")
+        if not problems:
+            yield Finding(OK, what, f"{port} readable and writable")
+    if mm:
+        yield Finding(WARN, "ModemManager", f"running (pid {mm[0]}): it probes new modems and may take one",
+                      MM_FIX)
 
 
 def check_devices(config: Config, daemon_up: bool) -> Iterator[Finding]:

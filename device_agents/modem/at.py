@@ -213,9 +213,10 @@ URC_PREFIXES: Final = frozenset(
     }
 )
 
-#: Whole-line URCs (no ``:``).
+#: Whole-line URCs (no ``:``). "SMS DONE" / "PB DONE": SIMCom's ready indications
+#: (SIM7500/SIM7600 AT command manual).
 URC_WORDS: Final = frozenset(
-    {"RING", "RDY", "SMS READY", "CALL READY", "PB DONE", "NORMAL POWER DOWN",
+    {"RING", "RDY", "SMS READY", "SMS DONE", "CALL READY", "PB DONE", "NORMAL POWER DOWN",
      "UNDER-VOLTAGE POWER DOWN", "UNDER-VOLTAGE WARNNING", "OVER-VOLTAGE POWER DOWN"}
 )
 
@@ -353,9 +354,9 @@ def _parse_final(line: str, *, dialling: bool) -> FinalResult | None:
             code = int(detail) if detail.isdigit() else table.get(detail.lower())
             return FinalResult(kind, code, line)
     if dialling:
-        kind = _CALL_RESULTS.get(upper)
-        if kind is not None:
-            return FinalResult(kind, None, line)
+        call_kind = _CALL_RESULTS.get(upper)
+        if call_kind is not None:
+            return FinalResult(call_kind, None, line)
         if upper == "CONNECT" or upper.startswith("CONNECT "):
             rest = line[7:].strip()
             return FinalResult(ResultKind.CONNECT, int(rest) if rest.isdigit() else None, line)
@@ -429,7 +430,7 @@ class AtEngine:
         if len(command) > self.max_line or not command.isascii() or not command.isprintable():
             raise LocalProtocolError("command must be printable ASCII, one line, within max_line")
         m = _PROMPTING_RE.match(command)
-        prompting = bool(m) and m.group(1).upper() in _PROMPTING_ONLY
+        prompting = m is not None and m.group(1).upper() in _PROMPTING_ONLY
         self._transition("send-prompting" if prompting else "send")
         self.command = command
         self._prefixes = _command_prefixes(command)

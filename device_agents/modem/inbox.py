@@ -3,9 +3,11 @@
 Parts of a concatenated SMS are grouped by (sender, reference, total). A
 group is complete when every part 1..total is there; one whose parts stop
 coming is given up after ``timeout`` seconds and comes out with what it has,
-flagged ``incomplete``. Every part carries the key of its SIM record (or
+flagged ``incomplete``. Every part carries the key of its stored record (or
 None for a ``+CMT`` that was never stored), so that the agent deletes all
-of a message's records once the bridge has acked it.
+of a message's records once the bridge has acked it. A part that comes
+again while its message waits (a network retry, a modem storing it twice)
+is not a part twice: its record rides along and is deleted with the others.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ class Message:
     sender: str
     text: str
     at: float  # the SMSC timestamp of the first part (Unix seconds)
-    records: tuple[tuple[str, int], ...]  # (key, SIM index) of every stored part
+    records: tuple[tuple[str, int], ...]  # (key, storage index) of every stored part
     incomplete: bool = False
+    contents: tuple[str, ...] = ()  # content hashes of its parts (for duplicate detection)
 
 
 @dataclass(slots=True)
 class _Group:
     first_seen: float
     parts: dict[int, tuple[str | None, int | None, pdu.Deliver]] = field(default_factory=dict)
+    extra: list[tuple[str, int]] = field(default_factory=list)  # records of repeated parts
+    contents: list[str] = field(default_factory=list)
 
 
 class Reassembler:
@@ -37,21 +42,29 @@ class Reassembler:
         self._keys: set[str] = set()
 
     def holds(self, key: str) -> bool:
-        """Is this SIM record a part waiting for its siblings?"""
+        """Is this stored record a part waiting for its siblings?"""
         return key in self._keys
 
-    def add(self, key: str | None, index: int | None, deliver: pdu.Deliver, now: float) -> Message | None:
+    def add(self, key: str | None, index: int | None, deliver: pdu.Deliver, now: float,
+            content: str = "") -> Message | None:
         concat = deliver.concat
         if concat is None or concat.total <= 1:
             records = ((key, index),) if key is not None and index is not None else ()
-            return Message(deliver.sender, deliver.text, deliver.timestamp.timestamp(), records)
+            return Message(deliver.sender, deliver.text, deliver.timestamp.timestamp(), records,
+                           contents=(content,) if content else ())
         gid = (deliver.sender, concat.ref, concat.total)
         group = self._groups.setdefault(gid, _Group(first_seen=now))
-        if concat.seq in group.parts:
-            return None  # the same part twice (a network retry): keep the first
-        group.parts[concat.seq] = (key, index, deliver)
         if key is not None:
             self._keys.add(key)
+        if concat.seq in group.parts:
+            # the same part twice (a network retry, a modem storing it twice): keep the
+            # first, delete this one's record with the message's
+            if key is not None and index is not None:
+                group.extra.append((key, index))
+            return None
+        group.parts[concat.seq] = (key, index, deliver)
+        if content:
+            group.contents.append(content)
         if len(group.parts) < concat.total:
             return None
         del self._groups[gid]
@@ -74,6 +87,8 @@ class Reassembler:
         for key, _, _ in parts:
             if key is not None:
                 self._keys.discard(key)
+        for key, _ in group.extra:
+            self._keys.discard(key)
         if incomplete:
             text = "".join(d.text for d in delivers)
         else:
@@ -81,5 +96,6 @@ class Reassembler:
                 text = pdu.reassemble(delivers)
             except ValueError:
                 text = "".join(d.text for d in delivers)
-        records = tuple((k, i) for k, i, _ in parts if k is not None and i is not None)
-        return Message(delivers[0].sender, text, delivers[0].timestamp.timestamp(), records, incomplete)
+        records = tuple((k, i) for k, i, _ in parts if k is not None and i is not None) + tuple(group.extra)
+        return Message(delivers[0].sender, text, delivers[0].timestamp.timestamp(), records, incomplete,
+                       tuple(group.contents))

@@ -91,7 +91,7 @@ _DCS = {GSM7: 0x00, EIGHT_BIT: 0x04, UCS2: 0x08}
 # Semi-octet digits (TS 23.040 section 9.1.2.3); 0xF is the filler.
 _BCD = "0123456789*#abc"
 _BCD_VALUE = {c: i for i, c in enumerate(_BCD)}
-_NUMBER = re.compile(r"\+?[0-9*#]{1,%d}" % MAX_DIGITS)
+_NUMBER = re.compile(rf"\+?[0-9*#]{{1,{MAX_DIGITS}}}")
 
 IEI_CONCAT_8 = 0x00
 IEI_CONCAT_16 = 0x08
@@ -263,7 +263,7 @@ def _to_bytes(data: bytes | bytearray | memoryview | str) -> bytes:
 def _encode_bcd(digits: str) -> bytes:
     """Semi-octets, first digit in the low nibble, 0xF filler if odd."""
     nibbles = [_BCD_VALUE[c] for c in digits] + [0xF] * (len(digits) % 2)
-    return bytes(lo | hi << 4 for lo, hi in zip(nibbles[::2], nibbles[1::2]))
+    return bytes(lo | hi << 4 for lo, hi in zip(nibbles[::2], nibbles[1::2], strict=True))
 
 
 def _decode_bcd(raw: bytes, count: int, what: str) -> str:
@@ -474,10 +474,7 @@ def _concat_udh(concat: Concat, *, ref16: bool = False) -> bytes:
         raise ValueError("concat needs 1 <= seq <= total <= 255")
     if not 0 <= concat.ref <= (0xFFFF if ref16 else 0xFF):
         raise ValueError(f"concat ref must fit {'16' if ref16 else '8'} bits")
-    if ref16:
-        ie = bytes([IEI_CONCAT_16, 4]) + concat.ref.to_bytes(2, "big")
-    else:
-        ie = bytes([IEI_CONCAT_8, 3, concat.ref])
+    ie = bytes([IEI_CONCAT_16, 4]) + concat.ref.to_bytes(2, "big") if ref16 else bytes([IEI_CONCAT_8, 3, concat.ref])
     ie += bytes([concat.total, concat.seq])
     return bytes([len(ie)]) + ie
 
@@ -813,9 +810,10 @@ def reassemble(parts: Iterable[Deliver | Submit]) -> str:
         raise ValueError("no parts")
     concats = [p.concat for p in ordered]
     if len(ordered) > 1 or concats[0] is not None:
-        if None in concats or len({(c.ref, c.total) for c in concats}) != 1:
+        present = [c for c in concats if c is not None]
+        if len(present) != len(concats) or len({(c.ref, c.total) for c in present}) != 1:
             raise ValueError("parts belong to different messages")
-        if [c.seq for c in concats] != list(range(1, concats[0].total + 1)):
+        if [c.seq for c in present] != list(range(1, present[0].total + 1)):
             raise ValueError("parts are missing or repeated")
     encodings = {p.encoding for p in ordered}
     if len(encodings) > 1:

@@ -211,8 +211,8 @@ class SerialLink:
             self._set_lost(err)
             raise err from exc
 
-    async def command(self, command: str, *, timeout: float | None = None, pdu: str | None = None,
-                      retry_busy: bool = True) -> Reply:
+    async def command(self, command: str, *, timeout: float | None = None,  # noqa: ASYNC109 - per command
+                      pdu: str | None = None, retry_busy: bool = True) -> Reply:
         """Run one command (and its PDU after the ``> `` prompt); the reply
         when it ends in OK, else :class:`CommandError`. Busy errors are
         retried with backoff."""
@@ -230,29 +230,31 @@ class SerialLink:
                 continue
             raise CommandError(command, reply.final)
 
-    async def _once(self, command: str, timeout: float, pdu: str | None) -> Reply:
+    async def _once(self, command: str, timeout: float, pdu: str | None) -> Reply:  # noqa: ASYNC109 - a per-command deadline, applied with asyncio.timeout
         async with self._lock:
             if not self.alive:
                 raise LinkLost(f"{self.port} is not open")
             loop = asyncio.get_running_loop()
             self._lines = []
-            self._final = loop.create_future()
-            self._prompt = loop.create_future() if pdu is not None else None
+            final: asyncio.Future[Reply] = loop.create_future()
+            prompt: asyncio.Future[None] | None = loop.create_future() if pdu is not None else None
+            self._final, self._prompt = final, prompt
             pdu_written = False
             self.commands += 1
             try:
                 async with asyncio.timeout(timeout):
                     await self._write(self.engine.send(command))
                     if pdu is not None:
-                        assert self._prompt is not None
-                        await asyncio.wait({self._prompt, self._final}, return_when=asyncio.FIRST_COMPLETED)
-                        if self._final.done():  # an error instead of the prompt
-                            return self._final.result()
-                        self._prompt.result()
+                        assert prompt is not None
+                        waiters: list[asyncio.Future[Any]] = [prompt, final]
+                        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                        if final.done():  # an error instead of the prompt
+                            return final.result()
+                        prompt.result()
                         data = self.engine.send_pdu(pdu)
                         pdu_written = True
                         await self._write(data)
-                    return await self._final
+                    return await final
             except TimeoutError:
                 with contextlib.suppress(Exception):
                     rest = self.engine.cancel()
