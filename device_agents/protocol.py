@@ -39,8 +39,8 @@ import hashlib
 import hmac
 import json
 import math
-from dataclasses import dataclass, field, fields
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
 T = TypeVar("T")

@@ -84,15 +84,6 @@ async def test_incoming_sms_reaches_the_store_and_leaves_the_sim(tmp_path, modem
         await wait_until(lambda: not modem.snapshot()["storage"], what="deleted from the SIM")
 
 
-def _store_takes_unconfirmed() -> bool:
-    import inspect
-
-    from bridge.store.sqlite import SqliteStore
-    return "JOB_UNCONFIRMED" in inspect.getsource(SqliteStore)
-
-
-@pytest.mark.skipif(not _store_takes_unconfirmed(),
-                    reason="the store does not map the agent's 'unconfirmed' job state yet")
 async def test_unplug_and_replug_mid_send_through_the_daemon(tmp_path, modem):
     text = "".join(f"chunk{i} " for i in range(100))  # 6 parts
     async with running(modem_config(tmp_path, modem)) as daemon, aiohttp.ClientSession() as http:
