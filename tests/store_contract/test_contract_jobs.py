@@ -198,6 +198,12 @@ async def test_a_later_report_settles_an_unconfirmed_job(store):
     assert await states(store, failed.id) == [js.QUEUED, js.DISPATCHED, js.UNCONFIRMED, js.FAILED]
     for job in (delivered, failed):
         await assert_history_follows_the_table(store, job.id)
+    # The CRM hears "unconfirmed" (JSON form), then what settled it.
+    kinds = [(e["id_sms_api"], e["kind"]) for e in await outbox_events(store, "a")
+             if e["kind"] in ("sms_unconfirmed", "sms_sent", "sms_delivered", "sms_failed")]
+    assert kinds == [(delivered.id_sms_api, "sms_unconfirmed"), (failed.id_sms_api, "sms_unconfirmed"),
+                     (delivered.id_sms_api, "sms_sent"), (delivered.id_sms_api, "sms_delivered"),
+                     (failed.id_sms_api, "sms_failed")]
 
 
 async def test_reconcile_pushes_again_only_what_the_ledger_does_not_know(store):
