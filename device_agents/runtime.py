@@ -134,10 +134,15 @@ class AgentRuntime:
                 else:
                     outcome, reason = await self.backend.recover(job)
                 self.report(job_id, outcome, reason=reason)
+                if job is not None and outcome == protocol.JOB_SENT:
+                    self._resume_sent(job)  # recovered as sent: its delivery report is still due
             elif state == protocol.JOB_SENT and "job" in entry:
-                resume = getattr(self.backend, "resume_sent", None)
-                if resume is not None:
-                    resume(protocol.job_from_json(entry["job"]), self.report)
+                self._resume_sent(protocol.job_from_json(entry["job"]))
+
+    def _resume_sent(self, job: protocol.Job) -> None:
+        resume = getattr(self.backend, "resume_sent", None)
+        if resume is not None:
+            resume(job, self.report)
 
     def _hello(self, challenge: protocol.Challenge) -> protocol.Hello:
         cutoff = time.time() - RECENT_LEDGER_S

@@ -53,3 +53,30 @@ def test_a_torn_last_line_after_a_crash_is_skipped(tmp_path):
         f.write('{"t": "job", "id": "2", "sta')  # the process died mid-write
     again = Journal(tmp_path / "j.jsonl")
     assert again.state_of("1") == "accepted" and again.state_of("2") is None
+
+
+async def test_a_job_recovered_as_sent_after_a_crash_still_gets_its_delivery_report(tmp_path):
+    """A crash between the radio and the journal's "sent": at restart the radio
+    log says it went, and the delivery report it asked for is still awaited."""
+    from conftest import wait_until
+
+    from device_agents.runtime import SENDING, AgentRuntime
+    from device_agents.virtual.phone import RadioSettings, VirtualRadio
+
+    job = dict(JOB, report=True)
+    j = Journal(tmp_path / "j.jsonl")
+    j.record_jobs([("1", "accepted", job)])
+    j.set_job("1", SENDING)
+    j.close()
+    radio = VirtualRadio(device_id="d", radio_log=tmp_path / "radio.jsonl",
+                         settings=RadioSettings(delivery_delay=0.05, delivery_reports=True))
+    radio._transmit({"job_id": "1", "to": JOB["to"], "text": JOB["text"], "parts": 1})
+    runtime = AgentRuntime(url="ws://127.0.0.1:9", device_id="d", token="t", backend=radio,
+                           journal=Journal(tmp_path / "j.jsonl"))
+    await runtime._recover()
+    assert runtime.journal.state_of("1") == "sent"
+    await wait_until(lambda: runtime.journal.state_of("1") == "delivered", what="the delivery report")
+    states = [e.state for e in runtime.journal.pending_events() if isinstance(e, p.JobState)]
+    assert states == ["sent", "delivered"]
+    await runtime.aclose()
+    radio.close()
