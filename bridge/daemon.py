@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bridge.api.app import Api
 from bridge.config import AccountConfig, Config
+from bridge.console.app import Console
 from bridge.core.optout import Keywords
 from bridge.devices.base import Dialer, OnlineWatcher, Simulator, supervise
 from bridge.devices.registry import Kinds, by_kind
@@ -50,7 +51,8 @@ class Daemon:
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
         self.metrics = Metrics(self)
         self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store,
-                       on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics)
+                       on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics, outbox=self.store,
+                       console=Console(ttl=config.console.session_ttl))
         self.listener.on_job_state = self.metrics.job_state
         self.notifier = Notifier()
         self.dispatcher.on_online.append(lambda _device, _online: self._notify_status())

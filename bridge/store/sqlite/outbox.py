@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bridge.store.model import OutboxEvent, OutboxRow
+from bridge.store.model import OutboxEntry, OutboxEvent, OutboxRow
 from bridge.store.sqlite.base import SqliteBase, marks
 
 
@@ -91,3 +91,27 @@ class SqliteOutbox(SqliteBase):
                                    "delivered_at FROM outbox ORDER BY id LIMIT ?", (limit,))
         return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, delivered_at "
                                "FROM outbox WHERE account = ? ORDER BY id LIMIT ?", (account, limit))
+
+    async def outbox_entries(self, account: str, *, undelivered: bool = True,
+                             limit: int = 200) -> list[OutboxEntry]:
+        where = "account = ?" + (" AND delivered_at IS NULL" if undelivered else "")
+        rows = await self._run(self._select_rows,
+                               "SELECT id, account, kind, order_key, payload, created, attempts, next_attempt, "
+                               f"delivered_at, dead, last_error FROM outbox WHERE {where} ORDER BY id DESC LIMIT ?",
+                               (account, limit))
+        return [OutboxEntry(id=r[0], account=r[1], kind=r[2], order_key=r[3], payload=r[4], created=r[5],
+                            attempts=r[6], next_attempt=r[7], delivered_at=r[8], dead=bool(r[9]), last_error=r[10])
+                for r in rows]
+
+    def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    async def replay_outbox(self, account: str, event_id: int, *, now: float | None = None) -> bool:
+        return await self._run(self._tx(self._replay_outbox), account, event_id, now or time.time())
+
+    def _replay_outbox(self, db: sqlite3.Connection, account: str, event_id: int, now: float) -> bool:
+        cur = db.execute("UPDATE outbox SET dead = 0, attempts = 0, next_attempt = ? WHERE id = ? AND account = ? "
+                         "AND dead = 1 AND delivered_at IS NULL", (now, event_id, account))
+        if cur.rowcount and self._recorder.listener is not None:
+            self._recorder.listener()
+        return cur.rowcount == 1
