@@ -178,7 +178,10 @@ async def test_a_reply_is_judged_like_sendsms(tmp_path):
 async def test_events_stream_says_when_a_message_changes(tmp_path):
     async with running(config(tmp_path, console={"operators": [OPS["login"]], "poll_interval": 0.05})) as daemon, \
             client() as http:
-        async with http.get(api_url(daemon, "/api/v1/events"), headers=bearer(A)) as stream:
+        async with http.get(api_url(daemon, "/api/v1/events"), headers=bearer(A)) as r:
+            assert (await r.json())["data"]["changed"] == 0  # no stream asked for: the stamp, once
+        async with http.get(api_url(daemon, "/api/v1/events"),
+                            headers={**bearer(A), "Accept": "text/event-stream"}) as stream:
             assert stream.headers["Content-Type"] == "text/event-stream"
 
             async def next_change():

@@ -246,7 +246,11 @@ async def event_stream(request: web.Request, stamp: Callable[[], Awaitable[float
                        interval: Callable[[], float]) -> web.StreamResponse:
     """Server-sent events: a ``change`` event at once and whenever ``stamp()``
     moves (looked at every ``interval()`` seconds), a comment every 15 s so
-    that proxies keep the stream open."""
+    that proxies keep the stream open. A request that does not accept
+    ``text/event-stream`` (EventSource always does) gets the stamp of the
+    moment as JSON instead, for clients that poll."""
+    if "text/event-stream" not in request.headers.get("Accept", ""):
+        return success({"changed": await stamp()})
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
