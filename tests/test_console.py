@@ -237,3 +237,22 @@ def test_console_config_names_its_key(tmp_path):
         make_config(tmp_path, accounts=[A], console={"session_ttl": -1})
     with pytest.raises(ConfigError, match=r"console.colour: unknown key"):
         make_config(tmp_path, accounts=[A], console={"colour": "blue"})
+
+
+async def test_under_tls_the_session_cookie_is_secure(tmp_path):
+    from ops_util import self_signed
+
+    from bridge.ops.tls import client_context
+    cert, key = self_signed(tmp_path, "api")
+    cfg = config(tmp_path, api={"tls_cert": str(cert), "tls_key": str(key)})
+    async with running(cfg) as daemon, client() as http:
+        base = f"https://127.0.0.1:{daemon.api_port}"
+        ssl = client_context(cert)
+        async with http.get(base + "/console/session", ssl=ssl) as r:
+            pre = (await r.json())["csrf"]
+            assert r.cookies["simbridge_console_pre"]["secure"]
+        async with http.post(base + "/console/login", ssl=ssl,
+                             data={"login": A["login"], "key": A["access_key"], "csrf": pre}) as r:
+            assert r.status == 200
+            cookie = r.cookies["simbridge_console"]
+            assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"
