@@ -153,6 +153,10 @@ async def test_cancel_through_the_api_only_while_queued(tmp_path):
             assert [j["id_sms_api"] for j in (await r.json())["data"]] == [job]
         async with http.get(api_url(daemon, "/api/v1/jobs?state=nonsense"), headers=bearer(A)) as r:
             assert r.status == 400
+        await queued_job(http, daemon, B)  # another account's job counts only there
+        async with http.get(api_url(daemon, "/api/v1/jobs/counts"), headers=bearer(A)) as r:
+            assert (await r.json())["data"] == [{"state": "cancelled", "priority": 1, "count": 1},
+                                                {"state": "delivered", "priority": 1, "count": 1}]
 
 
 async def test_a_reply_is_judged_like_sendsms(tmp_path):

@@ -165,10 +165,8 @@ class Manage:
 
     async def counts(self, account: AccountConfig) -> list[dict[str, Any]]:
         """Jobs of the account by state and priority."""
-        out: dict[tuple[str, int], int] = {}
-        for job in await self.jobs.find_jobs(account.login, limit=100_000):
-            out[(job.state, job.priority)] = out.get((job.state, job.priority), 0) + 1
-        return [{"state": s, "priority": p, "count": n} for (s, p), n in sorted(out.items())]
+        counts = await self.jobs.counts(account.login)
+        return [{"state": s, "priority": p, "count": n} for (s, p), n in sorted(counts.items())]
 
     # -- devices ----------------------------------------------------------------------
 

@@ -56,11 +56,6 @@ class Sessions:
         if token:
             self._by_token.pop(token, None)
 
-    def drop_login(self, login: str) -> None:
-        """Every session of ``login`` (its account was removed or disabled)."""
-        for token in [t for t, s in self._by_token.items() if s.login == login]:
-            del self._by_token[token]
-
     def _sweep(self) -> None:
         now = time.time()
         for token in [t for t, s in self._by_token.items() if s.expires <= now]:

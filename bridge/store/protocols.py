@@ -106,8 +106,8 @@ class JobQueue(Protocol):
     async def history(self, job_id: int) -> list[dict[str, Any]]:
         """The job's states in order: ``state``, ``at``, ``device_id``, ``reason``."""
 
-    async def counts(self) -> dict[tuple[str, int], int]:
-        """Jobs by (state, priority)."""
+    async def counts(self, account: str | None = None) -> dict[tuple[str, int], int]:
+        """Jobs by (state, priority), of one account or (None) of all."""
 
     async def cancel(self, account: str, id_sms_api: str, *, reason: str) -> Job | None:
         """Withdraw a ``queued`` job of ``account`` (state ``cancelled``

@@ -380,9 +380,13 @@ class SqliteJobQueue(SqliteBase):
                                   "AND device_id IS NOT NULL GROUP BY device_id", (js.SENT, since)).fetchall()
         return {d: n for d, n in rows}
 
-    async def counts(self) -> dict[tuple[str, int], int]:
-        return await self._run(self._counts)
+    async def counts(self, account: str | None = None) -> dict[tuple[str, int], int]:
+        return await self._run(self._counts, account)
 
-    def _counts(self) -> dict[tuple[str, int], int]:
-        rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs GROUP BY state, priority").fetchall()
-        return {(s, p): n for s, p, n in rows}
+    def _counts(self, account: str | None) -> dict[tuple[str, int], int]:
+        if account is None:
+            rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs GROUP BY state, priority")
+        else:
+            rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs WHERE account = ? "
+                                      "GROUP BY state, priority", (account,))
+        return {(s, p): n for s, p, n in rows.fetchall()}
