@@ -222,11 +222,11 @@ async def test_store_cancel_and_replay(tmp_path):
         await store.settle_outbox(dead=[(row.id, "HTTP 503")])
         [entry] = await store.outbox_entries("a")
         assert (entry.status, entry.last_error, entry.attempts) == ("dead", "HTTP 503", 1)
-        assert not await store.replay_outbox("b", row.id)
-        assert await store.replay_outbox("a", row.id)
-        assert not await store.replay_outbox("a", row.id)  # no longer dead
+        assert await store.replay_dead("b", [row.id]) == 0
+        assert await store.replay_dead("a", [row.id]) == 1
+        assert await store.replay_dead("a", [row.id]) == 0  # no longer dead
         [entry] = await store.outbox_entries("a")
-        assert entry.status == "pending"
+        assert (entry.status, entry.attempts) == ("pending", 0) and entry.created >= entry.next_attempt - 1
         assert [r.id for r in await store.claim_outbox(["a"], 10, lease_s=30)] == [row.id]
         assert await store.last_activity("a") >= job.updated
         assert await store.last_activity("nobody") == 0

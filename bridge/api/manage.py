@@ -211,7 +211,7 @@ class Manage:
                 for e in entries]
 
     async def replay(self, account: AccountConfig, event_id: int) -> dict[str, Any]:
-        if not await self._outbox().replay_outbox(account.login, event_id):
+        if not await self._outbox().replay_dead(account.login, [event_id]):
             raise ApiError(409, "not a dead event of this account")
         return {"id": event_id, "status": "pending"}
 

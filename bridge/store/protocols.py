@@ -168,9 +168,11 @@ class Outbox(Protocol):
         """The account's events, newest first, with their delivery state
         (only the undelivered ones — pending, retrying, dead — by default)."""
 
-    async def replay_outbox(self, account: str, event_id: int, *, now: float | None = None) -> bool:
-        """Give a dead event of ``account`` back to delivery (due at ``now``,
-        attempts from zero); False when it is not a dead event of the account."""
+    async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
+                          now: float | None = None) -> int:
+        """Make dead events of ``account`` (all accounts: None; only ``ids``
+        when given) live again, due now, with a fresh age and no attempts, in
+        one transaction; how many. The outbox listener is called when any is."""
 
 
 class Records(Protocol):

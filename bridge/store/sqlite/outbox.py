@@ -106,12 +106,25 @@ class SqliteOutbox(SqliteBase):
     def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
 
-    async def replay_outbox(self, account: str, event_id: int, *, now: float | None = None) -> bool:
-        return await self._run(self._tx(self._replay_outbox), account, event_id, now or time.time())
+    async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
+                          now: float | None = None) -> int:
+        count: int = await self._run(self._tx(self._replay_dead), account, None if ids is None else list(ids),
+                                     now or time.time())
+        listener = self._recorder.listener
+        if count and listener is not None:
+            listener()
+        return count
 
-    def _replay_outbox(self, db: sqlite3.Connection, account: str, event_id: int, now: float) -> bool:
-        cur = db.execute("UPDATE outbox SET dead = 0, attempts = 0, next_attempt = ? WHERE id = ? AND account = ? "
-                         "AND dead = 1 AND delivered_at IS NULL", (now, event_id, account))
-        if cur.rowcount and self._recorder.listener is not None:
-            self._recorder.listener()
-        return cur.rowcount == 1
+    def _replay_dead(self, db: sqlite3.Connection, account: str | None, ids: list[int] | None, now: float) -> int:
+        where, args = "dead = 1", list[Any]()
+        if account is not None:
+            where += " AND account = ?"
+            args.append(account)
+        if ids is not None:
+            if not ids:
+                return 0
+            where += f" AND id IN ({marks(len(ids))})"
+            args += ids
+        cur = db.execute(f"UPDATE outbox SET dead = 0, attempts = 0, created = ?, next_attempt = ? WHERE {where}",
+                         (now, now, *args))
+        return cur.rowcount
