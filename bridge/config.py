@@ -247,6 +247,15 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleConfig:
+    """The web console at ``/console`` (docs/console.md)."""
+    enabled: bool = True
+    operators: tuple[str, ...] = ()  # logins that see every account and device
+    session_ttl: float = 12 * 3600.0  # a console session unused this long signs out
+    poll_interval: float = 0.5  # how often a live view looks for changes (seconds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountConfig:
     login: str
     access_key: str
@@ -274,6 +283,7 @@ class Config:
     dispatcher: DispatcherConfig = DispatcherConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     android: AndroidConfig = AndroidConfig()
+    console: ConsoleConfig = ConsoleConfig()
     accounts: tuple[AccountConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     source: str = "<defaults>"
@@ -346,6 +356,12 @@ WEBHOOKS_SPEC: Spec = {
     "concurrency": ((int,), _positive),
     "poll_interval": ((int, float), _positive),
     "lease": ((int, float), _positive),
+}
+CONSOLE_SPEC: Spec = {
+    "enabled": ((bool,), None),
+    "operators": ((list,), _words),
+    "session_ttl": ((int, float), _positive),
+    "poll_interval": ((int, float), _positive),
 }
 ACCOUNT_SPEC: Spec = {
     "login": ((str,), _nonempty),
@@ -445,7 +461,7 @@ def _check(where: str, table: Any, spec: Spec, *, required: tuple[str, ...] = ()
 def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None = None) -> Config:
     """Turn a parsed TOML document into a :class:`Config`, or raise ConfigError.
     Relative file paths (TLS) are read from ``base`` (the config file's folder)."""
-    sections = {"api", "agents", "store", "dispatcher", "webhooks", "android", "accounts", "devices"}
+    sections = {"api", "agents", "store", "dispatcher", "webhooks", "android", "console", "accounts", "devices"}
     for key in data:
         if key not in sections:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(sections))})")
@@ -464,6 +480,7 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
     webhooks, _ = _check("webhooks", data.get("webhooks", {}), WEBHOOKS_SPEC)
     webhooks_cfg = WebhooksConfig(**webhooks)
     android, _ = _check("android", data.get("android", {}), ANDROID_SPEC)
+    console, _ = _check("console", data.get("console", {}), CONSOLE_SPEC)
     if webhooks_cfg.backoff_max < webhooks_cfg.backoff_initial:
         raise ConfigError(f"webhooks.backoff_max: must not be shorter than webhooks.backoff_initial "
                           f"({webhooks_cfg.backoff_initial:g} s)")
@@ -515,10 +532,13 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
             limit = options.get("sms_max_count", ANDROID_DEFAULT_RATE) * 60 / options.get("sms_check_interval", 60)
             values.setdefault("max_per_minute", float(max(1, int(limit))))
         devices.append(DeviceConfig(**values, options=options))
+    for login in console.get("operators", ()):
+        if login not in logins:
+            raise ConfigError(f"console.operators: no account {login!r} (accounts are: {', '.join(logins) or 'none'})")
 
     return Config(api=ApiConfig(**api), agents=agents_cfg, store=StoreConfig(**store),
                   dispatcher=DispatcherConfig(**dispatcher), webhooks=webhooks_cfg,
-                  android=AndroidConfig(**android), accounts=tuple(accounts),
+                  android=AndroidConfig(**android), console=ConsoleConfig(**console), accounts=tuple(accounts),
                   devices=tuple(devices), source=source)
 
 

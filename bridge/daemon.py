@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bridge.api.app import Api
 from bridge.config import AccountConfig, Config
+from bridge.console.app import Console
 from bridge.core.optout import Keywords
 from bridge.devices.base import Dialer, OnlineWatcher, Simulator, supervise
 from bridge.devices.registry import Kinds, by_kind
@@ -52,7 +53,8 @@ class Daemon:
                                       tokens=self.tokens, on_job_state=self.metrics.job_state,
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
         self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store,
-                       on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics)
+                       on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics, outbox=self.store,
+                       console=Console(ttl=config.console.session_ttl))
         self.notifier = Notifier()
         self._tg: asyncio.TaskGroup | None = None
         self.webhooks = WebhookDeliverer(config=config, store=self.store)

@@ -16,16 +16,18 @@ routes :mod:`~bridge.api.ops`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
 from bridge.api import ardary
-from bridge.api._store import CodeStore, JobQueue, RecordStore
+from bridge.api._store import CodeStore, JobQueue, Outbox, RecordStore
 from bridge.api.auth import Auth
 from bridge.api.codes import Codes
 from bridge.api.envelope import error_middleware
 from bridge.api.insim import Insim
 from bridge.api.links import Links
+from bridge.api.manage import Manage, ManageRoutes
 from bridge.api.notimation import Notimation
 from bridge.api.ops import Ops
 from bridge.api.settings import Settings
@@ -36,6 +38,14 @@ from bridge.config import Config
 SENDSMS_PATHS = ("/api/v1/sendsms", "/api/v1/sendSms", *ardary.SEND_PATHS)
 
 
+class SubApp(Protocol):
+    """Something served beside the API on the same listener (the web console):
+    given the API's :class:`Manage` and :class:`Auth`, it answers under ``prefix``."""
+    prefix: str
+
+    def app(self, *, manage: Manage, auth: Auth) -> web.Application: ...
+
+
 class Api:
     """Builds the aiohttp application. ``daemon``: what the ops routes show and
     what click-to-call asks (None: no devices); ``metrics``: the page served at
@@ -44,7 +54,8 @@ class Api:
 
     def __init__(self, *, config: Config, jobs: JobQueue, records: RecordStore, codes: CodeStore,
                  on_enqueued: Callable[[], None], daemon: DaemonView | None = None,
-                 metrics: MetricsSource | None = None, workers: SplitPool | None = None) -> None:
+                 metrics: MetricsSource | None = None, workers: SplitPool | None = None,
+                 outbox: Outbox | None = None, console: SubApp | None = None) -> None:
         self.settings = Settings(config)
         self.workers = workers if workers is not None else SplitPool()
         auth = Auth(self.settings)
@@ -55,6 +66,10 @@ class Api:
         self.codes = Codes(settings=self.settings, auth=auth, codes=codes, records=records, on_enqueued=on_enqueued)
         self.links = Links(records=records)
         self.ops = Ops(settings=self.settings, auth=auth, daemon=daemon, metrics=metrics)
+        self.auth = auth
+        self.manage = Manage(settings=self.settings, jobs=jobs, records=records, outbox=outbox, daemon=daemon,
+                             on_enqueued=on_enqueued)
+        self.console = console
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): every later request reads it."""
@@ -82,8 +97,10 @@ class Api:
         r.add_get("/l/{code}", self.links.follow, allow_head=False)
         r.add_get("/api/v1/openapi.json", ops.openapi)
         r.add_post("/api/v1/simulate/{what}", ops.simulate)
-        r.add_get("/api/v1/devices", ops.devices)
+        ManageRoutes(auth=self.auth, manage=self.manage).add_routes(r)
         r.add_post("/api/v1/devices/{id}/recheck", ops.recheck)
         r.add_get("/healthz", ops.healthz)
         r.add_get("/metrics", ops.metrics)
+        if self.console is not None and self.settings.config.console.enabled:
+            app.add_subapp(self.console.prefix, self.console.app(manage=self.manage, auth=self.auth))
         return app

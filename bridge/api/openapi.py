@@ -214,9 +214,11 @@ def _paths() -> dict[str, Any]:
             "200": _json(_envelope(_ref("Code")), "the code is right (and now used)"),
             "400": ERROR, **AUTH_ERRORS, "410": ERROR, "422": ERROR}, body=_ref("VerifyRequest"), form=True,
             tags=("verification",))},
-        "/api/v1/devices": {"get": _op("Devices of the account and their health (extension)", {
+        "/api/v1/devices": {"get": _op("Devices of the account (every device for an operator): state, set-up "
+                                       "step and reason, signal, battery, last seen, sends today, limits", {
             "200": _json(_envelope({"type": "array", "items": {"type": "object"}}), "devices"),
             **AUTH_ERRORS}, tags=("operations",))},
+        **_manage_paths(),
         "/api/v1/simulate/{what}": {"post": _op("Make a virtual device receive an SMS or a call (extension)", {
             "200": _json(_envelope({"type": "object"}), "the event was emitted"), "400": ERROR, "404": ERROR,
             **AUTH_ERRORS}, params=[_p("what", {"type": "string", "enum": ["incoming-sms", "call"]}, "what")],
@@ -237,6 +239,85 @@ def _paths() -> dict[str, Any]:
     }
 
 
+ACCOUNT_Q = _q("account", STR, "operators only: the account to act on (default: the caller's own)")
+JOB_STATES = ["queued", "dispatched", "unconfirmed", "sent", "delivered", "failed", "expired", "cancelled"]
+COOKIE: list[dict[str, Any]] = [{"console_session": []}]
+
+
+def _manage_paths() -> dict[str, Any]:
+    """What the web console does, as API routes (bridge/api/manage.py), and the
+    console's own routes (cookie session; every POST needs X-CSRF-Token)."""
+    number = _p("number", STR, "the contact's number")
+    items = _envelope({"type": "array", "items": {"type": "object"}})
+    one = _envelope({"type": "object"})
+    tag = ("managing",)
+    paths: dict[str, Any] = {
+        "/api/v1/threads": {"get": _op("Conversations: one per contact number, newest first", {
+            "200": _json(items, "threads"), **AUTH_ERRORS, "404": ERROR}, params=[ACCOUNT_Q], tags=tag)},
+        "/api/v1/threads/{number}": {
+            "get": _op("One conversation, oldest first, with each outgoing message's state and device", {
+                "200": _json(one, "the thread"), **AUTH_ERRORS, "404": ERROR}, params=[number, ACCOUNT_Q], tags=tag),
+            "post": _op("Reply in a conversation (judged as sendsms judges a message)", {
+                "200": _json(one, "queued"), "400": ERROR, **AUTH_ERRORS, "404": ERROR},
+                params=[number, ACCOUNT_Q], body={"type": "object", "required": ["message"],
+                                                  "properties": {"message": STR}}, tags=tag)},
+        "/api/v1/jobs": {"get": _op("Jobs, newest first, by state and search (number or id)", {
+            "200": _json(items, "jobs"), "400": ERROR, **AUTH_ERRORS, "404": ERROR}, params=[
+                _q("state", {"type": "string", "enum": JOB_STATES}, "only jobs in this state"),
+                _q("search", STR, "an id_sms_api, or a part of the phone number"),
+                _q("take", {"type": "integer", "minimum": 1, "maximum": 500}, "how many (100)"), ACCOUNT_Q],
+            tags=tag)},
+        "/api/v1/jobs/counts": {"get": _op("Jobs by state and priority", {
+            "200": _json(items, "counts"), **AUTH_ERRORS, "404": ERROR}, params=[ACCOUNT_Q], tags=tag)},
+        "/api/v1/sms/{id}/cancel": {"post": _op("Cancel a queued message (state cancelled; again: no change)", {
+            "200": _json(one, "cancelled, with its history"), **AUTH_ERRORS, "404": ERROR,
+            "409": ERROR}, params=[_p("id", STR, "id_sms_api"), ACCOUNT_Q], tags=tag)},
+        "/api/v1/webhooks/events": {"get": _op("The webhook outbox: pending, retrying (next attempt, last "
+                                                "error) and dead events; delivered ones with delivered=true", {
+            "200": _json(items, "events"), **AUTH_ERRORS, "404": ERROR},
+            params=[_q("delivered", {"type": "boolean"}, "the delivered events instead"), ACCOUNT_Q], tags=tag)},
+        "/api/v1/webhooks/events/{id}/replay": {"post": _op("Deliver a dead event again", {
+            "200": _json(one, "pending again"), "400": ERROR, **AUTH_ERRORS, "404": ERROR, "409": ERROR},
+            params=[_p("id", STR, "the event's id"), ACCOUNT_Q], tags=tag)},
+        "/api/v1/webhooks/test": {"post": _op("Record a test event (sms_received, test: true) for the webhook", {
+            "200": _json(one, "recorded"), **AUTH_ERRORS, "404": ERROR, "409": ERROR},
+            params=[ACCOUNT_Q], tags=tag)},
+        "/api/v1/events": {"get": _op("Server-sent events (Accept: text/event-stream): `change` whenever a "
+                                      "message of the account changes; else the last change's time, once", {
+            "200": {"description": "an event stream, or {changed: epoch seconds}",
+                    "content": {"text/event-stream": {"schema": STR}, "application/json": {"schema": one}}},
+            **AUTH_ERRORS, "404": ERROR}, params=[ACCOUNT_Q], tags=tag)},
+    }
+    console = ("console",)
+    page = {"200": {"description": "the page", "content": {"text/html": {"schema": STR}}}}
+    paths.update({
+        "/console": {"get": _op("The web console (docs/console.md)", page, security=NONE, tags=console)},
+        "/console/": {"get": _op("The web console", page, security=NONE, tags=console)},
+        "/console/static/{name}": {"get": _op("The console's script and style sheet", {
+            "200": {"description": "the file"}, "404": {"description": "no such file"}}, security=NONE,
+            params=[_p("name", STR, "console.js or console.css")], tags=console)},
+        "/console/session": {"get": _op("Who is signed in, and the CSRF token", {"200": _json({"type": "object"},
+                                        "the session, or a sign-in token")}, security=NONE, tags=console)},
+        "/console/login": {"post": _op("Sign in with login, access key and the sign-in token", {
+            "200": _json({"type": "object"}, "signed in"), **AUTH_ERRORS}, security=NONE, form=True,
+            body={"type": "object", "properties": {"login": STR, "key": STR, "csrf": STR}}, tags=console)},
+        "/console/logout": {"post": _op("Sign out", {"200": _json({"type": "object"}, "signed out"), **AUTH_ERRORS},
+                                        security=COOKIE, tags=console)},
+    })
+    # The console's JSON calls: each is the API route above, under the session cookie.
+    for path, methods in {"threads": ("get",), "threads/{number}": ("get", "post"), "jobs": ("get",),
+                          "jobs/counts": ("get",), "jobs/{id}": ("get",), "jobs/{id}/cancel": ("post",),
+                          "devices": ("get",), "devices/{id}/recheck": ("post",), "webhooks": ("get",),
+                          "webhooks/{id}/replay": ("post",), "webhooks/test": ("post",),
+                          "events": ("get",)}.items():
+        params = [_p(name, STR, name) for name in ("number", "id") if "{" + name + "}" in path] + [ACCOUNT_Q]
+        paths["/console/api/" + path] = {m: _op(f"Console: {m.upper()} {path} (as the API's route; cookie "
+                                                "session, X-CSRF-Token on POST)", {
+            "200": _json({}, "as the API's answer, without the envelope"), "400": ERROR, **AUTH_ERRORS,
+            "404": ERROR, "409": ERROR}, security=COOKIE, params=params, tags=console) for m in methods}
+    return paths
+
+
 @functools.lru_cache(maxsize=8)
 def _document(public_url: str) -> dict[str, Any]:
     return {
@@ -252,6 +333,7 @@ def _document(public_url: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the account's access key"},
                 "api_key": {"type": "apiKey", "in": "query", "name": "api_key"},
+                "console_session": {"type": "apiKey", "in": "cookie", "name": "simbridge_console"},
             },
         },
     }

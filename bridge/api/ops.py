@@ -1,5 +1,5 @@
 """Routes for operators and tooling rather than for CRMs: health, the OpenAPI
-document, Prometheus metrics, the devices list, simulated events on virtual
+document, Prometheus metrics, simulated events on virtual
 devices, and the re-check of a device whose token was revoked (``simbridge
 pair --revoke``). What they show comes from the daemon, through
 :class:`~bridge.api.views.DaemonView`."""
@@ -60,10 +60,6 @@ class Ops:
             raise web.HTTPForbidden(text="/metrics is served to loopback clients only; set [api] metrics_token "
                                          "to read it from another host\n")
         return await self.metrics_source.handler(request)
-
-    async def devices(self, request: web.Request) -> web.Response:
-        account = self.auth.bearer(request)
-        return success(self.daemon.devices_view(account) if self.daemon is not None else [])
 
     async def simulate(self, request: web.Request) -> web.Response:
         account = self.auth.bearer(request)

@@ -85,6 +85,37 @@ class OutboxRow:
     attempts: int
 
 
+# What an outbox entry is waiting for (OutboxEntry.status).
+OUTBOX_PENDING = "pending"  # not attempted yet
+OUTBOX_RETRYING = "retrying"  # attempted and refused; tried again at next_attempt
+OUTBOX_DELIVERED = "delivered"
+OUTBOX_DEAD = "dead"  # given up on; replayable
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One recorded webhook event as an operator reads it."""
+    id: int
+    account: str
+    kind: str
+    order_key: str
+    payload: str
+    created: float
+    attempts: int
+    next_attempt: float
+    delivered_at: float | None
+    dead: bool
+    last_error: str | None
+
+    @property
+    def status(self) -> str:
+        if self.delivered_at is not None:
+            return OUTBOX_DELIVERED
+        if self.dead:
+            return OUTBOX_DEAD
+        return OUTBOX_RETRYING if self.attempts > 0 else OUTBOX_PENDING
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
     """A webhook event to record: ``kind`` (bridge.core.events) for

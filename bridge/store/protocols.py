@@ -36,6 +36,7 @@ from bridge.store.model import (
     Job,
     Link,
     NewJob,
+    OutboxEntry,
     OutboxEvent,
     OutboxRow,
     VerificationCode,
@@ -105,8 +106,23 @@ class JobQueue(Protocol):
     async def history(self, job_id: int) -> list[dict[str, Any]]:
         """The job's states in order: ``state``, ``at``, ``device_id``, ``reason``."""
 
-    async def counts(self) -> dict[tuple[str, int], int]:
-        """Jobs by (state, priority)."""
+    async def counts(self, account: str | None = None) -> dict[tuple[str, int], int]:
+        """Jobs by (state, priority), of one account or (None) of all."""
+
+    async def cancel(self, account: str, id_sms_api: str, *, reason: str) -> Job | None:
+        """Withdraw a ``queued`` job of ``account`` (state ``cancelled``
+        through the state table, one history line with ``reason``). Returns the
+        job as it now is: ``cancelled``, or unchanged in the state that kept it
+        from being cancelled; None when the account has no such job."""
+
+    async def find_jobs(self, account: str | None, *, states: Iterable[str] = (), search: str = "",
+                        limit: int = 100) -> list[Job]:
+        """Jobs of ``account`` (None: every account), newest first; only those
+        in ``states`` when given; ``search`` matches the ``id_sms_api``
+        exactly or is a part of the phone number."""
+
+    async def sent_counts(self, since: float) -> dict[str, int]:
+        """Per device: jobs that reached ``sent`` at or after ``since``."""
 
 
 class Outbox(Protocol):
@@ -147,6 +163,17 @@ class Outbox(Protocol):
         """Recorded events, oldest first (``id``, ``account``, ``kind``,
         ``order_key``, ``payload``, ``delivered_at``)."""
 
+    async def outbox_entries(self, account: str, *, undelivered: bool = True,
+                             limit: int = 200) -> list[OutboxEntry]:
+        """The account's events, newest first, with their delivery state
+        (only the undelivered ones — pending, retrying, dead — by default)."""
+
+    async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
+                          now: float | None = None) -> int:
+        """Make dead events of ``account`` (all accounts: None; only ``ids``
+        when given) live again, due now, with a fresh age and no attempts, in
+        one transaction; how many. The outbox listener is called when any is."""
+
 
 class Records(Protocol):
     """What the API and the devices record besides jobs."""
@@ -185,6 +212,10 @@ class Records(Protocol):
     async def inbound(self, account: str, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def calls(self, account: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def last_activity(self, account: str) -> float:
+        """When anything of the account's messages last changed (a job's
+        state, an inbound SMS); 0 when nothing ever did."""
 
 
 class Codes(Protocol):

@@ -336,9 +336,57 @@ class SqliteJobQueue(SqliteBase):
                                   "ORDER BY rowid", (job_id,)).fetchall()
         return [{"state": s, "at": a, "device_id": d, "reason": r} for s, a, d, r in rows]
 
-    async def counts(self) -> dict[tuple[str, int], int]:
-        return await self._run(self._counts)
+    async def cancel(self, account: str, id_sms_api: str, *, reason: str) -> Job | None:
+        return await self._run(self._tx(self._cancel), account, id_sms_api, reason)
 
-    def _counts(self) -> dict[tuple[str, int], int]:
-        rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs GROUP BY state, priority").fetchall()
-        return {(s, p): n for s, p, n in rows}
+    def _cancel(self, db: sqlite3.Connection, account: str, id_sms_api: str, reason: str) -> Job | None:
+        row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND id_sms_api = ?",
+                         (account, id_sms_api)).fetchone()
+        if row is None:
+            return None
+        job = job_from_row(row)
+        if job.state != js.QUEUED:
+            return job  # on a device or done: the caller says why it stays
+        moves = _Moves(self._recorder)
+        job = moves.move(db, job, js.next_state(js.QUEUED, "cancel"), time.time(), reason=reason)
+        moves.flush(db)
+        return job
+
+    async def find_jobs(self, account: str | None, *, states: Iterable[str] = (), search: str = "",
+                        limit: int = 100) -> list[Job]:
+        return await self._run(self._find_jobs, account, tuple(states), search.strip(), limit)
+
+    def _find_jobs(self, account: str | None, states: tuple[str, ...], search: str, limit: int) -> list[Job]:
+        where: list[str] = []
+        params: list[Any] = []
+        if account is not None:
+            where.append("account = ?")
+            params.append(account)
+        if states:
+            where.append(f"state IN ({marks(len(states))})")
+            params += states
+        if search:
+            where.append("(id_sms_api = ? OR instr(phone_number, ?) > 0)")
+            params += (search, search)
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    async def sent_counts(self, since: float) -> dict[str, int]:
+        return await self._run(self._sent_counts, since)
+
+    def _sent_counts(self, since: float) -> dict[str, int]:
+        rows = self._conn.execute("SELECT device_id, COUNT(*) FROM job_history WHERE state = ? AND at >= ? "
+                                  "AND device_id IS NOT NULL GROUP BY device_id", (js.SENT, since)).fetchall()
+        return {d: n for d, n in rows}
+
+    async def counts(self, account: str | None = None) -> dict[tuple[str, int], int]:
+        return await self._run(self._counts, account)
+
+    def _counts(self, account: str | None) -> dict[tuple[str, int], int]:
+        if account is None:
+            rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs GROUP BY state, priority")
+        else:
+            rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs WHERE account = ? "
+                                      "GROUP BY state, priority", (account,))
+        return {(s, p): n for s, p, n in rows.fetchall()}

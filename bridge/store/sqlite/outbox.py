@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bridge.store.model import OutboxEvent, OutboxRow
+from bridge.store.model import OutboxEntry, OutboxEvent, OutboxRow
 from bridge.store.sqlite.base import SqliteBase, marks
 
 
@@ -91,3 +91,40 @@ class SqliteOutbox(SqliteBase):
                                    "delivered_at FROM outbox ORDER BY id LIMIT ?", (limit,))
         return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, delivered_at "
                                "FROM outbox WHERE account = ? ORDER BY id LIMIT ?", (account, limit))
+
+    async def outbox_entries(self, account: str, *, undelivered: bool = True,
+                             limit: int = 200) -> list[OutboxEntry]:
+        where = "account = ?" + (" AND delivered_at IS NULL" if undelivered else "")
+        rows = await self._run(self._select_rows,
+                               "SELECT id, account, kind, order_key, payload, created, attempts, next_attempt, "
+                               f"delivered_at, dead, last_error FROM outbox WHERE {where} ORDER BY id DESC LIMIT ?",
+                               (account, limit))
+        return [OutboxEntry(id=r[0], account=r[1], kind=r[2], order_key=r[3], payload=r[4], created=r[5],
+                            attempts=r[6], next_attempt=r[7], delivered_at=r[8], dead=bool(r[9]), last_error=r[10])
+                for r in rows]
+
+    def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
+                          now: float | None = None) -> int:
+        count: int = await self._run(self._tx(self._replay_dead), account, None if ids is None else list(ids),
+                                     now or time.time())
+        listener = self._recorder.listener
+        if count and listener is not None:
+            listener()
+        return count
+
+    def _replay_dead(self, db: sqlite3.Connection, account: str | None, ids: list[int] | None, now: float) -> int:
+        where, args = "dead = 1", list[Any]()
+        if account is not None:
+            where += " AND account = ?"
+            args.append(account)
+        if ids is not None:
+            if not ids:
+                return 0
+            where += f" AND id IN ({marks(len(ids))})"
+            args += ids
+        cur = db.execute(f"UPDATE outbox SET dead = 0, attempts = 0, created = ?, next_attempt = ? WHERE {where}",
+                         (now, now, *args))
+        return cur.rowcount

@@ -188,6 +188,15 @@ class SqliteRecords(SqliteBase):
 
     # -- messages ----------------------------------------------------------------------
 
+    async def last_activity(self, account: str) -> float:
+        return await self._run(self._last_activity, account)
+
+    def _last_activity(self, account: str) -> float:
+        row = self._conn.execute("SELECT MAX(COALESCE((SELECT MAX(updated) FROM jobs WHERE account = ?), 0), "
+                                 "COALESCE((SELECT MAX(stored_at) FROM inbound_sms WHERE account = ?), 0))",
+                                 (account, account)).fetchone()
+        return float(row[0])
+
     async def inbound(self, account: str, limit: int = 100) -> list[dict[str, Any]]:
         return await self._run(self._select_dicts,
                                "SELECT id, device_id, sender, text, received_at, incomplete FROM inbound_sms "

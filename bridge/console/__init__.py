@@ -1,0 +1,1 @@
+"""The web console at ``/console`` (docs/console.md)."""
