@@ -21,3 +21,14 @@ def iso_utc(ts: float) -> str:
     """``2025-01-15T14:30:00.000Z`` (milliseconds, UTC), as inSIM writes times."""
     ms = int(round(ts * 1000))
     return dt.datetime.fromtimestamp(ms // 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def same_number(a: str | None, b: str | None) -> bool:
+    """The same number as a phone or SIM stores it: with or without the country
+    prefix (the last 9 digits decide), or the same name (e.g. "Orange")."""
+    da = "".join(c for c in a or "" if c.isdigit())
+    db = "".join(c for c in b or "" if c.isdigit())
+    if not da or not db:
+        return (a or "").strip().lower() == (b or "").strip().lower()
+    n = min(len(da), len(db), 9)
+    return da[-n:] == db[-n:]

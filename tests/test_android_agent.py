@@ -17,9 +17,9 @@ from fakes.mini_bridge import TIMEOUT_FACTOR, MiniBridge, wait_until
 from fakes.termux.termux_fake import PhoneState
 
 from device_agents import protocol
-from device_agents.android.backend import same_number
 from device_agents.android.build import build_archive
 from device_agents.android.termux import PhoneClock, parse_duration
+from device_agents.common import same_number
 
 DEVICE = "phone-1"
 TOKEN = "t0ken-phone-1"

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol
+from ..common import same_number
 from ..runtime import Reporter
 from .termux import PhoneClock, TermuxApi, parse_duration
 
@@ -56,16 +57,6 @@ WAITING_BOXES = frozenset({"outbox", "queued"})
 CALL_DIRECTIONS = {"INCOMING": "incoming", "OUTGOING": "outgoing", "MISSED": "missed",
                    "REJECTED": "missed", "BLOCKED": "missed"}
 DIAL_MATCH_S = 600.0  # an outgoing call this soon after a dial job belongs to it
-
-
-def same_number(a: str | None, b: str | None) -> bool:
-    """Numbers as the phone stores them may lose or gain the country prefix."""
-    da = "".join(c for c in a or "" if c.isdigit())
-    db = "".join(c for c in b or "" if c.isdigit())
-    if not da or not db:
-        return (a or "").strip().lower() == (b or "").strip().lower()
-    n = min(len(da), len(db), 9)
-    return da[-n:] == db[-n:]
 
 
 def _same_text(a: str | None, b: str | None) -> bool:

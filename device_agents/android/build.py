@@ -17,7 +17,7 @@ from pathlib import Path
 
 SHEBANG = b"#!/data/data/com.termux/files/usr/bin/python\n"
 ENTRY = b"import sys\nfrom device_agents.android.agent import main\nsys.exit(main())\n"
-AGENT_MODULES = ("__init__.py", "protocol.py", "journal.py", "runtime.py", "tasks.py", "pairing.py")
+AGENT_MODULES = ("__init__.py", "protocol.py", "journal.py", "runtime.py", "tasks.py", "pairing.py", "common.py")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from device_agents import protocol
+from device_agents.common import same_number
 from device_agents.runtime import Reporter
 
 from . import smsgate, termux
@@ -44,16 +45,6 @@ class Route(Protocol):
         """Where reports that come later (webhooks, polls) go: the phone's agent runtime."""
 
     async def aclose(self) -> None: ...
-
-
-def same_number(a: str | None, b: str | None) -> bool:
-    """Numbers as the phone stores them may lose or gain the country prefix."""
-    da = "".join(c for c in a or "" if c.isdigit())
-    db = "".join(c for c in b or "" if c.isdigit())
-    if not da or not db:
-        return (a or "").strip().lower() == (b or "").strip().lower()
-    n = min(len(da), len(db), 9)
-    return da[-n:] == db[-n:]
 
 
 def why(result: Shell) -> str:
