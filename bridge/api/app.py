@@ -33,7 +33,7 @@ from bridge.api.views import DaemonView, MetricsSource
 from bridge.api.workers import SplitPool
 from bridge.config import Config
 
-SENDSMS_PATHS = ("/api/v1/sendsms", "/api/v1/sendSms", *ardary.SEND_PATHS)
+SENDSMS_PATHS = ("/api/v1/sendsms", "/api/v1/sendSms", *ardary.SEND_PATHS, ardary.SDK_SEND_PATH)
 
 
 class Api:
@@ -67,7 +67,7 @@ class Api:
         insim, notimation, codes, ops = self.insim, self.notimation, self.codes, self.ops
         for path in SENDSMS_PATHS:
             r.add_post(path, insim.sendsms)
-        for path in ("/api/v1/contact", "/api/contact"):
+        for path in ("/api/v1/contact", "/api/contact", ardary.SDK_CONTACT_PATH):
             r.add_post(path, insim.contact)
         for path in ("/api/v1/clicTocall", "/api/clicTocall"):
             r.add_post(path, insim.click_to_call)

@@ -153,23 +153,26 @@ def _paths() -> dict[str, Any]:
                                     "data": {"type": "array", "items": _ref("SendSmsResult")},
                                     "count_sent": INT}}]},
                      "one result per message (Ardary form: wrapped in data)"),
-        "400": ERROR, "401": _json({}, "#001 for every message"), "403": _json({}, "#002 for every message"),
-        "413": ERROR}, security=NONE, body=_ref("SendSmsRequest"), tags=("inSIM",))
+        "400": ERROR, "413": ERROR}, security=NONE, body=_ref("SendSmsRequest"), tags=("inSIM",))
     ardary_send = copy.deepcopy(send)
     ardary_send["summary"] = "Send SMS, older Ardary path (answer wrapped in data)"
     contact = _op("Create or update contacts", {
         "200": _json({"type": "object", "properties": {"data": {"type": "object", "properties": {
-            "contact": {"type": "array", "items": _ref("ContactResult")}}}}}, "one result per contact"),
-        "400": ERROR, **AUTH_ERRORS, "413": ERROR}, security=NONE, body=_ref("ContactRequest"), tags=("inSIM",))
+            "contact": {"type": "array", "items": _ref("ContactResult")}}}}}, "one result per contact; a wrong "
+            "login or key is an Error with #001 (#002: account disabled), also with HTTP 200"),
+        "400": ERROR, "413": ERROR}, security=NONE, body=_ref("ContactRequest"), tags=("inSIM",))
     call = _op("Click-to-call: the account's phone dials a number", {
-        "200": _json({"type": "array", "items": _ref("CallResult")}, "queued, or #002 (no phone connected)"),
-        "400": ERROR, **AUTH_ERRORS}, security=NONE, body=_ref("CallRequest"), tags=("inSIM",))
+        "200": _json({"oneOf": [{"type": "array", "items": _ref("CallResult")}, _ref("Error")]},
+                     "queued, or #002 (no phone connected); a wrong login or key: an Error with #001"),
+        "400": ERROR}, security=NONE, body=_ref("CallRequest"), tags=("inSIM",))
     sms_id = _p("id", STR, "id_sms_api, or in_<n> for an inbound SMS")
     return {
         "/api/v1/sendsms": {"post": send},
         "/api/sendSms": {"post": ardary_send},
         "/api/v1/contact": {"post": contact},
         "/api/contact": {"post": copy.deepcopy(contact)},
+        "/api/sendSmsSolo": {"post": dict(copy.deepcopy(send), summary="Send SMS (the official SDKs' path)")},
+        "/api/addcontactSolo": {"post": dict(copy.deepcopy(contact), summary="Contacts (the official SDKs' path)")},
         "/api/v1/clicTocall": {"post": call},
         "/api/v1/qualification": {"post": _op("Call qualification from the interface", {
             "200": _json(_envelope({"type": "object"}), "recorded; a qualification webhook follows"),

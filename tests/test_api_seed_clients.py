@@ -1,0 +1,153 @@
+"""The seeds' own client examples, run verbatim in their own languages against
+a running daemon: only the scheme and host are changed (as an alias or a hosts
+entry would). The examples are in tests/clients/; curl, php-cli and node come
+from Debian, the Node libraries from npm (``npm ci`` in tests/clients/), Python
+requests from the test extras. A test whose runtime is missing is skipped, naming it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from api_util import radio, serving
+from conftest import make_config, timeout, wait_until
+
+CLIENTS = Path(__file__).parent / "clients"
+NODE_MODULES = CLIENTS / "node_modules"
+
+USER = {"login": "user@email.com", "access_key": "your-access-key"}
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (.ci/run installs it)")
+    return path
+
+
+def need_node_modules() -> None:
+    if not (NODE_MODULES / "request").is_dir():
+        pytest.skip("the Node libraries are not installed: run `npm ci` in tests/clients")
+
+
+def rehost(text: str, daemon, *hosts: str) -> str:
+    """The example with its product's scheme and host replaced by the daemon's."""
+    base = f"http://127.0.0.1:{daemon.api_port}"
+    for host in hosts:
+        text = text.replace(host, base)
+    return text
+
+
+async def run(argv: list[str], *, cwd: Path | None = None, stdin: bytes | None = None) -> str:
+    """Run a client to its end (within a scaled deadline); its standard output."""
+    env = dict(os.environ, NODE_PATH=str(NODE_MODULES))
+    proc = await asyncio.create_subprocess_exec(*argv, cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout(30))
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"{argv[0]} did not finish") from None
+    assert proc.returncode == 0, f"{argv}: exit {proc.returncode}: {err.decode(errors='replace')[-2000:]}"
+    return out.decode()
+
+
+def example(daemon, tmp_path: Path, name: str, *hosts: str) -> Path:
+    """A copy of the example ``name`` with the host changed."""
+    source = CLIENTS / name
+    target = tmp_path / source.name
+    target.write_text(rehost(source.read_text(), daemon, *hosts))
+    return target
+
+
+INSIM = "https://www.insim.app"
+
+
+# -- seed 000: inSIM -------------------------------------------------------------------
+
+async def test_seed_000_curl_examples(tmp_path):
+    need("curl")
+    async with serving(make_config(tmp_path, accounts=[USER])) as daemon:
+        out = await run(["sh", str(example(daemon, tmp_path, "seed000/quick_start.sh", INSIM))])
+        [answer] = json.loads(out)
+        assert answer["sent"] == 1 and answer["phone_number"] == "+33612345678"
+        assert re.fullmatch(r"[A-Za-z0-9]{15}", answer["id_sms_api"]) and answer["sms_per_message"] == 1
+        out = await run(["sh", str(example(daemon, tmp_path, "seed000/contact.sh", INSIM))])
+        [contact] = json.loads(out)["data"]["contact"]
+        assert contact["result"] == "success" and contact["phonenumber"] == "+33612345678"
+        assert (contact["firstname"], contact["lastname"]) == ("John", "Doe")
+        out = await run(["sh", str(example(daemon, tmp_path, "seed000/clictocall.sh", INSIM))])
+        [call] = json.loads(out)
+        assert call["info"] == "please make sure the phone is connected and inSIM is running"
+        assert call["result"] == "success" and call["errors"] == []
+        await wait_until(lambda: radio(daemon), what="the SMS on the air")
+
+
+async def test_seed_000_python_requests_example(tmp_path):
+    pytest.importorskip("requests")
+    async with serving(make_config(tmp_path, accounts=[USER])) as daemon:
+        out = await run([sys.executable, str(example(daemon, tmp_path, "seed000/send.py", INSIM))])
+        # print(response.json()): a Python list of one dict.
+        assert "'sent': 1" in out and "'message': 'Test from Python'" in out
+
+
+async def test_seed_000_php_example_and_its_error_code(tmp_path):
+    php = need("php")
+    async with serving(make_config(tmp_path, accounts=[USER])) as daemon:
+        script = example(daemon, tmp_path, "seed000/send.php", INSIM)
+        [answer] = json.loads(await run([php, str(script)]))
+        assert answer["sent"] == 1 and answer["message"] == "Test from PHP"
+        # A wrong key: file_get_contents still reads the answer, and it says #001.
+        script.write_text(script.read_text().replace("your-access-key", "not-the-key"))
+        out = await run([php, str(script)])
+        assert "#001" in out
+        [answer] = json.loads(out)
+        assert answer["error"] == ["#001"] and answer["sent"] == 0
+
+
+# -- the official SDKs ---------------------------------------------------------------
+
+NODE_SDK_KEY = "xYGt5Dl9wKvz+#RGGU!PjVB+KfiJAYnh%z4&q7oLL3xHRJ1KiN"
+PHP_SDK_KEY = "xYGt5Dl9wKvz+#RGGU!PjVB+KfiJAYnh%z4&"
+
+
+async def test_node_sdk_requests(tmp_path):
+    node = need("node")
+    need_node_modules()
+    account = {"login": "user@gmail.com", "access_key": NODE_SDK_KEY}
+    config = make_config(tmp_path, accounts=[account], devices=[
+        {"id": "sim-1", "kind": "virtual", "account": "user@gmail.com", "latency": 0.0, "jitter": 0.0,
+         "delivery_delay": 0.0, "max_per_minute": 0}], api={"default_region": "FR"})
+    async with serving(config) as daemon:
+        out = await run([node, str(CLIENTS / "sdk/send_node.js"), f"http://127.0.0.1:{daemon.api_port}"])
+        answers = json.loads(out)
+        [sent] = answers["send"]
+        assert sent["sent"] == 1 and sent["user"] == "user@gmail.com"
+        # url without a placeholder: the tracked link is appended, as the README's answer shows.
+        assert re.fullmatch(r"Hi Cassandra, can you confirm our appointement\? http://127\.0\.0\.1:8080/l/\w+",
+                            sent["message"]), sent["message"]
+        [contact] = answers["contact"]["data"]["contact"]
+        assert contact["result"] == "success" and contact["phonenumber"] == "+33654123456"
+        assert contact["first_name"] == "Joe"
+
+
+async def test_php_sdk_requests(tmp_path):
+    php = need("php")
+    account = {"login": "user@gmail.com", "access_key": PHP_SDK_KEY}
+    config = make_config(tmp_path, accounts=[account], devices=[
+        {"id": "sim-1", "kind": "virtual", "account": "user@gmail.com", "latency": 0.0, "jitter": 0.0,
+         "delivery_delay": 0.0, "max_per_minute": 0}])
+    async with serving(config) as daemon:
+        out = await run([php, str(CLIENTS / "sdk/send_php.php"), f"http://127.0.0.1:{daemon.api_port}"])
+        answers = json.loads(out)
+        assert [a["sent"] for a in answers["send"]] == [1, 1]
+        assert "/l/" in answers["send"][0]["message"]
+        assert answers["send"][1]["message"] == "Dear customer, your package has been sent"
+        assert [c["result"] for c in answers["contact"]["data"]["contact"]] == ["success", "success"]
