@@ -28,7 +28,7 @@ DEVICE_KINDS = ("virtual", "modem", "android")
 # bridge/devices/android/limits.py): at most 30 messages; the phone's agent
 # holds back whatever would go over 30 parts.
 ANDROID_DEFAULT_RATE = 30.0
-WEBHOOK_FORMATS = ("insim", "json")
+WEBHOOK_FORMATS = ("insim", "ardary", "notimation", "json")
 
 
 class ConfigError(ValueError):

@@ -28,19 +28,20 @@ def store_report(db: sqlite3.Connection, recorder: EventRecorder, keywords: Keyw
                  account: str, device_id: str, ev: protocol.Event, now: float) -> None:
     """Record an inbound SMS, a call event or a call note, and raise its webhook event."""
     if isinstance(ev, protocol.SmsReceived):
-        db.execute("INSERT INTO inbound_sms (account, device_id, sender, text, received_at, stored_at, "
-                   "sim, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (account, device_id, ev.sender, ev.text, ev.at, now, ev.sim, int(ev.incomplete)))
-        recorder.record(db, account, events.SMS_RECEIVED, f"in:{device_id}",
+        cur = db.execute("INSERT INTO inbound_sms (account, device_id, sender, text, received_at, stored_at, "
+                         "sim, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (account, device_id, ev.sender, ev.text, ev.at, now, ev.sim, int(ev.incomplete)))
+        # Each inbound SMS is its own message: one its receiver refuses holds back no other.
+        recorder.record(db, account, events.SMS_RECEIVED, f"in:{cur.lastrowid}",
                         {"from": ev.sender, "message": ev.text, "date": ev.at, "device_id": device_id,
-                         "incomplete": ev.incomplete}, now)
+                         "incomplete": ev.incomplete, "inbound_id": cur.lastrowid}, now)
         _opt_keyword(db, keywords, region, account, ev.sender, ev.text, now)
     elif isinstance(ev, protocol.CallEvent):
         job_id = int(ev.job_id) if ev.job_id and ev.job_id.isdigit() else None
-        db.execute("INSERT INTO call_events (account, device_id, direction, number, started_at, "
-                   "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (account, device_id, ev.direction, ev.number, ev.at, ev.duration_s, job_id, now))
-        recorder.record(db, account, events.call_kind(ev.direction), f"call:{device_id}",
+        cur = db.execute("INSERT INTO call_events (account, device_id, direction, number, started_at, "
+                         "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (account, device_id, ev.direction, ev.number, ev.at, ev.duration_s, job_id, now))
+        recorder.record(db, account, events.call_kind(ev.direction), f"call:{cur.lastrowid}",
                         {"phone_number": ev.number, "call_time": ev.at, "duration_s": ev.duration_s,
                          "direction": ev.direction, "device_id": device_id}, now)
     elif isinstance(ev, protocol.CallNote):
