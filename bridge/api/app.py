@@ -20,9 +20,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from bridge.api import ardary
-from bridge.api._store import CodeStore, JobQueue, RecordStore
+from bridge.api._store import CodeStore, JobQueue, OutboxStore, RecordStore
 from bridge.api.auth import Auth
 from bridge.api.codes import Codes
+from bridge.api.deadletters import DeadLetters
 from bridge.api.envelope import error_middleware
 from bridge.api.insim import Insim
 from bridge.api.links import Links
@@ -44,7 +45,8 @@ class Api:
 
     def __init__(self, *, config: Config, jobs: JobQueue, records: RecordStore, codes: CodeStore,
                  on_enqueued: Callable[[], None], daemon: DaemonView | None = None,
-                 metrics: MetricsSource | None = None, workers: SplitPool | None = None) -> None:
+                 metrics: MetricsSource | None = None, workers: SplitPool | None = None,
+                 outbox: OutboxStore | None = None) -> None:
         self.settings = Settings(config)
         self.workers = workers if workers is not None else SplitPool()
         auth = Auth(self.settings)
@@ -54,6 +56,7 @@ class Api:
         self.notimation = Notimation(settings=self.settings, auth=auth, jobs=jobs, records=records)
         self.codes = Codes(settings=self.settings, auth=auth, codes=codes, records=records, on_enqueued=on_enqueued)
         self.links = Links(records=records)
+        self.dead_letters = DeadLetters(auth=auth, outbox=outbox)
         self.ops = Ops(settings=self.settings, auth=auth, daemon=daemon, metrics=metrics)
 
     def reload(self, config: Config) -> None:
@@ -79,6 +82,8 @@ class Api:
         r.add_get("/api/v1/smscode", codes.list_codes)
         r.add_get("/api/v1/smscode/{id}", codes.get_code)
         r.add_post("/api/v1/verify_code", codes.verify)
+        r.add_get("/api/v1/webhooks/dead", self.dead_letters.list_dead)
+        r.add_post("/api/v1/webhooks/replay", self.dead_letters.replay)
         r.add_get("/l/{code}", self.links.follow, allow_head=False)
         r.add_get("/api/v1/openapi.json", ops.openapi)
         r.add_post("/api/v1/simulate/{what}", ops.simulate)

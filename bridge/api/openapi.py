@@ -230,6 +230,15 @@ def _paths() -> dict[str, Any]:
                                                      "(used by simbridge pair --revoke)", {
             "200": _json(_envelope({"type": "object"}), "checked"), "404": ERROR},
             params=[_p("id", STR, "device id")], security=[{"bearer": []}], tags=("operations",))},
+        "/api/v1/webhooks/dead": {"get": _op("Webhook events given up on (dead letters), oldest first", {
+            "200": _json(_envelope({"type": "array", "items": {"type": "object"}}), "the dead events"),
+            "400": ERROR, **AUTH_ERRORS}, params=[_q("take", {"type": "integer", "minimum": 1, "maximum": 1000},
+                                                   "how many (100)")], tags=("webhooks",))},
+        "/api/v1/webhooks/replay": {"post": _op("Send dead webhook events again (all, or those of ids)", {
+            "200": _json(_envelope({"type": "object", "properties": {"replayed": INT}}), "how many are live again"),
+            "400": ERROR, **AUTH_ERRORS}, body={"type": "object", "properties": {
+                "ids": {"type": "array", "maxItems": 500, "items": {"type": "integer", "minimum": 1}}}},
+            tags=("webhooks",))},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text format",
                                                                "content": {"text/plain": {"schema": STR}}}},
                                 security=NONE, tags=("operations",))},

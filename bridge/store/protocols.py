@@ -147,6 +147,16 @@ class Outbox(Protocol):
         """Recorded events, oldest first (``id``, ``account``, ``kind``,
         ``order_key``, ``payload``, ``delivered_at``)."""
 
+    async def dead_letters(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Dead events (given up on), oldest first: ``id``, ``account``, ``kind``,
+        ``order_key``, ``payload``, ``created``, ``attempts``, ``last_error``."""
+
+    async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
+                          now: float | None = None) -> int:
+        """Make dead events of ``account`` (all accounts: None; only ``ids``
+        when given) live again, due now, with a fresh age and no attempts, in
+        one transaction; how many. The outbox listener is called when any is."""
+
 
 class Records(Protocol):
     """What the API and the devices record besides jobs."""

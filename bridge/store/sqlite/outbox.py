@@ -85,6 +85,37 @@ class SqliteOutbox(SqliteBase):
                                "COUNT(delivered_at) AS delivered, COALESCE(SUM(dead), 0) AS dead FROM outbox", ())
         return rows[0]
 
+    async def dead_letters(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        columns = "id, account, kind, order_key, payload, created, attempts, last_error"
+        if account is None:
+            return await self._run(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 "
+                                   "ORDER BY id LIMIT ?", (limit,))
+        return await self._run(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 AND account = ? "
+                               "ORDER BY id LIMIT ?", (account, limit))
+
+    async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
+                          now: float | None = None) -> int:
+        count: int = await self._run(self._tx(self._replay_dead), account, None if ids is None else list(ids),
+                                     now or time.time())
+        listener = self._recorder.listener
+        if count and listener is not None:
+            listener()
+        return count
+
+    def _replay_dead(self, db: sqlite3.Connection, account: str | None, ids: list[int] | None, now: float) -> int:
+        where, args = "dead = 1", []
+        if account is not None:
+            where += " AND account = ?"
+            args.append(account)
+        if ids is not None:
+            if not ids:
+                return 0
+            where += f" AND id IN ({marks(len(ids))})"
+            args += ids
+        cur = db.execute(f"UPDATE outbox SET dead = 0, attempts = 0, created = ?, next_attempt = ? WHERE {where}",
+                         (now, now, *args))
+        return cur.rowcount
+
     async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         if account is None:
             return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, "

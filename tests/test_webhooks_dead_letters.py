@@ -1,0 +1,66 @@
+"""An event its receiver keeps refusing holds back no other message's events,
+ends dead (visible through the API) and can be sent again."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+from aiohttp import web
+from api_util import BEARER, serving
+from conftest import api_url, make_config, timeout, wait_until
+
+
+async def test_a_refused_event_dies_alone_and_is_replayed(tmp_path):
+    received: list[str] = []
+    refuse = {"on": True}
+
+    async def hook(request: web.Request) -> web.Response:
+        sms = json.loads(request.query["message"])
+        if refuse["on"] and "poison" in sms["message"]:
+            return web.Response(status=422, text="cannot digest this one")
+        received.append(sms["message"])
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        config = make_config(tmp_path, accounts=[{
+            "login": "user@email.com", "access_key": "your-access-key",
+            "webhook_url": f"http://127.0.0.1:{port}/hook"}],
+            webhooks={"max_age": timeout(1.5), "backoff_initial": 0.05, "backoff_max": 0.2})
+        async with serving(config) as daemon, aiohttp.ClientSession() as http:
+            for text in ("poison", "one", "two", "three"):
+                async with http.post(api_url(daemon, "/api/v1/simulate/incoming-sms"), headers=BEARER,
+                                     json={"from": "+33612345678", "text": text}) as resp:
+                    assert resp.status == 200
+            # The others arrive while the refused one is still being retried.
+            await wait_until(lambda: sorted(received) == ["one", "three", "two"], what="the other messages")
+            assert (await daemon.store.outbox_counts())["dead"] == 0
+
+            async def dead():
+                async with http.get(api_url(daemon, "/api/v1/webhooks/dead"), headers=BEARER) as resp:
+                    assert resp.status == 200
+                    return (await resp.json())["data"]
+
+            [letter] = await wait_until(dead, within=10, what="the refused event dead")
+            assert letter["event"] == "sms_received" and letter["payload"]["message"] == "poison"
+            assert letter["last_error"].startswith("HTTP 422") and letter["attempts"] >= 2
+            refuse["on"] = False
+            async with http.post(api_url(daemon, "/api/v1/webhooks/replay"), headers=BEARER,
+                                 json={"ids": "all"}) as resp:
+                assert resp.status == 400
+            async with http.post(api_url(daemon, "/api/v1/webhooks/replay"), headers=BEARER,
+                                 json={"ids": [letter["id"]]}) as resp:
+                assert resp.status == 200 and (await resp.json())["data"] == {"replayed": 1}
+            await wait_until(lambda: "poison" in received, what="the replayed event delivered")
+            assert await dead() == []
+            counts = await daemon.store.outbox_counts()
+            assert counts["dead"] == 0 and counts["delivered"] == 4
+    finally:
+        await runner.cleanup()
