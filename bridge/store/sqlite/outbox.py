@@ -103,7 +103,7 @@ class SqliteOutbox(SqliteBase):
         return count
 
     def _replay_dead(self, db: sqlite3.Connection, account: str | None, ids: list[int] | None, now: float) -> int:
-        where, args = "dead = 1", []
+        where, args = "dead = 1", list[Any]()
         if account is not None:
             where += " AND account = ?"
             args.append(account)
