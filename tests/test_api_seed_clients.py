@@ -151,3 +151,48 @@ async def test_php_sdk_requests(tmp_path):
         assert "/l/" in answers["send"][0]["message"]
         assert answers["send"][1]["message"] == "Dear customer, your package has been sent"
         assert [c["result"] for c in answers["contact"]["data"]["contact"]] == ["success", "success"]
+
+
+# -- seed 004: Notimation ------------------------------------------------------------
+
+NOTIMATION = "https://api.notimation.com"
+
+
+def notimation_example(daemon, tmp_path: Path, name: str, **placeholders: str) -> Path:
+    """The curl example with the host, and its placeholders (BEARER_TOKEN, ID_MENSAJE, ...), filled in."""
+    path = example(daemon, tmp_path, f"seed004/{name}", NOTIMATION)
+    text = path.read_text().replace("BEARER_TOKEN", "your-access-key")
+    for key, value in placeholders.items():
+        text = text.replace(key, value)
+    path.write_text(text)
+    return path
+
+
+async def test_seed_004_curl_examples(tmp_path):
+    need("curl")
+    config = make_config(tmp_path, accounts=[USER], api={"default_region": "AR"})
+    async with serving(config) as daemon:
+        created = json.loads(await run(["sh", str(notimation_example(daemon, tmp_path, "create.sh"))]))
+        assert created["status"] == "success"
+        [data] = created["data"]
+        assert isinstance(data["sms_id"], int) and data["sms_status"] == "queued"
+        await wait_until(lambda: radio(daemon), what="the SMS on the air")
+        assert radio(daemon)[0]["to"] == "+5491155554444" and radio(daemon)[0]["text"] == "Hello!"
+        listed = json.loads(await run(["sh", str(notimation_example(daemon, tmp_path, "list.sh"))]))
+        [row] = listed["data"]
+        assert row["id"] == data["sms_id"] and row["direction"] == "outbound" and row["content"] == "Hello!"
+        assert row["phone_number"]["international_number"] == "+5491155554444"
+        assert row["phone_number"]["is_mobile"] is True
+        assert row["status"] in ("queued", "dispatched", "sent")
+        shown = json.loads(await run(["sh", str(notimation_example(daemon, tmp_path, "show.sh",
+                                                                   ID_MENSAJE=str(data["sms_id"])))]))
+        assert shown["status"] == "success" and shown["data"]["id"] == data["sms_id"]
+        looked = json.loads(await run(["sh", str(notimation_example(daemon, tmp_path, "phone_number.sh",
+                                                                    COUNTRY="ar", NUMBER="1155554444"))]))
+        assert looked["data"]["international_number"] == "+5491155554444" and looked["data"]["is_mobile"] is True
+        assert looked["data"]["number"] == "1155554444"
+        # A bad number: Notimation's error envelope, a 4xx.
+        bad = notimation_example(daemon, tmp_path, "create.sh")
+        bad.write_text(bad.read_text().replace("1155554444", "12"))
+        refused = json.loads(await run(["sh", str(bad)]))
+        assert refused["status"] == "error" and refused["message"]

@@ -53,7 +53,8 @@ class Api:
         self.insim = Insim(settings=self.settings, auth=auth, jobs=jobs, records=records, workers=self.workers,
                            on_enqueued=on_enqueued,
                            phones_online=daemon.phones_online if daemon is not None else lambda _login: False)
-        self.notimation = Notimation(settings=self.settings, auth=auth, jobs=jobs, records=records)
+        self.notimation = Notimation(settings=self.settings, auth=auth, jobs=jobs, records=records,
+                                     on_enqueued=on_enqueued)
         self.codes = Codes(settings=self.settings, auth=auth, codes=codes, records=records, on_enqueued=on_enqueued)
         self.links = Links(records=records)
         self.dead_letters = DeadLetters(auth=auth, outbox=outbox)
@@ -76,6 +77,7 @@ class Api:
             r.add_post(path, insim.click_to_call)
         r.add_post("/api/v1/qualification", insim.qualification)
         r.add_get("/api/v1/sms", notimation.list_sms)
+        r.add_post("/api/v1/sms", notimation.create_sms)
         r.add_get("/api/v1/sms/{id}", notimation.get_sms)
         r.add_get("/api/v1/phone_number/{country}/{number}", notimation.phone_number)
         r.add_post("/api/v1/smscode", codes.send)

@@ -100,14 +100,18 @@ SCHEMAS: dict[str, Any] = {
         "is_invalid": BOOL, "invalid_reason": NSTR, "operator": NSTR, "city": NSTR, "country": NSTR,
         "type": STR}},
     "Sms": {"type": "object", "required": ["id", "direction", "phone_number", "content", "status"], "properties": {
-        "id": {"type": "string", "description": "id_sms_api of an outgoing SMS, in_<n> of an inbound one"},
+        "id": {"type": "integer", "description": "Notimation's numeric id: 2n for outgoing job n, "
+                                                 "2n+1 for inbound SMS n"},
         "id_sms_api": NSTR, "direction": {"enum": ["outbound", "inbound"]}, "type": STR,
-        "phone_number": STR, "phone_number_info": {"oneOf": [_ref("PhoneNumber"), {"type": "null"}]},
-        "content": STR, "message": STR,
-        "status": {"enum": ["queued", "dispatched", "sent", "delivered", "failed", "expired", "cancelled",
-                            "received"]},
+        "phone_number": _ref("PhoneNumber"), "content": STR,
+        "status": {"enum": ["pending", "cancelled", "queued", "dispatched", "sent", "error", "received"]},
+        "state": {"type": "string", "description": "simbridge's own job state (extension)"},
         "status_message": NSTR, "created_at": TIME, "programmed_at": TIME, "sent_at": TIME, "updated_at": TIME,
         "history": {"type": "array", "items": {"type": "object"}}}},
+    "NotimationCreate": {"type": "object", "required": ["recipient", "message"], "properties": {
+        "recipient": {"oneOf": [STR, INT], "description": "the number; national numbers read in "
+                                                         "api.default_region"},
+        "message": STR, "api_key": STR}},
     "CodeRequest": {"type": "object", "required": ["phone_number"], "properties": {
         "phone_number": STR,
         "timeout": {"type": "integer", "minimum": 30, "maximum": 86400, "description": "validity, s (900)"},
@@ -165,7 +169,7 @@ def _paths() -> dict[str, Any]:
         "200": _json({"oneOf": [{"type": "array", "items": _ref("CallResult")}, _ref("Error")]},
                      "queued, or #002 (no phone connected); a wrong login or key: an Error with #001"),
         "400": ERROR}, security=NONE, body=_ref("CallRequest"), tags=("inSIM",))
-    sms_id = _p("id", STR, "id_sms_api, or in_<n> for an inbound SMS")
+    sms_id = _p("id", STR, "the numeric id (or, as extensions, the id_sms_api, or in_<n> for an inbound SMS)")
     return {
         "/api/v1/sendsms": {"post": send},
         "/api/sendSms": {"post": ardary_send},
@@ -181,12 +185,16 @@ def _paths() -> dict[str, Any]:
             "302": {"description": "redirect to the tracked URL"},
             "404": {"description": "unknown code"}}, security=NONE,
             params=[_p("code", STR, "the short code")], tags=("links",))},
-        "/api/v1/sms": {"get": _op("List SMS, outgoing and inbound, newest first (Notimation)", {
+        "/api/v1/sms": {"post": _op("Create and send one SMS (Notimation)", {
+            "200": _json(_envelope({"type": "array", "items": {"type": "object", "properties": {
+                "sms_id": INT, "sms_status": STR}}}), "queued"),
+            "400": ERROR, **AUTH_ERRORS, "422": ERROR}, body=_ref("NotimationCreate"), form=True, tags=("read",)),
+            "get": _op("List SMS, outgoing and inbound, newest first (Notimation)", {
             "200": _json(_envelope({"type": "array", "items": _ref("Sms")}), "the messages"),
             "400": ERROR, **AUTH_ERRORS}, params=[
                 _q("direction", {"type": "string", "enum": ["in", "out", "inbound", "outbound"]}, "filter"),
-                _q("status", STR, "queued, dispatched, sent, delivered, failed (or error), expired, "
-                                  "cancelled, received"),
+                _q("status", STR, "Notimation's pending, cancelled, queued, dispatched, sent, error, "
+                                  "received; or a simbridge state (delivered, failed, expired, unconfirmed)"),
                 _q("take", {"type": "integer", "minimum": 1, "maximum": 1000}, "how many (50)"),
                 _q("skip", {"type": "integer", "minimum": 0}, "how many to skip (0)"),
                 _q("api_key", STR, "the access key, if not sent as a Bearer token")], tags=("read",))},

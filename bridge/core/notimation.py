@@ -49,7 +49,7 @@ STATUS_FILTER: dict[str, tuple[str, ...]] = {
     "sent": (js.SENT, js.DELIVERED),
     "error": (js.FAILED,),
     "cancelled": (js.EXPIRED, js.CANCELLED),
-    "received": (js.DELIVERED,),  # and every inbound SMS
+    "received": (js.DELIVERED, "received"),  # "received": every inbound SMS too
 }
 
 # Our webhook event kinds in Notimation's event names (its webhook table).

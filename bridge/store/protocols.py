@@ -25,7 +25,7 @@ the :class:`EventFilter` it is given (``bridge.webhooks.policy``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from bridge.core.optout import Keywords
@@ -101,6 +101,9 @@ class JobQueue(Protocol):
         """Expire queued jobs whose ttl ran out; how many."""
 
     async def get_job(self, account: str, id_sms_api: str) -> Job | None: ...
+
+    async def get_job_by_id(self, account: str, job_id: int) -> Job | None:
+        """The account's job with that number (``Job.id``)."""
 
     async def history(self, job_id: int) -> list[dict[str, Any]]:
         """The job's states in order: ``state``, ``at``, ``device_id``, ``reason``."""
@@ -185,10 +188,13 @@ class Records(Protocol):
     async def add_call_note(self, account: str, number: str, text: str, *, source: str = "interface") -> int:
         """Record a call qualification and raise its ``call_qualification`` event."""
 
-    async def messages(self, account: str, *, direction: str | None = None, status: str | None = None,
-                       take: int = 50, skip: int = 0) -> list[dict[str, Any]]:
+    async def messages(self, account: str, *, direction: str | None = None,
+                       status: str | Sequence[str] | None = None, take: int = 50,
+                       skip: int = 0) -> list[dict[str, Any]]:
         """Outgoing SMS jobs (``direction`` "out") and inbound SMS ("in"),
-        newest first."""
+        newest first. ``status``: a job state or several (any of them);
+        "received" among them also selects the inbound SMS. Each row has
+        ``job_id`` (outgoing) or ``inbound_id`` (inbound), the record's number."""
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None: ...
 
