@@ -68,11 +68,13 @@ def _opt_keyword(db: sqlite3.Connection, keywords: Keywords, region: str | None,
     log.info("account %s: %s opted %s", account, mask_number(number), "out" if action == OPT_OUT else "in")
 
 
-_OUT_SELECT = ("SELECT 'out' AS direction, j.id_sms_api AS id, j.id AS job_id, j.id_sms_api, j.phone_number, j.message AS text, "
+_OUT_SELECT = ("SELECT 'out' AS direction, j.id_sms_api AS id, j.id AS job_id, j.id_sms_api, j.phone_number, "
+               "j.message AS text, "
                "j.state AS status, j.reason, j.created, j.due, j.updated, j.priority, j.parts, j.encoding, "
                "j.device_id, j.attempts, (SELECT MIN(h.at) FROM job_history AS h WHERE h.job_id = j.id "
                f"AND h.state = '{js.SENT}') AS sent_at FROM jobs AS j WHERE j.account = ? AND j.kind = 'sms'")
-_IN_SELECT = ("SELECT 'in' AS direction, 'in_' || i.id AS id, i.id AS inbound_id, NULL AS id_sms_api, i.sender AS phone_number, "
+_IN_SELECT = ("SELECT 'in' AS direction, 'in_' || i.id AS id, i.id AS inbound_id, NULL AS id_sms_api, "
+              "i.sender AS phone_number, "
               "i.text, 'received' AS status, NULL AS reason, i.stored_at AS created, NULL AS due, "
               "i.stored_at AS updated, NULL AS priority, NULL AS parts, NULL AS encoding, i.device_id, "
               "NULL AS attempts, NULL AS sent_at, i.received_at, i.incomplete FROM inbound_sms AS i "
