@@ -254,6 +254,9 @@ class AccountConfig:
     webhook_format: str = "insim"
     webhook_secret: str | None = None
     enabled: bool = True
+    # SMSFLOW's clients get a 24-hour token from a username and password (docs/api.md).
+    smsflow_username: str | None = None
+    smsflow_password: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -354,6 +357,8 @@ ACCOUNT_SPEC: Spec = {
     "webhook_format": ((str,), _one_of(*WEBHOOK_FORMATS)),
     "webhook_secret": ((str,), _nonempty),
     "enabled": ((bool,), None),
+    "smsflow_username": ((str,), _nonempty),
+    "smsflow_password": ((str,), _nonempty),
 }
 DEVICE_SPEC: Spec = {
     "id": ((str,), _nonempty),
@@ -481,6 +486,10 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
             raise ConfigError(f"accounts[{i}].login: duplicate login {values['login']!r}")
         if values.get("webhook_format") == "json" and "webhook_secret" not in values:
             raise ConfigError(f"accounts[{i}].webhook_secret: required when webhook_format = \"json\"")
+        if ("smsflow_username" in values) != ("smsflow_password" in values):
+            raise ConfigError(f"accounts[{i}].smsflow_password: smsflow_username and smsflow_password go together")
+        if "smsflow_username" in values and any(a.smsflow_username == values["smsflow_username"] for a in accounts):
+            raise ConfigError(f"accounts[{i}].smsflow_username: duplicate username {values['smsflow_username']!r}")
         accounts.append(AccountConfig(**values))
 
     raw_devices = data.get("devices", [])

@@ -50,6 +50,7 @@ class Daemon:
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
         self.metrics = Metrics(self)
         self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store, outbox=self.store,
+                       tokens=self.store,
                        on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics)
         self.listener.on_job_state = self.metrics.job_state
         self.notifier = Notifier()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from bridge.api import ardary
-from bridge.api._store import CodeStore, JobQueue, OutboxStore, RecordStore
+from bridge.api._store import ApiTokenStore, CodeStore, JobQueue, OutboxStore, RecordStore
 from bridge.api.auth import Auth
 from bridge.api.codes import Codes
 from bridge.api.deadletters import DeadLetters
@@ -30,10 +30,16 @@ from bridge.api.links import Links
 from bridge.api.notimation import Notimation
 from bridge.api.ops import Ops
 from bridge.api.settings import Settings
+from bridge.api.smsflow import Smsflow
 from bridge.api.views import DaemonView, MetricsSource
 from bridge.api.workers import SplitPool
 from bridge.config import Config
 
+# SMSFLOW (seed 002): each path with and without its final slash (its examples use both).
+SMSFLOW_ROUTES = (("/auth2/get_token_auth/", "POST", "get_token"), ("/auth2/revoke_token/", "POST", "revoke_token"),
+                  ("/apiv2/sms/", "POST", "send_sms"), ("/apiv2/sms/", "GET", "sms_info"),
+                  ("/apiv2/smscode/", "POST", "send_code"), ("/apiv2/smscode/", "GET", "list_codes"),
+                  ("/apiv2/verify_code/", "POST", "verify_code"), ("/apiv2/balance", "GET", "balance"))
 SENDSMS_PATHS = ("/api/v1/sendsms", "/api/v1/sendSms", *ardary.SEND_PATHS, ardary.SDK_SEND_PATH)
 
 
@@ -46,7 +52,7 @@ class Api:
     def __init__(self, *, config: Config, jobs: JobQueue, records: RecordStore, codes: CodeStore,
                  on_enqueued: Callable[[], None], daemon: DaemonView | None = None,
                  metrics: MetricsSource | None = None, workers: SplitPool | None = None,
-                 outbox: OutboxStore | None = None) -> None:
+                 outbox: OutboxStore | None = None, tokens: ApiTokenStore | None = None) -> None:
         self.settings = Settings(config)
         self.workers = workers if workers is not None else SplitPool()
         auth = Auth(self.settings)
@@ -58,6 +64,8 @@ class Api:
         self.codes = Codes(settings=self.settings, auth=auth, codes=codes, records=records, on_enqueued=on_enqueued)
         self.links = Links(records=records)
         self.dead_letters = DeadLetters(auth=auth, outbox=outbox)
+        self.smsflow = Smsflow(settings=self.settings, auth=auth, jobs=jobs, records=records, codes=codes,
+                               tokens=tokens, on_enqueued=on_enqueued)
         self.ops = Ops(settings=self.settings, auth=auth, daemon=daemon, metrics=metrics)
 
     def reload(self, config: Config) -> None:
@@ -84,6 +92,11 @@ class Api:
         r.add_get("/api/v1/smscode", codes.list_codes)
         r.add_get("/api/v1/smscode/{id}", codes.get_code)
         r.add_post("/api/v1/verify_code", codes.verify)
+        sf = self.smsflow
+        for path, method, handler in SMSFLOW_ROUTES:
+            bound = getattr(sf, handler)
+            for variant in (path, path.rstrip("/")) if path.endswith("/") else (path, path + "/"):
+                r.add_route(method, variant, bound)
         r.add_get("/api/v1/webhooks/dead", self.dead_letters.list_dead)
         r.add_post("/api/v1/webhooks/replay", self.dead_letters.replay)
         r.add_get("/l/{code}", self.links.follow, allow_head=False)

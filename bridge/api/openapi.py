@@ -150,6 +150,51 @@ def _p(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+SMSFLOW_ERROR = _json({"type": "object", "required": ["code", "message"],
+                       "properties": {"code": INT, "message": STR}}, "refused (SMSFLOW's shape)")
+TOKEN: list[dict[str, Any]] = [{"token": []}, {"bearer": []}]
+
+
+def _smsflow_paths() -> dict[str, Any]:
+    """SMSFLOW's paths (seed 002); each is served with and without its final slash."""
+    def op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None, security: Any = TOKEN,
+           params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return _op(summary, {"200": _json(ok, "done"), "400": SMSFLOW_ERROR, "401": SMSFLOW_ERROR,
+                             "403": SMSFLOW_ERROR, "404": SMSFLOW_ERROR, "409": SMSFLOW_ERROR,
+                             "410": SMSFLOW_ERROR}, security=security, body=body, form=body is not None,
+                   params=params, tags=("SMSFLOW",))
+    obj: dict[str, Any] = {"type": "object"}
+    paths = {
+        "/auth2/get_token_auth/": {"post": op("A token valid 24 h from a username and password", obj, body={
+            "type": "object", "required": ["username", "password"], "properties": {"username": STR,
+                                                                                    "password": STR}},
+            security=NONE)},
+        "/auth2/revoke_token/": {"post": op("Revoke the token presented (all of its user's with all=true)", obj,
+                                            body={"type": "object", "properties": {"all": STR}})},
+        "/apiv2/sms/": {
+            "post": op("Send an SMS", obj, body={"type": "object", "required": ["number", "message"], "properties": {
+                "number": STR, "message": STR, "sender_id": STR, "campagn_id": STR,
+                "planned_date": {"type": "string", "description": "unix time"}}}),
+            "get": op("One SMS (?id=SMS…), or the last 1,000", obj, params=[_q("id", STR, "the sms_id")])},
+        "/apiv2/smscode/": {
+            "post": op("Send a verification code", obj, body={"type": "object", "required": ["phone_number"],
+                                                             "properties": {"phone_number": STR,
+                                                                            "timeout": INT}}),
+            "get": op("List codes, or one with ?id=", obj, params=[_q("id", {"type": "integer", "minimum": 0},
+                                                                      "the code's id")])},
+        "/apiv2/verify_code/": {"post": op("Check a code", obj, body={
+            "type": "object", "required": ["phone_number", "code"],
+            "properties": {"phone_number": STR, "code": STR}})},
+        "/apiv2/balance": {"get": op("What the account can still send today (its devices' rates until "
+                                     "midnight)", obj)},
+    }
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        out[path] = item
+        out[path.rstrip("/") if path.endswith("/") else path + "/"] = copy.deepcopy(item)
+    return out
+
+
 def _paths() -> dict[str, Any]:
     send = _op("Send SMS (inSIM; the Ardary form too)", {
         "200": _json({"oneOf": [{"type": "array", "items": _ref("SendSmsResult")},
@@ -254,6 +299,7 @@ def _paths() -> dict[str, Any]:
                                             security=NONE, tags=("operations",))},
         "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"}, "ok")}, security=NONE,
                                 tags=("operations",))},
+        **_smsflow_paths(),
     }
 
 
@@ -272,6 +318,8 @@ def _document(public_url: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the account's access key"},
                 "api_key": {"type": "apiKey", "in": "query", "name": "api_key"},
+                "token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                          "description": "SMSFLOW: 'Token <token from /auth2/get_token_auth/>'"},
             },
         },
     }

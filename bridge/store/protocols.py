@@ -15,6 +15,7 @@ at any point loses nothing that was answered as accepted. The contract tests
                 links and their clicks, the message list
 ``Codes``       verification codes (hashed) and the SMS that carries each
 ``DeviceAuth``  pairing tokens of devices and their revocation
+``ApiTokens``   the API's own tokens (SMSFLOW's), hashed, and their revocation
 ``Lifecycle``   open, close, ping
 ``Store``       all of them: for the composition root (the daemon) only
 =============  ===========================================================
@@ -236,6 +237,20 @@ class DeviceAuth(Protocol):
         """The live pairing-token digests of a device, and its derived-token generation."""
 
 
-class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, Protocol):
+class ApiTokens(Protocol):
+    """Tokens handed out by the API (SMSFLOW's ``get_token_auth``), kept only as
+    their SHA-256 (hex), each with its account, the username that asked for
+    it and when it expires."""
+
+    async def add_api_token(self, digest: str, account: str, username: str, expires: float) -> None: ...
+
+    async def api_token(self, digest: str, *, now: float | None = None) -> tuple[str, str] | None:
+        """``(account, username)`` of a live token (not revoked, not expired), else None."""
+
+    async def revoke_api_tokens(self, *, digest: str | None = None, username: str | None = None) -> int:
+        """Revoke the token with that digest, or every token of that username; how many."""
+
+
+class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, ApiTokens, Protocol):
     """Every door at once: what the composition root builds and hands out,
     each component typing it by the doors it uses."""
