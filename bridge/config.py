@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import yarl
 
+from bridge.core import numbers
 from bridge.core.optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
 
 DEVICE_KINDS = ("virtual", "modem", "android")
@@ -144,6 +145,17 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return check
 
 
+def _note_senders(where: str, value: list[Any], region: str | None) -> tuple[str, ...]:
+    """Phone numbers (E.164 after reading), each a string."""
+    out: list[str] = []
+    for j, raw in enumerate(value):
+        try:
+            out.append(numbers.normalise(raw, region))
+        except ValueError as exc:
+            raise ConfigError(f"{where}[{j}]: {exc}") from None
+    return tuple(out)
+
+
 def _nonempty(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -257,6 +269,8 @@ class AccountConfig:
     # SMSFLOW's clients get a 24-hour token from a username and password (docs/api.md).
     smsflow_username: str | None = None
     smsflow_password: str | None = None
+    # Numbers whose "NOTE <number>: <text>" SMS to the account's phones are call notes (bridge/core/callnotes.py).
+    call_note_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,6 +373,7 @@ ACCOUNT_SPEC: Spec = {
     "enabled": ((bool,), None),
     "smsflow_username": ((str,), _nonempty),
     "smsflow_password": ((str,), _nonempty),
+    "call_note_senders": ((list,), None),
 }
 DEVICE_SPEC: Spec = {
     "id": ((str,), _nonempty),
@@ -486,6 +501,9 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
             raise ConfigError(f"accounts[{i}].login: duplicate login {values['login']!r}")
         if values.get("webhook_format") == "json" and "webhook_secret" not in values:
             raise ConfigError(f"accounts[{i}].webhook_secret: required when webhook_format = \"json\"")
+        if "call_note_senders" in values:
+            values["call_note_senders"] = _note_senders(f"accounts[{i}].call_note_senders",
+                                                        values["call_note_senders"], api.get("default_region"))
         if ("smsflow_username" in values) != ("smsflow_password" in values):
             raise ConfigError(f"accounts[{i}].smsflow_password: smsflow_username and smsflow_password go together")
         if "smsflow_username" in values and any(a.smsflow_username == values["smsflow_username"] for a in accounts):
