@@ -35,7 +35,7 @@ from aiohttp import web
 from bridge.api import bodies, verification
 from bridge.api._store import ApiTokenStore, CodeStore, Job, JobQueue, RecordStore, VerificationCode
 from bridge.api.auth import Auth
-from bridge.api.errors import E_OPTED_OUT, ERROR_TEXT, ApiError
+from bridge.api.errors import E_DISABLED, E_OPTED_OUT, ERROR_TEXT, ApiError
 from bridge.api.judging import judge_message, require_number, sms_job
 from bridge.api.settings import Settings
 from bridge.config import AccountConfig, Config
@@ -105,13 +105,28 @@ def _local(ts: float | None, zone: ZoneInfo) -> str:
     return "" if ts is None else dt.datetime.fromtimestamp(ts, zone).strftime("%d-%m-%Y %H:%M:%S")
 
 
-def sms_info(job: Job, zone: ZoneInfo) -> dict[str, Any]:
-    number, name = STATUS.get(job.state, (0, job.state))
-    return {"sms_id": sms_id(job.id), "creation_date": _local(job.created, zone),
-            "numero_destinataire": job.phone_number, "total_sms": str(job.parts), "campagne": None,
-            "status": number, "sender": job.device_id or "simbridge",
-            "planned_date": _local(job.due, zone) if job.due > job.created + 1 else "", "status_name": name,
-            "message": job.message, "id_sms_api": job.id_sms_api}
+def sms_info(*, job_id: int, state: str, created: float, due: float, phone_number: str, parts: int,
+             device_id: str | None, message: str, id_sms_api: str, zone: ZoneInfo) -> dict[str, Any]:
+    """SMSFLOW's SMS row (plus ``message`` and ``id_sms_api``)."""
+    number, name = STATUS.get(state, (0, state))
+    return {"sms_id": sms_id(job_id), "creation_date": _local(created, zone),
+            "numero_destinataire": phone_number, "total_sms": str(parts), "campagne": None,
+            "status": number, "sender": device_id or "simbridge",
+            "planned_date": _local(due, zone) if due > created + 1 else "", "status_name": name,
+            "message": message, "id_sms_api": id_sms_api}
+
+
+def job_info(job: Job, zone: ZoneInfo) -> dict[str, Any]:
+    return sms_info(job_id=job.id, state=job.state, created=job.created, due=job.due,
+                    phone_number=job.phone_number, parts=job.parts, device_id=job.device_id, message=job.message,
+                    id_sms_api=job.id_sms_api, zone=zone)
+
+
+def row_info(row: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
+    """From a row of the store's message list (an outgoing SMS)."""
+    return sms_info(job_id=row["job_id"], state=row["status"], created=row["created"], due=row["due"],
+                    phone_number=row["phone_number"], parts=row["parts"], device_id=row["device_id"],
+                    message=row["text"], id_sms_api=row["id_sms_api"], zone=zone)
 
 
 def code_info(code: VerificationCode, now: float) -> dict[str, Any]:
@@ -151,7 +166,7 @@ class Smsflow:
         if found is None or not ok or expected is None:
             raise ApiError(401, "wrong username or password")
         if not found.enabled:
-            raise ApiError(403, ERROR_TEXT["#002"])
+            raise ApiError(403, ERROR_TEXT[E_DISABLED])
         token = secrets.token_hex(20)
         await self._token_store().add_api_token(token_digest(token), found.login, username,
                                                 time.time() + TOKEN_TTL_S)
@@ -190,7 +205,7 @@ class Smsflow:
                 if account is None or account.smsflow_username != found[1]:
                     raise ApiError(401, "this token's user is no longer configured")
                 if not account.enabled:
-                    raise ApiError(403, ERROR_TEXT["#002"])
+                    raise ApiError(403, ERROR_TEXT[E_DISABLED])
                 return account
         try:
             return self.auth.bearer_enabled(request, params)
@@ -240,10 +255,9 @@ class Smsflow:
                 job = await self.jobs.get_job(account.login, wanted.strip()[:64])
             if job is None or job.kind != "sms":
                 raise ApiError(404, f"no SMS {wanted[:40]!r}")
-            return web.json_response({"data": [sms_info(job, zone)]})
+            return web.json_response({"data": [job_info(job, zone)]})
         rows = await self.records.messages(account.login, direction="out", take=LAST_SMS)
-        jobs = await asyncio.gather(*(self.jobs.get_job_by_id(account.login, r["job_id"]) for r in rows))
-        return web.json_response({"data": [sms_info(j, zone) for j in jobs if j is not None]})
+        return web.json_response({"data": [row_info(r, zone) for r in rows]})
 
     # -- codes ------------------------------------------------------------------------
 
