@@ -145,7 +145,7 @@ async def test_seed_000_express_receiver_reads_every_byte(tmp_path):
 
 
 async def php_receiver(tmp_path: Path, receiver: str, variables: tuple[str, ...], form: str,
-                       path: str = "/") -> tuple[list[dict[str, object]], Path]:
+                       path: str = "/", calls: int = 0) -> tuple[list[dict[str, object]], Path]:
     php = shutil.which("php")
     if php is None:
         pytest.skip("php-cli is not installed (.ci/run installs it)")
@@ -157,7 +157,11 @@ async def php_receiver(tmp_path: Path, receiver: str, variables: tuple[str, ...]
         config = make_config(tmp_path, accounts=[account(f"http://127.0.0.1:{port}{path}", form)])
         async with serving(config) as daemon, aiohttp.ClientSession() as http:
             await incoming(http, daemon, TEXT)
-            await wait_until(lambda: decoded(tmp_path), what="the receiver decoded the event")
+            for _ in range(calls):
+                async with http.post(api_url(daemon, "/api/v1/simulate/call"), headers=BEARER,
+                                     json={"from": SENDER, "duration": 323}) as resp:
+                    assert resp.status == 200, await resp.text()
+            await wait_until(lambda: len(decoded(tmp_path)) == 1 + calls, what="the receiver decoded the events")
     finally:
         await server.stop()
     return decoded(tmp_path), tmp_path
@@ -170,9 +174,13 @@ async def test_seed_000_php_receiver_reads_every_byte(tmp_path):
 
 
 async def test_seed_001_php_receiver_reads_the_ardary_form(tmp_path):
-    [row], _ = await php_receiver(tmp_path, "seed001_receiver.php",
-                                  ("status_message", "message", "click", "call"), "ardary")
-    message = row["message"]
+    rows, _ = await php_receiver(tmp_path, "seed001_receiver.php",
+                                 ("status_message", "message", "click", "call"), "ardary", calls=1)
+    [message] = [r["message"] for r in rows if "message" in r]
+    [call] = [r["call"] for r in rows if "call" in r]
+    assert call["TITLE"] == "INCOMING CALL" and call["PHONE_NUMBER"] == SENDER and call["DURATION"] == "00:05:23"
+    assert call["title"] == "incoming call" and call["phonenumber"] == SENDER
+    assert call["CALL_TIME"] == call["call_date"] and len(call["CALL_TIME"]) == 19
     assert message["title"] == "incoming sms" and message["from"] == SENDER
     assert message["message"] == message["body"] == TEXT
     assert len(message["date"]) == 19 and message["date"][4] == "-" and message["date"][13] == ":"
