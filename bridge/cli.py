@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("number")
     send.add_argument("text")
 
+    hooks = sub.add_parser("webhooks", help="webhook events given up on: list them, send them again "
+                                            "(daemon must run)")
+    hooks_sub = hooks.add_subparsers(dest="what", required=True)
+    dead = hooks_sub.add_parser("dead", help="list the account's dead webhook events")
+    replay = hooks_sub.add_parser("replay", help="send dead webhook events again (all, or the ids given)")
+    for p in (dead, replay):
+        _config_arg(p)
+        p.add_argument("--account")
+    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+
     devices = sub.add_parser("devices", help="devices and their health (daemon must run)")
     _config_arg(devices)
     devices.add_argument("--json", action="store_true", help="print a JSON array")
@@ -248,6 +258,19 @@ def _devices(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(config: Config, args: argparse.Namespace) -> int:
+    if args.what == "dead":
+        rows = _api_call(config, "GET", "/api/v1/webhooks/dead?take=1000", args.account)["data"]
+        for r in rows:
+            print(f"{r['id']}\t{r['event']}\t{r['created_at']}\t{r['attempts']} attempt(s)\t{r['last_error']}")
+        print(f"{len(rows)} dead webhook event(s)")
+        return 0
+    body = {"ids": args.ids} if args.ids else {}
+    replayed = _api_call(config, "POST", "/api/v1/webhooks/replay", args.account, body)["data"]["replayed"]
+    print(f"{replayed} webhook event(s) will be sent again")
+    return 0
+
+
 def _pair(config: Config, args: argparse.Namespace) -> int:
     from bridge.ops.pair import pair, revoke
 
@@ -288,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return _send(config, args)
         if args.command == "devices":
             return _devices(config, args)
+        if args.command == "webhooks":
+            return _webhooks(config, args)
         if args.command == "pair":
             return _pair(config, args)
     except ConfigError as exc:

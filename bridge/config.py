@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import yarl
 
+from bridge.core import numbers
 from bridge.core.optout import DEFAULT_START_WORDS, DEFAULT_STOP_WORDS
 
 DEVICE_KINDS = ("virtual", "modem", "android")
@@ -28,7 +29,7 @@ DEVICE_KINDS = ("virtual", "modem", "android")
 # bridge/devices/android/limits.py): at most 30 messages; the phone's agent
 # holds back whatever would go over 30 parts.
 ANDROID_DEFAULT_RATE = 30.0
-WEBHOOK_FORMATS = ("insim", "json")
+WEBHOOK_FORMATS = ("insim", "ardary", "notimation", "json")
 
 
 class ConfigError(ValueError):
@@ -142,6 +143,17 @@ def _one_of(*choices: str) -> Callable[[str], str]:
             raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}")
         return value
     return check
+
+
+def _note_senders(where: str, value: list[Any], region: str | None) -> tuple[str, ...]:
+    """Phone numbers (E.164 after reading), each a string."""
+    out: list[str] = []
+    for j, raw in enumerate(value):
+        try:
+            out.append(numbers.normalise(raw, region))
+        except ValueError as exc:
+            raise ConfigError(f"{where}[{j}]: {exc}") from None
+    return tuple(out)
 
 
 def _nonempty(value: str) -> str:
@@ -263,6 +275,11 @@ class AccountConfig:
     webhook_format: str = "insim"
     webhook_secret: str | None = None
     enabled: bool = True
+    # SMSFLOW's clients get a 24-hour token from a username and password (docs/api.md).
+    smsflow_username: str | None = None
+    smsflow_password: str | None = None
+    # Numbers whose "NOTE <number>: <text>" SMS to the account's phones are call notes (bridge/core/callnotes.py).
+    call_note_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,6 +387,9 @@ ACCOUNT_SPEC: Spec = {
     "webhook_format": ((str,), _one_of(*WEBHOOK_FORMATS)),
     "webhook_secret": ((str,), _nonempty),
     "enabled": ((bool,), None),
+    "smsflow_username": ((str,), _nonempty),
+    "smsflow_password": ((str,), _nonempty),
+    "call_note_senders": ((list,), None),
 }
 DEVICE_SPEC: Spec = {
     "id": ((str,), _nonempty),
@@ -501,6 +521,13 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
             raise ConfigError(f"accounts[{i}].login: duplicate login {values['login']!r}")
         if values.get("webhook_format") == "json" and "webhook_secret" not in values:
             raise ConfigError(f"accounts[{i}].webhook_secret: required when webhook_format = \"json\"")
+        if "call_note_senders" in values:
+            values["call_note_senders"] = _note_senders(f"accounts[{i}].call_note_senders",
+                                                        values["call_note_senders"], api.get("default_region"))
+        if ("smsflow_username" in values) != ("smsflow_password" in values):
+            raise ConfigError(f"accounts[{i}].smsflow_password: smsflow_username and smsflow_password go together")
+        if "smsflow_username" in values and any(a.smsflow_username == values["smsflow_username"] for a in accounts):
+            raise ConfigError(f"accounts[{i}].smsflow_username: duplicate username {values['smsflow_username']!r}")
         accounts.append(AccountConfig(**values))
 
     raw_devices = data.get("devices", [])

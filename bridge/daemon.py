@@ -52,8 +52,8 @@ class Daemon:
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens, on_job_state=self.metrics.job_state,
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
-        self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store,
-                       on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics, outbox=self.store,
+        self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store, outbox=self.store,
+                       tokens=self.store, on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics,
                        console=Console(ttl=config.console.session_ttl))
         self.notifier = Notifier()
         self._tg: asyncio.TaskGroup | None = None

@@ -45,7 +45,11 @@ def test_numbers():
     assert numbers.normalise_or_keep("SFR-INFO") == "SFR-INFO"
     assert mask_number("+33612345678") == "+336****5678"
     info = numbers.describe("1155554444", "AR")
-    assert info["is_invalid"] is False and info["is_mobile"] is False  # a Buenos Aires land line
+    # Seed 004 reads it as the mobile +54 9 11 5555-4444 (an SMS goes to mobiles only).
+    assert info["is_invalid"] is False and info["is_mobile"] is True
+    assert info["international_number"] == "+5491155554444" and info["number"] == "1155554444"
+    # A number that is no mobile with the 9 either (toll-free) stays what it is.
+    assert numbers.normalise("0800 123 4567", "AR") == "+548001234567"
     assert numbers.describe("+33612345678", None)["operator"] == "SFR"
 
 

@@ -141,7 +141,7 @@ async def test_cancel_through_the_api_only_while_queued(tmp_path):
 
         async def delivered():
             async with http.get(api_url(daemon, f"/api/v1/sms/{sent}"), headers=bearer(A)) as r:
-                return (await r.json())["data"]["status"] == "delivered"
+                return (await r.json())["data"]["state"] == "delivered"
         await wait_until(delivered, what="delivered")
         async with http.post(api_url(daemon, f"/api/v1/sms/{sent}/cancel"), headers=bearer(A)) as r:
             assert r.status == 409 and "delivered" in (await r.json())["message"]

@@ -51,7 +51,7 @@ def test_demo_curl_line_sends_an_sms_that_is_delivered(tmp_path):
         deadline = time.monotonic() + timeout(20)
         while True:
             with urllib.request.urlopen(req) as resp:
-                status = json.loads(resp.read())["data"]["status"]
+                status = json.loads(resp.read())["data"]["state"]
             if status == "delivered" or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

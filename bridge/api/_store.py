@@ -6,10 +6,11 @@ protocols: any backend that implements them will do)."""
 from __future__ import annotations
 
 from bridge.store.model import Contact, Enqueued, Job, Link, NewJob, OutboxEvent, VerificationCode, new_id_sms_api
+from bridge.store.protocols import ApiTokens as ApiTokenStore
 from bridge.store.protocols import Codes as CodeStore
 from bridge.store.protocols import JobQueue, Outbox
+from bridge.store.protocols import Outbox as OutboxStore
 from bridge.store.protocols import Records as RecordStore
 
-__all__ = ["CodeStore", "Contact", "Enqueued", "Job", "JobQueue", "Link", "NewJob", "Outbox", "OutboxEvent",
-           "RecordStore",
-           "VerificationCode", "new_id_sms_api"]
+__all__ = ["ApiTokenStore", "CodeStore", "Contact", "Enqueued", "Job", "JobQueue", "Link", "NewJob", "Outbox",
+           "OutboxEvent", "OutboxStore", "RecordStore", "VerificationCode", "new_id_sms_api"]

@@ -11,6 +11,10 @@ from typing import Any
 from aiohttp import web
 
 SEND_PATHS = ("/api/sendSms", "/api/sendsms")
+# The official SDKs (npm ``insim``, composer ``soloapi/apisolo``) post here; they
+# are answered in inSIM's shape (their READMEs show a plain list).
+SDK_SEND_PATH = "/api/sendSmsSolo"
+SDK_CONTACT_PATH = "/api/addcontactSolo"
 
 
 def send_answer(results: list[dict[str, Any]], status: int = 200) -> web.Response:

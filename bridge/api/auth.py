@@ -41,12 +41,16 @@ class Auth:
 
     def header_auth(self, body: Mapping[str, Any]) -> tuple[AccountConfig, dict[str, Any], bool]:
         """The enabled account of the body's ``header``, the header, and whether
-        it came in the Ardary form; else a 401 (#001) or 403 (#002)."""
+        it came in the Ardary form; else #001 or #002, answered with HTTP 200:
+        inSIM's and Ardary's clients read the code in the body (PHP's
+        ``file_get_contents``, the seeds' own example, returns false on a 4xx)."""
         header, ardary = insim_header(body)
         account = self.header_account(header)
         if account is None:
-            raise ApiError(401, ERROR_TEXT[E_AUTH], E_AUTH)
-        return enabled(account), header, ardary
+            raise ApiError(200, ERROR_TEXT[E_AUTH], E_AUTH)
+        if not account.enabled:
+            raise ApiError(200, ERROR_TEXT[E_DISABLED], E_DISABLED)
+        return account, header, ardary
 
     def bearer(self, request: web.Request, params: Mapping[str, Any] | None = None) -> AccountConfig:
         """Account of ``Authorization: Bearer KEY`` (or ``Token KEY``, or an

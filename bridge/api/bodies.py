@@ -74,7 +74,7 @@ def insim_header(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     if isinstance(header, list):
         return (header[0] if header and isinstance(header[0], dict) else {}), True
     if not isinstance(header, dict):
-        raise ApiError(400, "'header' must be an object with 'login' and 'accessKey'", E_AUTH)
+        raise ApiError(200, "'header' must be an object with 'login' and 'accessKey'", E_AUTH)
     return header, False
 
 

@@ -14,6 +14,9 @@ E_FORBIDDEN = "#004"
 E_EMPTY = "#006"
 E_NUMBER = "#007"
 E_UNKNOWN = "#009"
+# An id_sms_api sent again with another number or text: Ardary's table has no
+# code of its own for it, so its clients see #009 with the reason in error_message.
+E_REUSED = E_UNKNOWN
 ERROR_TEXT = {
     E_AUTH: "Authentification failed",
     E_DISABLED: "Your account is not activated yet!",

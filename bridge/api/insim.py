@@ -7,6 +7,7 @@ answered through :mod:`bridge.api.ardary`."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.api import ardary, bodies
-from bridge.api._store import Contact, Enqueued, JobQueue, NewJob, RecordStore, new_id_sms_api
+from bridge.api._store import Contact, Enqueued, Job, JobQueue, NewJob, RecordStore, new_id_sms_api
 from bridge.api.auth import Auth
 from bridge.api.envelope import iso, success
 from bridge.api.errors import (
@@ -25,6 +26,7 @@ from bridge.api.errors import (
     E_DISABLED,
     E_NUMBER,
     E_OPTED_OUT,
+    E_REUSED,
     ERROR_TEXT,
     ApiError,
 )
@@ -78,7 +80,9 @@ class Insim:
             failed = (None, ERROR_TEXT[code])
             results = [_answer(None, judge_message(i, m, header, priority, rules, failed), errors=(code,),
                                detail=ERROR_TEXT[code]) for i, m in enumerate(messages)]
-            return _respond(results, old_form, status=401 if account is None else 403)
+            # 200: inSIM's and Ardary's clients read the #00x code in the body (PHP's
+            # file_get_contents, the seeds' own example, returns false on any 4xx).
+            return _respond(results, old_form)
         # Phone numbers are most of the CPU: half of them are checked in the worker
         # process (only they travel: whole judged messages cost more to send back).
         raw_numbers = [m.get("phone_number", m.get("phonenumber")) if isinstance(m, dict) else None
@@ -97,7 +101,10 @@ class Insim:
         by_index = {j.index: e for (j, _), e in zip(good, enqueued, strict=True)}
         if any(e.created for e in enqueued):
             self.on_enqueued()
-        results = [_answer(account.login, j, enqueued=by_index.get(j.index)) for j in judged]
+        public_url = rules.public_url
+        results = [_reused(account.login, j, e, public_url) if e is not None and j.new is not None
+                   and not _same_content(j.new, e.job, public_url) else _answer(account.login, j, enqueued=e)
+                   for j in judged for e in (by_index.get(j.index),)]
         log.info("account %s: %d message(s) accepted, %d refused", account.login, len(good),
                  len(judged) - len(good))
         return _respond(results, old_form)
@@ -172,6 +179,32 @@ class Insim:
         note_id = await self.records.add_call_note(account.login, number, text.strip(), source="interface")
         return success({"id": note_id, "phone_number": number, "qualification": text.strip(),
                         "source": "interface", "title": "call_qualification_from_interface"})
+
+
+# -- idempotency -----------------------------------------------------------------------
+
+def _without_link(text: str, public_url: str) -> str:
+    """The text with its tracked link's random code blanked (two sends of one
+    message differ only there)."""
+    return re.sub(re.escape(public_url) + r"/l/[A-Za-z0-9]+", "[Link]", text)
+
+
+def _same_content(new: NewJob, job: Job, public_url: str) -> bool:
+    """Whether a message sent again under an ``id_sms_api`` already used is the
+    same message: same number, text and tracked URL."""
+    if new.phone_number != job.phone_number or new.url != job.url or new.kind != job.kind:
+        return False
+    return new.message == job.message or (
+        new.url is not None and _without_link(new.message, public_url) == _without_link(job.message, public_url))
+
+
+def _reused(login: str, j: Judged, enqueued: Enqueued, public_url: str) -> dict[str, Any]:
+    """An ``id_sms_api`` already used for another message: refused, never dropped silently."""
+    job = enqueued.job
+    detail = (f"id_sms_api {job.id_sms_api!r} was already used for another message (to {mask_number(job.phone_number)}"
+              f", {'the same' if job.message == j.message else 'another'} text); nothing was sent for this one: "
+              "give each message its own id_sms_api")
+    return _answer(login, j, errors=(E_REUSED,), detail=detail)
 
 
 # -- answers -------------------------------------------------------------------------

@@ -218,11 +218,16 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         return Judged(index, None, tuple(dict.fromkeys(errors)), "; ".join(details), number, shown_text,
                       id_sms_api)
     code = None
-    if url and any(p in text for p in LINK_PLACEHOLDERS):
+    if url:
         code = "".join(secrets.choice(LINK_ALPHABET) for _ in range(LINK_CODE_CHARS))
         short = f"{rules.public_url}/l/{code}"  # as bridge.api.links.short_url writes it
-        for placeholder in LINK_PLACEHOLDERS:
-            text = text.replace(placeholder, short)
+        if any(p in text for p in LINK_PLACEHOLDERS):
+            for placeholder in LINK_PLACEHOLDERS:
+                text = text.replace(placeholder, short)
+        else:
+            # A url without a placeholder: the link goes at the end, after a space
+            # (the official SDKs' README answers show it so).
+            text = f"{text} {short}"
         if len(text) > MAX_MESSAGE_CHARS:
             # Checked after expansion: what goes to the phone is what must fit.
             return Judged(index, None, (E_UNKNOWN,), f"message is longer than {MAX_MESSAGE_CHARS} characters "

@@ -23,12 +23,11 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from bridge.api import bodies
-from bridge.api._store import JobQueue, Outbox, OutboxEvent, RecordStore
+from bridge.api._store import Job, JobQueue, Outbox, OutboxEvent, RecordStore
 from bridge.api.auth import Auth
 from bridge.api.envelope import iso, success
 from bridge.api.errors import E_OPTED_OUT, ERROR_TEXT, ApiError
 from bridge.api.judging import judge_message, normalise_batch
-from bridge.api.notimation import job_view
 from bridge.api.settings import Settings
 from bridge.api.views import DaemonView
 from bridge.config import AccountConfig
@@ -40,6 +39,24 @@ THREAD_SCAN = 2000  # messages read to build the thread list
 MAX_TEXT = 1600
 KEEPALIVE_S = 15.0
 TEST_EVENT_KIND = "sms_received"
+
+
+
+def job_view(job: Job, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One outgoing job (SMS or call) as the management routes show it: our
+    own state names (``status`` is the job's state), with its history when given."""
+    sent_at = next((h["at"] for h in history or () if h["state"] == js.SENT), None)
+    view: dict[str, Any] = {
+        "id": job.id_sms_api, "id_sms_api": job.id_sms_api, "direction": "outbound", "type": job.kind,
+        "phone_number": job.phone_number, "message": job.message, "status": job.state, "state": job.state,
+        "reason": job.reason, "priority": job.priority, "created_at": iso(job.created),
+        "date_to_send": iso(job.due), "sent_at": iso(sent_at), "updated_at": iso(job.updated),
+        "sms_per_message": job.parts, "encoding": job.encoding, "device_id": job.device_id,
+        "attempts": job.attempts, "url": job.url}
+    if history is not None:
+        view["history"] = [{"status": h["state"], "at": iso(h["at"]), "device_id": h["device_id"],
+                            "reason": h["reason"]} for h in history]
+    return view
 
 
 class Manage:

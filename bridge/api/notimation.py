@@ -1,85 +1,105 @@
-"""The read side, in Notimation's shapes and envelope: the message list
-(``GET /api/v1/sms``, outgoing and inbound), one message with its history
-and tracked links (``GET /api/v1/sms/{id}``), and the phone-number lookup
-(``GET /api/v1/phone_number/{country}/{number}``). Bearer authentication."""
+"""Notimation's API (seed 004), in its shapes and envelope: ``POST
+/api/v1/sms`` (``{recipient, message}``), the message list (``GET
+/api/v1/sms``, outgoing and inbound, its ``direction`` / ``status`` / ``take``
+/ ``skip`` filters), one message (``GET /api/v1/sms/{id}``), and the
+phone-number lookup (``GET /api/v1/phone_number/{country}/{number}``).
+Messages have Notimation's numeric ids and status names
+(:mod:`bridge.core.notimation`) and ``phone_number`` as its object. Bearer
+authentication (or ``api_key``)."""
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 import phonenumbers
 from aiohttp import web
 
+from bridge.api import bodies
 from bridge.api._store import Job, JobQueue, RecordStore
 from bridge.api.auth import Auth
 from bridge.api.bodies import int_param
 from bridge.api.envelope import iso, success
-from bridge.api.errors import ApiError
+from bridge.api.errors import E_OPTED_OUT, ERROR_TEXT, ApiError
+from bridge.api.judging import judge_message
 from bridge.api.links import link_view
 from bridge.api.settings import Settings
 from bridge.core import jobstates as js
+from bridge.core import notimation as nm
 from bridge.core import numbers
 
 MAX_TAKE = 1000
 DEFAULT_TAKE = 50
 MAX_SKIP = 10_000_000
+MAX_ID = 2**62
 DIRECTIONS = {"in": "in", "inbound": "in", "incoming": "in", "out": "out", "outbound": "out", "outgoing": "out"}
-STATUS_FILTERS = {**{s: s for s in js.STATES}, "received": "received", "error": js.FAILED}
+# Notimation's status filters, then our own state names (an extension).
+STATUS_FILTERS: dict[str, tuple[str, ...]] = {**{s: (s,) for s in js.STATES}, **nm.STATUS_FILTER}
 INBOUND_ID_RE = re.compile(r"in_(\d{1,18})")
 
 
 @functools.lru_cache(maxsize=4096)
-def describe_number(number: str, region: str | None) -> dict[str, Any] | None:
+def _describe(number: str, region: str | None) -> dict[str, Any] | None:
     try:
         return numbers.describe(number, region)
     except ValueError:
         return None
 
 
+def phone_object(number: str, region: str | None) -> dict[str, Any]:
+    """Notimation's ``phone_number`` object; a sender that is no number (a
+    short code, a name) is kept as it is, marked invalid."""
+    described = _describe(number, region)
+    if described is not None:
+        return dict(described)
+    return {"number": number, "formatted_number": number, "international_number": None, "is_mobile": False,
+            "is_invalid": True, "invalid_reason": "not a phone number", "operator": None, "city": None}
+
+
 def message_view(row: dict[str, Any], region: str | None) -> dict[str, Any]:
     """A row of the message list (an outgoing job or an inbound SMS)."""
     outbound = row["direction"] == "out"
     view: dict[str, Any] = {
-        "id": row["id"], "id_sms_api": row["id_sms_api"],
+        "id": nm.outbound_id(row["job_id"]) if outbound else nm.inbound_id(row["inbound_id"]),
+        "phone_number": phone_object(row["phone_number"], region),
         "direction": "outbound" if outbound else "inbound",
-        "type": "sms", "phone_number": row["phone_number"],
-        "phone_number_info": describe_number(row["phone_number"], region),
-        "content": row["text"], "message": row["text"],
-        "status": row["status"], "status_message": row["reason"],
-        "created_at": iso(row["created"]), "programmed_at": iso(row["due"]),
-        "sent_at": iso(row["sent_at"]), "updated_at": iso(row["updated"]),
+        "content": row["text"],
+        "status": nm.STATUS.get(row["status"], row["status"]) if outbound else nm.INBOUND_STATUS,
+        "status_message": row["reason"],
+        "created_at": iso(row["created"]), "programmed_at": iso(row["due"]), "sent_at": iso(row["sent_at"]),
+        # extensions
+        "id_sms_api": row["id_sms_api"], "state": row["status"], "type": "sms", "updated_at": iso(row["updated"]),
         "device_id": row["device_id"],
     }
     if outbound:
-        view.update({"reason": row["reason"], "priority": row["priority"],
-                     "date_to_send": iso(row["due"]), "sms_per_message": row["parts"],
-                     "encoding": row["encoding"], "attempts": row["attempts"]})
+        view.update({"priority": row["priority"], "sms_per_message": row["parts"], "encoding": row["encoding"],
+                     "attempts": row["attempts"]})
     else:
-        view.update({"received_at": iso(row.get("received_at")),
-                     "incomplete": bool(row.get("incomplete"))})
+        view.update({"received_at": iso(row.get("received_at")), "incomplete": bool(row.get("incomplete"))})
     return view
 
 
-def job_view(job: Job, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def job_view(job: Job, region: str | None, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One outgoing job (SMS or call), with its state history when given."""
     sent_at = next((h["at"] for h in history or () if h["state"] == js.SENT), None)
     view: dict[str, Any] = {
-        "id": job.id_sms_api, "id_sms_api": job.id_sms_api, "direction": "outbound", "type": job.kind,
-        "phone_number": job.phone_number, "content": job.message, "message": job.message,
-        "status": job.state, "status_message": job.reason, "reason": job.reason, "priority": job.priority,
-        "created_at": iso(job.created), "programmed_at": iso(job.due), "sent_at": iso(sent_at),
-        "date_to_send": iso(job.due), "updated_at": iso(job.updated),
-        "sms_per_message": job.parts, "encoding": job.encoding, "device_id": job.device_id,
-        "attempts": job.attempts, "url": job.url}
+        "id": nm.outbound_id(job.id), "phone_number": phone_object(job.phone_number, region),
+        "direction": "outbound", "content": job.message, "status": nm.STATUS.get(job.state, job.state),
+        "status_message": job.reason, "created_at": iso(job.created), "programmed_at": iso(job.due),
+        "sent_at": iso(sent_at),
+        # extensions
+        "id_sms_api": job.id_sms_api, "state": job.state, "type": job.kind, "updated_at": iso(job.updated),
+        "priority": job.priority, "sms_per_message": job.parts, "encoding": job.encoding,
+        "device_id": job.device_id, "attempts": job.attempts, "url": job.url}
     if history is not None:
         view["history"] = [{"status": h["state"], "at": iso(h["at"]), "device_id": h["device_id"],
                             "reason": h["reason"]} for h in history]
     return view
 
 
-def _choice(value: str | None, table: dict[str, str], what: str) -> str | None:
+def _choice(value: str | None, table: dict[str, Any], what: str) -> Any:
     if value is None:
         return None
     if value.lower() not in table:
@@ -88,17 +108,37 @@ def _choice(value: str | None, table: dict[str, str], what: str) -> str | None:
 
 
 class Notimation:
-    def __init__(self, *, settings: Settings, auth: Auth, jobs: JobQueue, records: RecordStore) -> None:
+    def __init__(self, *, settings: Settings, auth: Auth, jobs: JobQueue, records: RecordStore,
+                 on_enqueued: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.auth = auth
         self.jobs = jobs
         self.records = records
+        self.on_enqueued = on_enqueued
+
+    async def create_sms(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/sms {recipient, message}``: one SMS, queued; Notimation's answer."""
+        params = await bodies.params(request)
+        account = self.auth.bearer_enabled(request, params)
+        recipient = params.get("recipient")
+        if recipient is None or recipient == "":
+            raise ApiError(400, "'recipient' is required: the number to send to")
+        rules = self.settings.rules
+        judged = judge_message(0, {"phone_number": recipient, "message": params.get("message")}, {}, 1, rules)
+        if judged.new is None:
+            raise ApiError(422, judged.detail or ERROR_TEXT[judged.errors[0]], judged.errors[0])
+        if await self.records.opted_out(account.login, [judged.new.phone_number]):
+            raise ApiError(422, ERROR_TEXT[E_OPTED_OUT], E_OPTED_OUT)
+        [enqueued] = await self.jobs.enqueue(account.login, [judged.new])
+        self.on_enqueued()
+        job = enqueued.job
+        return success([{"sms_id": nm.outbound_id(job.id), "sms_status": nm.STATUS.get(job.state, job.state)}])
 
     async def list_sms(self, request: web.Request) -> web.Response:
         account = self.auth.bearer(request)
         q = request.query
         direction = _choice(q.get("direction") or None, DIRECTIONS,
-                            "'direction' must be \"in\" (inbound) or \"out\" (outbound)")
+                            "'direction' must be \"inbound\" or \"outbound\"")
         status = _choice(q.get("status") or None, STATUS_FILTERS,
                          "'status' must be one of " + ", ".join(sorted(STATUS_FILTERS)))
         take = int_param(q, "take", DEFAULT_TAKE, 1, MAX_TAKE)
@@ -108,19 +148,30 @@ class Notimation:
         return success([message_view(r, region) for r in rows])
 
     async def get_sms(self, request: web.Request) -> web.Response:
+        """One message by Notimation's numeric id (or, as extensions, its
+        ``id_sms_api`` or ``in_<n>``)."""
         account = self.auth.bearer(request)
         wanted = request.match_info["id"]
         region = self.settings.region
-        job = await self.jobs.get_job(account.login, wanted)
-        if job is None:
+        job: Job | None = None
+        row: dict[str, Any] | None = None
+        if wanted.isdigit() and len(wanted) <= 18 and int(wanted) < MAX_ID:
+            direction, number = nm.split_id(int(wanted))
+            if direction == "out":
+                job = await self.jobs.get_job_by_id(account.login, number)
+            else:
+                row = await self.records.get_inbound(account.login, number)
+        if job is None and row is None:
+            job = await self.jobs.get_job(account.login, wanted)
+        if job is None and row is None:
             found = INBOUND_ID_RE.fullmatch(wanted)
             row = await self.records.get_inbound(account.login, int(found.group(1))) if found else None
-            if row is None:
-                raise ApiError(404, f"no SMS with id {wanted[:80]!r} for this account")
+        if row is not None:
             return success(message_view(row, region))
-        view = job_view(job, await self.jobs.history(job.id))
+        if job is None:
+            raise ApiError(404, f"no SMS with id {wanted[:80]!r} for this account")
+        view = job_view(job, region, await self.jobs.history(job.id))
         if job.kind == "sms":
-            view["phone_number_info"] = describe_number(job.phone_number, region)
             links = await self.records.links(account.login, job.id_sms_api)
             if links:
                 public_url = self.settings.config.api.public_url

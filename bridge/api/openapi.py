@@ -100,14 +100,18 @@ SCHEMAS: dict[str, Any] = {
         "is_invalid": BOOL, "invalid_reason": NSTR, "operator": NSTR, "city": NSTR, "country": NSTR,
         "type": STR}},
     "Sms": {"type": "object", "required": ["id", "direction", "phone_number", "content", "status"], "properties": {
-        "id": {"type": "string", "description": "id_sms_api of an outgoing SMS, in_<n> of an inbound one"},
+        "id": {"type": "integer", "description": "Notimation's numeric id: 2n for outgoing job n, "
+                                                 "2n+1 for inbound SMS n"},
         "id_sms_api": NSTR, "direction": {"enum": ["outbound", "inbound"]}, "type": STR,
-        "phone_number": STR, "phone_number_info": {"oneOf": [_ref("PhoneNumber"), {"type": "null"}]},
-        "content": STR, "message": STR,
-        "status": {"enum": ["queued", "dispatched", "sent", "delivered", "failed", "expired", "cancelled",
-                            "received"]},
+        "phone_number": _ref("PhoneNumber"), "content": STR,
+        "status": {"enum": ["pending", "cancelled", "queued", "dispatched", "sent", "error", "received"]},
+        "state": {"type": "string", "description": "simbridge's own job state (extension)"},
         "status_message": NSTR, "created_at": TIME, "programmed_at": TIME, "sent_at": TIME, "updated_at": TIME,
         "history": {"type": "array", "items": {"type": "object"}}}},
+    "NotimationCreate": {"type": "object", "required": ["recipient", "message"], "properties": {
+        "recipient": {"oneOf": [STR, INT], "description": "the number; national numbers read in "
+                                                         "api.default_region"},
+        "message": STR, "api_key": STR}},
     "CodeRequest": {"type": "object", "required": ["phone_number"], "properties": {
         "phone_number": STR,
         "timeout": {"type": "integer", "minimum": 30, "maximum": 86400, "description": "validity, s (900)"},
@@ -146,6 +150,51 @@ def _p(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+SMSFLOW_ERROR = _json({"type": "object", "required": ["code", "message"],
+                       "properties": {"code": INT, "message": STR}}, "refused (SMSFLOW's shape)")
+TOKEN: list[dict[str, Any]] = [{"token": []}, {"bearer": []}]
+
+
+def _smsflow_paths() -> dict[str, Any]:
+    """SMSFLOW's paths (seed 002); each is served with and without its final slash."""
+    def op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None, security: Any = TOKEN,
+           params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return _op(summary, {"200": _json(ok, "done"), "400": SMSFLOW_ERROR, "401": SMSFLOW_ERROR,
+                             "403": SMSFLOW_ERROR, "404": SMSFLOW_ERROR, "409": SMSFLOW_ERROR,
+                             "410": SMSFLOW_ERROR}, security=security, body=body, form=body is not None,
+                   params=params, tags=("SMSFLOW",))
+    obj: dict[str, Any] = {"type": "object"}
+    paths = {
+        "/auth2/get_token_auth/": {"post": op("A token valid 24 h from a username and password", obj, body={
+            "type": "object", "required": ["username", "password"], "properties": {"username": STR,
+                                                                                    "password": STR}},
+            security=NONE)},
+        "/auth2/revoke_token/": {"post": op("Revoke the token presented (all of its user's with all=true)", obj,
+                                            body={"type": "object", "properties": {"all": STR}})},
+        "/apiv2/sms/": {
+            "post": op("Send an SMS", obj, body={"type": "object", "required": ["number", "message"], "properties": {
+                "number": STR, "message": STR, "sender_id": STR, "campagn_id": STR,
+                "planned_date": {"type": "string", "description": "unix time"}}}),
+            "get": op("One SMS (?id=SMS…), or the last 1,000", obj, params=[_q("id", STR, "the sms_id")])},
+        "/apiv2/smscode/": {
+            "post": op("Send a verification code", obj, body={"type": "object", "required": ["phone_number"],
+                                                             "properties": {"phone_number": STR,
+                                                                            "timeout": INT}}),
+            "get": op("List codes, or one with ?id=", obj, params=[_q("id", {"type": "integer", "minimum": 0},
+                                                                      "the code's id")])},
+        "/apiv2/verify_code/": {"post": op("Check a code", obj, body={
+            "type": "object", "required": ["phone_number", "code"],
+            "properties": {"phone_number": STR, "code": STR}})},
+        "/apiv2/balance": {"get": op("What the account can still send today (its devices' rates until "
+                                     "midnight)", obj)},
+    }
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        out[path] = item
+        out[path.rstrip("/") if path.endswith("/") else path + "/"] = copy.deepcopy(item)
+    return out
+
+
 def _paths() -> dict[str, Any]:
     send = _op("Send SMS (inSIM; the Ardary form too)", {
         "200": _json({"oneOf": [{"type": "array", "items": _ref("SendSmsResult")},
@@ -153,23 +202,26 @@ def _paths() -> dict[str, Any]:
                                     "data": {"type": "array", "items": _ref("SendSmsResult")},
                                     "count_sent": INT}}]},
                      "one result per message (Ardary form: wrapped in data)"),
-        "400": ERROR, "401": _json({}, "#001 for every message"), "403": _json({}, "#002 for every message"),
-        "413": ERROR}, security=NONE, body=_ref("SendSmsRequest"), tags=("inSIM",))
+        "400": ERROR, "413": ERROR}, security=NONE, body=_ref("SendSmsRequest"), tags=("inSIM",))
     ardary_send = copy.deepcopy(send)
     ardary_send["summary"] = "Send SMS, older Ardary path (answer wrapped in data)"
     contact = _op("Create or update contacts", {
         "200": _json({"type": "object", "properties": {"data": {"type": "object", "properties": {
-            "contact": {"type": "array", "items": _ref("ContactResult")}}}}}, "one result per contact"),
-        "400": ERROR, **AUTH_ERRORS, "413": ERROR}, security=NONE, body=_ref("ContactRequest"), tags=("inSIM",))
+            "contact": {"type": "array", "items": _ref("ContactResult")}}}}}, "one result per contact; a wrong "
+            "login or key is an Error with #001 (#002: account disabled), also with HTTP 200"),
+        "400": ERROR, "413": ERROR}, security=NONE, body=_ref("ContactRequest"), tags=("inSIM",))
     call = _op("Click-to-call: the account's phone dials a number", {
-        "200": _json({"type": "array", "items": _ref("CallResult")}, "queued, or #002 (no phone connected)"),
-        "400": ERROR, **AUTH_ERRORS}, security=NONE, body=_ref("CallRequest"), tags=("inSIM",))
-    sms_id = _p("id", STR, "id_sms_api, or in_<n> for an inbound SMS")
+        "200": _json({"oneOf": [{"type": "array", "items": _ref("CallResult")}, _ref("Error")]},
+                     "queued, or #002 (no phone connected); a wrong login or key: an Error with #001"),
+        "400": ERROR}, security=NONE, body=_ref("CallRequest"), tags=("inSIM",))
+    sms_id = _p("id", STR, "the numeric id (or, as extensions, the id_sms_api, or in_<n> for an inbound SMS)")
     return {
         "/api/v1/sendsms": {"post": send},
         "/api/sendSms": {"post": ardary_send},
         "/api/v1/contact": {"post": contact},
         "/api/contact": {"post": copy.deepcopy(contact)},
+        "/api/sendSmsSolo": {"post": dict(copy.deepcopy(send), summary="Send SMS (the official SDKs' path)")},
+        "/api/addcontactSolo": {"post": dict(copy.deepcopy(contact), summary="Contacts (the official SDKs' path)")},
         "/api/v1/clicTocall": {"post": call},
         "/api/v1/qualification": {"post": _op("Call qualification from the interface", {
             "200": _json(_envelope({"type": "object"}), "recorded; a qualification webhook follows"),
@@ -178,12 +230,16 @@ def _paths() -> dict[str, Any]:
             "302": {"description": "redirect to the tracked URL"},
             "404": {"description": "unknown code"}}, security=NONE,
             params=[_p("code", STR, "the short code")], tags=("links",))},
-        "/api/v1/sms": {"get": _op("List SMS, outgoing and inbound, newest first (Notimation)", {
+        "/api/v1/sms": {"post": _op("Create and send one SMS (Notimation)", {
+            "200": _json(_envelope({"type": "array", "items": {"type": "object", "properties": {
+                "sms_id": INT, "sms_status": STR}}}), "queued"),
+            "400": ERROR, **AUTH_ERRORS, "422": ERROR}, body=_ref("NotimationCreate"), form=True, tags=("read",)),
+            "get": _op("List SMS, outgoing and inbound, newest first (Notimation)", {
             "200": _json(_envelope({"type": "array", "items": _ref("Sms")}), "the messages"),
             "400": ERROR, **AUTH_ERRORS}, params=[
                 _q("direction", {"type": "string", "enum": ["in", "out", "inbound", "outbound"]}, "filter"),
-                _q("status", STR, "queued, dispatched, sent, delivered, failed (or error), expired, "
-                                  "cancelled, received"),
+                _q("status", STR, "Notimation's pending, cancelled, queued, dispatched, sent, error, "
+                                  "received; or a simbridge state (delivered, failed, expired, unconfirmed)"),
                 _q("take", {"type": "integer", "minimum": 1, "maximum": 1000}, "how many (50)"),
                 _q("skip", {"type": "integer", "minimum": 0}, "how many to skip (0)"),
                 _q("api_key", STR, "the access key, if not sent as a Bearer token")], tags=("read",))},
@@ -229,6 +285,15 @@ def _paths() -> dict[str, Any]:
                                                      "(used by simbridge pair --revoke)", {
             "200": _json(_envelope({"type": "object"}), "checked"), "404": ERROR},
             params=[_p("id", STR, "device id")], security=[{"bearer": []}], tags=("operations",))},
+        "/api/v1/webhooks/dead": {"get": _op("Webhook events given up on (dead letters), oldest first", {
+            "200": _json(_envelope({"type": "array", "items": {"type": "object"}}), "the dead events"),
+            "400": ERROR, **AUTH_ERRORS}, params=[_q("take", {"type": "integer", "minimum": 1, "maximum": 1000},
+                                                   "how many (100)")], tags=("webhooks",))},
+        "/api/v1/webhooks/replay": {"post": _op("Send dead webhook events again (all, or those of ids)", {
+            "200": _json(_envelope({"type": "object", "properties": {"replayed": INT}}), "how many are live again"),
+            "400": ERROR, **AUTH_ERRORS}, body={"type": "object", "properties": {
+                "ids": {"type": "array", "maxItems": 500, "items": {"type": "integer", "minimum": 1}}}},
+            tags=("webhooks",))},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text format",
                                                                "content": {"text/plain": {"schema": STR}}}},
                                 security=NONE, tags=("operations",))},
@@ -236,6 +301,7 @@ def _paths() -> dict[str, Any]:
                                             security=NONE, tags=("operations",))},
         "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"}, "ok")}, security=NONE,
                                 tags=("operations",))},
+        **_smsflow_paths(),
     }
 
 
@@ -334,6 +400,8 @@ def _document(public_url: str) -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the account's access key"},
                 "api_key": {"type": "apiKey", "in": "query", "name": "api_key"},
                 "console_session": {"type": "apiKey", "in": "cookie", "name": "simbridge_console"},
+                "token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                          "description": "SMSFLOW: 'Token <token from /auth2/get_token_auth/>'"},
             },
         },
     }

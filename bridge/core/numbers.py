@@ -37,9 +37,29 @@ def parse(raw: Any, region: str | None = None) -> phonenumbers.PhoneNumber:
     whether it is valid: see :func:`invalid_reason`)."""
     text = _text(raw)
     try:
-        return phonenumbers.parse(text, region)
+        number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"phone_number {text!r} cannot be parsed: {exc._msg}") from None
+    return _argentine_mobile(number)
+
+
+def _argentine_mobile(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber:
+    """Argentina's mobiles are dialled from abroad with a 9 after +54 (ITU-T
+    E.164 national plan of Argentina, ENACOM; libphonenumber's AR metadata:
+    mobile = 9 + area code + number), but written at home without it
+    (``11 5555-4444``, ``011 15 5555-4444``), which reads as a fixed line. An SMS
+    goes to mobiles only, so a 10-digit national number that is a valid
+    mobile with the 9 is read as that mobile, as Notimation (seed 004) does:
+    ``ar/1155554444`` is ``+5491155554444``."""
+    if number.country_code != 54:
+        return number
+    national = str(number.national_number)
+    if len(national) != 10 or national.startswith("9"):
+        return number
+    mobile = phonenumbers.PhoneNumber(country_code=54, national_number=int("9" + national))
+    if phonenumbers.number_type(mobile) == phonenumbers.PhoneNumberType.MOBILE and phonenumbers.is_valid_number(mobile):
+        return mobile
+    return number
 
 
 def invalid_reason(number: phonenumbers.PhoneNumber) -> str | None:
@@ -81,8 +101,11 @@ def describe(raw: Any, region: str | None, *, lang: str = "en") -> dict[str, Any
     kind = phonenumbers.number_type(number)
     operator = carrier.name_for_number(number, lang) or None if reason is None else None
     city = geocoder.description_for_number(number, lang) or None if reason is None else None
+    national = phonenumbers.national_significant_number(number)
+    if number.country_code == 54 and kind == phonenumbers.PhoneNumberType.MOBILE and national.startswith("9"):
+        national = national[1:]  # as Argentines write it, and Notimation's examples show it
     return {
-        "number": phonenumbers.national_significant_number(number),
+        "number": national,
         "formatted_number": phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL),
         "international_number": phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         "is_mobile": kind in MOBILE_TYPES,

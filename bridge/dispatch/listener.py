@@ -29,6 +29,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.config import Config
+from bridge.core import callnotes
 from bridge.dispatch.dispatcher import Dispatcher
 from bridge.dispatch.session import DeviceSession
 from bridge.dispatch.tokens import TokenBook
@@ -219,7 +220,10 @@ class AgentListener:
 
     async def _on_message(self, session: DeviceSession, message: protocol.Message) -> None:
         if isinstance(message, protocol.Events):
-            outcome = await self.store.apply_events(session.device_id, session.account, message.events,
+            account = self.config.account(session.account)
+            events = callnotes.rewrite(message.events, account.call_note_senders, self.config.api.default_region) \
+                if account is not None and account.call_note_senders else message.events
+            outcome = await self.store.apply_events(session.device_id, session.account, events,
                                                     max_attempts=self.config.dispatcher.max_attempts)
             if self.on_job_state is not None:
                 for event in message.events:

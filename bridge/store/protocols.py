@@ -15,6 +15,7 @@ at any point loses nothing that was answered as accepted. The contract tests
                 links and their clicks, the message list
 ``Codes``       verification codes (hashed) and the SMS that carries each
 ``DeviceAuth``  pairing tokens of devices and their revocation
+``ApiTokens``   the API's own tokens (SMSFLOW's), hashed, and their revocation
 ``Lifecycle``   open, close, ping
 ``Store``       all of them: for the composition root (the daemon) only
 =============  ===========================================================
@@ -25,7 +26,7 @@ the :class:`EventFilter` it is given (``bridge.webhooks.policy``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from bridge.core.optout import Keywords
@@ -103,6 +104,9 @@ class JobQueue(Protocol):
 
     async def get_job(self, account: str, id_sms_api: str) -> Job | None: ...
 
+    async def get_job_by_id(self, account: str, job_id: int) -> Job | None:
+        """The account's job with that number (``Job.id``)."""
+
     async def history(self, job_id: int) -> list[dict[str, Any]]:
         """The job's states in order: ``state``, ``at``, ``device_id``, ``reason``."""
 
@@ -168,6 +172,10 @@ class Outbox(Protocol):
         """The account's events, newest first, with their delivery state
         (only the undelivered ones — pending, retrying, dead — by default)."""
 
+    async def dead_letters(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Dead events (given up on), oldest first: ``id``, ``account``, ``kind``,
+        ``order_key``, ``payload``, ``created``, ``attempts``, ``last_error``."""
+
     async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
                           now: float | None = None) -> int:
         """Make dead events of ``account`` (all accounts: None; only ``ids``
@@ -202,10 +210,13 @@ class Records(Protocol):
     async def add_call_note(self, account: str, number: str, text: str, *, source: str = "interface") -> int:
         """Record a call qualification and raise its ``call_qualification`` event."""
 
-    async def messages(self, account: str, *, direction: str | None = None, status: str | None = None,
-                       take: int = 50, skip: int = 0) -> list[dict[str, Any]]:
+    async def messages(self, account: str, *, direction: str | None = None,
+                       status: str | Sequence[str] | None = None, take: int = 50,
+                       skip: int = 0) -> list[dict[str, Any]]:
         """Outgoing SMS jobs (``direction`` "out") and inbound SMS ("in"),
-        newest first."""
+        newest first. ``status``: a job state or several (any of them);
+        "received" among them also selects the inbound SMS. Each row has
+        ``job_id`` (outgoing) or ``inbound_id`` (inbound), the record's number."""
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None: ...
 
@@ -251,6 +262,20 @@ class DeviceAuth(Protocol):
         """The live pairing-token digests of a device, and its derived-token generation."""
 
 
-class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, Protocol):
+class ApiTokens(Protocol):
+    """Tokens handed out by the API (SMSFLOW's ``get_token_auth``), kept only as
+    their SHA-256 (hex), each with its account, the username that asked for
+    it and when it expires."""
+
+    async def add_api_token(self, digest: str, account: str, username: str, expires: float) -> None: ...
+
+    async def api_token(self, digest: str, *, now: float | None = None) -> tuple[str, str] | None:
+        """``(account, username)`` of a live token (not revoked, not expired), else None."""
+
+    async def revoke_api_tokens(self, *, digest: str | None = None, username: str | None = None) -> int:
+        """Revoke the token with that digest, or every token of that username; how many."""
+
+
+class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, ApiTokens, Protocol):
     """Every door at once: what the composition root builds and hands out,
     each component typing it by the doors it uses."""

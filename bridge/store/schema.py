@@ -191,6 +191,18 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX device_tokens_device ON device_tokens (device_id);
     """,
+    # 5: API tokens (SMSFLOW's 24-hour tokens): only their SHA-256 is kept
+    """
+    CREATE TABLE api_tokens (
+        digest TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        username TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        revoked REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX api_tokens_username ON api_tokens (username);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

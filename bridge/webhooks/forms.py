@@ -6,8 +6,19 @@ URL, headers, body — that the transport (``http.py``) sends as it is:
 - **inSIM** (``webhook_format = "insim"``, the default): ``GET
   webhook_url?{message|calls|status|clics|qualification}=<URL-encoded JSON>``
   with the fields of seed 000's examples, field for field, plus ``event_id``.
+- **Ardary** (``webhook_format = "ardary"``): the older form of seeds 001/003
+  and the SDKs' READMEs: ``GET webhook_url?{message|status|click|call|calls}=``
+  with their fields, titles and ``Y-m-d H:i:s`` dates.
+- **Notimation** (``webhook_format = "notimation"``): ``POST`` of
+  ``{sms_id, event, message, data{…}}`` as seed 004 shows, its event names.
 - **JSON** (``webhook_format = "json"``): ``POST`` of a JSON event, signed
   (``signing.py``).
+
+The GET forms' JSON never holds a literal ``%`` (it is written ``\\u0025``,
+which every JSON reader reads back as ``%``): the seeds' own receivers decode
+the parameter a second time (Flask's ``unquote``, Express's
+``decodeURIComponent``) and PHP's once, and with no ``%`` in the text both
+readings give the same bytes.
 
 :data:`FORMATTERS` maps each form name to its formatter; a new form is one
 function and one entry. Every URL a formatter returns is plain ASCII:
@@ -30,6 +41,8 @@ from zoneinfo import ZoneInfo
 from yarl import URL
 
 from bridge.config import AccountConfig
+from bridge.core import notimation as nm
+from bridge.core import numbers
 from bridge.webhooks import outbox as ob
 from bridge.webhooks.signing import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from device_agents.common import iso_utc
@@ -46,7 +59,7 @@ CALL_TITLES = {ob.CALL_INCOMING: "incoming_call", ob.CALL_OUTGOING: "outgoing_ca
                ob.CALL_MISSED: "missed_call"}
 STATUS_WORDS = {ob.SMS_SENT: "sent", ob.SMS_DELIVERED: "received", ob.SMS_FAILED: "failed"}
 # Fields of the store's payloads that hold epoch seconds (turned into ISO text in the JSON form).
-TIME_FIELDS = ("date", "call_time", "clicked_at", "at")
+TIME_FIELDS = ("date", "call_time", "clicked_at", "at", "created", "due")
 
 
 class Unrenderable(ValueError):
@@ -163,16 +176,136 @@ def insim_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) 
     return INSIM_PARAM[kind], body
 
 
+def get_json(body: dict[str, Any]) -> str:
+    """The JSON text a GET form carries: UTF-8 text, no literal ``%`` (see the
+    module's docstring: decoded once or twice, it reads the same)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).replace("%", "\\u0025")
+
+
 def insim_url(webhook_url: str, param: str, body: dict[str, Any]) -> str:
     """``webhook_url`` (already sendable) with ``param=<encodeURIComponent(JSON)>`` appended."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return f"{webhook_url}{'&' if '?' in webhook_url else '?'}{param}={encode_component(text)}"
+    return f"{webhook_url}{'&' if '?' in webhook_url else '?'}{param}={encode_component(get_json(body))}"
 
 
 def insim_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, now: float) -> Request:
     url = _webhook_url(account)
     param, body = insim_body(row.kind, _event(row), login=account.login, zone=zone)
     return Request("GET", insim_url(url, param, body))
+
+
+# ----------------------------------------------------------------------------
+# Ardary form (seeds 001/003, the SDKs' READMEs)
+
+ARDARY_CALL_TITLES = {ob.CALL_INCOMING: ("INCOMING CALL", "incoming call"),
+                      ob.CALL_OUTGOING: ("OUTGOING CALL", "outgoing call"),
+                      ob.CALL_MISSED: ("MISSED", "missed call")}
+
+
+def ardary_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) -> tuple[str, dict[str, Any]]:
+    """The Ardary GET parameter and JSON object for one outbox event. Where
+    seeds 001 and 003 spell a field differently, both spellings are sent."""
+    at = _time(event.get("at"), time.time())
+    body: dict[str, Any]
+    if kind == ob.SMS_RECEIVED:
+        text = event.get("message", "")
+        param, body = "message", {"title": "incoming sms", "from": event.get("from", ""), "message": text,
+                                  "body": text, "date": local_time(_time(event.get("date"), at), zone)}
+    elif kind in ARDARY_CALL_TITLES:
+        upper, lower = ARDARY_CALL_TITLES[kind]
+        number = event.get("phone_number", "")
+        when = local_time(_time(event.get("call_time"), at), zone)
+        duration = "00:00:00" if kind == ob.CALL_MISSED else hms(_time(event.get("duration_s"), 0.0))
+        param, body = "call", {"TITLE": upper, "PHONE_NUMBER": number, "CALL_TIME": when, "DURATION": duration,
+                               "title": lower, "phonenumber": number, "call_date": when}
+    elif kind in STATUS_WORDS:
+        number = event.get("phone_number", "")
+        param, body = "status", {"user": login, "phone_number": number, "phonenumber": number,
+                                 "status": STATUS_WORDS[kind], "date_status": iso_utc(at),
+                                 "id_sms_api": event.get("id_sms_api", "")}
+        if kind == ob.SMS_FAILED:
+            body["error"] = event.get("reason") or event.get("state") or "failed"  # extension
+    elif kind == ob.LINK_CLICKED:
+        param, body = "click", {"title": "clicked link", "phonenumber": event.get("phone_number", ""),
+                                "link": event.get("link", event.get("url", "")),
+                                "date": local_time(_time(event.get("date", event.get("clicked_at")), at), zone),
+                                "id_sms_api": event.get("id_sms_api", "")}
+    elif kind == ob.CALL_QUALIFICATION:
+        source = event.get("source", "mobile")
+        title = "Call qualification From Interface" if source in ("interface", "api", "web") \
+            else "Call qualification From Mobile"
+        param, body = "calls", {"title": title, "from": event.get("from", event.get("phone_number", "")),
+                                "qualification": event.get("qualification", ""),
+                                "date": local_time(_time(event.get("date"), at), zone)}
+    else:
+        raise Unrenderable(f"event kind {kind!r} has no Ardary webhook form (use webhook_format = \"json\")")
+    if "event_id" in event:
+        body["event_id"] = event["event_id"]
+    return param, body
+
+
+def ardary_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, now: float) -> Request:
+    url = _webhook_url(account)
+    param, body = ardary_body(row.kind, _event(row), login=account.login, zone=zone)
+    return Request("GET", insim_url(url, param, body))
+
+
+# ----------------------------------------------------------------------------
+# Notimation form (seed 004)
+
+NOTIMATION_KINDS = frozenset(nm.EVENTS)
+
+
+def _iso_or_none(value: Any) -> str | None:
+    return iso_utc(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def phone_object(number: str, region: str | None = None) -> dict[str, Any]:
+    """Notimation's ``phone_number`` object; a sender that is no number (a
+    short code, a name) comes back as it is, marked invalid."""
+    try:
+        return numbers.describe(number, region)
+    except ValueError as exc:
+        return {"number": number, "formatted_number": number, "international_number": None, "is_mobile": False,
+                "is_invalid": True, "invalid_reason": str(exc)[:200], "operator": None, "city": None}
+
+
+def notimation_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``{sms_id, event, message, data}`` as seed 004's webhook example."""
+    if kind not in NOTIMATION_KINDS:
+        raise Unrenderable(f"event kind {kind!r} has no Notimation webhook (use webhook_format = \"json\")")
+    at = _time(event.get("at"), time.time())
+    if kind == ob.SMS_RECEIVED:
+        raw_id = event.get("inbound_id")
+        if not isinstance(raw_id, int):
+            raise Unrenderable("the inbound SMS event carries no inbound_id (recorded by an older version)")
+        sms_id = nm.inbound_id(raw_id)
+        data = {"id": sms_id, "phone_number": phone_object(str(event.get("from", ""))), "direction": "inbound",
+                "content": event.get("message", ""), "status": nm.INBOUND_STATUS, "status_message": None,
+                "created_at": iso_utc(_time(event.get("date"), at)), "programmed_at": None, "sent_at": None}
+        name = nm.EVENTS[kind]
+    else:
+        raw_id = event.get("job_id")
+        if not isinstance(raw_id, int):
+            raise Unrenderable("the SMS event carries no job_id (recorded by an older version)")
+        sms_id = nm.outbound_id(raw_id)
+        state = event.get("state")
+        reason = event.get("reason")
+        data = {"id": sms_id, "phone_number": phone_object(str(event.get("phone_number", ""))),
+                "direction": "outbound", "content": event.get("message", ""),
+                "status": nm.STATUS.get(str(state), "pending"), "status_message": reason,
+                "created_at": _iso_or_none(event.get("created")), "programmed_at": _iso_or_none(event.get("due")),
+                "sent_at": iso_utc(at) if kind == ob.SMS_SENT else None, "id_sms_api": event.get("id_sms_api")}
+        name = nm.job_event_name(kind, str(state) if state is not None else None)
+    # "message": Notimation's explanatory text for the event (null in its example; the reason of an error).
+    message = event.get("reason") if kind == ob.SMS_FAILED else None
+    return {"sms_id": sms_id, "event": name, "message": message, "data": data,
+            "event_id": event.get("event_id")}
+
+
+def notimation_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, now: float) -> Request:
+    url = _webhook_url(account)
+    body = json.dumps(notimation_body(row.kind, _event(row)), ensure_ascii=False, separators=(",", ":")).encode()
+    return Request("POST", url, body, {"Content-Type": "application/json"})
 
 
 # ----------------------------------------------------------------------------
@@ -210,7 +343,8 @@ def json_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, now:
 # Choosing the form
 
 Formatter = Callable[[ob.OutboxRow, AccountConfig, ZoneInfo, float], Request]
-FORMATTERS: dict[str, Formatter] = {"insim": insim_request, "json": json_request}
+FORMATTERS: dict[str, Formatter] = {"insim": insim_request, "ardary": ardary_request,
+                                    "notimation": notimation_request, "json": json_request}
 
 
 def build_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo, *, now: float | None = None) -> Request:

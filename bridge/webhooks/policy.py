@@ -19,7 +19,11 @@ from bridge.core import events
 INSIM_KINDS = frozenset({events.SMS_SENT, events.SMS_DELIVERED, events.SMS_FAILED, events.SMS_RECEIVED,
                          events.CALL_INCOMING, events.CALL_OUTGOING, events.CALL_MISSED, events.LINK_CLICKED,
                          events.CALL_QUALIFICATION})
-FORM_KINDS: Mapping[str, frozenset[str]] = {"insim": INSIM_KINDS, "json": events.ALL_KINDS}
+# Notimation's webhooks: its event table (no delivery report, no calls, clicks or notes).
+NOTIMATION_KINDS = frozenset({events.SMS_QUEUED, events.SMS_DISPATCHED, events.SMS_SENT, events.SMS_FAILED,
+                              events.SMS_RECEIVED})
+FORM_KINDS: Mapping[str, frozenset[str]] = {"insim": INSIM_KINDS, "ardary": INSIM_KINDS,
+                                            "notimation": NOTIMATION_KINDS, "json": events.ALL_KINDS}
 
 
 def kinds_by_account(config: Config) -> dict[str, frozenset[str]]:

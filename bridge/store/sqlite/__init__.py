@@ -9,6 +9,7 @@ sharing one connection on one thread with group commit (:mod:`.base`).
 ``records``       :class:`~bridge.store.protocols.Records`
 ``codes``         :class:`~bridge.store.protocols.Codes`
 ``device_tokens`` :class:`~bridge.store.protocols.DeviceAuth`
+``api_tokens``    :class:`~bridge.store.protocols.ApiTokens`
 ================  =====================================================
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bridge.store.sqlite.api_tokens import SqliteApiTokens
 from bridge.store.sqlite.codes import SqliteCodes
 from bridge.store.sqlite.device_tokens import SqliteDeviceAuth
 from bridge.store.sqlite.jobs import SqliteJobQueue
@@ -23,20 +25,22 @@ from bridge.store.sqlite.outbox import SqliteOutbox
 from bridge.store.sqlite.records import SqliteRecords
 
 if TYPE_CHECKING:
-    from bridge.store.protocols import Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
+    from bridge.store.protocols import ApiTokens, Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
 
 
-class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth):
+class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth, SqliteApiTokens):
     """Every concern on one SQLite database (:class:`bridge.store.protocols.Store`).
 
     ``SqliteStore(path, event_filter=policy, synchronous="full")``; each
     concern's class also works alone on the same database."""
 
 
-__all__ = ["SqliteCodes", "SqliteDeviceAuth", "SqliteJobQueue", "SqliteOutbox", "SqliteRecords", "SqliteStore"]
+__all__ = ["SqliteApiTokens", "SqliteCodes", "SqliteDeviceAuth", "SqliteJobQueue", "SqliteOutbox", "SqliteRecords",
+           "SqliteStore"]
 
 if TYPE_CHECKING:  # mypy proves the composed store, and each part, keeps its protocol
     def _doors(store: SqliteStore, jobs: SqliteJobQueue, outbox: SqliteOutbox, records: SqliteRecords,
-               codes: SqliteCodes, devices: SqliteDeviceAuth) -> tuple[Store, JobQueue, Outbox, Records, Codes,
-                                                                      DeviceAuth, Lifecycle]:
-        return store, jobs, outbox, records, codes, devices, jobs
+               codes: SqliteCodes, devices: SqliteDeviceAuth,
+               tokens: SqliteApiTokens) -> tuple[Store, JobQueue, Outbox, Records, Codes, DeviceAuth, ApiTokens,
+                                                 Lifecycle]:
+        return store, jobs, outbox, records, codes, devices, tokens, jobs

@@ -328,6 +328,14 @@ class SqliteJobQueue(SqliteBase):
                                  (account, id_sms_api)).fetchone()
         return job_from_row(row) if row else None
 
+    async def get_job_by_id(self, account: str, job_id: int) -> Job | None:
+        return await self._run(self._get_job_by_id, account, job_id)
+
+    def _get_job_by_id(self, account: str, job_id: int) -> Job | None:
+        row = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND id = ?",
+                                 (account, job_id)).fetchone()
+        return job_from_row(row) if row else None
+
     async def history(self, job_id: int) -> list[dict[str, Any]]:
         return await self._run(self._history, job_id)
 

@@ -85,26 +85,13 @@ class SqliteOutbox(SqliteBase):
                                "COUNT(delivered_at) AS delivered, COALESCE(SUM(dead), 0) AS dead FROM outbox", ())
         return rows[0]
 
-    async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def dead_letters(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        columns = "id, account, kind, order_key, payload, created, attempts, last_error"
         if account is None:
-            return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, "
-                                   "delivered_at FROM outbox ORDER BY id LIMIT ?", (limit,))
-        return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, delivered_at "
-                               "FROM outbox WHERE account = ? ORDER BY id LIMIT ?", (account, limit))
-
-    async def outbox_entries(self, account: str, *, undelivered: bool = True,
-                             limit: int = 200) -> list[OutboxEntry]:
-        where = "account = ?" + (" AND delivered_at IS NULL" if undelivered else "")
-        rows = await self._run(self._select_rows,
-                               "SELECT id, account, kind, order_key, payload, created, attempts, next_attempt, "
-                               f"delivered_at, dead, last_error FROM outbox WHERE {where} ORDER BY id DESC LIMIT ?",
-                               (account, limit))
-        return [OutboxEntry(id=r[0], account=r[1], kind=r[2], order_key=r[3], payload=r[4], created=r[5],
-                            attempts=r[6], next_attempt=r[7], delivered_at=r[8], dead=bool(r[9]), last_error=r[10])
-                for r in rows]
-
-    def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, params).fetchall()
+            return await self._run(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 "
+                                   "ORDER BY id LIMIT ?", (limit,))
+        return await self._run(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 AND account = ? "
+                               "ORDER BY id LIMIT ?", (account, limit))
 
     async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
                           now: float | None = None) -> int:
@@ -128,3 +115,24 @@ class SqliteOutbox(SqliteBase):
         cur = db.execute(f"UPDATE outbox SET dead = 0, attempts = 0, created = ?, next_attempt = ? WHERE {where}",
                          (now, now, *args))
         return cur.rowcount
+
+    async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        if account is None:
+            return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, "
+                                   "delivered_at FROM outbox ORDER BY id LIMIT ?", (limit,))
+        return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, delivered_at "
+                               "FROM outbox WHERE account = ? ORDER BY id LIMIT ?", (account, limit))
+
+    async def outbox_entries(self, account: str, *, undelivered: bool = True,
+                             limit: int = 200) -> list[OutboxEntry]:
+        where = "account = ?" + (" AND delivered_at IS NULL" if undelivered else "")
+        rows = await self._run(self._select_rows,
+                               "SELECT id, account, kind, order_key, payload, created, attempts, next_attempt, "
+                               f"delivered_at, dead, last_error FROM outbox WHERE {where} ORDER BY id DESC LIMIT ?",
+                               (account, limit))
+        return [OutboxEntry(id=r[0], account=r[1], kind=r[2], order_key=r[3], payload=r[4], created=r[5],
+                            attempts=r[6], next_attempt=r[7], delivered_at=r[8], dead=bool(r[9]), last_error=r[10])
+                for r in rows]
+
+    def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()

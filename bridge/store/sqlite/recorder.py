@@ -47,7 +47,10 @@ class EventRecorder:
         if kind is None or job.kind != "sms":
             return
         payload: dict[str, Any] = {"id_sms_api": job.id_sms_api, "phone_number": job.phone_number,
-                                   "state": state, "device_id": device_id, "parts": job.parts}
+                                   "state": state, "device_id": device_id, "parts": job.parts,
+                                   # what forms that show the whole message need (Notimation's)
+                                   "job_id": job.id, "message": job.message, "created": job.created,
+                                   "due": job.due}
         if reason:
             payload["reason"] = reason
         self.record(db, job.account, kind, job.id_sms_api, payload, now)

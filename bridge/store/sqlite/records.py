@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.core import events, numbers
@@ -28,19 +28,20 @@ def store_report(db: sqlite3.Connection, recorder: EventRecorder, keywords: Keyw
                  account: str, device_id: str, ev: protocol.Event, now: float) -> None:
     """Record an inbound SMS, a call event or a call note, and raise its webhook event."""
     if isinstance(ev, protocol.SmsReceived):
-        db.execute("INSERT INTO inbound_sms (account, device_id, sender, text, received_at, stored_at, "
-                   "sim, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (account, device_id, ev.sender, ev.text, ev.at, now, ev.sim, int(ev.incomplete)))
-        recorder.record(db, account, events.SMS_RECEIVED, f"in:{device_id}",
+        cur = db.execute("INSERT INTO inbound_sms (account, device_id, sender, text, received_at, stored_at, "
+                         "sim, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (account, device_id, ev.sender, ev.text, ev.at, now, ev.sim, int(ev.incomplete)))
+        # Each inbound SMS is its own message: one its receiver refuses holds back no other.
+        recorder.record(db, account, events.SMS_RECEIVED, f"in:{cur.lastrowid}",
                         {"from": ev.sender, "message": ev.text, "date": ev.at, "device_id": device_id,
-                         "incomplete": ev.incomplete}, now)
+                         "incomplete": ev.incomplete, "inbound_id": cur.lastrowid}, now)
         _opt_keyword(db, keywords, region, account, ev.sender, ev.text, now)
     elif isinstance(ev, protocol.CallEvent):
         job_id = int(ev.job_id) if ev.job_id and ev.job_id.isdigit() else None
-        db.execute("INSERT INTO call_events (account, device_id, direction, number, started_at, "
-                   "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (account, device_id, ev.direction, ev.number, ev.at, ev.duration_s, job_id, now))
-        recorder.record(db, account, events.call_kind(ev.direction), f"call:{device_id}",
+        cur = db.execute("INSERT INTO call_events (account, device_id, direction, number, started_at, "
+                         "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (account, device_id, ev.direction, ev.number, ev.at, ev.duration_s, job_id, now))
+        recorder.record(db, account, events.call_kind(ev.direction), f"call:{cur.lastrowid}",
                         {"phone_number": ev.number, "call_time": ev.at, "duration_s": ev.duration_s,
                          "direction": ev.direction, "device_id": device_id}, now)
     elif isinstance(ev, protocol.CallNote):
@@ -67,11 +68,13 @@ def _opt_keyword(db: sqlite3.Connection, keywords: Keywords, region: str | None,
     log.info("account %s: %s opted %s", account, mask_number(number), "out" if action == OPT_OUT else "in")
 
 
-_OUT_SELECT = ("SELECT 'out' AS direction, j.id_sms_api AS id, j.id_sms_api, j.phone_number, j.message AS text, "
+_OUT_SELECT = ("SELECT 'out' AS direction, j.id_sms_api AS id, j.id AS job_id, j.id_sms_api, j.phone_number, "
+               "j.message AS text, "
                "j.state AS status, j.reason, j.created, j.due, j.updated, j.priority, j.parts, j.encoding, "
                "j.device_id, j.attempts, (SELECT MIN(h.at) FROM job_history AS h WHERE h.job_id = j.id "
                f"AND h.state = '{js.SENT}') AS sent_at FROM jobs AS j WHERE j.account = ? AND j.kind = 'sms'")
-_IN_SELECT = ("SELECT 'in' AS direction, 'in_' || i.id AS id, NULL AS id_sms_api, i.sender AS phone_number, "
+_IN_SELECT = ("SELECT 'in' AS direction, 'in_' || i.id AS id, i.id AS inbound_id, NULL AS id_sms_api, "
+              "i.sender AS phone_number, "
               "i.text, 'received' AS status, NULL AS reason, i.stored_at AS created, NULL AS due, "
               "i.stored_at AS updated, NULL AS priority, NULL AS parts, NULL AS encoding, i.device_id, "
               "NULL AS attempts, NULL AS sent_at, i.received_at, i.incomplete FROM inbound_sms AS i "
@@ -206,20 +209,23 @@ class SqliteRecords(SqliteBase):
         rows = await self._run(self._select_dicts, _IN_SELECT + " AND i.id = ?", (account, inbound_id))
         return rows[0] if rows else None
 
-    async def messages(self, account: str, *, direction: str | None = None, status: str | None = None,
-                       take: int = 50, skip: int = 0) -> list[dict[str, Any]]:
+    async def messages(self, account: str, *, direction: str | None = None,
+                       status: str | Sequence[str] | None = None, take: int = 50,
+                       skip: int = 0) -> list[dict[str, Any]]:
         return await self._run(self._messages, account, direction, status, take, skip)
 
-    def _messages(self, account: str, direction: str | None, status: str | None, take: int,
+    def _messages(self, account: str, direction: str | None, status: str | Sequence[str] | None, take: int,
                   skip: int) -> list[dict[str, Any]]:
-        outgoing = direction in (None, "out") and status != "received"
-        inbound = direction in (None, "in") and status in (None, "received")
+        wanted = None if status is None else {status} if isinstance(status, str) else set(status)
+        states = None if wanted is None else sorted(wanted - {"received"})
+        outgoing = direction in (None, "out") and (states is None or bool(states))
+        inbound = direction in (None, "in") and (wanted is None or "received" in wanted)
         results: list[dict[str, Any]] = []
         if outgoing:
             sql = _OUT_SELECT
             params: tuple[Any, ...] = (account,)
-            if status:
-                sql, params = sql + " AND j.state = ?", (account, status)
+            if states:
+                sql, params = sql + f" AND j.state IN ({marks(len(states))})", (account, *states)
             results += self._select_dicts(sql + " ORDER BY j.created DESC, j.id DESC LIMIT ?",
                                           (*params, take + skip))
         if inbound:

@@ -1,0 +1,22 @@
+var axios = require('axios');
+var FormData = require('form-data');
+var data = new FormData();
+data.append('message', 'SMSFLOW c\'est génial');
+data.append('number', 'xxxxxx');
+
+var config = {
+  method: 'post',
+  url: 'https://sms.tinsight.tech/apiv2/sms/',
+  headers: { 
+    'Authorization': 'Token xxxxxxxxxxxxxxxxxxxxxxxxx', 
+  },
+  data : data
+};
+
+axios(config)
+.then(function (response) {
+  console.log(JSON.stringify(response.data));
+})
+.catch(function (error) {
+  console.log(error);
+});

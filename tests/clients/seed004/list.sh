@@ -1,0 +1,5 @@
+curl \
+  -H 'Accept:application/json' \
+  -H 'Content-Type: application/json' \
+  -H 'Authorization: Bearer BEARER_TOKEN' \
+  'https://api.notimation.com/api/v1/sms'
