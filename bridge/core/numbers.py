@@ -58,43 +58,46 @@ def invalid_reason(number: phonenumbers.PhoneNumber) -> str | None:
 
 _TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
           "fixed_line", "mobile")
-Desc = tuple[frozenset[int], "re.Pattern[str] | None"]
 
 
 @functools.cache
-def _plan(country_code: int) -> tuple[re.Pattern[str] | None, Desc, tuple[Desc, ...]] | None:
+def _plan(country_code: int) -> tuple[re.Pattern[str] | None, dict[int, re.Pattern[str]]] | None:
     """What makes a national number of ``country_code`` valid, read once from
     phonenumbers' metadata, for a country code with one region only (else
-    None): the national prefix the parser would strip, the general
-    description, and the description of every number type."""
+    None): the national prefix the parser would strip, and for each length
+    one pattern that a valid number of that length matches whole. That is
+    phonenumberutil's ``_number_type_helper`` != UNKNOWN: the general
+    description, then any type's, each checked for its possible lengths
+    first (``_is_number_matching_desc``)."""
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
     if len(regions) != 1:
         return None
     metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, regions[0])
-    if metadata is None or metadata.general_desc is None:
+    if metadata is None:
         return None
-
-    def desc(d: Any) -> Desc:
-        pattern = d.national_number_pattern
-        return frozenset(d.possible_length or ()), (re.compile(pattern) if pattern else None)
-
+    general = metadata.general_desc
+    if general is None or not general.national_number_pattern:
+        return None
+    descs = [d for d in (getattr(metadata, name) for name in _TYPES) if d is not None and d.national_number_pattern]
+    lengths = set(general.possible_length or range(2, 18))
+    for d in descs:
+        lengths.update(d.possible_length or ())
+    by_length: dict[int, re.Pattern[str]] = {}
+    for length in sorted(lengths):
+        if general.possible_length and length not in general.possible_length:
+            continue
+        fitting = [d.national_number_pattern for d in descs if not d.possible_length or length in d.possible_length]
+        if fitting:
+            types = "|".join(f"(?:{p})" for p in fitting)
+            by_length[length] = re.compile(f"(?=(?:{general.national_number_pattern})$)(?:{types})")
     prefix = metadata.national_prefix_for_parsing
-    types = tuple(desc(d) for d in (getattr(metadata, name) for name in _TYPES) if d is not None)
-    return (re.compile(prefix) if prefix else None), desc(metadata.general_desc), types
-
-
-def _matches(nsn: str, desc: Desc) -> bool:
-    # As phonenumberutil._is_number_matching_desc: the lengths first, then the whole pattern.
-    lengths, pattern = desc
-    if lengths and len(nsn) not in lengths:
-        return False
-    return pattern is not None and pattern.fullmatch(nsn) is not None
+    return (re.compile(prefix) if prefix else None), by_length
 
 
 def _fast_e164(text: str) -> str | None:
     """``text`` when it is a valid number already written ``+<digits>``,
     decided from the same metadata as :func:`phonenumbers.is_valid_number`
-    without building a PhoneNumber (a fifth of the time); None means: ask
+    without building a PhoneNumber (a tenth of the time); None means: ask
     phonenumbers (another form, a country code shared by several regions, a
     number the parser would take a national prefix from, or not valid)."""
     digits = text[1:]
@@ -107,15 +110,14 @@ def _fast_e164(text: str) -> str | None:
     else:
         return None
     plan = _plan(code)
+    if plan is None:
+        return None
+    prefix, by_length = plan
     nsn = digits[size:]
-    if plan is None or not 2 <= len(nsn) <= 17:
+    pattern = by_length.get(len(nsn))
+    if pattern is None or (prefix is not None and prefix.match(nsn)):
         return None
-    prefix, general, types = plan
-    if prefix is not None and prefix.match(nsn):
-        return None
-    if _matches(nsn, general) and any(_matches(nsn, d) for d in types):
-        return text
-    return None
+    return text if pattern.fullmatch(nsn) else None
 
 
 def normalise(raw: Any, region: str | None = None) -> str:
