@@ -166,7 +166,7 @@ max_per_minute = 0
 delivery_reports = false
 """)
         daemon = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
-                                  stdout=subprocess.DEVNULL, stderr=open(folder / "daemon.log", "w"))
+                                  stdout=subprocess.DEVNULL, stderr=open(folder / "daemon.log", "w"))  # noqa: SIM115 - the child holds it
         try:
             api = f"http://127.0.0.1:{api_port}"
             deadline = time.monotonic() + 30

@@ -360,6 +360,8 @@ DEVICE_KIND_SPEC: dict[str, Spec] = {
         "failure_rate": ((int, float), _fraction),
         "fail_prefixes": ((list,), None),
         "delivery_reports": ((bool,), None),
+        "serial": ((bool,), None),
+        "cap_per_minute": ((int,), _non_negative),
         "standalone": ((bool,), None),
     },
     "modem": {
