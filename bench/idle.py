@@ -31,10 +31,11 @@ ACCOUNT = "idle@example.com"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its threads."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
 
 
 def write_config(folder: Path, api: int, agents: int, devices: int) -> Path:
@@ -54,8 +55,9 @@ async def measure(folder: Path, devices: int, settle: float, window: float) -> d
     api, agents = free_port(), free_port()
     config = write_config(folder, api, agents, devices)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    daemon = subprocess.Popen([sys.executable, "-m", "bridge.cli", "--log-level", "WARNING", "run",  # noqa: ASYNC220
-                               "--config", str(config)], env=env)
+    profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+    daemon = subprocess.Popen([sys.executable, *profile, "-m", "bridge.cli", "--log-level", "WARNING",  # noqa: ASYNC220
+                               "run", "--config", str(config)], env=env)
     phones = None
     base = f"http://127.0.0.1:{api}"
     try:
@@ -80,12 +82,15 @@ async def measure(folder: Path, devices: int, settle: float, window: float) -> d
                 else:
                     raise RuntimeError(f"only {online} of {devices} devices came online")
         await asyncio.sleep(settle)
-        before, start = cpu_seconds(daemon.pid), time.monotonic()
+        before, start = cpu_times(daemon.pid), time.monotonic()
         await asyncio.sleep(window)
-        used, elapsed = cpu_seconds(daemon.pid) - before, time.monotonic() - start
+        after, elapsed = cpu_times(daemon.pid), time.monotonic() - start
+        user, system = after[0] - before[0], after[1] - before[1]
+        used = user + system
         if daemon.poll() is not None or (phones is not None and phones.poll() is not None):
             raise RuntimeError("a process exited during the window")
-        return {"idle_cpu_pct": used / elapsed * 100, "cpu_s": used, "window_s": elapsed}
+        return {"idle_cpu_pct": used / elapsed * 100, "cpu_s": used, "user_s": user, "system_s": system,
+                "window_s": elapsed}
     finally:
         for proc in (phones, daemon):
             if proc is not None and proc.poll() is None:
@@ -108,7 +113,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="simbridge-bench-idle-") as tmp:
             figures = asyncio.run(measure(Path(tmp), count, args.settle, args.window))
         print(f"{count:5d} devices: idle CPU {figures['idle_cpu_pct']:.2f} % of a core "
-              f"({figures['cpu_s']:.2f} s in {figures['window_s']:.0f} s)  load {os.getloadavg()}", flush=True)
+              f"({figures['cpu_s']:.2f} s in {figures['window_s']:.0f} s: user {figures['user_s']:.2f}, "
+              f"system {figures['system_s']:.2f})  load {os.getloadavg()}", flush=True)
         results[f"idle_cpu_pct_{count}"] = round(figures["idle_cpu_pct"], 3)
     results["load_end"] = [round(x, 2) for x in os.getloadavg()]
     results["cores"] = os.cpu_count()

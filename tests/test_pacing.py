@@ -187,7 +187,7 @@ async def test_the_daemon_keeps_a_devices_minute_cap_in_parts(tmp_path):
         assert sum(r["parts"] for r in radio(daemon)) == 4
         assert await states(daemon, ["c", "d"]) == {"c": "queued", "d": "queued"}
         pacer = daemon.dispatcher.pacer(config.devices[0])
-        assert pacer.need == 2  # it waits for room for the 2-part message
+        await wait_until(lambda: pacer.need == 2, what="waiting for room for the 2-part message")
         # A new message (a wake) does not let the 1-part one jump the queue either.
         await enqueue(daemon, [("e", "+33611111115", "short", 1)])
         await wait_until(lambda: pacer.need == 2, what="the head still waiting for room")

@@ -188,15 +188,24 @@ class Dispatcher:
             sessions = [s for s in self.sessions.values() if not s.closed]
             if not sessions:
                 return 1.0
+            now = time.time()
+            for account, until in list(self._idle.items()):
+                if until <= now:  # ask again, once for the account, not once per device
+                    await self._idle_until(account, now)
+            if all(s.account in self._idle for s in sessions):  # nothing to do: no polling either
+                return max(0.001, min(self._idle.values()) - now)
             self._rotation = (self._rotation + 1) % len(sessions)
             sessions = sessions[self._rotation:] + sessions[:self._rotation]
-            now = time.time()
             wait = 1.0
             available = frozenset(s.device_id for s in sessions
-                                  if self.pacer(s.device).free_at(now) - now <= STICKY_WAIT_S)
+                                  if s.device.sticky and self.pacer(s.device).free_at(now) - now <= STICKY_WAIT_S)
             if available != self._available:
                 self._available = available
                 self._idle.clear()  # a sticky sender came or went: its contacts may move
+            stickies: dict[str, list[str]] = {}  # account -> its sticky devices that can send soon
+            for s in sessions:
+                if s.device_id in available:
+                    stickies.setdefault(s.account, []).append(s.device_id)
             wants: list[tuple[DeviceSession, int, int | None]] = []
             for session in sessions:
                 idle_until = self._idle.get(session.account)
@@ -220,7 +229,8 @@ class Dispatcher:
             claimed = await asyncio.gather(*(
                 self.store.claim(s.account, s.device_id, room,
                                  kinds=("sms", "call") if s.hello.capabilities.calls else ("sms",),
-                                 max_parts=max_parts, avoid=self._avoid(s), sticky=s.device.sticky)
+                                 max_parts=max_parts, sticky=s.device.sticky,
+                                 avoid=[d for d in stickies.get(s.account, ()) if d != s.device_id])
                 for s, room, max_parts in wants))
             again = False
             pushes = []
@@ -246,16 +256,18 @@ class Dispatcher:
             await asyncio.gather(*pushes)
             for account, nothing in empty.items():
                 if nothing:
-                    due = await self.store.next_due(account)
-                    recheck = now + IDLE_RECHECK_S
-                    self._idle[account] = min(due, recheck) if due is not None and due > now else recheck
+                    await self._idle_until(account, now, claimed_nothing=True)
             return 0 if again else wait
 
-    def _avoid(self, session: DeviceSession) -> tuple[str, ...]:
-        """The account's other sticky devices that can send soon: their contacts stay theirs."""
-        return tuple(s.device_id for s in self.sessions.values()
-                     if s is not session and s.account == session.account and s.device.sticky
-                     and s.device_id in self._available and not s.closed)
+    async def _idle_until(self, account: str, now: float, *, claimed_nothing: bool = False) -> None:
+        """Mark ``account`` idle until its next scheduled job or the recheck,
+        unless (asked again) it has due work."""
+        due = await self.store.next_due(account)
+        recheck = now + IDLE_RECHECK_S
+        if due is not None and due <= now and not claimed_nothing:
+            self._idle.pop(account, None)  # work is due: its devices claim this round
+        else:
+            self._idle[account] = min(due, recheck) if due is not None and due > now else recheck
 
     async def _keep_quiet(self, session: DeviceSession, jobs: list[Job], now: float) -> list[Job]:
         """Jobs whose recipient is in the device's quiet hours go back to the
