@@ -71,6 +71,7 @@ class Dispatcher:
         self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in config.devices}
         self._pacers: dict[str, Pacer] = {}
         self._idle: dict[str, float] = {}  # account -> asked again at (see the module's doc)
+        self._news = 0  # counts wake()s: a round marks nothing idle if new work came meanwhile
         self._available: frozenset[str] = frozenset()  # devices that can send soon (sticky senders)
         self._wake = asyncio.Event()
         self._rotation = 0
@@ -93,6 +94,7 @@ class Dispatcher:
     def wake(self) -> None:
         """New work may be there (enqueued, requeued, a device came or went):
         every account is asked again."""
+        self._news += 1
         self._idle.clear()
         for pacer in self._pacers.values():
             pacer.need = 1
@@ -189,6 +191,7 @@ class Dispatcher:
             if not sessions:
                 return 1.0
             now = time.time()
+            news = self._news
             for account, until in list(self._idle.items()):
                 if until <= now:  # ask again, once for the account, not once per device
                     await self._idle_until(account, now)
@@ -255,16 +258,19 @@ class Dispatcher:
                     wait = min(wait, max(0.001, pacer.free_at(now) - now))
             await asyncio.gather(*pushes)
             for account, nothing in empty.items():
-                if nothing:
+                if nothing and self._news == news:
                     await self._idle_until(account, now, claimed_nothing=True)
             return 0 if again else wait
 
     async def _idle_until(self, account: str, now: float, *, claimed_nothing: bool = False) -> None:
         """Mark ``account`` idle until its next scheduled job or the recheck,
         unless (asked again) it has due work."""
+        news = self._news
         due = await self.store.next_due(account)
         recheck = now + IDLE_RECHECK_S
-        if due is not None and due <= now and not claimed_nothing:
+        if self._news != news:
+            self._idle.pop(account, None)  # new work came while we asked
+        elif due is not None and due <= now and not claimed_nothing:
             self._idle.pop(account, None)  # work is due: its devices claim this round
         else:
             self._idle[account] = min(due, recheck) if due is not None and due > now else recheck
