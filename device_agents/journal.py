@@ -31,11 +31,13 @@ from . import protocol
 # Ledger entries are kept this long after their last change, so that a job
 # the bridge pushes again after a long outage is still recognised.
 LEDGER_RETENTION_S = 7 * 86400
-# At most this many ledger entries are kept (a hello carries at most as many:
-# runtime.HELLO_LEDGER_MAX); settled ones beyond it are dropped oldest first as
-# they come, not only at compaction, so that an agent's memory stays flat (an
-# entry costs ~370 bytes; the daemon runs its modems' and virtual phones' agents).
-LEDGER_MAX = 5_000
+# At most this many ledger entries are kept; settled ones beyond it are dropped
+# oldest first as they come, not only at compaction, so that an agent's memory
+# stays flat (an entry costs ~370 bytes, and the daemon runs its modems' and
+# virtual phones' agents). Jobs still in hand are never dropped, and a settled
+# job matters only until its event is acked (then the bridge never pushes it
+# again): with a credit window of a few jobs, 1,000 is a wide margin.
+LEDGER_MAX = 1_000
 COMPACT_EVERY = 20_000  # records appended before the file is rewritten
 # Final states whose job body is no longer needed ("sent" keeps it: a delivery
 # report may still be due, and a restart resumes waiting for it).
