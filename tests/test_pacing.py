@@ -164,9 +164,9 @@ def test_bad_pacing_keys_name_the_key(keys, message):
 PHONE = {"kind": "virtual", "account": "user@email.com", "latency": 0.0, "jitter": 0.0, "delivery_delay": 0.0}
 
 
-async def enqueue(daemon, items):
+async def enqueue(daemon, items, priority=1):
     out = await daemon.store.enqueue("user@email.com", [
-        NewJob(kind="sms", phone_number=number, message=text, parts=parts, id_sms_api=key)
+        NewJob(kind="sms", phone_number=number, message=text, parts=parts, id_sms_api=key, priority=priority)
         for key, number, text, parts in items])
     daemon.dispatcher.wake()
     return [e.job for e in out]
@@ -227,3 +227,21 @@ async def test_quiet_hours_give_a_job_back_until_they_end(tmp_path):
         job = await daemon.store.get_job("user@email.com", "paris")
         local_due = dt.datetime.fromtimestamp(job.due, ZoneInfo("Europe/Paris"))
         assert local_due.hour * 60 + local_due.minute == end and job.attempts == 0
+
+
+async def test_the_last_place_of_a_window_is_kept_for_priority_2(tmp_path):
+    # A phone whose radio is slow: the campaign fills all but one place of its window.
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "latency": 30.0}], agents={"window": 3})
+    async with serving(config) as daemon:
+        session = daemon.dispatcher.sessions["sim-1"]
+        await daemon.store.enqueue("user@email.com", [NewJob(kind="sms", phone_number=f"+3361111{i:04d}",
+                                                             message="campaign", priority=0) for i in range(10)])
+        daemon.dispatcher.wake()
+        await wait_until(lambda: session.inflight == 2, what="two campaign jobs in the phone")
+        assert session.inflight == 2
+        # A priority-1 message does not take it either.
+        await enqueue(daemon, [("normal", "+33633333333", "hello", 1)])
+        [code] = await enqueue(daemon, [("code", "+33622222222", "123456", 1)], priority=2)
+        await wait_until(lambda: session.inflight == 3, what="the code in the last place")
+        assert (await daemon.store.get_job("user@email.com", "code")).state == "dispatched"
+        assert (await daemon.store.get_job("user@email.com", "normal")).state == "queued"

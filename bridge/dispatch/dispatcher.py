@@ -34,6 +34,7 @@ from device_agents.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 CLAIM_CHUNK = 64  # jobs claimed for one device in one go
+URGENT = 2  # the priority for which one place of every device's window is kept
 MAX_PARTS = 100  # more than any message has (5,000 characters of UCS-2: 75 parts)
 IDLE_RECHECK_S = 60.0  # an idle account is asked again after this long, whatever happens
 STICKY_WAIT_S = 60.0  # a sticky device that can send within this long keeps its contacts
@@ -209,7 +210,7 @@ class Dispatcher:
             for s in sessions:
                 if s.device_id in available:
                     stickies.setdefault(s.account, []).append(s.device_id)
-            wants: list[tuple[DeviceSession, int, int | None]] = []
+            wants: list[tuple[DeviceSession, int, int | None, int]] = []
             for session in sessions:
                 idle_until = self._idle.get(session.account)
                 if idle_until is not None:
@@ -220,6 +221,11 @@ class Dispatcher:
                 room = min(session.window - session.inflight, CLAIM_CHUNK)
                 if room <= 0:
                     continue  # finished() starts a round when room opens
+                # The window's last place is kept for priority 2 (a one-time code does not
+                # wait behind a campaign already in the phone), when the window has two.
+                floor = URGENT if room == 1 and session.window > 1 else 0
+                if session.window > 1 and room > 1 and room == session.window - session.inflight:
+                    room -= 1
                 pacer = self.pacer(session.device)
                 budget = pacer.budget(now)
                 if budget < pacer.need:
@@ -227,20 +233,22 @@ class Dispatcher:
                     continue
                 if pacer.spaced:
                     room = 1
-                wants.append((session, room, budget if budget < MAX_PARTS else None))
+                wants.append((session, room, budget if budget < MAX_PARTS else None, floor))
             # All claims of a round go to the store together: it commits them as one.
             claimed = await asyncio.gather(*(
                 self.store.claim(s.account, s.device_id, room,
                                  kinds=("sms", "call") if s.hello.capabilities.calls else ("sms",),
-                                 max_parts=max_parts, sticky=s.device.sticky,
+                                 max_parts=max_parts, sticky=s.device.sticky, min_priority=floor,
                                  avoid=[d for d in stickies.get(s.account, ()) if d != s.device_id])
-                for s, room, max_parts in wants))
+                for s, room, max_parts, floor in wants))
             again = False
             pushes = []
             empty: dict[str, bool] = {}  # account -> every conclusive claim came back empty
-            for (session, room, max_parts), jobs in zip(wants, claimed, strict=True):
+            for (session, room, max_parts, floor), jobs in zip(wants, claimed, strict=True):
                 pacer = self.pacer(session.device)
                 if not jobs:
+                    if floor:
+                        continue  # no priority-2 work says nothing of the rest
                     if max_parts is None or max_parts >= pacer.smallest_cap():
                         empty.setdefault(session.account, True)
                     else:  # the queue's head may not fit in what is left: wait for more room

@@ -69,7 +69,7 @@ class JobQueue(Protocol):
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
-                    avoid: Collection[str] = (), sticky: bool = False) -> list[Job]:
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
         """Up to ``limit`` due, unexpired queued jobs of ``account`` — priority
         2 before 1 before 0, then due date, then arrival — now dispatched to
         ``device_id``. The jobs are returned as they were before the claim.
@@ -79,7 +79,8 @@ class JobQueue(Protocol):
         most this (the first that does not fit ends the claim: nothing behind
         it jumps the queue). ``avoid``: skip jobs whose recipient's sender (see
         ``sticky``) is one of these devices. ``sticky``: record ``device_id``
-        as the sender of every claimed job's recipient (per account)."""
+        as the sender of every claimed job's recipient (per account).
+        ``min_priority``: only jobs of at least this priority."""
 
     async def defer(self, device_id: str, job_ids: Collection[int], until: float, *, reason: str) -> int:
         """Give jobs this device claimed and has not been sent back to the

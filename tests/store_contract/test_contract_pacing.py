@@ -59,3 +59,11 @@ async def test_a_deferred_job_waits_until_its_time_and_its_attempt_is_not_counte
     assert [h["state"] for h in history] == [js.QUEUED, js.DISPATCHED, js.QUEUED]
     assert history[-1]["reason"] == "quiet hours"
     assert await store.defer("d1", [], later, reason="nothing") == 0
+
+
+async def test_a_claim_can_ask_for_urgent_jobs_only(store):
+    await store.enqueue("a", [sms(id_sms_api="campaign", priority=0), sms(id_sms_api="normal", priority=1)])
+    assert await store.claim("a", "d1", 5, min_priority=2) == []
+    await store.enqueue("a", [sms(id_sms_api="code", priority=2)])
+    assert [j.id_sms_api for j in await store.claim("a", "d1", 5, min_priority=2)] == ["code"]
+    assert [j.id_sms_api for j in await store.claim("a", "d1", 5, min_priority=1)] == ["normal"]

@@ -155,20 +155,20 @@ class SqliteJobQueue(SqliteBase):
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
-                    avoid: Collection[str] = (), sticky: bool = False) -> list[Job]:
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
         if limit <= 0 or (max_parts is not None and max_parts <= 0):
             return []
         return await self._run(self._tx(self._claim), account, device_id, limit, kinds, max_parts,
-                               tuple(avoid), sticky)
+                               tuple(avoid), sticky, min_priority)
 
-    def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int,
-               kinds: tuple[str, ...], max_parts: int | None, avoid: tuple[str, ...], sticky: bool) -> list[Job]:
+    def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int, kinds: tuple[str, ...],
+               max_parts: int | None, avoid: tuple[str, ...], sticky: bool, min_priority: int) -> list[Job]:
         now = time.time()
         if max_parts is not None:
             limit = min(limit, max_parts)  # every job is at least one part
-        others = ""
+        others = f" AND priority >= {int(min_priority)}" if min_priority > 0 else ""
         if avoid:
-            others = (" AND NOT EXISTS (SELECT 1 FROM senders AS s WHERE s.account = jobs.account "
+            others += (" AND NOT EXISTS (SELECT 1 FROM senders AS s WHERE s.account = jobs.account "
                       f"AND s.phone_number = jobs.phone_number AND s.device_id IN ({marks(len(avoid))}))")
         rows = db.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND {QUEUED_SQL} AND due <= ? "
