@@ -175,6 +175,23 @@ def _words(value: list[Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(w.strip() for w in value))
 
 
+def _quiet_hours(value: str) -> tuple[int, int]:
+    """``"21:00-08:00"`` → (1260, 480): minutes after midnight, the end excluded."""
+    try:
+        start, end = (part.strip() for part in value.split("-"))
+        bounds = []
+        for part in (start, end):
+            hours, minutes = part.split(":")
+            if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+                raise ValueError
+            bounds.append(int(hours) * 60 + int(minutes))
+    except ValueError:
+        raise ValueError(f"must be \"HH:MM-HH:MM\" (e.g. \"21:00-08:00\"), not {value!r}") from None
+    if bounds[0] == bounds[1]:
+        raise ValueError(f"{value!r} is empty: give two different times")
+    return bounds[0], bounds[1]
+
+
 def _local_zone() -> str:
     tz = os.environ.get("TZ")
     if tz:
@@ -287,7 +304,15 @@ class DeviceConfig:
     id: str
     kind: str
     account: str
-    max_per_minute: float = 30.0  # 0 = no limit
+    # Pacing, in SMS parts (a 3-part message counts 3); 0 = no cap. See docs/configuration.md.
+    max_per_minute: float = 30.0
+    max_per_hour: float = 0.0
+    max_per_day: float = 0.0
+    min_gap_s: float = 0.0  # a random wait from min_gap_s to max_gap_s between two sends
+    max_gap_s: float = 0.0
+    quiet_hours: tuple[int, int] | None = None  # (from, to) in minutes after midnight, recipient's time
+    timezone: str | None = None  # for quiet hours when the number tells no zone (default: api.timezone)
+    sticky: bool = False  # a contact keeps getting this SIM while it is available
     token: str | None = None  # fixed token for an agent run elsewhere; else one is derived
     options: dict[str, Any] = field(default_factory=dict)  # the kind's own keys
 
@@ -396,6 +421,13 @@ DEVICE_SPEC: Spec = {
     "kind": ((str,), _one_of(*DEVICE_KINDS)),
     "account": ((str,), _nonempty),
     "max_per_minute": ((int, float), _non_negative),
+    "max_per_hour": ((int, float), _non_negative),
+    "max_per_day": ((int, float), _non_negative),
+    "min_gap_s": ((int, float), _non_negative),
+    "max_gap_s": ((int, float), _non_negative),
+    "quiet_hours": ((str,), _quiet_hours),
+    "timezone": ((str,), _zone),
+    "sticky": ((bool,), None),
     "token": ((str,), _nonempty),
 }
 DEVICE_KIND_SPEC: dict[str, Spec] = {
@@ -406,6 +438,8 @@ DEVICE_KIND_SPEC: dict[str, Spec] = {
         "failure_rate": ((int, float), _fraction),
         "fail_prefixes": ((list,), None),
         "delivery_reports": ((bool,), None),
+        "serial": ((bool,), None),
+        "cap_per_minute": ((int,), _non_negative),
         "standalone": ((bool,), None),
     },
     "modem": {
@@ -558,6 +592,8 @@ def parse(data: dict[str, Any], *, source: str = "<config>", base: Path | None =
             # Android asks its owner beyond 30 parts a minute from one app: never get there.
             limit = options.get("sms_max_count", ANDROID_DEFAULT_RATE) * 60 / options.get("sms_check_interval", 60)
             values.setdefault("max_per_minute", float(max(1, int(limit))))
+        if values.get("max_gap_s", 0.0) < values.get("min_gap_s", 0.0):
+            raise ConfigError(f"{where}.max_gap_s: must not be shorter than min_gap_s ({values['min_gap_s']:g} s)")
         devices.append(DeviceConfig(**values, options=options))
     for login in console.get("operators", ()):
         if login not in logins:

@@ -18,6 +18,7 @@ Records::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -30,7 +31,13 @@ from . import protocol
 # Ledger entries are kept this long after their last change, so that a job
 # the bridge pushes again after a long outage is still recognised.
 LEDGER_RETENTION_S = 7 * 86400
-LEDGER_MAX = 50_000
+# At most this many ledger entries are kept; settled ones beyond it are dropped
+# oldest first as they come, not only at compaction, so that an agent's memory
+# stays flat (an entry costs ~370 bytes, and the daemon runs its modems' and
+# virtual phones' agents). Jobs still in hand are never dropped, and a settled
+# job matters only until its event is acked (then the bridge never pushes it
+# again): with a credit window of a few jobs, 1,000 is a wide margin.
+LEDGER_MAX = 1_000
 COMPACT_EVERY = 20_000  # records appended before the file is rewritten
 # Final states whose job body is no longer needed ("sent" keeps it: a delivery
 # report may still be due, and a restart resumes waiting for it).
@@ -78,6 +85,8 @@ class Journal:
             if "detail" in rec:
                 entry["detail"] = rec["detail"]
             self.jobs[rec["id"]] = entry
+            if len(self.jobs) > LEDGER_MAX + LEDGER_MAX // 10:
+                self._trim()
         elif t == "ledger":
             for job_id, state, at in rec["jobs"]:
                 self.jobs.pop(job_id, None)
@@ -89,6 +98,12 @@ class Journal:
                 self.outbox.pop(i, None)
         elif t == "seq":
             self.seq = max(self.seq, rec["n"])
+
+    def _trim(self) -> None:
+        """Drop the oldest settled entries down to LEDGER_MAX (jobs still in hand stay)."""
+        excess = len(self.jobs) - LEDGER_MAX
+        for job_id in [j for j, e in itertools.islice(self.jobs.items(), 2 * excess) if "job" not in e][:excess]:
+            del self.jobs[job_id]
 
     def _compact(self) -> None:
         cutoff = time.time() - LEDGER_RETENTION_S

@@ -30,7 +30,7 @@ def numbers_of(batch):
 async def test_half_in_the_worker_process_matches_all_here(tmp_path):
     raws = numbers_of(messages(400))
     here = normalise_batch(raws, 0, None)
-    pool = SplitPool()
+    pool = SplitPool(processes=True)
     pool.start()
     try:
         await pool.split(normalise_batch, raws, None)  # starts the worker
@@ -40,6 +40,14 @@ async def test_half_in_the_worker_process_matches_all_here(tmp_path):
         pool.close()
     assert split == here
     assert sum(n is None for n, _ in split) == 16  # the bad ones are judged the same way too
+
+
+async def test_by_default_no_worker_process_is_started(tmp_path):
+    pool = SplitPool()
+    pool.start(eager=True)
+    raws = numbers_of(messages(400))
+    assert await pool.split(normalise_batch, raws, None) == normalise_batch(raws, 0, None)
+    assert pool._pool is None
 
 
 async def test_small_batches_and_no_worker_stay_here(tmp_path):

@@ -1,12 +1,14 @@
-"""A second core for the CPU-heavy part of bulk requests.
+"""A second core for the CPU-heavy part of bulk requests, when it pays.
 
-Checking the phone numbers of a 1,000-message sendsms batch (phonenumbers is
-pure Python) is most of the CPU the request costs, and the event loop's core
-is also the one that answers everyone else. A :class:`SplitPool` cuts such a
-batch in two: one half is done here, the other at the same time in one
-worker process. Small batches, or no worker (not started, could not start,
-died), are done here, exactly as before. Only plain values cross: sending
-whole judged messages back costs more than it saves (measured).
+A :class:`SplitPool` built with ``processes=True`` cuts a bulk batch's number
+checks in two: one half is done here, the other at the same time in one
+worker process. It no longer pays by default: numbers already written in
+E.164 are judged from phonenumbers' metadata directly
+(``bridge.core.numbers``), and with that, the worker added 0-8 % to bulk
+acceptance (within the runs' noise, docs/benchmarks.md) for ~25 MB of RSS and
+a process. So by default everything is done here; small batches, or no
+worker (could not start, died), are done here too. Only plain values cross:
+sending whole judged messages back costs more than it saves (measured).
 """
 
 from __future__ import annotations
@@ -31,14 +33,18 @@ def _ready() -> bool:
 class SplitPool:
     PARALLEL_FROM = 200  # items in a batch before half goes to the worker
 
-    def __init__(self) -> None:
+    def __init__(self, *, processes: bool = False) -> None:
+        self.processes = processes  # False: never a worker process (see the module's doc)
         self._enabled = False
         self._pool: ProcessPoolExecutor | None = None
         self._warm: Any = None
 
     def start(self, *, eager: bool = False) -> None:
         """Allow the worker. ``eager``: start it now (the daemon does); else
-        the first bulk batch starts it and is done here while it warms up."""
+        the first bulk batch starts it and is done here while it warms up.
+        Without ``processes``, nothing to start."""
+        if not self.processes:
+            return
         self._enabled = True
         if eager:
             self._usable()

@@ -15,7 +15,8 @@ from device_agents.journal import Journal
 from device_agents.runtime import AgentRuntime
 from device_agents.virtual.phone import RadioSettings, VirtualRadio
 
-RADIO_KEYS = ("latency", "jitter", "delivery_delay", "failure_rate", "fail_prefixes", "delivery_reports")
+RADIO_KEYS = ("latency", "jitter", "delivery_delay", "failure_rate", "fail_prefixes", "delivery_reports", "serial",
+              "cap_per_minute")
 
 
 def radio_log_path(config: Config, device_id: str) -> Path:

@@ -1,21 +1,31 @@
 """The dispatcher.
 
 The :class:`Dispatcher` pulls due jobs by priority from the store onto the online
-devices of each job's account, within each device's credit window and send
-rate; expires jobs past their ttl; and gives the jobs of a device that stayed
-away longer than the grace time back to the queue.
+devices of each job's account, within each device's credit window and pace
+(caps per minute, hour and day counted in parts, random gaps: see
+:class:`~bridge.dispatch.session.Pacer`), keeping a contact on the SIM it
+had (``sticky``) and out of its quiet hours; expires jobs past their ttl; and
+gives the jobs of a device that stayed away longer than the grace time back
+to the queue.
+
+Idle costs nothing per device: an account whose claims came back empty is
+not asked again until new work is announced (:meth:`Dispatcher.wake`), its
+next scheduled job is due, or a minute has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from zoneinfo import ZoneInfo
 
 from bridge.config import Config, DeviceConfig
-from bridge.dispatch.session import DeviceHealth, DeviceSession, RateLimiter
+from bridge.core import numbers
+from bridge.dispatch.session import DeviceHealth, DeviceSession, Pacer
 from bridge.store.model import Job
 from bridge.store.protocols import JobQueue
 from device_agents import protocol
@@ -24,6 +34,34 @@ from device_agents.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 CLAIM_CHUNK = 64  # jobs claimed for one device in one go
+URGENT = 2  # the priority for which one place of every device's window is kept
+MAX_PARTS = 100  # more than any message has (5,000 characters of UCS-2: 75 parts)
+IDLE_RECHECK_S = 60.0  # an idle account is asked again after this long, whatever happens
+STICKY_WAIT_S = 60.0  # a sticky device that can send within this long keeps its contacts
+# A send counts in a device's windows from when its claim is written plus this
+# margin: a phone counts when the job reaches it (Android's SmsUsageMonitor),
+# a little after the claim; without the margin a window could end here before
+# it ends there. Costs 0.25 s a minute of the allowed rate (0.4 %).
+PACING_MARGIN_S = 0.25
+
+
+def quiet_until(device: DeviceConfig, phone_number: str, now: float, default_zone: str) -> float | None:
+    """The end of ``device``'s quiet hours in the recipient's time zone (read
+    from the number when it tells one zone, else the device's or the API's),
+    if it is quiet there now; else None."""
+    if device.quiet_hours is None:
+        return None
+    start, end = device.quiet_hours
+    zone = ZoneInfo(numbers.time_zone(phone_number) or device.timezone or default_zone)
+    local = dt.datetime.fromtimestamp(now, zone)
+    minute = local.hour * 60 + local.minute
+    quiet = start <= minute < end if start < end else (minute >= start or minute < end)
+    if not quiet:
+        return None
+    until = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+    if until <= local:
+        until += dt.timedelta(days=1)
+    return until.timestamp()
 
 
 class Dispatcher:
@@ -38,7 +76,10 @@ class Dispatcher:
         self.store = store
         self.sessions: dict[str, DeviceSession] = {}
         self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in config.devices}
-        self._limiters: dict[str, RateLimiter] = {}
+        self._pacers: dict[str, Pacer] = {}
+        self._idle: dict[str, float] = {}  # account -> asked again at (see the module's doc)
+        self._news = 0  # counts wake()s: a round marks nothing idle if new work came meanwhile
+        self._available: frozenset[str] = frozenset()  # devices that can send soon (sticky senders)
         self._wake = asyncio.Event()
         self._rotation = 0
         self._claim_lock = asyncio.Lock()
@@ -50,19 +91,29 @@ class Dispatcher:
         self.config = config
         for d in config.devices:
             self.health.setdefault(d.id, DeviceHealth())
-            limiter = self._limiters.get(d.id)
-            if limiter is not None:
-                limiter.per_minute = d.max_per_minute
+            pacer = self._pacers.get(d.id)
+            if pacer is not None:
+                pacer.reconfigure(d)
         self.wake()
 
     def wake(self) -> None:
+        """New work may be there (enqueued, requeued, a device came or went):
+        every account is asked again."""
+        self._news += 1
+        self._idle.clear()
+        for pacer in self._pacers.values():
+            pacer.need = 1
         self._wake.set()
 
-    def limiter(self, device: DeviceConfig) -> RateLimiter:
-        limiter = self._limiters.get(device.id)
-        if limiter is None:
-            limiter = self._limiters[device.id] = RateLimiter(device.max_per_minute)
-        return limiter
+    def _kick(self) -> None:
+        """Room opened on a device: a round, without forgetting who is idle."""
+        self._wake.set()
+
+    def pacer(self, device: DeviceConfig) -> Pacer:
+        pacer = self._pacers.get(device.id)
+        if pacer is None:
+            pacer = self._pacers[device.id] = Pacer(device)
+        return pacer
 
     # -- sessions come and go ------------------------------------------------
 
@@ -104,11 +155,12 @@ class Dispatcher:
             health.reason = reason
             if self._on_online is not None:
                 self._on_online(session.device_id, False)
+            self.wake()  # its sticky contacts may go to others now
 
     def finished(self, session: DeviceSession, count: int) -> None:
         if count:
             session.inflight = max(0, session.inflight - count)
-            self.wake()
+            self._kick()
 
     def online(self, account: str | None = None) -> list[DeviceSession]:
         return [s for s in self.sessions.values() if account is None or s.account == account]
@@ -140,41 +192,119 @@ class Dispatcher:
         """Give jobs to every device that can take some. Returns how long to
         wait before the next round (0: go again at once)."""
         async with self._claim_lock:
-            sessions = list(self.sessions.values())
+            sessions = [s for s in self.sessions.values() if not s.closed]
             if not sessions:
                 return 1.0
+            now = time.time()
+            news = self._news
+            for account, until in list(self._idle.items()):
+                if until <= now:  # ask again, once for the account, not once per device
+                    await self._idle_until(account, now)
+            if all(s.account in self._idle for s in sessions):  # nothing to do: no polling either
+                return max(0.001, min(self._idle.values()) - now)
             self._rotation = (self._rotation + 1) % len(sessions)
             sessions = sessions[self._rotation:] + sessions[:self._rotation]
-            now = time.time()
             wait = 1.0
-            wants: list[tuple[DeviceSession, int]] = []
+            available = frozenset(s.device_id for s in sessions
+                                  if s.device.sticky and self.pacer(s.device).free_at(now) - now <= STICKY_WAIT_S)
+            if available != self._available:
+                self._available = available
+                self._idle.clear()  # a sticky sender came or went: its contacts may move
+            stickies: dict[str, list[str]] = {}  # account -> its sticky devices that can send soon
+            for s in sessions:
+                if s.device_id in available:
+                    stickies.setdefault(s.account, []).append(s.device_id)
+            wants: list[tuple[DeviceSession, int, int | None, int]] = []
             for session in sessions:
-                if session.closed:
+                idle_until = self._idle.get(session.account)
+                if idle_until is not None:
+                    if idle_until > now:
+                        wait = min(wait, idle_until - now)
+                        continue
+                    del self._idle[session.account]
+                room = min(session.window - session.inflight, CLAIM_CHUNK)
+                if room <= 0:
+                    continue  # finished() starts a round when room opens
+                # The window's last place is kept for priority 2 (a one-time code does not
+                # wait behind a campaign already in the phone), when the window has two.
+                floor = URGENT if room == 1 and session.window > 1 else 0
+                if session.window > 1 and room > 1 and room == session.window - session.inflight:
+                    room -= 1
+                pacer = self.pacer(session.device)
+                budget = pacer.budget(now)
+                if budget < pacer.need:
+                    wait = min(wait, max(0.001, pacer.free_at(now) - now))
                     continue
-                limiter = self.limiter(session.device)
-                room = min(session.window - session.inflight, limiter.available(now), CLAIM_CHUNK)
-                if room > 0:
-                    wants.append((session, room))
-                    continue
-                free_at = limiter.next_free(now)
-                if free_at is not None:
-                    wait = min(wait, max(0.01, free_at - now))
+                if pacer.spaced:
+                    room = 1
+                wants.append((session, room, budget if budget < MAX_PARTS else None, floor))
             # All claims of a round go to the store together: it commits them as one.
             claimed = await asyncio.gather(*(
                 self.store.claim(s.account, s.device_id, room,
-                                 kinds=("sms", "call") if s.hello.capabilities.calls else ("sms",))
-                for s, room in wants))
+                                 kinds=("sms", "call") if s.hello.capabilities.calls else ("sms",),
+                                 max_parts=max_parts, sticky=s.device.sticky, min_priority=floor,
+                                 avoid=[d for d in stickies.get(s.account, ()) if d != s.device_id])
+                for s, room, max_parts, floor in wants))
             again = False
             pushes = []
-            for (session, room), jobs in zip(wants, claimed, strict=True):
+            empty: dict[str, bool] = {}  # account -> every conclusive claim came back empty
+            for (session, room, max_parts, floor), jobs in zip(wants, claimed, strict=True):
+                pacer = self.pacer(session.device)
                 if not jobs:
+                    if floor:
+                        continue  # no priority-2 work says nothing of the rest
+                    if max_parts is None or max_parts >= pacer.smallest_cap():
+                        empty.setdefault(session.account, True)
+                    else:  # the queue's head may not fit in what is left: wait for more room
+                        pacer.need = min(pacer.smallest_cap(), max(pacer.need * 2, max_parts + 1))
+                        wait = min(wait, max(0.001, pacer.free_at(now) - now))
                     continue
+                empty[session.account] = False
+                pacer.need = 1
+                jobs = await self._keep_quiet(session, jobs, now)
+                pacer.record(time.time() + PACING_MARGIN_S, [j.parts for j in jobs])
                 session.inflight += len(jobs)
-                self.limiter(session.device).record(now, len(jobs))
                 pushes.append(self._push(session, jobs))
-                again = again or len(jobs) == room
+                again = again or (len(jobs) == room and not pacer.spaced)
+                if pacer.spaced:
+                    wait = min(wait, max(0.001, pacer.free_at(now) - now))
             await asyncio.gather(*pushes)
+            for account, nothing in empty.items():
+                if nothing and self._news == news:
+                    await self._idle_until(account, now, claimed_nothing=True)
             return 0 if again else wait
+
+    async def _idle_until(self, account: str, now: float, *, claimed_nothing: bool = False) -> None:
+        """Mark ``account`` idle until its next scheduled job or the recheck,
+        unless (asked again) it has due work."""
+        news = self._news
+        due = await self.store.next_due(account)
+        recheck = now + IDLE_RECHECK_S
+        if self._news != news:
+            self._idle.pop(account, None)  # new work came while we asked
+        elif due is not None and due <= now and not claimed_nothing:
+            self._idle.pop(account, None)  # work is due: its devices claim this round
+        else:
+            self._idle[account] = min(due, recheck) if due is not None and due > now else recheck
+
+    async def _keep_quiet(self, session: DeviceSession, jobs: list[Job], now: float) -> list[Job]:
+        """Jobs whose recipient is in the device's quiet hours go back to the
+        queue, due when those hours end; the others are returned."""
+        if session.device.quiet_hours is None:
+            return jobs
+        later: dict[float, list[int]] = {}
+        keep = []
+        for job in jobs:
+            until = quiet_until(session.device, job.phone_number, now, self.config.api.timezone)
+            if until is None:
+                keep.append(job)
+            else:
+                later.setdefault(until, []).append(job.id)
+        for until, ids in later.items():
+            await self.store.defer(session.device_id, ids, until, reason="quiet hours at the recipient's")
+        if later:
+            self._kick()
+        return keep
 
     async def _push(self, session: DeviceSession, jobs: list[Job]) -> None:
         dialer = self._dialer_for(session.device.kind) if self._dialer_for is not None else None

@@ -114,8 +114,11 @@ class AgentListener:
 
     async def start(self) -> None:
         host, port = self.config.agents.listen
+        # Every agent pings every 20 s (device_agents/runtime.py) and reports its status
+        # every 30 s: the bridge's own ping only finds agents gone silent, so once a
+        # minute is enough (a third of the idle cost of pinging every 20 s, per device).
         self.server = await serve(self._handle, host, port, max_size=protocol.MAX_FRAME_BYTES,
-                                  ssl=self.ssl, compression=None, ping_interval=20, ping_timeout=20)
+                                  ssl=self.ssl, compression=None, ping_interval=60, ping_timeout=20)
 
     @property
     def port(self) -> int:

@@ -1,9 +1,11 @@
 """What the bridge holds per device: the live session (one websocket), what
-it knows of the device's health online or not, and its send-rate window."""
+it knows of the device's health online or not, and its pace (caps per minute,
+hour and day in parts, random gaps)."""
 
 from __future__ import annotations
 
 import collections
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,33 +14,88 @@ from bridge.config import DeviceConfig
 from bridge.store.model import Job
 from device_agents import protocol
 
+WINDOWS = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
 
-class RateLimiter:
-    """At most ``per_minute`` sends in any 60 s (Android's own rule); 0 = no limit."""
 
-    def __init__(self, per_minute: float) -> None:
-        self.per_minute = per_minute
-        self._sent: collections.deque[float] = collections.deque()
+class Window:
+    """At most ``cap`` parts in any ``span`` seconds (a sliding window, as
+    Android's ``SmsUsageMonitor`` and carriers count); cap 0 = no cap. Holds
+    one entry per send still inside the span: bounded by the cap."""
+
+    def __init__(self, span: float, cap: float) -> None:
+        self.span = span
+        self.cap = int(cap)
+        self._sent: collections.deque[tuple[float, int]] = collections.deque()
+        self._total = 0
 
     def _trim(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - 60.0:
-            self._sent.popleft()
+        while self._sent and self._sent[0][0] <= now - self.span:
+            self._total -= self._sent.popleft()[1]
 
-    def available(self, now: float) -> int:
-        if self.per_minute <= 0:
+    def room(self, now: float) -> int:
+        if self.cap <= 0:
             return 1 << 30
         self._trim(now)
-        return max(0, int(self.per_minute) - len(self._sent))
+        return max(0, self.cap - self._total)
 
-    def record(self, now: float, count: int) -> None:
-        if self.per_minute > 0:
-            self._sent.extend([now] * count)
+    def record(self, now: float, parts: int) -> None:
+        if self.cap > 0:
+            self._sent.append((now, parts))
+            self._total += parts
 
-    def next_free(self, now: float) -> float | None:
-        """When a send becomes possible again, if it is not now."""
-        if self.available(now) > 0:
-            return None
-        return self._sent[0] + 60.0
+    def free_at(self, now: float, parts: int) -> float:
+        """When ``parts`` fit (``now`` if they do already)."""
+        if self.cap <= 0 or self.room(now) >= parts:
+            return now
+        over = self._total + parts - self.cap  # this many parts must leave the window first
+        for at, count in self._sent:
+            over -= count
+            if over <= 0:
+                return at + self.span
+        return now  # more parts than the cap: never fits; the caller checks ``fits``
+
+
+class Pacer:
+    """A device's pace: its caps per minute, hour and day in parts, and an
+    optional random gap between two sends. Pure: every call is given the time."""
+
+    def __init__(self, device: DeviceConfig, *, rng: random.Random | None = None) -> None:
+        self.windows = [Window(span, getattr(device, f"max_per_{name}")) for name, span in WINDOWS]
+        self.gap = (device.min_gap_s, device.max_gap_s)
+        self.next_at = 0.0  # the random gap: no send before this
+        self.need = 1  # parts the next claim needs (more when the queue's head did not fit)
+        self._rng = rng or random.Random()
+
+    def reconfigure(self, device: DeviceConfig) -> None:
+        for window, (name, _span) in zip(self.windows, WINDOWS, strict=True):
+            window.cap = int(getattr(device, f"max_per_{name}"))
+        self.gap = (device.min_gap_s, device.max_gap_s)
+
+    @property
+    def spaced(self) -> bool:
+        return self.gap[1] > 0
+
+    def smallest_cap(self) -> int:
+        caps = [w.cap for w in self.windows if w.cap > 0]
+        return min(caps) if caps else 1 << 30
+
+    def budget(self, now: float) -> int:
+        """Parts that may be sent now."""
+        if now < self.next_at:
+            return 0
+        return min(w.room(now) for w in self.windows)
+
+    def record(self, now: float, parts: list[int]) -> None:
+        """Sends of ``parts`` each, claimed at ``now``."""
+        for count in parts:
+            for window in self.windows:
+                window.record(now, count)
+        if self.spaced and parts:
+            self.next_at = now + self._rng.uniform(*self.gap)
+
+    def free_at(self, now: float) -> float:
+        """When ``need`` parts may be sent."""
+        return max([self.next_at, *(w.free_at(now, self.need) for w in self.windows)])
 
 
 @dataclass(eq=False)

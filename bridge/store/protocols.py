@@ -26,7 +26,7 @@ the :class:`EventFilter` it is given (``bridge.webhooks.policy``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from bridge.core.optout import Keywords
@@ -70,11 +70,24 @@ class JobQueue(Protocol):
         (or twice in one batch) returns the first one, ``created`` False."""
 
     async def claim(self, account: str, device_id: str, limit: int, *,
-                    kinds: tuple[str, ...] = ("sms", "call")) -> list[Job]:
+                    kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
         """Up to ``limit`` due, unexpired queued jobs of ``account`` — priority
         2 before 1 before 0, then due date, then arrival — now dispatched to
         ``device_id``. The jobs are returned as they were before the claim.
-        Concurrent claims never share a job."""
+        Concurrent claims never share a job.
+
+        ``max_parts``: only the jobs, in that order, whose parts add up to at
+        most this (the first that does not fit ends the claim: nothing behind
+        it jumps the queue). ``avoid``: skip jobs whose recipient's sender (see
+        ``sticky``) is one of these devices. ``sticky``: record ``device_id``
+        as the sender of every claimed job's recipient (per account).
+        ``min_priority``: only jobs of at least this priority."""
+
+    async def defer(self, device_id: str, job_ids: Collection[int], until: float, *, reason: str) -> int:
+        """Give jobs this device claimed and has not been sent back to the
+        queue, due at ``until``, as if never claimed (their attempt is not
+        counted). Returns how many moved."""
 
     async def next_due(self, account: str) -> float | None:
         """The earliest due date among the account's queued jobs."""

@@ -203,6 +203,17 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX api_tokens_username ON api_tokens (username);
     """,
+    # 6: sticky senders: the device that last took a job for each contact of an
+    # account whose device is ``sticky`` (see JobQueue.claim)
+    """
+    CREATE TABLE senders (
+        account TEXT NOT NULL,
+        phone_number TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (account, phone_number)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

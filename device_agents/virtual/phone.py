@@ -9,6 +9,7 @@ line, so that a test can prove that nothing was ever sent twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -36,6 +37,17 @@ class RadioSettings:
     battery: int = 87
     signal: int = 75
     operator: str = "Virtual Mobile"
+    # One transmission at a time per SIM, each part taking latency + jitter:
+    # Android's SMSDispatcher hands the RIL one part and waits for its
+    # RIL_REQUEST_SEND_SMS answer before the next (frameworks/opt/telephony,
+    # SMSDispatcher.java, sendSms / EVENT_SEND_SMS_COMPLETE). Off: every job
+    # pushed is "transmitted" at once, whatever its length (the old, kind model).
+    serial: bool = False
+    # The phone's own cap: parts per minute per app, beyond which Android asks
+    # its owner and, unattended, refuses (SmsUsageMonitor.java:
+    # DEFAULT_SMS_MAX_COUNT = 30, DEFAULT_SMS_CHECK_PERIOD = 60 s, checked with
+    # the message's part count in SMSDispatcher). 0 = no cap.
+    cap_per_minute: int = 0
 
 
 class VirtualRadio:
@@ -53,30 +65,61 @@ class VirtualRadio:
                                                   delivery_reports=settings.delivery_reports,
                                                   multipart=True)
         self._later = TaskSet()  # delivery reports still due
+        self._radio = asyncio.Lock()  # one transmission at a time (``serial``)
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (at, parts), last 60 s
 
     def _transmit(self, record: dict[str, Any]) -> None:
         self._log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._log_file.flush()
 
-    async def _radio_wait(self) -> None:
-        delay = self.settings.latency + self._random.random() * self.settings.jitter
+    async def _radio_wait(self, parts: int = 1) -> None:
+        delay = sum(self.settings.latency + self._random.random() * self.settings.jitter for _ in range(parts))
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def _over_cap(self, parts: int, now: float) -> bool:
+        """Whether ``parts`` more would pass the phone's own cap (SmsUsageMonitor's
+        sliding window); counted when they pass."""
+        cap = self.settings.cap_per_minute
+        if cap <= 0:
+            return False
+        while self._recent and self._recent[0][0] <= now - 60.0:
+            self._recent.popleft()
+        if sum(p for _, p in self._recent) + parts > cap:
+            return True
+        self._recent.append((now, parts))
+        return False
+
     async def execute(self, job: protocol.Job, report: Reporter) -> None:
-        await self._radio_wait()
-        if isinstance(job, protocol.Dial):
-            self._transmit({"kind": "dial", "job_id": job.job_id, "to": job.to, "at": time.time()})
-            report(job.job_id, protocol.JOB_SENT)
+        if isinstance(job, protocol.SendSms):
+            # Android counts the parts when the app asks to send (SMSDispatcher.sendText →
+            # checkDestination → SmsUsageMonitor.check), before the radio is free.
+            asked = time.time()
+            parts = segment_count(job.text).parts
+            if self._over_cap(parts, asked):
+                report(job.job_id, protocol.JOB_FAILED,
+                       reason=f"RESULT_ERROR_LIMIT_EXCEEDED: over {self.settings.cap_per_minute} parts a minute")
+                return
+            if self.settings.serial:
+                async with self._radio:
+                    await self._radio_wait(parts)
+                    self._send(job, report, parts, asked)
+            else:
+                await self._radio_wait()
+                self._send(job, report, parts, asked)
             return
+        await self._radio_wait()
+        self._transmit({"kind": "dial", "job_id": job.job_id, "to": job.to, "at": time.time()})
+        report(job.job_id, protocol.JOB_SENT)
+
+    def _send(self, job: protocol.SendSms, report: Reporter, parts: int, asked: float) -> None:
         fails = (job.to.startswith(self.settings.fail_prefixes) if self.settings.fail_prefixes else False) \
             or (self.settings.failure_rate > 0 and self._random.random() < self.settings.failure_rate)
         if fails:
             report(job.job_id, protocol.JOB_FAILED, reason="network refused the message (simulated)")
             return
-        parts = segment_count(job.text).parts
         self._transmit({"id_sms_api": job.reference, "job_id": job.job_id, "to": job.to,
-                        "text": job.text, "parts": parts, "at": time.time()})
+                        "text": job.text, "parts": parts, "asked": asked, "at": time.time()})
         report(job.job_id, protocol.JOB_SENT, parts=parts)
         if self.settings.delivery_reports and job.report:
             if self.settings.delivery_delay <= 0:

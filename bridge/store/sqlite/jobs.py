@@ -12,13 +12,13 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core import events
 from bridge.core import jobstates as js
-from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_api
+from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
 from bridge.store.schema import JOB_COLUMNS
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, job_from_row, marks
 from bridge.store.sqlite.recorder import EventRecorder
@@ -48,8 +48,9 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
     existing = {job.id_sms_api: job for job in jobs_by_key(db, account, given)}
     keys: list[str] = []
     fresh: dict[str, tuple[NewJob, float, float]] = {}
+    generated = iter(new_id_sms_apis(len(jobs) - len(given)))
     for new in jobs:
-        key = new.id_sms_api or new_id_sms_api()
+        key = new.id_sms_api or next(generated)
         keys.append(key)
         if key in existing or key in fresh:
             continue  # sent before, or twice in this batch: the first one stands
@@ -153,19 +154,34 @@ class SqliteJobQueue(SqliteBase):
         return await self._run(self._tx(insert_jobs), self._recorder, account, jobs)
 
     async def claim(self, account: str, device_id: str, limit: int, *,
-                    kinds: tuple[str, ...] = ("sms", "call")) -> list[Job]:
-        if limit <= 0:
+                    kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
+        if limit <= 0 or (max_parts is not None and max_parts <= 0):
             return []
-        return await self._run(self._tx(self._claim), account, device_id, limit, kinds)
+        return await self._run(self._tx(self._claim), account, device_id, limit, kinds, max_parts,
+                               tuple(avoid), sticky, min_priority)
 
-    def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int,
-               kinds: tuple[str, ...]) -> list[Job]:
+    def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int, kinds: tuple[str, ...],
+               max_parts: int | None, avoid: tuple[str, ...], sticky: bool, min_priority: int) -> list[Job]:
         now = time.time()
+        if max_parts is not None:
+            limit = min(limit, max_parts)  # every job is at least one part
+        others = f" AND priority >= {int(min_priority)}" if min_priority > 0 else ""
+        if avoid:
+            others += (" AND NOT EXISTS (SELECT 1 FROM senders AS s WHERE s.account = jobs.account "
+                      f"AND s.phone_number = jobs.phone_number AND s.device_id IN ({marks(len(avoid))}))")
         rows = db.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND {QUEUED_SQL} AND due <= ? "
-            f"AND expires > ? AND kind IN ({marks(len(kinds))}) "
-            "ORDER BY priority DESC, due, id LIMIT ?", (account, now, now, *kinds, limit)).fetchall()
+            f"AND expires > ? AND kind IN ({marks(len(kinds))}){others} "
+            "ORDER BY priority DESC, due, id LIMIT ?", (account, now, now, *kinds, *avoid, limit)).fetchall()
         jobs = [job_from_row(r) for r in rows]
+        if max_parts is not None:
+            fitting = 0
+            for i, job in enumerate(jobs):
+                fitting += job.parts
+                if fitting > max_parts:
+                    jobs = jobs[:i]
+                    break
         if not jobs:
             return []
         target = js.next_state(js.QUEUED, js.DISPATCH)  # once for the batch: every row was queued
@@ -174,10 +190,31 @@ class SqliteJobQueue(SqliteBase):
                        [(target, device_id, now, now, j.id) for j in jobs])
         db.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES (?, ?, ?, ?)",
                        [(j.id, target, now, device_id) for j in jobs])
+        if sticky:
+            db.executemany("INSERT INTO senders (account, phone_number, device_id, at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (account, phone_number) DO UPDATE SET device_id = excluded.device_id, "
+                           "at = excluded.at", [(account, j.phone_number, device_id, now) for j in jobs])
         if self._recorder.wants(account, events.STATE_EVENTS[target]):
             for j in jobs:
                 self._recorder.job_event(db, j, target, now, None, device_id)
         return jobs
+
+    async def defer(self, device_id: str, job_ids: Collection[int], until: float, *, reason: str) -> int:
+        if not job_ids:
+            return 0
+        return await self._run(self._tx(self._defer), device_id, list(job_ids), until, reason)
+
+    def _defer(self, db: sqlite3.Connection, device_id: str, job_ids: list[int], until: float, reason: str) -> int:
+        now = time.time()
+        moves = _Moves(self._recorder)
+        moved = [job for job in jobs_by_id(db, job_ids).values()
+                 if job.device_id == device_id and job.state == js.DISPATCHED]
+        for job in moved:
+            moves.move(db, job, js.QUEUED, now, device_id=device_id, reason=reason)
+        moves.flush(db)
+        db.executemany("UPDATE jobs SET due = ?, attempts = MAX(0, attempts - 1) WHERE id = ?",
+                       [(until, job.id) for job in moved])
+        return len(moved)
 
     async def next_due(self, account: str) -> float | None:
         return await self._run(self._next_due, account)

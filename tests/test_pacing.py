@@ -1,0 +1,247 @@
+"""Pacing: a device's caps per minute, hour and day counted in parts, random
+gaps between sends, quiet hours in the recipient's zone, and sticky senders;
+the pure rules first, then a real daemon with virtual phones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import re
+from zoneinfo import ZoneInfo
+
+import pytest
+from api_util import radio, serving
+from conftest import make_config, wait_until
+
+from bridge.config import ConfigError, DeviceConfig, parse
+from bridge.dispatch.dispatcher import quiet_until
+from bridge.dispatch.session import Pacer, Window
+from bridge.store.model import NewJob
+
+
+def device(**kw) -> DeviceConfig:
+    values = {"id": "d", "kind": "virtual", "account": "a", "max_per_minute": 0.0, **kw}
+    return DeviceConfig(**values)
+
+
+# -- the window ------------------------------------------------------------------------
+
+def test_a_window_counts_parts_over_a_sliding_span():
+    w = Window(60.0, 10)
+    assert w.room(0.0) == 10
+    w.record(0.0, 3)
+    w.record(20.0, 6)
+    assert w.room(30.0) == 1
+    assert w.free_at(30.0, 1) == 30.0  # fits now
+    assert w.free_at(30.0, 2) == 60.0  # when the 3 parts of t=0 leave
+    assert w.free_at(30.0, 5) == 80.0  # the 6 of t=20 must leave too
+    assert w.room(60.0) == 4  # t=0 left at exactly 60 s
+    assert w.room(80.0) == 10
+
+
+def test_no_cap_is_no_limit_and_keeps_nothing():
+    w = Window(60.0, 0)
+    for t in range(1000):
+        w.record(float(t), 5)
+    assert w.room(1000.0) >= 1 << 29 and not w._sent
+
+
+# -- the pacer ---------------------------------------------------------------------------
+
+def test_the_tightest_of_minute_hour_and_day_caps_decides():
+    p = Pacer(device(max_per_minute=10, max_per_hour=25, max_per_day=40))
+    p.record(0.0, [4, 6])  # 10 parts
+    assert p.budget(1.0) == 0
+    assert p.free_at(1.0) == 60.0
+    p.record(60.0, [10])
+    p.record(120.0, [5])  # 25 in the hour
+    assert p.budget(180.0) == 0  # the minute has room, the hour not
+    assert p.free_at(180.0) == 3600.0
+    assert p.budget(3600.0) == 10  # 10 parts of t=0 left the hour: the minute allows 10
+    p.record(3600.0, [10])
+    p.record(3700.0, [5])  # 40 in the day
+    assert p.budget(7300.0) == 0 and p.free_at(7300.0) == 86400.0
+
+
+def test_need_asks_for_room_for_a_longer_message():
+    p = Pacer(device(max_per_minute=10))
+    p.record(0.0, [8])
+    p.record(30.0, [1])
+    p.need = 3  # the queue's head has 3 parts: 1 left is not enough
+    assert p.budget(31.0) == 1
+    assert p.free_at(31.0) == 60.0
+
+
+def test_random_gaps_space_the_sends():
+    p = Pacer(device(min_gap_s=2.0, max_gap_s=5.0), rng=random.Random(3))
+    gaps = []
+    now = 0.0
+    for _ in range(200):
+        assert p.budget(now) > 0
+        p.record(now, [1])
+        assert p.budget(now + 1.99) == 0
+        gaps.append(p.next_at - now)
+        now = p.next_at
+    assert min(gaps) >= 2.0 and max(gaps) <= 5.0 and max(gaps) - min(gaps) > 2.0
+
+
+def test_reconfigure_changes_the_caps_and_keeps_what_was_sent():
+    d = device(max_per_minute=10)
+    p = Pacer(d)
+    p.record(0.0, [6])
+    p.reconfigure(device(max_per_minute=5))
+    assert p.budget(1.0) == 0 and p.free_at(1.0) == 60.0
+
+
+# -- quiet hours -----------------------------------------------------------------------
+
+def at(zone: str, *args: int) -> float:
+    return dt.datetime(*args, tzinfo=ZoneInfo(zone)).timestamp()
+
+
+def test_quiet_hours_are_the_recipients_when_the_number_tells_its_zone():
+    d = device(quiet_hours=(21 * 60, 8 * 60))
+    # 22:30 in Paris: quiet until 08:00 the next morning, Paris time.
+    assert quiet_until(d, "+33612345678", at("Europe/Paris", 2026, 3, 2, 22, 30), "UTC") == \
+        at("Europe/Paris", 2026, 3, 3, 8, 0)
+    # 07:59 in Paris: quiet until 08:00 the same day.
+    assert quiet_until(d, "+33612345678", at("Europe/Paris", 2026, 3, 2, 7, 59), "UTC") == \
+        at("Europe/Paris", 2026, 3, 2, 8, 0)
+    assert quiet_until(d, "+33612345678", at("Europe/Paris", 2026, 3, 2, 12, 0), "UTC") is None
+    # The same instant is daytime in New York: a New York number is sent.
+    assert quiet_until(d, "+12125550123", at("Europe/Paris", 2026, 3, 2, 22, 30), "UTC") is None
+
+
+def test_a_number_over_several_zones_uses_the_devices_zone_then_the_apis():
+    moscow_night = at("Europe/Moscow", 2026, 3, 2, 23, 0)  # 20:00 UTC
+    russian = "+79161234567"  # Russia spans eleven zones: the number does not tell
+    assert quiet_until(device(quiet_hours=(22 * 60, 7 * 60), timezone="Europe/Moscow"), russian, moscow_night,
+                       "UTC") == at("Europe/Moscow", 2026, 3, 3, 7, 0)
+    assert quiet_until(device(quiet_hours=(22 * 60, 7 * 60)), russian, moscow_night, "UTC") is None
+    # 20:00 UTC is 05:00 the next morning in Tokyo: quiet there until 07:00.
+    assert quiet_until(device(quiet_hours=(22 * 60, 7 * 60)), russian, moscow_night, "Asia/Tokyo") == \
+        at("Asia/Tokyo", 2026, 3, 3, 7, 0)
+    assert quiet_until(device(), russian, moscow_night, "UTC") is None
+
+
+def test_a_quiet_span_within_one_day():
+    d = device(quiet_hours=(12 * 60, 14 * 60))
+    assert quiet_until(d, "+33612345678", at("Europe/Paris", 2026, 3, 2, 13, 0), "UTC") == \
+        at("Europe/Paris", 2026, 3, 2, 14, 0)
+    assert quiet_until(d, "+33612345678", at("Europe/Paris", 2026, 3, 2, 14, 0), "UTC") is None
+
+
+# -- the configuration -------------------------------------------------------------------
+
+def config_with(**keys):
+    return parse({"accounts": [{"login": "a", "access_key": "k"}],
+                  "devices": [{"id": "d", "kind": "virtual", "account": "a", **keys}]})
+
+
+def test_pacing_keys_are_read_and_checked():
+    d = config_with(max_per_minute=30, max_per_hour=200, max_per_day=1000, min_gap_s=1, max_gap_s=4,
+                    quiet_hours="21:30-08:00", timezone="Europe/Paris", sticky=True).devices[0]
+    assert (d.max_per_hour, d.max_per_day, d.min_gap_s, d.max_gap_s) == (200, 1000, 1, 4)
+    assert d.quiet_hours == (21 * 60 + 30, 8 * 60) and d.timezone == "Europe/Paris" and d.sticky
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({"quiet_hours": "21h-8h"}, "devices[0].quiet_hours: must be \"HH:MM-HH:MM\""),
+    ({"quiet_hours": "25:00-08:00"}, "devices[0].quiet_hours"),
+    ({"quiet_hours": "08:00-08:00"}, "is empty"),
+    ({"max_per_hour": -1}, "devices[0].max_per_hour"),
+    ({"min_gap_s": 5, "max_gap_s": 2}, "devices[0].max_gap_s: must not be shorter than min_gap_s"),
+    ({"timezone": "Mars/Olympus"}, "devices[0].timezone"),
+    ({"sticky": "yes"}, "devices[0].sticky"),
+])
+def test_bad_pacing_keys_name_the_key(keys, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_with(**keys)
+
+
+# -- in the daemon -------------------------------------------------------------------------
+
+PHONE = {"kind": "virtual", "account": "user@email.com", "latency": 0.0, "jitter": 0.0, "delivery_delay": 0.0}
+
+
+async def enqueue(daemon, items, priority=1):
+    out = await daemon.store.enqueue("user@email.com", [
+        NewJob(kind="sms", phone_number=number, message=text, parts=parts, id_sms_api=key, priority=priority)
+        for key, number, text, parts in items])
+    daemon.dispatcher.wake()
+    return [e.job for e in out]
+
+
+async def states(daemon, keys):
+    return {k: (await daemon.store.get_job("user@email.com", k)).state for k in keys}
+
+
+async def test_the_daemon_keeps_a_devices_minute_cap_in_parts(tmp_path):
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "max_per_minute": 5}])
+    async with serving(config) as daemon:
+        long_text = "x" * 300  # 2 parts
+        await enqueue(daemon, [("a", "+33611111111", long_text, 2), ("b", "+33611111112", long_text, 2),
+                               ("c", "+33611111113", long_text, 2), ("d", "+33611111114", "short", 1)])
+        # 2 + 2 = 4 parts go; the third 2-part message would make 6 > 5; nothing jumps it.
+        await wait_until(lambda: len(radio(daemon)) == 2, what="two messages on the radio")
+        assert sum(r["parts"] for r in radio(daemon)) == 4
+        assert await states(daemon, ["c", "d"]) == {"c": "queued", "d": "queued"}
+        pacer = daemon.dispatcher.pacer(config.devices[0])
+        await wait_until(lambda: pacer.need == 2, what="waiting for room for the 2-part message")
+        # A new message (a wake) does not let the 1-part one jump the queue either.
+        await enqueue(daemon, [("e", "+33611111115", "short", 1)])
+        await wait_until(lambda: pacer.need == 2, what="the head still waiting for room")
+        assert len(radio(daemon)) == 2
+
+
+async def test_sticky_devices_keep_their_contacts(tmp_path):
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "sticky": True},
+                                            {"id": "sim-2", **PHONE, "sticky": True}])
+    async with serving(config) as daemon:
+        contacts = [f"+3361234{i:04d}" for i in range(12)]
+        await enqueue(daemon, [(f"first-{i}", n, "hello", 1) for i, n in enumerate(contacts)])
+        await wait_until(lambda: len(radio(daemon, "sim-1")) + len(radio(daemon, "sim-2")) == 12, what="12 sent")
+        first = {r["to"]: d for d in ("sim-1", "sim-2") for r in radio(daemon, d)}
+        await enqueue(daemon, [(f"second-{i}", n, "again", 1) for i, n in enumerate(contacts)])
+        await wait_until(lambda: len(radio(daemon, "sim-1")) + len(radio(daemon, "sim-2")) == 24, what="24 sent")
+        second = {r["to"]: d for d in ("sim-1", "sim-2") for r in radio(daemon, d) if r["text"] == "again"}
+        assert second == first
+
+
+async def test_quiet_hours_give_a_job_back_until_they_end(tmp_path):
+    now = dt.datetime.now(ZoneInfo("Europe/Paris"))
+    start = (now.hour * 60 + now.minute - 60) % 1440  # quiet from an hour ago to an hour from now
+    end = (start + 120) % 1440
+    quiet = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "quiet_hours": quiet}])
+    async with serving(config) as daemon:
+        [paris, tokyo] = await enqueue(daemon, [("paris", "+33612345678", "hi", 1),
+                                                ("tokyo", "+81312345678", "hi", 1)])
+        await wait_until(lambda: [r["to"] for r in radio(daemon)] == ["+81312345678"], what="Tokyo's sent")
+
+        async def deferred():
+            job = await daemon.store.get_job("user@email.com", "paris")
+            return job.state == "queued" and job.due > now.timestamp() + 1800
+
+        await wait_until(deferred, what="the Paris job due after the quiet hours")
+        job = await daemon.store.get_job("user@email.com", "paris")
+        local_due = dt.datetime.fromtimestamp(job.due, ZoneInfo("Europe/Paris"))
+        assert local_due.hour * 60 + local_due.minute == end and job.attempts == 0
+
+
+async def test_the_last_place_of_a_window_is_kept_for_priority_2(tmp_path):
+    # A phone whose radio is slow: the campaign fills all but one place of its window.
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "latency": 30.0}], agents={"window": 3})
+    async with serving(config) as daemon:
+        session = daemon.dispatcher.sessions["sim-1"]
+        await daemon.store.enqueue("user@email.com", [NewJob(kind="sms", phone_number=f"+3361111{i:04d}",
+                                                             message="campaign", priority=0) for i in range(10)])
+        daemon.dispatcher.wake()
+        await wait_until(lambda: session.inflight == 2, what="two campaign jobs in the phone")
+        assert session.inflight == 2
+        # A priority-1 message does not take it either.
+        await enqueue(daemon, [("normal", "+33633333333", "hello", 1)])
+        [code] = await enqueue(daemon, [("code", "+33622222222", "123456", 1)], priority=2)
+        await wait_until(lambda: session.inflight == 3, what="the code in the last place")
+        assert (await daemon.store.get_job("user@email.com", "code")).state == "dispatched"
+        assert (await daemon.store.get_job("user@email.com", "normal")).state == "queued"
