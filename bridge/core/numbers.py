@@ -46,7 +46,9 @@ def parse(raw: Any, region: str | None = None) -> phonenumbers.PhoneNumber:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"phone_number {text!r} cannot be parsed: {exc._msg}") from None
-    return _argentine_mobile(number)
+    # Written at home (no +): Argentina's mobiles lose their 9. Written in full
+    # international form, a number is taken as written.
+    return number if text.startswith("+") else _argentine_mobile(number)
 
 
 def _argentine_mobile(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber:
@@ -54,9 +56,9 @@ def _argentine_mobile(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNum
     E.164 national plan of Argentina, ENACOM; libphonenumber's AR metadata:
     mobile = 9 + area code + number), but written at home without it
     (``11 5555-4444``, ``011 15 5555-4444``), which reads as a fixed line. An SMS
-    goes to mobiles only, so a 10-digit national number that is a valid
-    mobile with the 9 is read as that mobile, as Notimation (seed 004) does:
-    ``ar/1155554444`` is ``+5491155554444``."""
+    goes to mobiles only, so a 10-digit national number (written without
+    the +54) that is a valid mobile with the 9 is read as that mobile, as
+    Notimation (seed 004) does: ``ar/1155554444`` is ``+5491155554444``."""
     if number.country_code != 54:
         return number
     national = str(number.national_number)
