@@ -207,6 +207,7 @@ class HttpTransport:
         curl.setopt(pycurl.NOSIGNAL, 1)
         curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        curl.setopt(pycurl.PATH_AS_IS, 1)  # the URL as written: no "/../" folded away
         curl.setopt(pycurl.USERAGENT, USER_AGENT)
         curl.setopt(pycurl.WRITEFUNCTION, len)  # the answer is read and dropped (len: "all taken")
         curl.setopt(pycurl.MAXFILESIZE_LARGE, self.max_response_bytes)
