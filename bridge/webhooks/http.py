@@ -75,7 +75,7 @@ class SendError(Exception):
 
 
 class Proxies:
-    """The environment's proxy settings, resolved once per origin."""
+    """The environment's proxy settings (the transport keeps the answer per origin)."""
 
     def __init__(self) -> None:
         self._proxies = urllib.request.getproxies_environment()
@@ -194,9 +194,9 @@ class HttpTransport:
                 if origin.userinfo is None and previous.userinfo is not None and origin.key == previous.key:
                     origin = dataclasses.replace(origin, userinfo=previous.userinfo)  # same origin: still theirs
         finally:
-            if reuse:
+            if reuse and self._curls is curls:
                 self._idle.append(curl)
-            else:  # cancelled mid-transfer: not trusted again
+            else:  # cancelled mid-transfer (not trusted again), or the transport was closed meanwhile
                 curl.close()
 
     # -- the parts -------------------------------------------------------------------
