@@ -16,7 +16,8 @@ recorded while the client posts ``--requests`` sendsms requests; we time both.
 
 Prints figures with the load average (``os.getloadavg()``) before and after,
 since the machine's other work moves them; the daemon's CPU time per webhook
-in phase 1 moves much less. The last line is one JSON object.
+in phase 1 moves much less. Compare HTTP clients by that figure, run
+alternately. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import aiohttp
+import pycurl
 
 from bridge import config as config_module
 from bridge.core.events import SMS_DELIVERED, SMS_SENT
@@ -190,7 +192,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await store.close()
 
     load_before = os.getloadavg()
-    print(f"load average before: {_load(load_before)} ({os.cpu_count()} cores)")
+    client = " ".join(pycurl.version.split()[:2])
+    print(f"load average before: {_load(load_before)} ({os.cpu_count()} cores); webhook client {client}")
     daemon = Daemon(config, eager_workers=True)  # as `simbridge run` starts it
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
@@ -254,6 +257,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sendsms_p50_ms": round(result["p50_ms"], 1), "sendsms_p99_ms": round(result["p99_ms"], 1),
             "received": received, "outbox": counts, "mean_event_latency_s": round(mean_latency, 3),
             "failed_attempts": stats.failed_attempts, "daemon_cpu_us_per_webhook": round(cpu_us),
+            "client": client,
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
             "targets_met": drain_rate >= 5000 and during_rate >= 2000 and accept_rate >= 10000}
 

@@ -1,7 +1,8 @@
 """The webhook transport against real receivers on loopback: redirects (GET
 followed and bounded, POST never), Basic auth from ``user:pass@``, a proxy from
-the environment, non-Latin-1 URLs, and one failing event never stopping the
-others (a redirect loop, a payload the formatter chokes on)."""
+the environment, non-Latin-1 URLs, HTTPS checked against the CA store, kept-alive
+connections, long answers, cancellation, and one failing event never stopping
+the others (a redirect loop, a payload the formatter chokes on)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import base64
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,9 +20,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import running, timeout, wait_until
+from ops_util import self_signed
 from test_webhooks import LOGIN, Receiver, hook_config, sendsms, simulate
 
 from bridge.config import ConfigError, load
+from bridge.ops.tls import server_context
 from bridge.store.model import OutboxEvent
 from bridge.webhooks import outbox as ob
 from bridge.webhooks.forms import Request, sendable_url
@@ -30,16 +34,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextlib.asynccontextmanager
-async def serving(routes: list[tuple[str, str, Handler]]) -> AsyncIterator[str]:
-    """A real aiohttp server on a loopback port; yields ``http://127.0.0.1:PORT``."""
+async def serving(routes: list[tuple[str, str, Handler]], tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """A real aiohttp server on a loopback port; yields ``http(s)://127.0.0.1:PORT``."""
     app = web.Application()
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
 
@@ -163,6 +167,34 @@ async def test_credentials_are_not_sent_on_to_another_origin():
     assert got == {"here": "Basic " + base64.b64encode(b"crm-user:secret").decode(), "there": None}
 
 
+async def test_credentials_stay_within_their_origin_across_redirects_and_are_utf8():
+    got: list[tuple[str, str | None]] = []
+
+    async def first(request: web.Request) -> web.Response:
+        got.append(("first", request.headers.get("Authorization")))
+        raise web.HTTPFound("/second")  # the same origin: still theirs
+
+    async def second(request: web.Request) -> web.Response:
+        got.append(("second", request.headers.get("Authorization")))
+        return web.Response(text="OK")
+
+    async with serving([("GET", "/first", first), ("GET", "/second", second)]) as base, transport() as t:
+        authed = base.replace("http://", "http://j%C3%BCrgen:p%C3%A4ss@")
+        assert await t.send(Request("GET", f"{authed}/first")) == 200
+    expected = "Basic " + base64.b64encode("jürgen:päss".encode()).decode()  # RFC 7617: UTF-8
+    assert got == [("first", expected), ("second", expected)]
+
+
+async def test_a_redirect_to_another_scheme_fails_that_attempt():
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("ftp://127.0.0.1/hook")
+
+    async with serving([("GET", "/hook", moved)]) as base, transport() as t:
+        with pytest.raises(SendError, match="redirected to an invalid URL") as caught:
+            await t.send(Request("GET", f"{base}/hook"))
+    assert not caught.value.receiver_down
+
+
 async def test_a_non_latin1_url_is_sent_percent_encoded():
     got: list[tuple[str, str, dict[str, list[str]]]] = []
 
@@ -188,6 +220,108 @@ async def test_connection_refused_is_a_receiver_failure():
         with pytest.raises(SendError, match="cannot connect") as caught:
             await t.send(Request("GET", f"{base}/hook"))
     assert caught.value.receiver_down
+
+
+# ----------------------------------------------------------------------------
+# Connections, answers, TLS, cancellation
+
+
+async def test_connections_are_kept_alive_and_a_closed_one_is_replaced():
+    peers: list[Any] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        closing = request.query.get("close") == "1"
+        return web.Response(text="OK", headers={"Connection": "close"} if closing else None)
+
+    async with serving([("GET", "/hook", hook)]) as base, transport() as t:
+        for _ in range(20):
+            assert await t.send(Request("GET", f"{base}/hook")) == 200
+        assert len(set(peers)) == 1  # one connection, kept alive
+        assert await t.send(Request("GET", f"{base}/hook?close=1")) == 200
+        assert await t.send(Request("GET", f"{base}/hook")) == 200
+    assert len(set(peers)) == 2 and peers[-1] != peers[0]
+
+
+async def test_a_long_answer_is_cut_short_and_its_status_counts():
+    async def sized(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 200_000)  # Content-Length beyond the limit
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=202)  # chunked: the limit is found while reading
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(40):
+                await resp.write(b"x" * 8192)
+            await resp.write_eof()
+        return resp
+
+    async def small(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    routes: list[tuple[str, str, Handler]] = [("GET", "/sized", sized), ("GET", "/streamed", streamed),
+                                              ("GET", "/small", small)]
+    async with serving(routes) as base, \
+            HttpTransport(concurrency=2, timeout=timeout(5), max_response_bytes=64 * 1024) as t:
+        assert await t.send(Request("GET", f"{base}/sized")) == 200
+        assert await t.send(Request("GET", f"{base}/streamed")) == 202
+        assert await t.send(Request("GET", f"{base}/small")) == 200
+
+
+async def test_https_is_checked_against_the_ca_store(tmp_path, monkeypatch):
+    """A receiver whose certificate no trusted CA signed is refused; once the
+    CA store (SSL_CERT_FILE, as Python's ssl reads it) holds it, it is reached."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    cert, key = self_signed(tmp_path, "receiver")
+
+    async def hook(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async with serving([("POST", "/hook", hook)], tls=server_context(cert, key)) as base:
+        async with transport() as t:
+            with pytest.raises(SendError, match="TLS") as caught:
+                await t.send(Request("POST", f"{base}/hook", b"{}"))
+        assert caught.value.receiver_down
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        async with transport() as t:
+            assert await t.send(Request("POST", f"{base}/hook", b"{}")) == 200
+
+
+async def test_a_cancelled_send_leaves_the_transport_working():
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="late")
+
+    async def hook(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async with serving([("GET", "/slow", slow), ("GET", "/hook", hook)]) as base, transport() as t:
+        pending = asyncio.create_task(t.send(Request("GET", f"{base}/slow")))
+        await asyncio.wait_for(arrived.wait(), timeout(5))
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        assert [await t.send(Request("GET", f"{base}/hook")) for _ in range(3)] == [200, 200, 200]
+        release.set()
+
+
+async def test_no_answer_within_the_timeout_is_a_timeout():
+    release = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    async with serving([("GET", "/silent", silent)]) as base:
+        async with HttpTransport(concurrency=2, timeout=timeout(0.3)) as t:
+            with pytest.raises(TimeoutError):
+                await t.send(Request("GET", f"{base}/silent"))
+        release.set()
 
 
 # ----------------------------------------------------------------------------

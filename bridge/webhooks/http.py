@@ -1,23 +1,30 @@
-"""The webhook transport: aiohttp's client, tuned for many small requests.
+"""The webhook transport: libcurl (pycurl), driven from the event loop.
 
-One :class:`aiohttp.ClientSession` for the deliverer's life, on a
-:class:`aiohttp.TCPConnector` whose limit is the deliverer's concurrency
-(connections are kept alive, per host, and reused). What it does with a
+One libcurl multi handle for the deliverer's life, driven from the event loop
+(:mod:`bridge.webhooks.curlloop`: no threads), and a pool of reused easy
+handles, at most one per concurrent request. libcurl keeps connections alive, per host, in the
+multi handle's cache (at most :attr:`HttpTransport.concurrency`, idle ones
+closed after :data:`KEEPALIVE_S`). What it does with a
 :class:`~bridge.webhooks.forms.Request`:
 
-- ``user:pass@`` in the URL goes out as ``Authorization: Basic …`` (aiohttp
-  takes it out of the URL; it is dropped on a redirect to another origin).
-- Redirects are followed for GET only, at most :data:`MAX_REDIRECTS` hops (a
-  loop fails the attempt). A POST is never redirected: its 3xx is the answer,
-  and the deliverer counts it as a failed attempt.
+- ``user:pass@`` in the URL goes out as ``Authorization: Basic …`` (UTF-8,
+  RFC 7617), and only to that origin (scheme, host, port): a redirect to
+  another origin is made without it.
+- Redirects are followed here (not by libcurl) for GET only, at most
+  :data:`MAX_REDIRECTS` hops (a loop fails the attempt), to http(s) only. A
+  POST is never redirected: its 3xx is the answer, and the deliverer counts it
+  as a failed attempt. Each hop picks its proxy and credentials afresh.
 - Proxies come from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``,
-  ``NO_PROXY`` and their lower-case forms, read with the standard library's
-  rules when the transport starts). aiohttp's ``trust_env=True`` reads the
-  same variables, and ``~/.netrc``, in a thread on every request, which halves
-  throughput; here they are read once and the answer kept per origin.
-- No cookies are kept (one jar would mix the accounts that share a host), no
-  compressed answers are asked for, and at most :data:`MAX_RESPONSE_BYTES` of
-  an answer is read; a longer one closes its connection.
+  ``NO_PROXY`` and their lower-case forms, read once with the standard
+  library's rules and the answer kept per origin), and are handed to libcurl
+  for each request: libcurl's own reading of the environment is switched off,
+  since it ignores upper-case ``HTTP_PROXY`` and reads ``NO_PROXY`` its own
+  way. Plain HTTP goes to the proxy in absolute form with
+  ``Proxy-Authorization``; HTTPS through a ``CONNECT`` tunnel with it.
+- HTTP/1.1; no cookies, no compressed answers asked for, no ``Expect:
+  100-continue``; at most :data:`MAX_RESPONSE_BYTES` of an answer is read (a
+  longer one closes its connection; its status still counts). TLS is checked
+  against the system's CA store (the one Python's ``ssl`` uses).
 
 Every failure before a status line is a :class:`SendError` (or TimeoutError);
 nothing else is expected, but the deliverer treats any exception as a failed
@@ -27,14 +34,18 @@ attempt of that one event.
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import logging
+import os
+import ssl
 import urllib.request
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
-import aiohttp
+import pycurl
 from yarl import URL
 
+from bridge.webhooks.curlloop import CurlLoop
 from bridge.webhooks.forms import Request
 
 log = logging.getLogger(__name__)
@@ -42,9 +53,16 @@ log = logging.getLogger(__name__)
 USER_AGENT = "simbridge-webhooks/1"
 MAX_REDIRECTS = 5
 MAX_RESPONSE_BYTES = 64 * 1024  # we read (and ignore) at most this much of an answer
-KEEPALIVE_S = 50.0  # idle connections are closed after this (receivers often close at 60 s or more)
+KEEPALIVE_S = 50  # idle connections are not reused after this (receivers often close at 60 s or more)
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+_ORIGIN_CACHE_MAX = 1024  # origins remembered (proxy, credentials); redirects may name many
 
-_Proxy = tuple[URL | None, dict[str, str] | None]  # proxy, its headers (Proxy-Authorization)
+# libcurl error codes (https://curl.se/libcurl/c/libcurl-errors.html) sorted by what they mean here.
+_INVALID_URL = frozenset((pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT))
+_TLS = frozenset(getattr(pycurl, name) for name in (
+    "E_SSL_CONNECT_ERROR", "E_PEER_FAILED_VERIFICATION", "E_SSL_CERTPROBLEM", "E_SSL_CIPHER",
+    "E_SSL_CACERT_BADFILE", "E_SSL_SHUTDOWN_FAILED", "E_SSL_CRL_BADFILE", "E_SSL_ISSUER_ERROR",
+    "E_SSL_PINNEDPUBKEYNOTMATCH", "E_SSL_INVALIDCERTSTATUS") if hasattr(pycurl, name))
 
 
 class SendError(Exception):
@@ -57,48 +75,49 @@ class SendError(Exception):
 
 
 class Proxies:
-    """The environment's proxy settings, resolved once per origin."""
+    """The environment's proxy settings (the transport keeps the answer per origin)."""
 
     def __init__(self) -> None:
         self._proxies = urllib.request.getproxies_environment()
-        self._cache: dict[tuple[str, str, int | None], _Proxy] = {}
 
     def __bool__(self) -> bool:
         return any(k in self._proxies for k in ("http", "https"))
 
     def describe(self) -> str:
         """The proxies in use, without credentials (for the log)."""
-        shown = [f"{scheme}: {URL(self._proxies[scheme]).with_user(None)}"
+        shown = [f"{scheme}: {_without_userinfo(self._proxies[scheme])}"
                  for scheme in ("http", "https") if scheme in self._proxies]
         if "no" in self._proxies:
             shown.append(f"not for: {self._proxies['no']}")
         return "; ".join(shown)
 
-    def for_url(self, url: URL) -> _Proxy:
-        key = (url.scheme, url.raw_host or "", url.explicit_port)
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = self._cache[key] = self._resolve(url)
-        return hit
-
-    def _resolve(self, url: URL) -> _Proxy:
-        proxy = self._proxies.get(url.scheme)
+    def for_origin(self, scheme: str, host: str, port: int | None) -> str:
+        """The proxy URL (credentials included) for this origin; "" to go direct."""
+        proxy = self._proxies.get(scheme)
         if not proxy:
-            return None, None
-        host = url.raw_host or ""
-        hostport = f"{host}:{url.port}" if url.port else host
-        if _proxy_bypass(hostport, self._proxies):
-            return None, None
-        purl = URL(proxy if "://" in proxy else f"http://{proxy}")
-        headers = None
-        if purl.user is not None:  # RFC 7617, UTF-8
-            token = base64.b64encode(f"{purl.user}:{purl.password or ''}".encode()).decode("ascii")
-            headers = {"Proxy-Authorization": f"Basic {token}"}
-        return purl.with_user(None), headers
+            return ""
+        if _proxy_bypass(f"{host}:{port}" if port else host, self._proxies):
+            return ""
+        return proxy if "://" in proxy else f"http://{proxy}"
 
 
 # The standard library's NO_PROXY rules (not in typeshed, present since Python 3.0).
 _proxy_bypass: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Origin:
+    """What one ``scheme://authority`` means for a request."""
+    key: tuple[str, str, int]  # scheme, host, port: credentials go to this origin only
+    head: str  # ``scheme://authority`` as written in the URL
+    prefix: str  # the same as sent: without userinfo
+    userinfo: tuple[bytes, bytes] | None  # decoded user and password
+    proxy: str  # "" to go direct
 
 
 class HttpTransport:
@@ -111,15 +130,15 @@ class HttpTransport:
         self.max_redirects = max_redirects
         self.max_response_bytes = max_response_bytes
         self.proxies = proxies if proxies is not None else Proxies()
-        self._session: aiohttp.ClientSession | None = None
+        self._curls: CurlLoop | None = None
+        self._idle: list[pycurl.Curl] = []
+        self._origins: dict[str, _Origin] = {}
+        verify = ssl.get_default_verify_paths()
+        self._cafile = verify.cafile if verify.cafile and os.path.exists(verify.cafile) else None
+        self._capath = verify.capath if verify.capath and os.path.isdir(verify.capath) else None
 
     async def __aenter__(self) -> HttpTransport:
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency,
-                                         keepalive_timeout=KEEPALIVE_S)
-        self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-            headers={"User-Agent": USER_AGENT}, skip_auto_headers=("Accept-Encoding",),
-            timeout=aiohttp.ClientTimeout(total=None), trust_env=False, raise_for_status=False)
+        self._curls = CurlLoop(max_connections=self.concurrency)
         if self.proxies:
             log.info("webhooks go through the proxy from the environment (%s)", self.proxies.describe())
         return self
@@ -128,76 +147,179 @@ class HttpTransport:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._curls is not None:
+            curls, self._curls = self._curls, None
+            curls.close()
+        idle, self._idle = self._idle, []
+        for curl in idle:
+            curl.close()
 
     async def send(self, request: Request) -> int:
         """Send ``request``; the final status code. SendError or TimeoutError if no answer."""
-        session = self._session
-        if session is None:
+        curls = self._curls
+        if curls is None:
             raise SendError("the webhook transport is closed", receiver_down=False)
-        raw = request.url
-        url = URL(raw, encoded=True) if raw.isascii() else URL(raw)
-        proxy, proxy_headers = self.proxies.for_url(url)
-        headers = request.headers or None
-        if proxy_headers and url.scheme == "http":
-            # Plain HTTP goes to the proxy as it is: its credentials ride on the
-            # request (aiohttp sends proxy_headers only on an HTTPS CONNECT).
-            headers = {**(headers or {}), **proxy_headers}
-        get = request.method == "GET"
-        # aiohttp's max_redirects counts redirect answers, the last of which it
-        # refuses to follow: N + 1 follows at most N redirects.
+        url = request.url if request.url.isascii() else _encoded(request.url)
+        headers = _header_lines(request)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        origin = self._origin(url, redirected=False)
+        curl = self._idle.pop() if self._idle else self._new_handle()
+        reuse = True
         try:
-            async with asyncio.timeout(self.timeout):
-                async with session.request(request.method, url, data=request.body, headers=headers,
-                                           allow_redirects=get, max_redirects=self.max_redirects + 1,
-                                           proxy=proxy, proxy_headers=proxy_headers) as resp:
-                    if not resp.content.is_eof():
-                        await self._drain(resp)
-                    return resp.status
-        except aiohttp.TooManyRedirects:
-            raise SendError(f"more than {self.max_redirects} redirects", receiver_down=False) from None
-        except aiohttp.InvalidURL as exc:  # includes a redirect to somewhere that cannot be sent
-            what = "redirected to an invalid URL" if isinstance(exc, aiohttp.RedirectClientError) else "invalid URL"
+            hops = 0
+            while True:
+                left_ms = int((deadline - loop.time()) * 1000)
+                if left_ms <= 0:
+                    raise TimeoutError
+                self._prepare(curl, request, url, origin, headers, left_ms)
+                try:
+                    await curls.perform(curl)
+                except pycurl.error as exc:
+                    return self._failed(curl, exc, origin, hops)
+                except asyncio.CancelledError:
+                    reuse = False
+                    raise
+                status: int = curl.getinfo(pycurl.RESPONSE_CODE)
+                if request.method != "GET" or status not in REDIRECT_STATUSES:
+                    return status
+                location: str | None = curl.getinfo(pycurl.REDIRECT_URL)
+                if not location:
+                    return status  # no usable Location: the 3xx is the answer
+                hops += 1
+                if hops > self.max_redirects:
+                    raise SendError(f"more than {self.max_redirects} redirects", receiver_down=False)
+                url = location if location.isascii() else _encoded(location)
+                previous, origin = origin, self._origin(url, redirected=True)
+                if origin.userinfo is None and previous.userinfo is not None and origin.key == previous.key:
+                    origin = dataclasses.replace(origin, userinfo=previous.userinfo)  # same origin: still theirs
+        finally:
+            if reuse and self._curls is curls:
+                self._idle.append(curl)
+            else:  # cancelled mid-transfer (not trusted again), or the transport was closed meanwhile
+                curl.close()
+
+    # -- the parts -------------------------------------------------------------------
+
+    def _new_handle(self) -> pycurl.Curl:
+        """An easy handle with what never changes between requests."""
+        curl = pycurl.Curl()
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        curl.setopt(pycurl.PATH_AS_IS, 1)  # the URL as written: no "/../" folded away
+        curl.setopt(pycurl.USERAGENT, USER_AGENT)
+        curl.setopt(pycurl.WRITEFUNCTION, len)  # the answer is read and dropped (len: "all taken")
+        curl.setopt(pycurl.MAXFILESIZE_LARGE, self.max_response_bytes)
+        curl.setopt(pycurl.MAXAGE_CONN, KEEPALIVE_S)
+        curl.setopt(pycurl.NOPROXY, "")  # proxies are ours to choose (CURLOPT_PROXY per request)
+        if self._cafile:
+            curl.setopt(pycurl.CAINFO, self._cafile)
+        if self._capath:
+            curl.setopt(pycurl.CAPATH, self._capath)
+        return curl
+
+    def _prepare(self, curl: pycurl.Curl, request: Request, url: str, origin: _Origin,
+                 headers: list[str], timeout_ms: int) -> None:
+        """Everything that may differ from the handle's last request is set again."""
+        try:
+            curl.setopt(pycurl.URL, url if origin.prefix == origin.head else origin.prefix + url[len(origin.head):])
+        except UnicodeEncodeError:  # a redirect to a URL libcurl cannot take
+            raise SendError("invalid URL", receiver_down=False) from None
+        method = request.method
+        if method == "GET":
+            curl.setopt(pycurl.HTTPGET, 1)
+        else:
+            curl.setopt(pycurl.POSTFIELDS, request.body or b"")
+        curl.setopt(pycurl.CUSTOMREQUEST, None if method in ("GET", "POST") else method)
+        curl.setopt(pycurl.HTTPHEADER, headers)
+        if origin.userinfo is not None:
+            curl.setopt(pycurl.USERNAME, origin.userinfo[0])
+            curl.setopt(pycurl.PASSWORD, origin.userinfo[1])
+        else:
+            curl.unsetopt(pycurl.USERNAME)
+            curl.unsetopt(pycurl.PASSWORD)
+        curl.setopt(pycurl.PROXY, origin.proxy)
+        curl.setopt(pycurl.TIMEOUT_MS, timeout_ms)
+
+    def _origin(self, url: str, *, redirected: bool) -> _Origin:
+        """Credentials and proxy of ``url``'s origin (kept per ``scheme://authority``)."""
+        scheme, sep, rest = url.partition("://")
+        end = len(rest)
+        for stop in "/?#":
+            at = rest.find(stop, 0, end)
+            if at >= 0:
+                end = at
+        head = url[:len(scheme) + len(sep) + end]
+        hit = self._origins.get(head)
+        if hit is not None:
+            return hit
+        what = "redirected to an invalid URL" if redirected else "invalid URL"
+        try:
+            parts = urlsplit(head)
+            port = parts.port
+        except ValueError:
             raise SendError(what, receiver_down=False) from None
-        except (aiohttp.ServerTimeoutError, TimeoutError):
-            raise TimeoutError from None
-        except aiohttp.ClientProxyConnectionError as exc:
-            raise SendError(f"proxy unreachable: {_os_reason(exc)}", receiver_down=True) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise SendError(f"cannot connect: {_os_reason(exc)}", receiver_down=True) from None
-        except aiohttp.ClientConnectionError as exc:  # reset, disconnected, payload cut
-            raise SendError(f"{type(exc).__name__}: {_os_reason(exc)}", receiver_down=True) from None
-        except aiohttp.ClientHttpProxyError as exc:
-            raise SendError(f"the proxy refused: HTTP {exc.status}", receiver_down=True) from None
-        except aiohttp.ClientResponseError as exc:  # a malformed answer
-            raise SendError(f"bad answer ({type(exc).__name__}, HTTP {exc.status})", receiver_down=True) from None
-        except aiohttp.ClientPayloadError:
-            raise SendError("the answer's body was cut or malformed", receiver_down=True) from None
-        except OSError as exc:
-            raise SendError(f"{type(exc).__name__}: {exc.strerror or exc}", receiver_down=True) from None
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
+            raise SendError(what, receiver_down=False)
+        userinfo = None
+        if parts.username is not None:  # RFC 7617: UTF-8
+            userinfo = (unquote(parts.username).encode(), unquote(parts.password or "").encode())
+        authority = parts.netloc.rpartition("@")[2]
+        origin = _Origin(key=(parts.scheme, host, port or (443 if parts.scheme == "https" else 80)), head=head,
+                         prefix=f"{parts.scheme}://{authority}", userinfo=userinfo,
+                         proxy=self.proxies.for_origin(parts.scheme, host, port))
+        if len(self._origins) >= _ORIGIN_CACHE_MAX:
+            self._origins.clear()
+        self._origins[head] = origin
+        return origin
 
-    async def _drain(self, resp: aiohttp.ClientResponse) -> None:
-        """Read the (ignored) answer so the connection can be reused; give up on a long one."""
-        content = resp.content
-        left = self.max_response_bytes
-        while not content.is_eof():
-            chunk = await content.read(min(left, 65536))
-            if not chunk:
-                return
-            left -= len(chunk)
-            if left <= 0:
-                resp.close()  # not worth reading: drop the connection instead
-                return
+    def _failed(self, curl: pycurl.Curl, exc: pycurl.error, origin: _Origin, hops: int) -> int:
+        """The status of a cut-short answer, or the SendError / TimeoutError for the failure."""
+        code, message = exc.args[0], str(exc.args[1])[:120]
+        if code == pycurl.E_FILESIZE_EXCEEDED:
+            status: int = curl.getinfo(pycurl.RESPONSE_CODE)
+            if status:
+                return status  # an answer too long to read: its connection was dropped
+        if code == pycurl.E_OPERATION_TIMEDOUT:
+            raise TimeoutError
+        if code in _INVALID_URL:
+            raise SendError("redirected to an invalid URL" if hops else "invalid URL", receiver_down=False)
+        connect_code: int = curl.getinfo(pycurl.HTTP_CONNECTCODE) if origin.proxy else 0
+        if connect_code >= 300:
+            raise SendError(f"the proxy refused: HTTP {connect_code}", receiver_down=True)
+        if code in (pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_CONNECT) and origin.proxy:
+            raise SendError(f"proxy unreachable: {_reason(curl, message)}", receiver_down=True)
+        if code in (pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT):
+            raise SendError(f"cannot connect: {_reason(curl, message)}", receiver_down=True)
+        if code in _TLS:
+            raise SendError(f"TLS: {message}", receiver_down=True)
+        # Reset, empty or malformed answer, cut body, a proxy that broke off: the receiver's side.
+        raise SendError(message or f"libcurl error {code}", receiver_down=True)
 
 
-def _os_reason(exc: BaseException) -> str:
-    """A short reason without URLs (they carry the event, numbers included)."""
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError):
-        return os_error.strerror or type(os_error).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = getattr(exc, "message", None) or type(exc).__name__
-    return str(text)[:120]
+def _reason(curl: pycurl.Curl, message: str) -> str:
+    """The system's word for a failed connect, else libcurl's (no URL in either)."""
+    errno: int = curl.getinfo(pycurl.OS_ERRNO)
+    return os.strerror(errno) if errno else message
+
+
+def _encoded(url: str) -> str:
+    """A URL with non-ASCII characters as it goes on the wire (percent-encoded UTF-8, IDNA host)."""
+    try:
+        return str(URL(url))
+    except (ValueError, UnicodeError):
+        raise SendError("invalid URL", receiver_down=False) from None
+
+
+def _header_lines(request: Request) -> list[str]:
+    lines = [f"{name}: {value}" for name, value in request.headers.items()]
+    if request.method != "GET":
+        if not any(name.lower() == "content-type" for name in request.headers):
+            lines.append("Content-Type: application/octet-stream")
+        lines.append("Expect:")  # no 100-continue round trip for large bodies
+    for line in lines:
+        if not line.isascii() or "\r" in line or "\n" in line:
+            raise SendError("a header cannot be sent (not ASCII, or a line break)", receiver_down=False)
+    return lines
