@@ -158,9 +158,9 @@ class SqliteBase:
         db.execute(f"PRAGMA synchronous = {self.synchronous}")
         db.execute("PRAGMA busy_timeout = 10000")
         db.execute("PRAGMA temp_store = MEMORY")
-        # 16 MiB of page cache (was 64): appends and the queue's head stay cached, and
+        # 8 MiB of page cache (was 64): appends and the queue's head stay cached, and
         # the daemon's memory stays flat as the tables grow (docs/benchmarks.md).
-        db.execute("PRAGMA cache_size = -16384")
+        db.execute("PRAGMA cache_size = -8192")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             db.close()
