@@ -26,8 +26,8 @@ from bridge.dispatch.tokens import TokenBook
 from bridge.ops.metrics import Metrics
 from bridge.ops.notify import Notifier
 from bridge.ops.tls import client_context, optional_server_context
+from bridge.store.factory import describe, open_store
 from bridge.store.protocols import Store
-from bridge.store.sqlite import SqliteStore
 from bridge.webhooks.deliverer import WebhookDeliverer
 from bridge.webhooks.policy import WebhookPolicy
 
@@ -41,8 +41,9 @@ class Daemon:
         self.eager_workers = eager_workers
         self.config = config
         self.webhook_policy = WebhookPolicy(config)  # which events the store records for each account
-        self.store = store or SqliteStore(config.store.path, event_filter=self.webhook_policy,
-                                          synchronous=config.store.synchronous)
+        self.store = store or open_store(url=config.store.url, path=config.store.path,
+                                         synchronous=config.store.synchronous,
+                                         event_filter=self.webhook_policy)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
         self.dispatcher = Dispatcher(config=config, store=self.store)
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
@@ -69,6 +70,8 @@ class Daemon:
 
     async def start(self) -> None:
         await self.store.open()
+        # New or returned work (here, or from another daemon on a shared database) wakes the dispatcher.
+        self.store.set_queue_listener(lambda _account: self.dispatcher.wake())
         self.store.set_opt_out(Keywords(self.config.api.stop_words, self.config.api.start_words),
                                self.config.api.default_region)
         await self.listener.start()
@@ -81,7 +84,8 @@ class Daemon:
         await site.start()
         self.api_port = self._runner.addresses[0][1]
         log.info("API on http://%s:%d, agents on ws://%s:%d, store %s", host, self.api_port,
-                 *self.config.agents.listen[:1], self.listener.port, self.config.store.path)
+                 *self.config.agents.listen[:1], self.listener.port,
+                 describe(self.config.store.url, self.config.store.path))
 
     @property
     def agent_port(self) -> int:
@@ -145,7 +149,8 @@ class Daemon:
     # -- reload (SIGHUP) --------------------------------------------------------------
 
     RESTART_ONLY = (("api", "listen"), ("api", "tls_cert"), ("api", "tls_key"), ("agents", "listen"),
-                    ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"), ("store", "synchronous"))
+                    ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"), ("store", "synchronous"),
+                    ("store", "url"), ("store", "node"))
 
     async def reload(self, config: Config) -> None:
         """Take a new configuration without a restart: accounts, webhooks,

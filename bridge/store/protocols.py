@@ -62,6 +62,12 @@ class JobQueue(Protocol):
     """Outgoing jobs, from acceptance to their final state. Every state change
     goes through ``bridge.core.jobstates`` and is kept in the job's history."""
 
+    def set_queue_listener(self, callback: Callable[[str], None] | None) -> None:
+        """``callback(account)`` is called when the account's queue may have
+        work for its devices (jobs enqueued or given back), by this process
+        or, on a shared database, by another daemon; ``account`` "" means
+        any. Called on the event loop's thread; it must be cheap."""
+
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
         """One :class:`Enqueued` per job, in order. A client-supplied
         ``id_sms_api`` is an idempotency key per account: a job sent again

@@ -78,6 +78,15 @@ class SqliteBase:
         self._recorder = EventRecorder(event_filter)
         self._keywords = Keywords()
         self._region: str | None = None
+        self._queue_listener: Callable[[str], None] | None = None
+
+    def set_queue_listener(self, callback: Callable[[str], None] | None) -> None:
+        self._queue_listener = callback
+
+    def _queue_changed(self, account: str) -> None:
+        listener = self._queue_listener
+        if listener is not None:
+            listener(account)
 
     @property
     def _conn(self) -> sqlite3.Connection:

@@ -150,7 +150,9 @@ class _Moves:
 
 class SqliteJobQueue(SqliteBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-        return await self._run(self._tx(insert_jobs), self._recorder, account, jobs)
+        out = await self._run(self._tx(insert_jobs), self._recorder, account, jobs)
+        self._queue_changed(account)
+        return out
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call")) -> list[Job]:
@@ -207,7 +209,10 @@ class SqliteJobQueue(SqliteBase):
 
     async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
                            max_attempts: int = 5) -> EventOutcome:
-        return await self._run(self._tx(self._apply_events), device_id, account, list(events), max_attempts)
+        outcome = await self._run(self._tx(self._apply_events), device_id, account, list(events), max_attempts)
+        if outcome.requeued:
+            self._queue_changed(account)
+        return outcome
 
     def _apply_events(self, db: sqlite3.Connection, device_id: str, account: str,
                       events: list[protocol.Event], max_attempts: int) -> EventOutcome:
@@ -285,7 +290,10 @@ class SqliteJobQueue(SqliteBase):
 
     async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
                              max_attempts: int = 5) -> int:
-        return await self._run(self._tx(self._requeue_device), device_id, dispatched_before, reason, max_attempts)
+        count = await self._run(self._tx(self._requeue_device), device_id, dispatched_before, reason, max_attempts)
+        if count:
+            self._queue_changed("")
+        return count
 
     def _requeue_device(self, db: sqlite3.Connection, device_id: str, before: float, reason: str,
                         max_attempts: int) -> int:

@@ -1,0 +1,42 @@
+"""The PostgreSQL backend (asyncpg): several daemons on one database. One
+concern per module, as the SQLite backend; all share a connection pool
+(:mod:`.base`), each coroutine one transaction.
+
+================  =====================================================
+``base``          the pool, migrations under an advisory lock, LISTEN
+``recorder``      webhook events written into the outbox table
+``jobs``          :class:`~bridge.store.protocols.JobQueue`
+``outbox``        :class:`~bridge.store.protocols.Outbox`
+``records``       :class:`~bridge.store.protocols.Records`
+``codes``         :class:`~bridge.store.protocols.Codes`
+``device_tokens`` :class:`~bridge.store.protocols.DeviceAuth`
+================  =====================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bridge.store.postgres.codes import PgCodes
+from bridge.store.postgres.device_tokens import PgDeviceAuth
+from bridge.store.postgres.jobs import PgJobQueue
+from bridge.store.postgres.outbox import PgOutbox
+from bridge.store.postgres.records import PgRecords
+
+if TYPE_CHECKING:
+    from bridge.store.protocols import Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
+
+
+class PostgresStore(PgJobQueue, PgOutbox, PgRecords, PgCodes, PgDeviceAuth):
+    """Every concern on one PostgreSQL database (:class:`bridge.store.protocols.Store`).
+
+    ``PostgresStore("postgresql://user@host/db", event_filter=policy)``."""
+
+
+__all__ = ["PgCodes", "PgDeviceAuth", "PgJobQueue", "PgOutbox", "PgRecords", "PostgresStore"]
+
+if TYPE_CHECKING:
+    def _doors(store: PostgresStore, jobs: PgJobQueue, outbox: PgOutbox, records: PgRecords,
+               codes: PgCodes, devices: PgDeviceAuth) -> tuple[Store, JobQueue, Outbox, Records, Codes,
+                                                              DeviceAuth, Lifecycle]:
+        return store, jobs, outbox, records, codes, devices, jobs

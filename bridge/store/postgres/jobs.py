@@ -1,0 +1,324 @@
+"""The job queue on PostgreSQL (:class:`bridge.store.protocols.JobQueue`).
+
+Claims take rows with ``FOR UPDATE SKIP LOCKED``: daemons claiming at once
+never wait for each other and never share a job. Every state a job takes is
+looked up in ``bridge.core.jobstates`` and written with a line of history, as
+on SQLite. New or returned work NOTIFYs the account's name, so that the
+daemon driving its devices claims at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from bridge.core import events
+from bridge.core import jobstates as js
+from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_api
+from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, job_from_record, sql
+from bridge.store.postgres.recorder import Batch
+from bridge.store.postgres.records import store_report
+from bridge.store.schema import JOB_COLUMNS
+from device_agents import protocol
+
+log = logging.getLogger(__name__)
+
+REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: js.DELIVERED,
+                            protocol.JOB_FAILED: js.FAILED, protocol.JOB_UNCONFIRMED: js.UNCONFIRMED}
+QUEUED_SQL = f"state = '{js.QUEUED}'"
+DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
+
+_INSERT = ("INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
+           "parts, encoding, report, created, updated, state) "
+           "SELECT $1, u.*, $13::float8, $13::float8, $14::text "
+           "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
+           "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[]) AS u "
+           "ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api")
+_BY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = ANY($2::text[])"
+_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1::bigint[])"
+
+
+async def notify_queue(conn: asyncpg.Connection, node: str, account: str) -> None:
+    """Wake the other daemons driving the account's devices (at commit)."""
+    await conn.execute("SELECT pg_notify($1, $2)", JOBS_CHANNEL, f"{node}:{account}")
+
+
+async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+    """Insert a batch with one statement; one :class:`Enqueued` per job."""
+    now = time.time()
+    state = js.next_state(js.NEW, js.ENQUEUE)
+    keys: list[str] = []
+    fresh: dict[str, tuple[NewJob, float, float]] = {}
+    for new in jobs:
+        key = new.id_sms_api or new_id_sms_api()
+        keys.append(key)
+        if key in fresh:
+            continue
+        due = new.due if new.due is not None else now
+        fresh[key] = (new, due, max(due, now) + new.ttl_s)
+    items = list(fresh.items())
+    cols: list[list[Any]] = [[] for _ in range(11)]
+    for key, (new, due, expires) in items:
+        for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
+                                     expires, new.parts, new.encoding, int(new.report)), strict=True):
+            col.append(value)
+    rows = await conn.fetch(_INSERT, account, *cols, now, state) if items else []
+    ids = {r["id_sms_api"]: r["id"] for r in rows}
+    created: dict[str, Job] = {}
+    for key, (new, due, expires) in items:
+        if key in ids:
+            created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
+                               new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
+                               new.report, now, now)
+    # Keys that were there before (sent again, or by another daemon a moment ago).
+    taken = [k for k in fresh if k not in ids]
+    existing = {j.id_sms_api: j for j in map(job_from_record, await conn.fetch(_BY_KEY, account, taken))} \
+        if taken else {}
+    for key in taken:
+        if key not in existing:
+            raise RuntimeError(f"id_sms_api {key!r} could not be stored; send again")
+        if not fresh[key][0].id_sms_api:
+            raise RuntimeError(f"id_sms_api {key!r} collided; send again")  # a generated key: astronomically rare
+    if created:
+        await conn.executemany("INSERT INTO job_history (job_id, state, at) VALUES ($1, $2, $3)",
+                               [(job.id, state, now) for job in created.values()])
+        links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
+                 for k, job in created.items() if fresh[k][0].link_code and job.url]
+        if links:
+            await conn.executemany("INSERT INTO links (code, account, job_id, id_sms_api, phone_number, url, "
+                                   "created) VALUES ($1, $2, $3, $4, $5, $6, $7)", links)
+        if batch.recorder.wants(account, events.STATE_EVENTS[state]):
+            for job in created.values():
+                batch.job_event(job, state, now, None, None)
+        await batch.flush(conn)
+        await notify_queue(conn, batch.recorder.node, account)
+    out: list[Enqueued] = []
+    first: set[str] = set()
+    for key in keys:
+        if key in created and key not in first:
+            first.add(key)
+            out.append(Enqueued(created[key], True))
+        else:
+            out.append(Enqueued(created.get(key) or existing[key], False))
+    return out
+
+
+async def jobs_by_id(conn: asyncpg.Connection, ids: list[int], *, lock: bool = False) -> dict[int, Job]:
+    if not ids:
+        return {}
+    rows = await conn.fetch(_BY_ID + (" ORDER BY id FOR UPDATE" if lock else ""), ids)
+    return {job.id: job for job in map(job_from_record, rows)}
+
+
+@dataclass(slots=True)
+class _Moves:
+    """Job moves of one transaction, written together by :meth:`flush`."""
+    batch: Batch
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    requeued: set[str] = field(default_factory=set)
+
+    def move(self, job: Job, target: str, now: float, *, reason: str | None = None,
+             device_id: str | None = None) -> Job:
+        state = job.state
+        for event in js.path(state, target):
+            state = js.next_state(state, event)
+            self.history.append((job.id, state, now, device_id, reason))
+            self.batch.job_event(job, state, now, reason, device_id)
+        assign = None if target == js.QUEUED else (device_id or job.device_id)
+        if target == js.QUEUED:
+            self.requeued.add(job.account)
+        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.history:
+            await conn.executemany("INSERT INTO job_history (job_id, state, at, device_id, reason) "
+                                   "VALUES ($1, $2, $3, $4, $5)", self.history)
+        if self.updates:
+            await conn.executemany("UPDATE jobs SET state = $1, reason = $2, updated = $3, device_id = $4, "
+                                   "dispatched_at = CASE WHEN $5 THEN NULL ELSE dispatched_at END WHERE id = $6",
+                                   list(self.updates.values()))
+        await self.batch.flush(conn)
+        for account in sorted(self.requeued):
+            await notify_queue(conn, self.batch.recorder.node, account)
+        self.history.clear()
+        self.updates.clear()
+        self.requeued.clear()
+
+
+_CLAIM = sql(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND {QUEUED_SQL} AND due <= ? AND expires > ? "
+             "AND kind = ANY(?::text[]) ORDER BY priority DESC, due, id LIMIT ? FOR UPDATE SKIP LOCKED")
+
+
+class PgJobQueue(PgBase):
+    async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+        async with self._tx() as conn:
+            out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+        self._queue_changed(account)
+        return out
+
+    async def claim(self, account: str, device_id: str, limit: int, *,
+                    kinds: tuple[str, ...] = ("sms", "call")) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        async with self._tx() as conn:
+            jobs = [job_from_record(r) for r in await conn.fetch(_CLAIM, account, now, now, list(kinds), limit)]
+            if not jobs:
+                return []
+            target = js.next_state(js.QUEUED, js.DISPATCH)
+            ids = [j.id for j in jobs]
+            await conn.execute("UPDATE jobs SET state = $1, device_id = $2, dispatched_at = $3, "
+                               "attempts = attempts + 1, updated = $3 WHERE id = ANY($4::bigint[])",
+                               target, device_id, now, ids)
+            await conn.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES ($1, $2, $3, $4)",
+                                   [(i, target, now, device_id) for i in ids])
+            batch = self._recorder.batch()
+            if self._recorder.wants(account, events.STATE_EVENTS[target]):
+                for j in jobs:
+                    batch.job_event(j, target, now, None, device_id)
+            await batch.flush(conn)
+            return jobs
+
+    async def next_due(self, account: str) -> float | None:
+        async with self.pool.acquire() as conn:
+            due: float | None = await conn.fetchval(f"SELECT MIN(due) FROM jobs WHERE account = $1 AND {QUEUED_SQL}",
+                                                    account)
+            return due
+
+    async def in_flight(self, device_id: str) -> list[Job]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
+                                    "ORDER BY id", device_id)
+        return [job_from_record(r) for r in rows]
+
+    async def devices_in_flight(self) -> list[str]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT DISTINCT device_id FROM jobs WHERE {DISPATCHED_SQL} "
+                                    "AND device_id IS NOT NULL")
+        return [r[0] for r in rows]
+
+    # -- what agents tell us -----------------------------------------------------------
+
+    async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
+                           max_attempts: int = 5) -> EventOutcome:
+        events = list(events)
+        now = time.time()
+        acked = [ev.event_id for ev in events]
+        async with self._tx() as conn:
+            by_id: dict[str, protocol.Event] = {}
+            for ev in events:
+                by_id.setdefault(ev.event_id, ev)
+            new_ids = {r[0] for r in await conn.fetch(
+                "INSERT INTO agent_events (device_id, event_id, at) SELECT $1, e, $2 FROM unnest($3::text[]) AS e "
+                "ON CONFLICT DO NOTHING RETURNING event_id", device_id, now, list(by_id))} if by_id else set()
+            fresh = [ev for key, ev in by_id.items() if key in new_ids]
+            jobs = await jobs_by_id(conn, [int(ev.job_id) for ev in fresh
+                                           if isinstance(ev, protocol.JobState) and ev.job_id.isdigit()], lock=True)
+            batch = self._recorder.batch()
+            moves = _Moves(batch)
+            finished = requeued = 0
+            for ev in fresh:
+                if isinstance(ev, protocol.JobState):
+                    left, back = self._job_state(device_id, ev, now, max_attempts, jobs, moves)
+                    finished += left
+                    requeued += back
+                else:
+                    await store_report(conn, batch, self._keywords, self._region, account, device_id, ev, now)
+            await moves.flush(conn)
+        if requeued:
+            self._queue_changed(account)
+        return EventOutcome(acked=acked, requeued=requeued, finished=finished)
+
+    @staticmethod
+    def _job_state(device_id: str, ev: protocol.JobState, now: float, max_attempts: int, jobs: dict[int, Job],
+                   moves: _Moves) -> tuple[int, int]:
+        """Apply one job report; (jobs that left the device's window, jobs requeued)."""
+        job = jobs.get(int(ev.job_id)) if ev.job_id.isdigit() else None
+        if job is None:
+            log.warning("device %s reported unknown job %r", device_id, ev.job_id)
+            return 0, 0
+        if job.device_id != device_id:
+            log.info("device %s reported job %s that is no longer its own", device_id, ev.job_id)
+            return 0, 0
+        if ev.state == protocol.JOB_ACCEPTED:
+            return 0, 0
+        if ev.state == protocol.JOB_REJECTED:
+            if job.state != js.DISPATCHED:
+                return 0, 0
+            if job.attempts >= max_attempts:
+                jobs[job.id] = moves.move(job, js.FAILED, now, device_id=device_id,
+                                          reason=f"rejected {job.attempts} times; last: {ev.reason or 'no reason'}")
+                return 1, 0
+            jobs[job.id] = moves.move(job, js.QUEUED, now, device_id=device_id,
+                                      reason=f"rejected by device: {ev.reason or 'no reason'}")
+            return 1, 1
+        target = REPORTED[ev.state]
+        try:
+            js.path(job.state, target)
+        except js.InvalidTransition:
+            log.info("device %s: job %s is %s, ignoring %s", device_id, job.id, job.state, ev.state)
+            return 0, 0
+        left = 1 if job.state == js.DISPATCHED else 0
+        jobs[job.id] = moves.move(job, target, now, reason=ev.reason, device_id=device_id)
+        return left, 0
+
+    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+        known = {e.job_id for e in ledger}
+        return [j for j in await self.in_flight(device_id) if j.job_id not in known]
+
+    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
+                             max_attempts: int = 5) -> int:
+        now = time.time()
+        async with self._tx() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
+                                    "AND dispatched_at < $2 ORDER BY id FOR UPDATE SKIP LOCKED",
+                                    device_id, dispatched_before)
+            moves = _Moves(self._recorder.batch())
+            for row in rows:
+                job = job_from_record(row)
+                if job.attempts >= max_attempts:
+                    moves.move(job, js.FAILED, now, device_id=device_id,
+                               reason=f"{reason}; gave up after {job.attempts} attempts")
+                else:
+                    moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
+            await moves.flush(conn)
+        if rows:
+            self._queue_changed("")
+        return len(rows)
+
+    async def expire(self, now: float | None = None) -> int:
+        now = now or time.time()
+        async with self._tx() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {QUEUED_SQL} AND expires <= $1 "
+                                    "ORDER BY id LIMIT 10000 FOR UPDATE SKIP LOCKED", now)
+            moves = _Moves(self._recorder.batch())
+            for row in rows:
+                job = job_from_record(row)
+                moves.move(job, js.EXPIRED, now,
+                           reason=f"not dispatched within its ttl ({job.expires - max(job.due, job.created):g} s)")
+            await moves.flush(conn)
+        return len(rows)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get_job(self, account: str, id_sms_api: str) -> Job | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = $2",
+                                      account, id_sms_api)
+        return job_from_record(row) if row else None
+
+    async def history(self, job_id: int) -> list[dict[str, Any]]:
+        return await self._fetch_dicts("SELECT state, at, device_id, reason FROM job_history WHERE job_id = $1 "
+                                       "ORDER BY seq", job_id)
+
+    async def counts(self) -> dict[tuple[str, int], int]:
+        rows = await self._fetch_dicts("SELECT state, priority, COUNT(*) AS n FROM jobs GROUP BY state, priority")
+        return {(r["state"], r["priority"]): r["n"] for r in rows}

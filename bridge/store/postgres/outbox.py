@@ -1,0 +1,98 @@
+"""The webhook outbox on PostgreSQL (:class:`bridge.store.protocols.Outbox`).
+
+Claims lock the rows they hand out (``FOR UPDATE SKIP LOCKED``) and lease
+them: each event goes to one daemon's deliverer. An event is handed out only
+while no earlier event of its (account, order_key) is undelivered and alive,
+which holds across daemons: the earlier one, leased elsewhere, still counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bridge.store.model import OutboxEvent, OutboxRow
+from bridge.store.postgres.base import PgBase
+
+
+class PgOutbox(PgBase):
+    def set_outbox_listener(self, callback: Callable[[], None] | None) -> None:
+        self._recorder.listener = callback
+
+    async def record_events(self, events: Iterable[OutboxEvent], *, at: float | None = None) -> int:
+        now = at or time.time()
+        async with self._tx() as conn:
+            batch = self._recorder.batch()
+            for e in events:
+                batch.record(e.account, e.kind, e.order_key, e.payload, now)
+            return await batch.flush(conn)
+
+    async def claim_outbox(self, accounts: Iterable[str], limit: int, *, lease_s: float,
+                           now: float | None = None) -> list[OutboxRow]:
+        accounts = list(accounts)
+        if limit <= 0 or not accounts:
+            return []
+        now = now or time.time()
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                "SELECT id, account, kind, order_key, payload, created, attempts FROM outbox AS o "
+                "WHERE delivered_at IS NULL AND dead = 0 AND next_attempt <= $1 AND account = ANY($2::text[]) "
+                "AND NOT EXISTS (SELECT 1 FROM outbox AS p WHERE p.account = o.account "
+                "AND p.order_key = o.order_key AND p.id < o.id AND p.delivered_at IS NULL AND p.dead = 0) "
+                "ORDER BY next_attempt, id LIMIT $3 FOR UPDATE SKIP LOCKED", now, accounts, limit)
+            if rows:
+                await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[])",
+                                   now + lease_s, [r[0] for r in rows])
+        return [OutboxRow(*r) for r in rows]
+
+    async def settle_outbox(self, *, delivered: Iterable[tuple[int, float]] = (),
+                            retry: Iterable[tuple[int, float, str]] = (),
+                            dead: Iterable[tuple[int, str]] = (), release: Iterable[int] = (),
+                            recovered: Iterable[str] = (), now: float | None = None) -> None:
+        now = now or time.time()
+        delivered, retry, dead, release, recovered = (list(delivered), list(retry), list(dead), list(release),
+                                                      list(recovered))
+        async with self._tx() as conn:
+            if delivered:
+                await conn.executemany("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, "
+                                       "last_error = NULL WHERE id = $2", [(at, id_) for id_, at in delivered])
+            if dead:
+                await conn.executemany("UPDATE outbox SET dead = 1, attempts = attempts + 1, last_error = $1 "
+                                       "WHERE id = $2", [(error, id_) for id_, error in dead])
+            if release:
+                await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[])", now, release)
+            if retry:
+                await conn.executemany("UPDATE outbox SET attempts = attempts + 1, next_attempt = $1, "
+                                       "last_error = $2 WHERE id = $3", [(at, error, id_) for id_, at, error in retry])
+                await conn.executemany(
+                    "UPDATE outbox SET next_attempt = GREATEST(next_attempt, $1) WHERE delivered_at IS NULL "
+                    "AND dead = 0 AND id > $2 AND (account, order_key) = "
+                    "(SELECT account, order_key FROM outbox WHERE id = $2)", [(at, id_) for id_, at, _ in retry])
+            if recovered:
+                await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE account = ANY($2::text[]) "
+                                   "AND delivered_at IS NULL AND dead = 0 AND attempts > 0 AND next_attempt > $1",
+                                   now, recovered)
+
+    async def next_outbox_due(self, accounts: Iterable[str], now: float | None = None) -> float | None:
+        accounts = list(accounts)
+        if not accounts:
+            return None
+        async with self.pool.acquire() as conn:
+            due: float | None = await conn.fetchval(
+                "SELECT MIN(next_attempt) FROM outbox WHERE delivered_at IS NULL AND dead = 0 "
+                "AND next_attempt > $1 AND account = ANY($2::text[])", now or time.time(), accounts)
+        return due
+
+    async def outbox_counts(self) -> dict[str, int]:
+        rows = await self._fetch_dicts(
+            "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL AND dead = 0) AS pending, "
+            "COUNT(delivered_at) AS delivered, COALESCE(SUM(dead), 0)::bigint AS dead FROM outbox")
+        return rows[0]
+
+    async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        if account is None:
+            return await self._fetch_dicts("SELECT id, account, kind, order_key, payload, delivered_at FROM outbox "
+                                           "ORDER BY id LIMIT $1", limit)
+        return await self._fetch_dicts("SELECT id, account, kind, order_key, payload, delivered_at FROM outbox "
+                                       "WHERE account = $1 ORDER BY id LIMIT $2", account, limit)
