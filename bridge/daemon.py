@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,10 @@ class Daemon:
                                          synchronous=config.store.synchronous,
                                          event_filter=self.webhook_policy)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
-        self.dispatcher = Dispatcher(config=config, store=self.store)
+        self.dispatcher = Dispatcher(config=config, store=self.store, elsewhere=self._online_elsewhere)
+        # Every daemon on the store and the devices each holds (refreshed by _presence_loop).
+        self.node = config.store.node or socket.gethostname()
+        self._cluster: list[dict[str, Any]] = []
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens,
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
@@ -113,6 +117,7 @@ class Daemon:
                 self._tg = tg
                 await self._apply_devices()
                 tg.create_task(self.notifier.watchdog_loop(self.health_check))
+                tg.create_task(self._presence_loop())
                 self.ready.set()
                 self.notifier.ready(self._status_line())
                 await stop.wait()
@@ -231,7 +236,49 @@ class Daemon:
         """Whether a connected device of the account can place calls (click-to-call)."""
         return any(s.hello.capabilities.calls for s in self.dispatcher.online(login) if not s.closed)
 
+    # -- several daemons on one store ------------------------------------------------
+
+    PRESENCE_INTERVAL_S = 2.0  # heartbeat and device rows, published and read
+    NODE_STALE_S = 10.0  # a daemon silent this long is taken for dead
+
+    async def _presence_loop(self) -> None:
+        while True:
+            try:
+                await self.store.publish_presence(
+                    self.node, [(row["id"], row["account"], row["state"] == "online", row)
+                                for row in self._local_rows(None)],
+                    api_url=f"http://{self.config.api.listen[0]}:{self.api_port}")
+                self._cluster = [r for r in await self.store.presence(stale_after=self.NODE_STALE_S)
+                                 if r["node"] != self.node]
+            except Exception as exc:  # noqa: BLE001 - the store may be away for a while; try again
+                log.warning("presence not published: %s", exc)
+            await asyncio.sleep(self.PRESENCE_INTERVAL_S)
+
+    def _online_elsewhere(self, device_id: str) -> bool:
+        if device_id in self.dispatcher.sessions:
+            return False
+        return any(r["device_id"] == device_id and r["online"] for r in self._cluster)
+
     def devices_view(self, account: AccountConfig | None) -> list[dict[str, Any]]:
+        out = self._local_rows(account)
+        for kind in self.kinds:
+            out.extend(kind.extra_rows())
+        # The devices other daemons on the store hold (each as that daemon last published it).
+        mine = {row["id"] for row in out if row.get("state") == "online"}
+        shown = {row["id"] for row in out}
+        for r in self._cluster:
+            if (account is not None and r["account"] != account.login) or r["device_id"] in mine:
+                continue
+            if r["device_id"] in shown and not r["online"]:
+                continue
+            row = dict(r["info"], node=r["node"])
+            if not r["online"]:
+                row.update(state="offline", reason=row.get("reason") if r["node_alive"] else
+                           f"its daemon {r['node']} is silent")
+            out = [o for o in out if o["id"] != r["device_id"]] + [row]
+        return out
+
+    def _local_rows(self, account: AccountConfig | None) -> list[dict[str, Any]]:
         out = []
         for device in self.config.devices:
             if account is not None and device.account != account.login:
@@ -257,8 +304,8 @@ class Daemon:
             if setup is not None and not session:
                 # Not connected: the set-up step it is at says more than "offline".
                 out[-1].update(state=setup.state, reason=setup.reason, step=setup.step)
-        for kind in self.kinds:
-            out.extend(kind.extra_rows())
+        for row in out:
+            row["node"] = self.node
         return out
 
 

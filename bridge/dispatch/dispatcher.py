@@ -27,9 +27,12 @@ CLAIM_CHUNK = 64  # jobs claimed for one device in one go
 
 
 class Dispatcher:
-    def __init__(self, *, config: Config, store: JobQueue) -> None:
+    def __init__(self, *, config: Config, store: JobQueue,
+                 elsewhere: Callable[[str], bool] = lambda _device_id: False) -> None:
         self.config = config
         self.store = store
+        # Whether a device is online on another daemon sharing the store: its jobs are not ours to requeue.
+        self.elsewhere = elsewhere
         self.sessions: dict[str, DeviceSession] = {}
         self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in config.devices}
         self._limiters: dict[str, RateLimiter] = {}
@@ -220,6 +223,9 @@ class Dispatcher:
             if device_id in self.sessions:
                 continue
             health = self.health.setdefault(device_id, DeviceHealth(reason="removed from the configuration"))
+            if self.elsewhere(device_id):
+                health.offline_since = now  # held by another daemon: the grace counts from when it leaves there
+                continue
             if now - health.offline_since < grace:
                 continue
             count = await self.store.requeue_device(

@@ -15,6 +15,7 @@ at any point loses nothing that was answered as accepted. The contract tests
                 links and their clicks, the message list
 ``Codes``       verification codes (hashed) and the SMS that carries each
 ``DeviceAuth``  pairing tokens of devices and their revocation
+``Presence``    the daemons on one database and the devices each drives
 ``Lifecycle``   open, close, ping
 ``Store``       all of them: for the composition root (the daemon) only
 =============  ===========================================================
@@ -223,6 +224,22 @@ class DeviceAuth(Protocol):
         """The live pairing-token digests of a device, and its derived-token generation."""
 
 
-class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, Protocol):
+class Presence(Protocol):
+    """Several daemons on one database: each publishes its heartbeat and the
+    devices it drives; every one reads them all."""
+
+    async def publish_presence(self, node: str, devices: Iterable[tuple[str, str, bool, dict[str, Any]]], *,
+                               api_url: str = "", now: float | None = None) -> None:
+        """``node``'s heartbeat, and its devices: (device id, account, online,
+        the row ``simbridge devices`` shows). An offline row never hides the
+        device online on another live node."""
+
+    async def presence(self, *, stale_after: float, now: float | None = None) -> list[dict[str, Any]]:
+        """Every device row: ``device_id``, ``node``, ``account``, ``online``
+        (False when its node's heartbeat is older than ``stale_after`` s),
+        ``seen``, ``node_alive``, ``info``."""
+
+
+class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, Presence, Protocol):
     """Every door at once: what the composition root builds and hands out,
     each component typing it by the doors it uses."""

@@ -194,6 +194,24 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX device_tokens_device ON device_tokens (device_id);
     """,
+    # 5: several daemons on one database: each one's heartbeat, and which of them
+    # holds each device (``simbridge devices`` shows every box's devices)
+    """
+    CREATE TABLE nodes (
+        node TEXT PRIMARY KEY,
+        started REAL NOT NULL,
+        seen REAL NOT NULL,
+        api_url TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE presence (
+        device_id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        account TEXT NOT NULL,
+        online INTEGER NOT NULL,
+        seen REAL NOT NULL,
+        info TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

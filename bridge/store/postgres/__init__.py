@@ -10,6 +10,7 @@ concern per module, as the SQLite backend; all share a connection pool
 ``records``       :class:`~bridge.store.protocols.Records`
 ``codes``         :class:`~bridge.store.protocols.Codes`
 ``device_tokens`` :class:`~bridge.store.protocols.DeviceAuth`
+``presence``      :class:`~bridge.store.protocols.Presence`
 ================  =====================================================
 """
 
@@ -21,19 +22,20 @@ from bridge.store.postgres.codes import PgCodes
 from bridge.store.postgres.device_tokens import PgDeviceAuth
 from bridge.store.postgres.jobs import PgJobQueue
 from bridge.store.postgres.outbox import PgOutbox
+from bridge.store.postgres.presence import PgPresence
 from bridge.store.postgres.records import PgRecords
 
 if TYPE_CHECKING:
     from bridge.store.protocols import Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
 
 
-class PostgresStore(PgJobQueue, PgOutbox, PgRecords, PgCodes, PgDeviceAuth):
+class PostgresStore(PgJobQueue, PgOutbox, PgRecords, PgCodes, PgDeviceAuth, PgPresence):
     """Every concern on one PostgreSQL database (:class:`bridge.store.protocols.Store`).
 
     ``PostgresStore("postgresql://user@host/db", event_filter=policy)``."""
 
 
-__all__ = ["PgCodes", "PgDeviceAuth", "PgJobQueue", "PgOutbox", "PgRecords", "PostgresStore"]
+__all__ = ["PgCodes", "PgDeviceAuth", "PgJobQueue", "PgOutbox", "PgPresence", "PgRecords", "PostgresStore"]
 
 if TYPE_CHECKING:
     def _doors(store: PostgresStore, jobs: PgJobQueue, outbox: PgOutbox, records: PgRecords,

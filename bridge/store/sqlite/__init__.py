@@ -9,6 +9,7 @@ sharing one connection on one thread with group commit (:mod:`.base`).
 ``records``       :class:`~bridge.store.protocols.Records`
 ``codes``         :class:`~bridge.store.protocols.Codes`
 ``device_tokens`` :class:`~bridge.store.protocols.DeviceAuth`
+``presence``      :class:`~bridge.store.protocols.Presence`
 ================  =====================================================
 """
 
@@ -20,20 +21,22 @@ from bridge.store.sqlite.codes import SqliteCodes
 from bridge.store.sqlite.device_tokens import SqliteDeviceAuth
 from bridge.store.sqlite.jobs import SqliteJobQueue
 from bridge.store.sqlite.outbox import SqliteOutbox
+from bridge.store.sqlite.presence import SqlitePresence
 from bridge.store.sqlite.records import SqliteRecords
 
 if TYPE_CHECKING:
     from bridge.store.protocols import Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
 
 
-class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth):
+class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth, SqlitePresence):
     """Every concern on one SQLite database (:class:`bridge.store.protocols.Store`).
 
     ``SqliteStore(path, event_filter=policy, synchronous="full")``; each
     concern's class also works alone on the same database."""
 
 
-__all__ = ["SqliteCodes", "SqliteDeviceAuth", "SqliteJobQueue", "SqliteOutbox", "SqliteRecords", "SqliteStore"]
+__all__ = ["SqliteCodes", "SqliteDeviceAuth", "SqliteJobQueue", "SqliteOutbox", "SqlitePresence", "SqliteRecords",
+           "SqliteStore"]
 
 if TYPE_CHECKING:  # mypy proves the composed store, and each part, keeps its protocol
     def _doors(store: SqliteStore, jobs: SqliteJobQueue, outbox: SqliteOutbox, records: SqliteRecords,
