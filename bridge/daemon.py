@@ -50,6 +50,7 @@ class Daemon:
         # Every daemon on the store and the devices each holds (refreshed by _presence_loop).
         self.node = config.store.node or socket.gethostname()
         self._cluster: list[dict[str, Any]] = []
+        self._presence_due = asyncio.Event()  # a device came or went: publish now
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens,
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
@@ -59,6 +60,7 @@ class Daemon:
         self.listener.on_job_state = self.metrics.job_state
         self.notifier = Notifier()
         self.dispatcher.on_online.append(lambda _device, _online: self._notify_status())
+        self.dispatcher.on_online.append(lambda _device, _online: self._presence_due.set())
         self._tg: asyncio.TaskGroup | None = None
         self.webhooks = WebhookDeliverer(config=config, store=self.store)
         self.kinds = Kinds(self)
@@ -75,7 +77,7 @@ class Daemon:
     async def start(self) -> None:
         await self.store.open()
         # New or returned work (here, or from another daemon on a shared database) wakes the dispatcher.
-        self.store.set_queue_listener(lambda _account: self.dispatcher.wake())
+        self.store.set_queue_listener(self._queue_changed)
         self.store.set_opt_out(Keywords(self.config.api.stop_words, self.config.api.start_words),
                                self.config.api.default_region)
         await self.listener.start()
@@ -243,6 +245,7 @@ class Daemon:
 
     async def _presence_loop(self) -> None:
         while True:
+            self._presence_due.clear()
             try:
                 await self.store.publish_presence(
                     self.node, [(row["id"], row["account"], row["state"] == "online", row)
@@ -252,7 +255,14 @@ class Daemon:
                                  if r["node"] != self.node]
             except Exception as exc:  # noqa: BLE001 - the store may be away for a while; try again
                 log.warning("presence not published: %s", exc)
-            await asyncio.sleep(self.PRESENCE_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.PRESENCE_INTERVAL_S):
+                    await self._presence_due.wait()
+
+    def _queue_changed(self, account: str) -> None:
+        """New or returned work: wake the dispatcher if one of our devices can send it."""
+        if not account or self.dispatcher.online(account):
+            self.dispatcher.wake()
 
     def _online_elsewhere(self, device_id: str) -> bool:
         if device_id in self.dispatcher.sessions:
