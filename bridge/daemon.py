@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -120,6 +121,7 @@ class Daemon:
                 await self._apply_devices()
                 tg.create_task(self.notifier.watchdog_loop(self.health_check))
                 tg.create_task(self._presence_loop())
+                tg.create_task(self._upkeep_loop())
                 self.ready.set()
                 self.notifier.ready(self._status_line())
                 await stop.wait()
@@ -258,6 +260,30 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.PRESENCE_INTERVAL_S):
                     await self._presence_due.wait()
+
+    UPKEEP_INTERVAL_S = 5.0  # counters folded
+    PURGE_INTERVAL_S = 60.0  # retention: a pass in small batches
+    PURGE_BATCH = 500
+
+    async def _upkeep_loop(self) -> None:
+        """Off the hot path: fold the counters; purge what [store] keep_days
+        no longer keeps, a small batch at a time, yielding between batches."""
+        next_purge = time.monotonic() + self.UPKEEP_INTERVAL_S
+        while True:
+            await asyncio.sleep(self.UPKEEP_INTERVAL_S)
+            try:
+                await self.store.fold_counters()
+                keep = self.config.store.keep_days
+                if keep > 0 and time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + self.PURGE_INTERVAL_S
+                    cutoff, purged = time.time() - keep * 86400, 0
+                    while (n := await self.store.purge(cutoff, limit=self.PURGE_BATCH)) > 0:
+                        purged += n
+                        await asyncio.sleep(0.05)
+                    if purged:
+                        log.info("retention: %d row(s) older than %g day(s) purged", purged, keep)
+            except Exception as exc:  # noqa: BLE001 - the store may be away for a while; next time
+                log.warning("store upkeep: %s", exc)
 
     def _queue_changed(self, account: str) -> None:
         """New or returned work: wake the dispatcher if one of our devices can send it."""

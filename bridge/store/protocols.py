@@ -16,6 +16,7 @@ at any point loses nothing that was answered as accepted. The contract tests
 ``Codes``       verification codes (hashed) and the SMS that carries each
 ``DeviceAuth``  pairing tokens of devices and their revocation
 ``Presence``    the daemons on one database and the devices each drives
+``Upkeep``      retention and the counters' folding
 ``Lifecycle``   open, close, ping
 ``Store``       all of them: for the composition root (the daemon) only
 =============  ===========================================================
@@ -240,6 +241,21 @@ class Presence(Protocol):
         ``seen``, ``node_alive``, ``info``."""
 
 
-class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, Presence, Protocol):
+class Upkeep(Protocol):
+    """History that does not slow the present: retention in small batches, off
+    the hot path, and counters that a scrape reads instead of counting rows."""
+
+    async def purge(self, before: float, *, limit: int = 500) -> int:
+        """Delete up to ``limit`` each of: settled jobs (final, sent or
+        unconfirmed) made and last changed before ``before``, with their
+        history and links; delivered or dead webhook events recorded before
+        it; agents' event ids seen before it. One short transaction; how many
+        rows went (call again while it is not 0)."""
+
+    async def fold_counters(self) -> None:
+        """Fold the counters' deltas into one row each (keeps ``counts`` cheap)."""
+
+
+class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, Presence, Upkeep, Protocol):
     """Every door at once: what the composition root builds and hands out,
     each component typing it by the doors it uses."""

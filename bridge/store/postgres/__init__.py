@@ -11,6 +11,7 @@ concern per module, as the SQLite backend; all share a connection pool
 ``codes``         :class:`~bridge.store.protocols.Codes`
 ``device_tokens`` :class:`~bridge.store.protocols.DeviceAuth`
 ``presence``      :class:`~bridge.store.protocols.Presence`
+``upkeep``        :class:`~bridge.store.protocols.Upkeep`
 ================  =====================================================
 """
 
@@ -24,18 +25,19 @@ from bridge.store.postgres.jobs import PgJobQueue
 from bridge.store.postgres.outbox import PgOutbox
 from bridge.store.postgres.presence import PgPresence
 from bridge.store.postgres.records import PgRecords
+from bridge.store.postgres.upkeep import PgUpkeep
 
 if TYPE_CHECKING:
     from bridge.store.protocols import Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
 
 
-class PostgresStore(PgJobQueue, PgOutbox, PgRecords, PgCodes, PgDeviceAuth, PgPresence):
+class PostgresStore(PgJobQueue, PgOutbox, PgRecords, PgCodes, PgDeviceAuth, PgPresence, PgUpkeep):
     """Every concern on one PostgreSQL database (:class:`bridge.store.protocols.Store`).
 
     ``PostgresStore("postgresql://user@host/db", event_filter=policy)``."""
 
 
-__all__ = ["PgCodes", "PgDeviceAuth", "PgJobQueue", "PgOutbox", "PgPresence", "PgRecords", "PostgresStore"]
+__all__ = ["PgCodes", "PgDeviceAuth", "PgJobQueue", "PgOutbox", "PgPresence", "PgRecords", "PgUpkeep", "PostgresStore"]
 
 if TYPE_CHECKING:
     def _doors(store: PostgresStore, jobs: PgJobQueue, outbox: PgOutbox, records: PgRecords,

@@ -10,6 +10,7 @@ backend's are, and numbered (``$1``…) by :func:`sql` once, at import.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -39,6 +40,15 @@ def sql(statement: str) -> str:
     """SQLite's ``?`` placeholders numbered as PostgreSQL's ``$1, $2, …``."""
     counter = iter(range(1, 10_000))
     return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", statement)
+
+
+async def add_counts(conn: asyncpg.Connection, deltas: collections.Counter[str]) -> None:
+    """Append this transaction's counter deltas (rows, not one hot row per
+    counter: daemons committing at once do not queue behind each other)."""
+    names = [name for name, n in deltas.items() if n]
+    if names:
+        await conn.execute("INSERT INTO counters (name, n) SELECT * FROM unnest($1::text[], $2::bigint[])",
+                           names, [deltas[name] for name in names])
 
 
 def job_from_record(row: Any) -> Job:

@@ -9,6 +9,7 @@ daemon driving its devices claims at once.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -21,10 +22,10 @@ import asyncpg  # type: ignore[import-untyped]
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_api
-from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, job_from_record, sql
+from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, job_from_record, sql
 from bridge.store.postgres.recorder import Batch
 from bridge.store.postgres.records import store_report
-from bridge.store.schema import JOB_COLUMNS
+from bridge.store.schema import JOB_COLUMNS, job_counter
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
     if created:
         await conn.executemany("INSERT INTO job_history (job_id, state, at) VALUES ($1, $2, $3)",
                                [(job.id, state, now) for job in created.values()])
+        await add_counts(conn, collections.Counter(job_counter(state, job.priority) for job in created.values()))
         links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
                  for k, job in created.items() if fresh[k][0].link_code and job.url]
         if links:
@@ -123,6 +125,7 @@ class _Moves:
     history: list[tuple[Any, ...]] = field(default_factory=list)
     updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     requeued: set[str] = field(default_factory=set)
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def move(self, job: Job, target: str, now: float, *, reason: str | None = None,
              device_id: str | None = None) -> Job:
@@ -135,6 +138,8 @@ class _Moves:
         if target == js.QUEUED:
             self.requeued.add(job.account)
         self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        self.counts[job_counter(job.state, job.priority)] -= 1
+        self.counts[job_counter(target, job.priority)] += 1
         return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
 
     async def flush(self, conn: asyncpg.Connection) -> None:
@@ -145,12 +150,14 @@ class _Moves:
             await conn.executemany("UPDATE jobs SET state = $1, reason = $2, updated = $3, device_id = $4, "
                                    "dispatched_at = CASE WHEN $5 THEN NULL ELSE dispatched_at END WHERE id = $6",
                                    list(self.updates.values()))
+        await add_counts(conn, self.counts)
         await self.batch.flush(conn)
         for account in sorted(self.requeued):
             await notify_queue(conn, self.batch.recorder.node, account)
         self.history.clear()
         self.updates.clear()
         self.requeued.clear()
+        self.counts.clear()
 
 
 _CLAIM = sql(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND {QUEUED_SQL} AND due <= ? AND expires > ? "
@@ -180,6 +187,11 @@ class PgJobQueue(PgBase):
                                target, device_id, now, ids)
             await conn.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES ($1, $2, $3, $4)",
                                    [(i, target, now, device_id) for i in ids])
+            deltas: collections.Counter[str] = collections.Counter()
+            for j in jobs:
+                deltas[job_counter(js.QUEUED, j.priority)] -= 1
+                deltas[job_counter(target, j.priority)] += 1
+            await add_counts(conn, deltas)
             batch = self._recorder.batch()
             if self._recorder.wants(account, events.STATE_EVENTS[target]):
                 for j in jobs:
@@ -320,5 +332,11 @@ class PgJobQueue(PgBase):
                                        "ORDER BY seq", job_id)
 
     async def counts(self) -> dict[tuple[str, int], int]:
-        rows = await self._fetch_dicts("SELECT state, priority, COUNT(*) AS n FROM jobs GROUP BY state, priority")
-        return {(r["state"], r["priority"]): r["n"] for r in rows}
+        rows = await self._fetch_dicts("SELECT name, SUM(n)::bigint AS n FROM counters WHERE name LIKE 'jobs:%' "
+                                       "GROUP BY name")
+        out: dict[tuple[str, int], int] = {}
+        for r in rows:
+            _, state, priority = r["name"].split(":")
+            if r["n"]:
+                out[(state, int(priority))] = r["n"]
+        return out

@@ -8,12 +8,13 @@ which holds across daemons: the earlier one, leased elsewhere, still counts.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from bridge.store.model import OutboxEvent, OutboxRow
-from bridge.store.postgres.base import PgBase
+from bridge.store.postgres.base import PgBase, add_counts
 
 
 class PgOutbox(PgBase):
@@ -54,12 +55,21 @@ class PgOutbox(PgBase):
         delivered, retry, dead, release, recovered = (list(delivered), list(retry), list(dead), list(release),
                                                       list(recovered))
         async with self._tx() as conn:
+            counts: collections.Counter[str] = collections.Counter()
             if delivered:
-                await conn.executemany("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, "
-                                       "last_error = NULL WHERE id = $2", [(at, id_) for id_, at in delivered])
+                done = await conn.fetch(
+                    "UPDATE outbox AS o SET delivered_at = d.at, attempts = o.attempts + 1, last_error = NULL "
+                    "FROM unnest($1::bigint[], $2::float8[]) AS d(id, at) WHERE o.id = d.id "
+                    "AND o.delivered_at IS NULL RETURNING o.id",
+                    [id_ for id_, _ in delivered], [at for _, at in delivered])
+                counts["outbox:delivered"] += len(done)
             if dead:
-                await conn.executemany("UPDATE outbox SET dead = 1, attempts = attempts + 1, last_error = $1 "
-                                       "WHERE id = $2", [(error, id_) for id_, error in dead])
+                done = await conn.fetch(
+                    "UPDATE outbox AS o SET dead = 1, attempts = o.attempts + 1, last_error = d.error "
+                    "FROM unnest($1::bigint[], $2::text[]) AS d(id, error) WHERE o.id = d.id AND o.dead = 0 "
+                    "RETURNING o.id", [id_ for id_, _ in dead], [error for _, error in dead])
+                counts["outbox:dead"] += len(done)
+            await add_counts(conn, counts)
             if release:
                 await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[])", now, release)
             if retry:
@@ -85,9 +95,11 @@ class PgOutbox(PgBase):
         return due
 
     async def outbox_counts(self) -> dict[str, int]:
+        # pending: by the partial index (what waits); delivered and dead: their counters.
         rows = await self._fetch_dicts(
-            "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL AND dead = 0) AS pending, "
-            "COUNT(delivered_at) AS delivered, COALESCE(SUM(dead), 0)::bigint AS dead FROM outbox")
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead = 0) AS pending, "
+            "(SELECT COALESCE(SUM(n), 0)::bigint FROM counters WHERE name = 'outbox:delivered') AS delivered, "
+            "(SELECT COALESCE(SUM(n), 0)::bigint FROM counters WHERE name = 'outbox:dead') AS dead")
         return rows[0]
 
     async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

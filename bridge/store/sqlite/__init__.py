@@ -10,6 +10,7 @@ sharing one connection on one thread with group commit (:mod:`.base`).
 ``codes``         :class:`~bridge.store.protocols.Codes`
 ``device_tokens`` :class:`~bridge.store.protocols.DeviceAuth`
 ``presence``      :class:`~bridge.store.protocols.Presence`
+``upkeep``        :class:`~bridge.store.protocols.Upkeep`
 ================  =====================================================
 """
 
@@ -23,12 +24,14 @@ from bridge.store.sqlite.jobs import SqliteJobQueue
 from bridge.store.sqlite.outbox import SqliteOutbox
 from bridge.store.sqlite.presence import SqlitePresence
 from bridge.store.sqlite.records import SqliteRecords
+from bridge.store.sqlite.upkeep import SqliteUpkeep
 
 if TYPE_CHECKING:
     from bridge.store.protocols import Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
 
 
-class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth, SqlitePresence):
+class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth, SqlitePresence,
+                  SqliteUpkeep):
     """Every concern on one SQLite database (:class:`bridge.store.protocols.Store`).
 
     ``SqliteStore(path, event_filter=policy, synchronous="full")``; each
@@ -36,7 +39,7 @@ class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, Sqli
 
 
 __all__ = ["SqliteCodes", "SqliteDeviceAuth", "SqliteJobQueue", "SqliteOutbox", "SqlitePresence", "SqliteRecords",
-           "SqliteStore"]
+           "SqliteStore", "SqliteUpkeep"]
 
 if TYPE_CHECKING:  # mypy proves the composed store, and each part, keeps its protocol
     def _doors(store: SqliteStore, jobs: SqliteJobQueue, outbox: SqliteOutbox, records: SqliteRecords,

@@ -8,6 +8,7 @@ everything else of a 1,000-message request).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import sqlite3
@@ -19,8 +20,8 @@ from typing import Any
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_api
-from bridge.store.schema import JOB_COLUMNS
-from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, job_from_row, marks
+from bridge.store.schema import JOB_COLUMNS, job_counter
+from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, job_from_row, marks
 from bridge.store.sqlite.recorder import EventRecorder
 from bridge.store.sqlite.records import store_report
 from device_agents import protocol
@@ -77,6 +78,7 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
                                new.report, now, now)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
                    [(job.id, state, now) for job in created.values()])
+    add_counts(db, collections.Counter(job_counter(state, job.priority) for job in created.values()))
     links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
              for k, job in created.items() if fresh[k][0].link_code and job.url]
     if links:
@@ -122,6 +124,7 @@ class _Moves:
     recorder: EventRecorder
     history: list[tuple[Any, ...]] = field(default_factory=list)
     updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def move(self, db: sqlite3.Connection, job: Job, target: str, now: float, *,
              reason: str | None = None, device_id: str | None = None) -> Job:
@@ -134,6 +137,8 @@ class _Moves:
             self.recorder.job_event(db, job, state, now, reason, device_id)
         assign = None if target == js.QUEUED else (device_id or job.device_id)
         self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        self.counts[job_counter(job.state, job.priority)] -= 1
+        self.counts[job_counter(target, job.priority)] += 1
         return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
 
     def flush(self, db: sqlite3.Connection) -> None:
@@ -144,8 +149,10 @@ class _Moves:
             db.executemany("UPDATE jobs SET state = ?, reason = ?, updated = ?, device_id = ?, "
                            "dispatched_at = CASE WHEN ? THEN NULL ELSE dispatched_at END WHERE id = ?",
                            list(self.updates.values()))
+        add_counts(db, self.counts)
         self.history.clear()
         self.updates.clear()
+        self.counts.clear()
 
 
 class SqliteJobQueue(SqliteBase):
@@ -176,6 +183,11 @@ class SqliteJobQueue(SqliteBase):
                        [(target, device_id, now, now, j.id) for j in jobs])
         db.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES (?, ?, ?, ?)",
                        [(j.id, target, now, device_id) for j in jobs])
+        deltas: collections.Counter[str] = collections.Counter()
+        for j in jobs:
+            deltas[job_counter(js.QUEUED, j.priority)] -= 1
+            deltas[job_counter(target, j.priority)] += 1
+        add_counts(db, deltas)
         if self._recorder.wants(account, events.STATE_EVENTS[target]):
             for j in jobs:
                 self._recorder.job_event(db, j, target, now, None, device_id)
@@ -348,5 +360,11 @@ class SqliteJobQueue(SqliteBase):
         return await self._run(self._counts)
 
     def _counts(self) -> dict[tuple[str, int], int]:
-        rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs GROUP BY state, priority").fetchall()
-        return {(s, p): n for s, p, n in rows}
+        rows = self._conn.execute("SELECT name, SUM(n) FROM counters WHERE name LIKE 'jobs:%' "
+                                  "GROUP BY name").fetchall()
+        out: dict[tuple[str, int], int] = {}
+        for name, n in rows:
+            _, state, priority = name.split(":")
+            if n:
+                out[(state, int(priority))] = n
+        return out
