@@ -181,9 +181,12 @@ class Records(Protocol):
         """Record a call qualification and raise its ``call_qualification`` event."""
 
     async def messages(self, account: str, *, direction: str | None = None, status: str | None = None,
-                       take: int = 50, skip: int = 0) -> list[dict[str, Any]]:
+                       take: int = 50, skip: int = 0, cursor: str | None = None) -> list[dict[str, Any]]:
         """Outgoing SMS jobs (``direction`` "out") and inbound SMS ("in"),
-        newest first."""
+        newest first, each with its ``cursor``: the next page starts after
+        the row whose cursor is given (keyset, ``bridge.store.paging``; a
+        cursor not of this list is a ValueError); ``skip`` rows are skipped
+        after that."""
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None: ...
 

@@ -12,6 +12,7 @@ import asyncpg  # type: ignore[import-untyped]
 from bridge.core import events, numbers
 from bridge.core import jobstates as js
 from bridge.core.optout import OPT_OUT, Keywords
+from bridge.store import paging
 from bridge.store.model import Contact, Link
 from bridge.store.postgres.base import PgBase, sql
 from bridge.store.postgres.recorder import Batch
@@ -66,11 +67,13 @@ async def _opt_keyword(conn: asyncpg.Connection, keywords: Keywords, region: str
 _OUT_SELECT = ("SELECT 'out' AS direction, j.id_sms_api AS id, j.id_sms_api, j.phone_number, j.message AS text, "
                "j.state AS status, j.reason, j.created, j.due, j.updated, j.priority, j.parts, j.encoding, "
                "j.device_id, j.attempts, (SELECT MIN(h.at) FROM job_history AS h WHERE h.job_id = j.id "
-               f"AND h.state = '{js.SENT}') AS sent_at FROM jobs AS j WHERE j.account = ? AND j.kind = 'sms'")
+               f"AND h.state = '{js.SENT}') AS sent_at, j.id AS rowid_ FROM jobs AS j "
+               "WHERE j.account = ? AND j.kind = 'sms'")
 _IN_SELECT = ("SELECT 'in' AS direction, 'in_' || i.id AS id, NULL AS id_sms_api, i.sender AS phone_number, "
               "i.text, 'received' AS status, NULL AS reason, i.stored_at AS created, NULL::float8 AS due, "
               "i.stored_at AS updated, NULL::bigint AS priority, NULL::bigint AS parts, NULL AS encoding, "
-              "i.device_id, NULL::bigint AS attempts, NULL::float8 AS sent_at, i.received_at, i.incomplete "
+              "i.device_id, NULL::bigint AS attempts, NULL::float8 AS sent_at, i.received_at, i.incomplete, "
+              "i.id AS rowid_ "
               "FROM inbound_sms AS i WHERE i.account = ?")
 
 
@@ -161,23 +164,41 @@ class PgRecords(PgBase):
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None:
         rows = await self._fetch_dicts(sql(_IN_SELECT + " AND i.id = ?"), account, inbound_id)
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        rows[0].pop("rowid_")
+        return rows[0]
 
     async def messages(self, account: str, *, direction: str | None = None, status: str | None = None,
-                       take: int = 50, skip: int = 0) -> list[dict[str, Any]]:
+                       take: int = 50, skip: int = 0, cursor: str | None = None) -> list[dict[str, Any]]:
+        after = paging.parse_cursor(cursor) if cursor else None
         outgoing = direction in (None, "out") and status != "received"
         inbound = direction in (None, "in") and status in (None, "received")
-        results: list[dict[str, Any]] = []
-        if outgoing:
-            if status:
-                results += await self._fetch_dicts(sql(_OUT_SELECT + " AND j.state = ? ORDER BY j.created DESC, "
-                                                       "j.id DESC LIMIT ?"), account, status, take + skip)
-            else:
-                results += await self._fetch_dicts(sql(_OUT_SELECT + " ORDER BY j.created DESC, j.id DESC LIMIT ?"),
-                                                   account, take + skip)
-        if inbound:
-            results += await self._fetch_dicts(sql(_IN_SELECT + " ORDER BY i.stored_at DESC, i.id DESC LIMIT ?"),
-                                               account, take + skip)
-        if outgoing and inbound:
-            results.sort(key=lambda r: r["created"], reverse=True)
-        return results[skip:skip + take]
+        keys: list[paging.Key] = []
+        async with self.pool.acquire() as conn:
+            # The keys first (an index walk), then the rows of the page only.
+            if outgoing:
+                cond, args = paging.after_sql(paging.OUT, "created", "id", after)
+                statement, params = "SELECT created, id FROM jobs WHERE account = ? AND kind = 'sms'", [account]
+                if status:
+                    statement, params = statement + " AND state = ?", [account, status]
+                keys += [paging.Key(r[0], paging.OUT, r[1]) for r in await conn.fetch(
+                    sql(statement + cond + " ORDER BY created DESC, id DESC LIMIT ?"), *params, *args, take + skip)]
+            if inbound:
+                cond, args = paging.after_sql(paging.IN, "stored_at", "id", after)
+                keys += [paging.Key(r[0], paging.IN, r[1]) for r in await conn.fetch(
+                    sql("SELECT stored_at, id FROM inbound_sms WHERE account = ?" + cond
+                        + " ORDER BY stored_at DESC, id DESC LIMIT ?"), account, *args, take + skip)]
+            chosen = paging.page(keys, take, skip)
+            found: dict[tuple[str, int], dict[str, Any]] = {}
+            out_ids = [k.id for k in chosen if k.direction == paging.OUT]
+            in_ids = [k.id for k in chosen if k.direction == paging.IN]
+            if out_ids:
+                for r in await conn.fetch(sql(_OUT_SELECT + " AND j.id = ANY(?::bigint[])"), account, out_ids):
+                    row = dict(r)
+                    found[(paging.OUT, row.pop("rowid_"))] = row
+            if in_ids:
+                for r in await conn.fetch(sql(_IN_SELECT + " AND i.id = ANY(?::bigint[])"), account, in_ids):
+                    row = dict(r)
+                    found[(paging.IN, row.pop("rowid_"))] = row
+        return [dict(found[(k.direction, k.id)], cursor=k.cursor()) for k in chosen]

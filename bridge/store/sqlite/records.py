@@ -13,6 +13,7 @@ from typing import Any
 from bridge.core import events, numbers
 from bridge.core import jobstates as js
 from bridge.core.optout import OPT_OUT, Keywords
+from bridge.store import paging
 from bridge.store.model import Contact, Link
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, marks
 from bridge.store.sqlite.recorder import EventRecorder
@@ -70,11 +71,13 @@ def _opt_keyword(db: sqlite3.Connection, keywords: Keywords, region: str | None,
 _OUT_SELECT = ("SELECT 'out' AS direction, j.id_sms_api AS id, j.id_sms_api, j.phone_number, j.message AS text, "
                "j.state AS status, j.reason, j.created, j.due, j.updated, j.priority, j.parts, j.encoding, "
                "j.device_id, j.attempts, (SELECT MIN(h.at) FROM job_history AS h WHERE h.job_id = j.id "
-               f"AND h.state = '{js.SENT}') AS sent_at FROM jobs AS j WHERE j.account = ? AND j.kind = 'sms'")
+               f"AND h.state = '{js.SENT}') AS sent_at, j.id AS rowid_ FROM jobs AS j "
+               "WHERE j.account = ? AND j.kind = 'sms'")
 _IN_SELECT = ("SELECT 'in' AS direction, 'in_' || i.id AS id, NULL AS id_sms_api, i.sender AS phone_number, "
               "i.text, 'received' AS status, NULL AS reason, i.stored_at AS created, NULL AS due, "
               "i.stored_at AS updated, NULL AS priority, NULL AS parts, NULL AS encoding, i.device_id, "
-              "NULL AS attempts, NULL AS sent_at, i.received_at, i.incomplete FROM inbound_sms AS i "
+              "NULL AS attempts, NULL AS sent_at, i.received_at, i.incomplete, i.id AS rowid_ "
+              "FROM inbound_sms AS i "
               "WHERE i.account = ?")
 
 
@@ -188,27 +191,44 @@ class SqliteRecords(SqliteBase):
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None:
         rows = await self._run(self._select_dicts, _IN_SELECT + " AND i.id = ?", (account, inbound_id))
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        rows[0].pop("rowid_")
+        return rows[0]
 
     async def messages(self, account: str, *, direction: str | None = None, status: str | None = None,
-                       take: int = 50, skip: int = 0) -> list[dict[str, Any]]:
-        return await self._run(self._messages, account, direction, status, take, skip)
+                       take: int = 50, skip: int = 0, cursor: str | None = None) -> list[dict[str, Any]]:
+        after = paging.parse_cursor(cursor) if cursor else None
+        return await self._run(self._messages, account, direction, status, take, skip, after)
 
     def _messages(self, account: str, direction: str | None, status: str | None, take: int,
-                  skip: int) -> list[dict[str, Any]]:
+                  skip: int, after: paging.Key | None) -> list[dict[str, Any]]:
         outgoing = direction in (None, "out") and status != "received"
         inbound = direction in (None, "in") and status in (None, "received")
-        results: list[dict[str, Any]] = []
+        db = self._conn
+        keys: list[paging.Key] = []
+        # The keys first (an index walk), then the rows of the page only.
         if outgoing:
-            sql = _OUT_SELECT
-            params: tuple[Any, ...] = (account,)
+            cond, args = paging.after_sql(paging.OUT, "created", "id", after)
+            sql, params = "SELECT created, id FROM jobs WHERE account = ? AND kind = 'sms'", (account,)
             if status:
-                sql, params = sql + " AND j.state = ?", (account, status)
-            results += self._select_dicts(sql + " ORDER BY j.created DESC, j.id DESC LIMIT ?",
-                                          (*params, take + skip))
+                sql, params = sql + " AND state = ?", (account, status)
+            keys += [paging.Key(c, paging.OUT, i) for c, i in db.execute(
+                sql + cond + " ORDER BY created DESC, id DESC LIMIT ?", (*params, *args, take + skip))]
         if inbound:
-            results += self._select_dicts(_IN_SELECT + " ORDER BY i.stored_at DESC, i.id DESC LIMIT ?",
-                                          (account, take + skip))
-        if outgoing and inbound:
-            results.sort(key=lambda r: r["created"], reverse=True)
-        return results[skip:skip + take]
+            cond, args = paging.after_sql(paging.IN, "stored_at", "id", after)
+            keys += [paging.Key(c, paging.IN, i) for c, i in db.execute(
+                "SELECT stored_at, id FROM inbound_sms WHERE account = ?" + cond
+                + " ORDER BY stored_at DESC, id DESC LIMIT ?", (account, *args, take + skip))]
+        chosen = paging.page(keys, take, skip)
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        out_ids = [k.id for k in chosen if k.direction == paging.OUT]
+        in_ids = [k.id for k in chosen if k.direction == paging.IN]
+        if out_ids:
+            for row in self._select_dicts(_OUT_SELECT + f" AND j.id IN ({marks(len(out_ids))})",
+                                          (account, *out_ids)):
+                found[(paging.OUT, row.pop("rowid_"))] = row
+        if in_ids:
+            for row in self._select_dicts(_IN_SELECT + f" AND i.id IN ({marks(len(in_ids))})", (account, *in_ids)):
+                found[(paging.IN, row.pop("rowid_"))] = row
+        return [dict(found[(k.direction, k.id)], cursor=k.cursor()) for k in chosen]
