@@ -210,7 +210,8 @@ class SqliteRecords(SqliteBase):
         # The keys first (an index walk), then the rows of the page only.
         if outgoing:
             cond, args = paging.after_sql(paging.OUT, "created", "id", after)
-            sql, params = "SELECT created, id FROM jobs WHERE account = ? AND kind = 'sms'", (account,)
+            sql = "SELECT created, id FROM jobs WHERE account = ? AND kind = 'sms'"
+            params: tuple[str, ...] = (account,)
             if status:
                 sql, params = sql + " AND state = ?", (account, status)
             keys += [paging.Key(c, paging.OUT, i) for c, i in db.execute(
