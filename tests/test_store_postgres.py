@@ -6,9 +6,12 @@ promises is in tests/store_contract/.)"""
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 
 import aiohttp
 import asyncpg
+import pg_util
 import pytest
 from conftest import api_url, make_config, running, timeout, wait_until
 from pg_util import new_schema, pg_database  # noqa: F401 - the session's database fixture
@@ -102,3 +105,55 @@ async def test_a_daemon_on_postgresql_sends_and_reports(tmp_path, url):
 
 async def _equals(coro, expected) -> bool:
     return (await coro) == expected
+
+
+async def test_a_database_out_of_reach_is_a_503_and_the_daemon_recovers(tmp_path):
+    """The database refuses connections and ours are terminated: accepting
+    stops with 503 + Retry-After; when it is back, the daemon carries on and
+    what it had accepted is delivered."""
+    why = pg_util.reachable()
+    if why is not None:
+        pytest.skip(why)
+    name = f"simbridge_test_{os.getpid()}_{secrets.token_hex(4)}"
+    pg_util._admin(f'CREATE DATABASE "{name}"')
+    url = pg_util.with_database(pg_util.SERVER, name)
+    try:
+        config = make_config(tmp_path, store={"url": url})
+        async with running(config) as daemon, aiohttp.ClientSession() as http:
+            body = {"header": {"login": "user@email.com", "accessKey": "your-access-key"},
+                    "messages": [{"phone_number": "+33612345678", "message": "before", "id_sms_api": "before"}]}
+            async with http.post(api_url(daemon, "/api/v1/sendsms"), json=body) as resp:
+                assert resp.status == 200
+            await wait_until(lambda: _equals(_status(http, daemon, "before"), "delivered"), what="delivered")
+
+            pg_util._admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            pg_util._admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+            during = {**body, "messages": [{"phone_number": "+33612345678", "message": "during",
+                                            "id_sms_api": "during"}]}
+
+            async def refused() -> bool:
+                async with http.post(api_url(daemon, "/api/v1/sendsms"), json=during) as resp:
+                    if resp.status != 503:
+                        return False
+                    assert int(resp.headers["Retry-After"]) >= 1
+                    assert "unavailable" in (await resp.json())["message"]
+                    return True
+            await wait_until(refused, what="503 while the database is away")
+
+            pg_util._admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+
+            async def accepted() -> bool:
+                async with http.post(api_url(daemon, "/api/v1/sendsms"), json=during) as resp:
+                    return resp.status == 200
+            await wait_until(accepted, within=30, what="accepting again")
+            await wait_until(lambda: _equals(_status(http, daemon, "during"), "delivered"), within=30,
+                             what="the message accepted after the outage delivered")
+            assert await _status(http, daemon, "before") == "delivered"
+    finally:
+        pg_util._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _status(http: aiohttp.ClientSession, daemon, key: str) -> str | None:
+    async with http.get(api_url(daemon, f"/api/v1/sms/{key}"),
+                        headers={"Authorization": "Bearer your-access-key"}) as r:
+        return (await r.json())["data"]["status"] if r.status == 200 else None

@@ -5,10 +5,19 @@ protocols: any backend that implements them will do)."""
 
 from __future__ import annotations
 
-from bridge.store.model import Contact, Enqueued, Job, Link, NewJob, VerificationCode, new_id_sms_api
+from bridge.store.model import (
+    Contact,
+    Enqueued,
+    Job,
+    Link,
+    NewJob,
+    StoreUnavailable,
+    VerificationCode,
+    new_id_sms_api,
+)
 from bridge.store.protocols import Codes as CodeStore
 from bridge.store.protocols import JobQueue
 from bridge.store.protocols import Records as RecordStore
 
 __all__ = ["CodeStore", "Contact", "Enqueued", "Job", "JobQueue", "Link", "NewJob", "RecordStore",
-           "VerificationCode", "new_id_sms_api"]
+           "StoreUnavailable", "VerificationCode", "new_id_sms_api"]

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from bridge.core.optout import Keywords
-from bridge.store.model import Job
+from bridge.store.model import Job, StoreUnavailable
 from bridge.store.postgres.recorder import OUTBOX_CHANNEL, EventRecorder, written
 from bridge.store.protocols import EventFilter
 from bridge.store.schema import SCHEMA_VERSION, postgres_migration
@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK = int.from_bytes(b"simbrdge", "big") >> 1
 # The channels other daemons NOTIFY on commit.
 JOBS_CHANNEL = "simbridge_jobs"  # payload: the account whose queue has new work
+
+# What says the database is out of reach (down, refusing connections, ours
+# terminated, the pool's wait run out), as opposed to a statement's error.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+    asyncpg.exceptions.InsufficientResourcesError, asyncpg.exceptions.InvalidCatalogNameError)
+RETRY_AFTER_S = 5.0
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -88,14 +96,24 @@ class PgBase:
         counter = [0]
         token = written.set(counter)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self._read() as conn, conn.transaction():
                 yield conn
         finally:
             written.reset(token)
         self._recorder.committed(counter[0])
 
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[asyncpg.Connection]:
+        """One connection of the pool; a database out of reach is :class:`StoreUnavailable`."""
+        try:
+            async with self.pool.acquire(timeout=self.connect_timeout) as conn:
+                yield conn
+        except UNREACHABLE as exc:
+            raise StoreUnavailable(f"the database does not answer ({type(exc).__name__}: {exc})",
+                                   retry_after=RETRY_AFTER_S) from exc
+
     async def _fetch_dicts(self, statement: str, *args: Any) -> list[dict[str, Any]]:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             return [dict(r) for r in await conn.fetch(statement, *args)]
 
     # -- Lifecycle ------------------------------------------------------------------------
@@ -150,7 +168,7 @@ class PgBase:
                 pool.terminate()
 
     async def ping(self) -> None:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             await conn.fetchval("SELECT 1")
 
     # -- notifications ----------------------------------------------------------------

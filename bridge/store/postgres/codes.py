@@ -42,7 +42,7 @@ class PgCodes(PgBase):
         if code_id is not None:
             statement += " AND c.id = $4"
             args.append(code_id)
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             row = await conn.fetchrow(statement + " ORDER BY c.id DESC LIMIT 1", *args)
         return VerificationCode(*row) if row else None
 
@@ -72,7 +72,7 @@ class PgCodes(PgBase):
             statement += " AND c.id = $2"
             args.append(code_id)
         n = len(args)
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             rows = await conn.fetch(statement + f" ORDER BY c.id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
                                     *args, take, skip)
         return [VerificationCode(*r) for r in rows]

@@ -23,7 +23,7 @@ class PgDeviceAuth(PgBase):
         return len(revoked)
 
     async def device_auth(self, device_id: str) -> tuple[frozenset[str], int]:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             rows = await conn.fetch("SELECT digest FROM device_tokens WHERE device_id = $1 AND revoked IS NULL",
                                     device_id)
             gen = await conn.fetchval("SELECT token_generation FROM devices WHERE id = $1", device_id)

@@ -200,19 +200,19 @@ class PgJobQueue(PgBase):
             return jobs
 
     async def next_due(self, account: str) -> float | None:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             due: float | None = await conn.fetchval(f"SELECT MIN(due) FROM jobs WHERE account = $1 AND {QUEUED_SQL}",
                                                     account)
             return due
 
     async def in_flight(self, device_id: str) -> list[Job]:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
                                     "ORDER BY id", device_id)
         return [job_from_record(r) for r in rows]
 
     async def devices_in_flight(self) -> list[str]:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             rows = await conn.fetch(f"SELECT DISTINCT device_id FROM jobs WHERE {DISPATCHED_SQL} "
                                     "AND device_id IS NOT NULL")
         return [r[0] for r in rows]
@@ -322,7 +322,7 @@ class PgJobQueue(PgBase):
     # -- reading -----------------------------------------------------------------------
 
     async def get_job(self, account: str, id_sms_api: str) -> Job | None:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = $2",
                                       account, id_sms_api)
         return job_from_record(row) if row else None

@@ -88,7 +88,7 @@ class PgOutbox(PgBase):
         accounts = list(accounts)
         if not accounts:
             return None
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             due: float | None = await conn.fetchval(
                 "SELECT MIN(next_attempt) FROM outbox WHERE delivered_at IS NULL AND dead = 0 "
                 "AND next_attempt > $1 AND account = ANY($2::text[])", now or time.time(), accounts)

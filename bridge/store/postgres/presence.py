@@ -25,6 +25,6 @@ class PgPresence(PgBase):
                 await conn.executemany(sql(UPSERT_DEVICE), rows)
 
     async def presence(self, *, stale_after: float, now: float | None = None) -> list[dict[str, Any]]:
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             rows = await conn.fetch(SELECT_PRESENCE)
         return presence_rows((tuple(r) for r in rows), now or time.time(), stale_after)

@@ -175,7 +175,7 @@ class PgRecords(PgBase):
         outgoing = direction in (None, "out") and status != "received"
         inbound = direction in (None, "in") and status in (None, "received")
         keys: list[paging.Key] = []
-        async with self.pool.acquire() as conn:
+        async with self._read() as conn:
             # The keys first (an index walk), then the rows of the page only.
             if outgoing:
                 cond, args = paging.after_sql(paging.OUT, "created", "id", after)
