@@ -41,14 +41,15 @@ def after_sql(direction: str, created: str, ident: str, after: Key | None) -> tu
     (OUT or IN) that come after ``after`` in the list's order."""
     if after is None:
         return "", ()
+    # "created <= ?" first: a range both engines walk the index by (an OR alone they would not).
+    tie = f" AND {created} <= ? AND ({created} < ? OR {ident} < ?)"
     if direction == OUT:
         if after.direction == OUT:
-            return (f" AND ({created} < ? OR ({created} = ? AND {ident} < ?))",
-                    (after.created, after.created, after.id))
+            return tie, (after.created, after.created, after.id)
         return f" AND {created} < ?", (after.created,)
     if after.direction == OUT:
         return f" AND {created} <= ?", (after.created,)
-    return f" AND ({created} < ? OR ({created} = ? AND {ident} < ?))", (after.created, after.created, after.id)
+    return tie, (after.created, after.created, after.id)
 
 
 def page(keys: list[Key], take: int, skip: int) -> list[Key]:

@@ -217,7 +217,8 @@ MIGRATIONS: list[str] = [
     # 6: counters kept with the changes, so that a scrape reads a few rows, not
     # every job: "jobs:<state>:<priority>", "outbox:delivered", "outbox:dead".
     # Each transaction appends its deltas; they are folded from time to time.
-    # And the indexes retention walks (jobs, events by the time they were made).
+    # And the indexes retention walks (jobs, events by the time they were made), and those the
+    # message list pages by (its keys read from the index alone).
     """
     CREATE TABLE counters (
         name TEXT NOT NULL,
@@ -229,6 +230,10 @@ MIGRATIONS: list[str] = [
     INSERT INTO counters (name, n) SELECT 'outbox:delivered', COUNT(delivered_at) FROM outbox;
     INSERT INTO counters (name, n) SELECT 'outbox:dead', COALESCE(SUM(dead), 0) FROM outbox;
     CREATE INDEX jobs_created ON jobs (created);
+    CREATE INDEX jobs_list ON jobs (account, kind, created, id);
+    CREATE INDEX inbound_sms_list ON inbound_sms (account, stored_at, id);
+    DROP INDEX jobs_account_created;
+    DROP INDEX inbound_sms_account_stored;
     CREATE INDEX outbox_created ON outbox (created);
     CREATE INDEX agent_events_at ON agent_events (at);
     """,
