@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bridge.store.postgres.base import PgBase, sql
-from bridge.store.sqlite.presence import SELECT_PRESENCE, UPSERT_DEVICE, UPSERT_NODE, presence_rows
+from bridge.store.presence import SELECT_PRESENCE, UPSERT_DEVICE, UPSERT_NODE, presence_rows
 
 
 class PgPresence(PgBase):
