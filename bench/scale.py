@@ -190,8 +190,8 @@ class Daemon:
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "--log-level", "WARNING", "run",
-                                      "--config", str(self.config)], cwd=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "--log-level", "WARNING",  # noqa: ASYNC220
+                                      "run", "--config", str(self.config)], cwd=ROOT)  # (returns at once)
         while True:
             if self.proc.poll() is not None:
                 raise SystemExit(f"daemon exited with {self.proc.returncode}")
@@ -256,8 +256,8 @@ async def e2e_rate(http: aiohttp.ClientSession, daemons: list[Daemon], count: in
     per = count // len(daemons)
     before = await delivered(http, daemons[0].base)
     t0 = time.perf_counter()
-    await asyncio.gather(*(post(http, d.base, LIVE, numbers(per, 5_000_000 + i * per), "e2e")
-                           for i, d in enumerate(daemons)))
+    await asyncio.gather(*(post(http, d.base, LIVE, numbers(min(BULK, per - j), 5_000_000 + i * per + j), "e2e")
+                           for i, d in enumerate(daemons) for j in range(0, per, BULK)))
     while await delivered(http, daemons[0].base) - before < per * len(daemons):
         if time.perf_counter() - t0 > 300:
             raise SystemExit("end to end: not all delivered within 300 s")
@@ -365,7 +365,7 @@ async def main_async(sizes: list[int], accept_requests: int, e2e: int) -> dict[s
                 print(backend, point, flush=True)
     out["load_after"] = os.getloadavg()
     print(f"load average after: {out['load_after']}", flush=True)
-    for backend, points in out["growth"].items():
+    for points in out["growth"].values():
         base = points[0]["accept_per_s"]
         for p in points:
             p["accept_vs_first"] = round(p["accept_per_s"] / base, 2)
