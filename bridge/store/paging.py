@@ -3,7 +3,7 @@ ended on, and the next page starts after it, whatever its depth (OFFSET walks
 every skipped row). The order is newest first: ``created`` descending, then
 outgoing before inbound, then id descending. ``skip`` stays for the clients
 that use it; it is served from the keys alone, the rows read for the page
-only."""
+only, and the database skips them."""
 
 from __future__ import annotations
 
@@ -22,10 +22,6 @@ class Key:
 
     def cursor(self) -> str:
         return f"{self.created!r}_{self.direction}_{self.id}"
-
-    def order(self) -> tuple[float, int, int]:
-        """Sort key, ascending = the list's order (newest first)."""
-        return (-self.created, 0 if self.direction == OUT else 1, -self.id)
 
 
 def parse_cursor(text: str) -> Key:
@@ -52,6 +48,23 @@ def after_sql(direction: str, created: str, ident: str, after: Key | None) -> tu
     return tie, (after.created, after.created, after.id)
 
 
-def page(keys: list[Key], take: int, skip: int) -> list[Key]:
-    """The page's keys out of both sides' first ``take + skip`` each."""
-    return sorted(keys, key=Key.order)[skip:skip + take]
+def keys_sql(account: str, *, outgoing: bool, inbound: bool, status: str | None, after: Key | None,
+             take: int, skip: int) -> tuple[str, tuple[object, ...]]:
+    """One statement (``?`` placeholders) for the page's keys, rows of
+    (created, direction, id): each side walked by its index, merged and
+    skipped by the database, so that no skipped row reaches Python."""
+    parts: list[str] = []
+    params: list[object] = []
+    if outgoing:
+        cond, args = after_sql(OUT, "created", "id", after)
+        state = " AND state = ?" if status else ""
+        parts.append(f"SELECT * FROM (SELECT created AS c, '{OUT}' AS d, id FROM jobs WHERE account = ? "
+                     f"AND kind = 'sms'{state}{cond} ORDER BY created DESC, id DESC LIMIT ?) AS o")
+        params += [account, *([status] if status else []), *args, take + skip]
+    if inbound:
+        cond, args = after_sql(IN, "stored_at", "id", after)
+        parts.append(f"SELECT * FROM (SELECT stored_at AS c, '{IN}' AS d, id FROM inbound_sms WHERE account = ?"
+                     f"{cond} ORDER BY stored_at DESC, id DESC LIMIT ?) AS i")
+        params += [account, *args, take + skip]
+    # Outgoing before inbound at the same time: 'o' > 'i'.
+    return " UNION ALL ".join(parts) + " ORDER BY c DESC, d DESC, id DESC LIMIT ? OFFSET ?", (*params, take, skip)

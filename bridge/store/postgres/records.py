@@ -174,22 +174,13 @@ class PgRecords(PgBase):
         after = paging.parse_cursor(cursor) if cursor else None
         outgoing = direction in (None, "out") and status != "received"
         inbound = direction in (None, "in") and status in (None, "received")
-        keys: list[paging.Key] = []
+        if not (outgoing or inbound):
+            return []
+        statement, params = paging.keys_sql(account, outgoing=outgoing, inbound=inbound, status=status,
+                                            after=after, take=take, skip=skip)
         async with self._read() as conn:
-            # The keys first (an index walk), then the rows of the page only.
-            if outgoing:
-                cond, args = paging.after_sql(paging.OUT, "created", "id", after)
-                statement, params = "SELECT created, id FROM jobs WHERE account = ? AND kind = 'sms'", [account]
-                if status:
-                    statement, params = statement + " AND state = ?", [account, status]
-                keys += [paging.Key(r[0], paging.OUT, r[1]) for r in await conn.fetch(
-                    sql(statement + cond + " ORDER BY created DESC, id DESC LIMIT ?"), *params, *args, take + skip)]
-            if inbound:
-                cond, args = paging.after_sql(paging.IN, "stored_at", "id", after)
-                keys += [paging.Key(r[0], paging.IN, r[1]) for r in await conn.fetch(
-                    sql("SELECT stored_at, id FROM inbound_sms WHERE account = ?" + cond
-                        + " ORDER BY stored_at DESC, id DESC LIMIT ?"), account, *args, take + skip)]
-            chosen = paging.page(keys, take, skip)
+            # The keys first (index walks), then the rows of the page only.
+            chosen = [paging.Key(r[0], r[1], r[2]) for r in await conn.fetch(sql(statement), *params)]
             found: dict[tuple[str, int], dict[str, Any]] = {}
             out_ids = [k.id for k in chosen if k.direction == paging.OUT]
             in_ids = [k.id for k in chosen if k.direction == paging.IN]

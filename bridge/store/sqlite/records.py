@@ -205,23 +205,12 @@ class SqliteRecords(SqliteBase):
                   skip: int, after: paging.Key | None) -> list[dict[str, Any]]:
         outgoing = direction in (None, "out") and status != "received"
         inbound = direction in (None, "in") and status in (None, "received")
-        db = self._conn
-        keys: list[paging.Key] = []
-        # The keys first (an index walk), then the rows of the page only.
-        if outgoing:
-            cond, args = paging.after_sql(paging.OUT, "created", "id", after)
-            sql = "SELECT created, id FROM jobs WHERE account = ? AND kind = 'sms'"
-            params: tuple[str, ...] = (account,)
-            if status:
-                sql, params = sql + " AND state = ?", (account, status)
-            keys += [paging.Key(c, paging.OUT, i) for c, i in db.execute(
-                sql + cond + " ORDER BY created DESC, id DESC LIMIT ?", (*params, *args, take + skip))]
-        if inbound:
-            cond, args = paging.after_sql(paging.IN, "stored_at", "id", after)
-            keys += [paging.Key(c, paging.IN, i) for c, i in db.execute(
-                "SELECT stored_at, id FROM inbound_sms WHERE account = ?" + cond
-                + " ORDER BY stored_at DESC, id DESC LIMIT ?", (account, *args, take + skip))]
-        chosen = paging.page(keys, take, skip)
+        if not (outgoing or inbound):
+            return []
+        # The keys first (index walks), then the rows of the page only.
+        statement, params = paging.keys_sql(account, outgoing=outgoing, inbound=inbound, status=status,
+                                            after=after, take=take, skip=skip)
+        chosen = [paging.Key(c, d, i) for c, d, i in self._conn.execute(statement, params)]
         found: dict[tuple[str, int], dict[str, Any]] = {}
         out_ids = [k.id for k in chosen if k.direction == paging.OUT]
         in_ids = [k.id for k in chosen if k.direction == paging.IN]
