@@ -13,7 +13,8 @@ its figures, the last line one JSON object:
 - ``growth``: per backend and store size (jobs, each with a line of history
   and a delivered webhook event, bulk-inserted straight into the tables):
   ``accept_per_s``, ``enqueue_during_scrape_ms`` (a 1-message sendsms sent
-  while /metrics is being scraped; the worst of 10), ``metrics_ms`` (median
+  while /metrics is being scraped: the median of 10, and ``…_max_ms`` the
+  worst), ``metrics_ms`` (median
   of 20 scrapes), ``list_skip_ms`` (GET /api/v1/sms at skip = half the rows,
   capped at 50,000) and ``list_cursor_ms`` (the page after the cursor there),
   ``startup_s`` (process start to /healthz), ``rss_mb`` (the daemon's, at the
@@ -338,7 +339,9 @@ async def _grow(http: aiohttp.ClientSession, d: Daemon, size: int, seeded: float
         cursor_ms = await _timed(_get(http, d.base + "/api/v1/sms", take="50", cursor=page["next_cursor"]))
         accept = await accept_rate(http, [d], accept_requests, 1_000_000)
         return {"rows": size, "seed_s": round(seeded, 1), "accept_per_s": round(accept),
-                "enqueue_during_scrape_ms": round(max(during), 1), "metrics_ms": round(statistics.median(scrapes), 1),
+                "enqueue_during_scrape_ms": round(statistics.median(during), 1),
+                "enqueue_during_scrape_max_ms": round(max(during), 1),
+                "metrics_ms": round(statistics.median(scrapes), 1),
                 "list_skip_ms": round(skip_ms, 1), "list_cursor_ms": round(cursor_ms, 1),
                 "startup_s": round(d.startup_s, 2), "rss_mb": round(d.rss_mb(), 1)}
     finally:
@@ -379,12 +382,12 @@ def print_tables(out: dict[str, Any]) -> None:
     for name, t in out["throughput"].items():
         print(f"{name:<14}{t['accepted_per_s']:>12}{t['e2e_per_s']:>14}")
     print("\ngrowth")
-    cols = ("rows", "accept_per_s", "accept_vs_first", "enqueue_during_scrape_ms", "metrics_ms", "list_skip_ms",
-            "list_cursor_ms", "startup_s", "rss_mb", "seed_s")
-    print(f"{'backend':<12}" + "".join(f"{c:>14}" for c in cols))
+    cols = ("rows", "accept_per_s", "accept_vs_first", "enqueue_during_scrape_ms", "enqueue_during_scrape_max_ms",
+            "metrics_ms", "list_skip_ms", "list_cursor_ms", "startup_s", "rss_mb", "seed_s")
+    print(f"{'backend':<12}" + "  ".join(c for c in cols))
     for backend, points in out["growth"].items():
         for p in points:
-            print(f"{backend:<12}" + "".join(f"{p[c]!s:>14}" for c in cols))
+            print(f"{backend:<12}" + "  ".join(f"{p[c]!s:>{len(c)}}" for c in cols))
 
 
 def main() -> None:

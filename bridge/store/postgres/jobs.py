@@ -35,12 +35,18 @@ REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: 
 QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
 
-_INSERT = ("INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
-           "parts, encoding, report, created, updated, state) "
+# One round trip for the jobs, their first line of history, their counters and the
+# NOTIFY (an initplan: evaluated only if a job was new).
+_INSERT = ("WITH ins AS (INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, "
+           "expires, parts, encoding, report, created, updated, state) "
            "SELECT $1, u.*, $13::float8, $13::float8, $14::text "
            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
            "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[]) AS u "
-           "ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api")
+           "ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api, priority), "
+           "h AS (INSERT INTO job_history (job_id, state, at) SELECT id, $14::text, $13::float8 FROM ins), "
+           "c AS (INSERT INTO counters (name, n) SELECT 'jobs:' || $14::text || ':' || priority::text, COUNT(*) "
+           "FROM ins GROUP BY priority) "
+           "SELECT id, id_sms_api, (SELECT pg_notify($15, $16)) IS NULL AS notified FROM ins")
 _BY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = ANY($2::text[])"
 _BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1::bigint[])"
 
@@ -69,7 +75,8 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
         for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
                                      expires, new.parts, new.encoding, int(new.report)), strict=True):
             col.append(value)
-    rows = await conn.fetch(_INSERT, account, *cols, now, state) if items else []
+    rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
+                            f"{batch.recorder.node}:{account}") if items else []
     ids = {r["id_sms_api"]: r["id"] for r in rows}
     created: dict[str, Job] = {}
     for key, (new, due, expires) in items:
@@ -87,9 +94,6 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
         if not fresh[key][0].id_sms_api:
             raise RuntimeError(f"id_sms_api {key!r} collided; send again")  # a generated key: astronomically rare
     if created:
-        await conn.executemany("INSERT INTO job_history (job_id, state, at) VALUES ($1, $2, $3)",
-                               [(job.id, state, now) for job in created.values()])
-        await add_counts(conn, collections.Counter(job_counter(state, job.priority) for job in created.values()))
         links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
                  for k, job in created.items() if fresh[k][0].link_code and job.url]
         if links:
@@ -99,7 +103,6 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
             for job in created.values():
                 batch.job_event(job, state, now, None, None)
         await batch.flush(conn)
-        await notify_queue(conn, batch.recorder.node, account)
     out: list[Enqueued] = []
     first: set[str] = set()
     for key in keys:
