@@ -244,8 +244,11 @@ class AgentsConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreConfig:
-    path: Path = Path("/var/lib/simbridge/simbridge.db")
+    path: Path = Path("/var/lib/simbridge/simbridge.db")  # SQLite; its folder holds secret.key either way
     synchronous: str = "full"  # "full": every commit survives a power cut; "normal": a process crash
+    url: str | None = None  # "postgresql://user:pass@host/db": the shared store (several daemons); None: SQLite
+    keep_days: float = 90.0  # settled jobs, their history, delivered events are purged after this; 0: kept
+    node: str = ""  # this daemon's name among several on one database (default: the host name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -375,9 +378,18 @@ AGENTS_SPEC: Spec = {
     "tls_cert": ((str,), Path),
     "tls_key": ((str,), Path),
 }
+def _postgres_url(value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a PostgreSQL URL (postgresql://user:password@host:5432/database)")
+    return value
+
+
 STORE_SPEC: Spec = {
     "path": ((str,), Path),
     "synchronous": ((str,), _one_of("full", "normal")),
+    "url": ((str,), _postgres_url),
+    "keep_days": ((int, float), _non_negative),
+    "node": ((str,), _nonempty),
 }
 DISPATCHER_SPEC: Spec = {
     "ttl": ((int, float), _positive),

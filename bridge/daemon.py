@@ -10,6 +10,8 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,8 +29,8 @@ from bridge.dispatch.tokens import TokenBook
 from bridge.ops.metrics import Metrics
 from bridge.ops.notify import Notifier
 from bridge.ops.tls import client_context, optional_server_context
+from bridge.store.factory import describe, open_store
 from bridge.store.protocols import Store
-from bridge.store.sqlite import SqliteStore
 from bridge.webhooks.deliverer import WebhookDeliverer
 from bridge.webhooks.policy import WebhookPolicy
 
@@ -42,12 +44,17 @@ class Daemon:
         self.eager_workers = eager_workers
         self.config = config
         self.webhook_policy = WebhookPolicy(config)  # which events the store records for each account
-        self.store = store or SqliteStore(config.store.path, event_filter=self.webhook_policy,
-                                          synchronous=config.store.synchronous)
+        self.store = store or open_store(url=config.store.url, path=config.store.path,
+                                         synchronous=config.store.synchronous,
+                                         event_filter=self.webhook_policy)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
         self.kinds = Kinds(self)
+        # Every daemon on the store and the devices each holds (refreshed by _presence_loop).
+        self.node = config.store.node or socket.gethostname()
+        self._cluster: list[dict[str, Any]] = []
+        self._presence_due = asyncio.Event()  # a device came or went: publish now
         self.dispatcher = Dispatcher(config=config, store=self.store, on_online=self._device_online,
-                                     dialer_for=self._dialer_for)
+                                     dialer_for=self._dialer_for, elsewhere=self._online_elsewhere)
         self.metrics = Metrics(self)
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens, on_job_state=self.metrics.job_state,
@@ -70,6 +77,8 @@ class Daemon:
 
     async def start(self) -> None:
         await self.store.open()
+        # New or returned work (here, or from another daemon on a shared database) wakes the dispatcher.
+        self.store.set_queue_listener(self._queue_changed)
         self.store.set_opt_out(Keywords(self.config.api.stop_words, self.config.api.start_words),
                                self.config.api.default_region)
         await self.listener.start()
@@ -82,7 +91,8 @@ class Daemon:
         await site.start()
         self.api_port = self._runner.addresses[0][1]
         log.info("API on http://%s:%d, agents on ws://%s:%d, store %s", host, self.api_port,
-                 *self.config.agents.listen[:1], self.listener.port, self.config.store.path)
+                 *self.config.agents.listen[:1], self.listener.port,
+                 describe(self.config.store.url, self.config.store.path))
 
     @property
     def agent_port(self) -> int:
@@ -110,6 +120,8 @@ class Daemon:
                 self._tg = tg
                 await self._apply_devices()
                 tg.create_task(self.notifier.watchdog_loop(self.health_check))
+                tg.create_task(self._presence_loop())
+                tg.create_task(self._upkeep_loop())
                 self.ready.set()
                 self.notifier.ready(self._status_line())
                 await stop.wait()
@@ -142,6 +154,7 @@ class Daemon:
             if isinstance(kind, OnlineWatcher):
                 kind.agent_connected(device_id, online)
         self._notify_status()
+        self._presence_due.set()
 
     def _dialer_for(self, kind_name: str) -> Callable[[str, str], Awaitable[None]] | None:
         kind = self.kinds.get(kind_name)
@@ -154,7 +167,8 @@ class Daemon:
     # -- reload (SIGHUP) --------------------------------------------------------------
 
     RESTART_ONLY = (("api", "listen"), ("api", "tls_cert"), ("api", "tls_key"), ("agents", "listen"),
-                    ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"), ("store", "synchronous"))
+                    ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"), ("store", "synchronous"),
+                    ("store", "url"), ("store", "node"))
 
     async def reload(self, config: Config) -> None:
         """Take a new configuration without a restart: accounts, webhooks,
@@ -235,7 +249,81 @@ class Daemon:
         """Whether a connected device of the account can place calls (click-to-call)."""
         return any(s.hello.capabilities.calls for s in self.dispatcher.online(login) if not s.closed)
 
+    # -- several daemons on one store ------------------------------------------------
+
+    PRESENCE_INTERVAL_S = 2.0  # heartbeat and device rows, published and read
+    NODE_STALE_S = 10.0  # a daemon silent this long is taken for dead
+
+    async def _presence_loop(self) -> None:
+        while True:
+            self._presence_due.clear()
+            try:
+                await self.store.publish_presence(
+                    self.node, [(row["id"], row["account"], row["state"] == "online", row)
+                                for row in self._local_rows(None)],
+                    api_url=f"http://{self.config.api.listen[0]}:{self.api_port}")
+                self._cluster = [r for r in await self.store.presence(stale_after=self.NODE_STALE_S)
+                                 if r["node"] != self.node]
+            except Exception as exc:  # noqa: BLE001 - the store may be away for a while; try again
+                log.warning("presence not published: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.PRESENCE_INTERVAL_S):
+                    await self._presence_due.wait()
+
+    UPKEEP_INTERVAL_S = 5.0  # counters folded
+    PURGE_INTERVAL_S = 60.0  # retention: a pass in small batches
+    PURGE_BATCH = 500
+
+    async def _upkeep_loop(self) -> None:
+        """Off the hot path: fold the counters; purge what [store] keep_days
+        no longer keeps, a small batch at a time, yielding between batches."""
+        next_purge = time.monotonic() + self.UPKEEP_INTERVAL_S
+        while True:
+            await asyncio.sleep(self.UPKEEP_INTERVAL_S)
+            try:
+                await self.store.fold_counters()
+                keep = self.config.store.keep_days
+                if keep > 0 and time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + self.PURGE_INTERVAL_S
+                    cutoff, purged = time.time() - keep * 86400, 0
+                    while (n := await self.store.purge(cutoff, limit=self.PURGE_BATCH)) > 0:
+                        purged += n
+                        await asyncio.sleep(0.05)
+                    if purged:
+                        log.info("retention: %d row(s) older than %g day(s) purged", purged, keep)
+            except Exception as exc:  # noqa: BLE001 - the store may be away for a while; next time
+                log.warning("store upkeep: %s", exc)
+
+    def _queue_changed(self, account: str) -> None:
+        """New or returned work: wake the dispatcher if one of our devices can send it."""
+        if not account or self.dispatcher.online(account):
+            self.dispatcher.wake()
+
+    def _online_elsewhere(self, device_id: str) -> bool:
+        if device_id in self.dispatcher.sessions:
+            return False
+        return any(r["device_id"] == device_id and r["online"] for r in self._cluster)
+
     def devices_view(self, account: AccountConfig | None) -> list[dict[str, Any]]:
+        out = self._local_rows(account)
+        for kind in self.kinds:
+            out.extend(kind.extra_rows())
+        # The devices other daemons on the store hold (each as that daemon last published it).
+        mine = {row["id"] for row in out if row.get("state") == "online"}
+        shown = {row["id"] for row in out}
+        for r in self._cluster:
+            if (account is not None and r["account"] != account.login) or r["device_id"] in mine:
+                continue
+            if r["device_id"] in shown and not r["online"]:
+                continue
+            row = dict(r["info"], node=r["node"])
+            if not r["online"]:
+                row.update(state="offline", reason=row.get("reason") if r["node_alive"] else
+                           f"its daemon {r['node']} is silent")
+            out = [o for o in out if o["id"] != r["device_id"]] + [row]
+        return out
+
+    def _local_rows(self, account: AccountConfig | None) -> list[dict[str, Any]]:
         out = []
         for device in self.config.devices:
             if account is not None and device.account != account.login:
@@ -261,8 +349,8 @@ class Daemon:
             if setup is not None and not session:
                 # Not connected: the set-up step it is at says more than "offline".
                 out[-1].update(state=setup.state, reason=setup.reason, step=setup.step)
-        for kind in self.kinds:
-            out.extend(kind.extra_rows())
+        for row in out:
+            row["node"] = self.node
         return out
 
 

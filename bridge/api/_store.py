@@ -5,7 +5,17 @@ protocols: any backend that implements them will do)."""
 
 from __future__ import annotations
 
-from bridge.store.model import Contact, Enqueued, Job, Link, NewJob, OutboxEvent, VerificationCode, new_id_sms_api
+from bridge.store.model import (
+    Contact,
+    Enqueued,
+    Job,
+    Link,
+    NewJob,
+    OutboxEvent,
+    StoreUnavailable,
+    VerificationCode,
+    new_id_sms_api,
+)
 from bridge.store.protocols import ApiTokens as ApiTokenStore
 from bridge.store.protocols import Codes as CodeStore
 from bridge.store.protocols import JobQueue, Outbox
@@ -13,4 +23,4 @@ from bridge.store.protocols import Outbox as OutboxStore
 from bridge.store.protocols import Records as RecordStore
 
 __all__ = ["ApiTokenStore", "CodeStore", "Contact", "Enqueued", "Job", "JobQueue", "Link", "NewJob", "Outbox",
-           "OutboxEvent", "OutboxStore", "RecordStore", "VerificationCode", "new_id_sms_api"]
+           "OutboxEvent", "OutboxStore", "RecordStore", "StoreUnavailable", "VerificationCode", "new_id_sms_api"]

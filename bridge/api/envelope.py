@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from bridge.api._store import StoreUnavailable
 from bridge.api.errors import ApiError
 from device_agents.common import iso_utc
 
@@ -33,6 +34,12 @@ def error_middleware(max_body_bytes: Callable[[], int]) -> Middleware:
             return await handler(request)
         except ApiError as exc:
             return web.json_response(exc.body(), status=exc.status)
+        except StoreUnavailable as exc:
+            # Not accepted: the client sends it again later (a message sent again with its
+            # id_sms_api is stored once, should the store have kept it as the link broke).
+            return web.json_response({"status": "error", "message": f"the store is unavailable ({exc}); "
+                                      "not accepted: send again later"}, status=503,
+                                     headers={"Retry-After": str(max(1, round(exc.retry_after)))})
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"status": "error", "message":
                                       f"request body over {max_body_bytes()} bytes"}, status=413)

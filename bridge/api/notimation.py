@@ -143,9 +143,15 @@ class Notimation:
                          "'status' must be one of " + ", ".join(sorted(STATUS_FILTERS)))
         take = int_param(q, "take", DEFAULT_TAKE, 1, MAX_TAKE)
         skip = int_param(q, "skip", 0, 0, MAX_SKIP)
-        rows = await self.records.messages(account.login, direction=direction, status=status, take=take, skip=skip)
+        cursor = q.get("cursor") or None  # the next_cursor of the page before: keyset paging
+        try:
+            rows = await self.records.messages(account.login, direction=direction, status=status, take=take,
+                                               skip=skip, cursor=cursor)
+        except ValueError as exc:
+            raise ApiError(400, f"'cursor': {exc}") from None
         region = self.settings.region
-        return success([message_view(r, region) for r in rows])
+        return success([message_view(r, region) for r in rows],
+                       next_cursor=rows[-1]["cursor"] if len(rows) == take else None)
 
     async def get_sms(self, request: web.Request) -> web.Response:
         """One message by Notimation's numeric id (or, as extensions, its

@@ -242,6 +242,8 @@ def _paths() -> dict[str, Any]:
                                   "received; or a simbridge state (delivered, failed, expired, unconfirmed)"),
                 _q("take", {"type": "integer", "minimum": 1, "maximum": 1000}, "how many (50)"),
                 _q("skip", {"type": "integer", "minimum": 0}, "how many to skip (0)"),
+                _q("cursor", STR, "start after this row: the next_cursor of the page before (any depth, "
+                                  "as fast as the first page)"),
                 _q("api_key", STR, "the access key, if not sent as a Bearer token")], tags=("read",))},
         "/api/v1/sms/{id}": {"get": _op("One SMS with its history (Notimation)", {
             "200": _json(_envelope(_ref("Sms")), "the message"), "404": ERROR, **AUTH_ERRORS},

@@ -67,13 +67,18 @@ def quiet_until(device: DeviceConfig, phone_number: str, now: float, default_zon
 class Dispatcher:
     def __init__(self, *, config: Config, store: JobQueue,
                  on_online: Callable[[str, bool], None] | None = None,
-                 dialer_for: Callable[[str], Callable[[str, str], Awaitable[None]] | None] | None = None) -> None:
+                 dialer_for: Callable[[str], Callable[[str, str], Awaitable[None]] | None] | None = None,
+                 elsewhere: Callable[[str], bool] = lambda _device_id: False) -> None:
         """``on_online(device_id, online)`` hears every session that comes or
         goes; ``dialer_for(kind)`` gives the dial function of a kind whose
         calls the bridge places itself (Android: through adb, which works
-        while the phone is locked), or None when its agents dial."""
+        while the phone is locked), or None when its agents dial;
+        ``elsewhere(device_id)`` says whether a device is online on another
+        daemon sharing the store."""
         self.config = config
         self.store = store
+        # Whether a device is online on another daemon sharing the store: its jobs are not ours to requeue.
+        self.elsewhere = elsewhere
         self.sessions: dict[str, DeviceSession] = {}
         self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in config.devices}
         self._pacers: dict[str, Pacer] = {}
@@ -354,6 +359,9 @@ class Dispatcher:
             if device_id in self.sessions:
                 continue
             health = self.health.setdefault(device_id, DeviceHealth(reason="removed from the configuration"))
+            if self.elsewhere(device_id):
+                health.offline_since = now  # held by another daemon: the grace counts from when it leaves there
+                continue
             if now - health.offline_since < grace:
                 continue
             count = await self.store.requeue_device(

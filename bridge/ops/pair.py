@@ -18,6 +18,7 @@ from bridge.config import Config
 from bridge.dispatch.tokens import new_pairing_token, token_digest
 from bridge.ops import client
 from bridge.ops.tls import fingerprint
+from bridge.store.postgres import PgDeviceAuth
 from bridge.store.sqlite import SqliteDeviceAuth
 from bridge.webhooks.policy import WebhookPolicy
 from device_agents.pairing import build_uri
@@ -45,8 +46,10 @@ def agent_url(config: Config) -> str:
     return f"{'wss' if config.agents.tls_cert else 'ws'}://{host}:{port}"
 
 
-def _store(config: Config) -> SqliteDeviceAuth:
+def _store(config: Config) -> SqliteDeviceAuth | PgDeviceAuth:
     """The store's device tokens alone (the daemon may have the same database open)."""
+    if config.store.url:
+        return PgDeviceAuth(config.store.url, event_filter=WebhookPolicy(config), pool_size=1)
     return SqliteDeviceAuth(config.store.path, event_filter=WebhookPolicy(config),
                             synchronous=config.store.synchronous)
 

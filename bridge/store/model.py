@@ -228,3 +228,13 @@ class EventOutcome:
     acked: list[str] = field(default_factory=list)  # event ids stored (or seen before)
     requeued: int = 0  # rejected jobs that went back to the queue
     finished: int = 0  # jobs that left the device's window (sent, failed, rejected, unconfirmed)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached (its database is down, refuses connections
+    or dropped ours). Nothing of the failed call was accepted unless it says
+    so; try again after ``retry_after`` seconds. The API answers 503."""
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -16,6 +16,8 @@ at any point loses nothing that was answered as accepted. The contract tests
 ``Codes``       verification codes (hashed) and the SMS that carries each
 ``DeviceAuth``  pairing tokens of devices and their revocation
 ``ApiTokens``   the API's own tokens (SMSFLOW's), hashed, and their revocation
+``Presence``    the daemons on one database and the devices each drives
+``Upkeep``      retention and the counters' folding
 ``Lifecycle``   open, close, ping
 ``Store``       all of them: for the composition root (the daemon) only
 =============  ===========================================================
@@ -63,6 +65,12 @@ class Lifecycle(Protocol):
 class JobQueue(Protocol):
     """Outgoing jobs, from acceptance to their final state. Every state change
     goes through ``bridge.core.jobstates`` and is kept in the job's history."""
+
+    def set_queue_listener(self, callback: Callable[[str], None] | None) -> None:
+        """``callback(account)`` is called when the account's queue may have
+        work for its devices (jobs enqueued or given back), by this process
+        or, on a shared database, by another daemon; ``account`` "" means
+        any. Called on the event loop's thread; it must be cheap."""
 
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
         """One :class:`Enqueued` per job, in order. A client-supplied
@@ -225,11 +233,14 @@ class Records(Protocol):
 
     async def messages(self, account: str, *, direction: str | None = None,
                        status: str | Sequence[str] | None = None, take: int = 50,
-                       skip: int = 0) -> list[dict[str, Any]]:
+                       skip: int = 0, cursor: str | None = None) -> list[dict[str, Any]]:
         """Outgoing SMS jobs (``direction`` "out") and inbound SMS ("in"),
         newest first. ``status``: a job state or several (any of them);
         "received" among them also selects the inbound SMS. Each row has
-        ``job_id`` (outgoing) or ``inbound_id`` (inbound), the record's number."""
+        ``job_id`` (outgoing) or ``inbound_id`` (inbound), the record's number,
+        and its ``cursor``: the next page starts after the row whose cursor is
+        given (keyset, ``bridge.store.paging``; a cursor not of this list is a
+        ValueError); ``skip`` rows are skipped after that."""
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None: ...
 
@@ -289,6 +300,37 @@ class ApiTokens(Protocol):
         """Revoke the token with that digest, or every token of that username; how many."""
 
 
-class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, ApiTokens, Protocol):
+class Presence(Protocol):
+    """Several daemons on one database: each publishes its heartbeat and the
+    devices it drives; every one reads them all."""
+
+    async def publish_presence(self, node: str, devices: Iterable[tuple[str, str, bool, dict[str, Any]]], *,
+                               api_url: str = "", now: float | None = None) -> None:
+        """``node``'s heartbeat, and its devices: (device id, account, online,
+        the row ``simbridge devices`` shows). An offline row never hides the
+        device online on another live node."""
+
+    async def presence(self, *, stale_after: float, now: float | None = None) -> list[dict[str, Any]]:
+        """Every device row: ``device_id``, ``node``, ``account``, ``online``
+        (False when its node's heartbeat is older than ``stale_after`` s),
+        ``seen``, ``node_alive``, ``info``."""
+
+
+class Upkeep(Protocol):
+    """History that does not slow the present: retention in small batches, off
+    the hot path, and counters that a scrape reads instead of counting rows."""
+
+    async def purge(self, before: float, *, limit: int = 500) -> int:
+        """Delete up to ``limit`` each of: settled jobs (final, sent or
+        unconfirmed) made and last changed before ``before``, with their
+        history and links; delivered or dead webhook events recorded before
+        it; agents' event ids seen before it. One short transaction; how many
+        rows went (call again while it is not 0)."""
+
+    async def fold_counters(self) -> None:
+        """Fold the counters' deltas into one row each (keeps ``counts`` cheap)."""
+
+
+class Store(Lifecycle, JobQueue, Outbox, Records, Codes, DeviceAuth, ApiTokens, Presence, Upkeep, Protocol):
     """Every door at once: what the composition root builds and hands out,
     each component typing it by the doors it uses."""

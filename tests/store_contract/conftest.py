@@ -1,7 +1,8 @@
 """The store contract: what every backend promises, door by door
 (bridge/store/protocols.py). Each test takes the ``store`` fixture, which is
-parametrised over the backends in :data:`BACKENDS`; a new backend (e.g.
-PostgreSQL) is one more entry there and runs every test unchanged.
+parametrised over the backends in :data:`BACKENDS` (SQLite in a temporary
+file; PostgreSQL in a schema of its own in a database made for the session,
+see tests/pg_util.py); every test runs unchanged on each.
 
 The tests use only the protocols' methods. Time-dependent rules are driven
 through the methods' ``now`` arguments or dates in the jobs, never by waiting.
@@ -9,12 +10,14 @@ through the methods' ``now`` arguments or dates in the jobs, never by waiting.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
+from pg_util import new_schema, pg_database  # noqa: F401 - the session's database fixture
 
 from bridge.core import events
+from bridge.store.postgres import PostgresStore
 from bridge.store.protocols import Store
 from bridge.store.sqlite import SqliteStore
 
@@ -58,13 +61,28 @@ class SqliteBackend(Backend):
         return SqliteStore(self.path, event_filter=event_filter, synchronous="normal")
 
 
-# name -> factory(tmp_path). PostgreSQL joins here (skipping itself when no server is reachable).
-BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": SqliteBackend}
+class PostgresBackend(Backend):
+    """A schema of its own in the session's throw-away database."""
+
+    name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def new(self, event_filter: Sends) -> Store:
+        return PostgresStore(self.url, event_filter=event_filter, pool_size=4)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+BACKENDS = ("postgresql", "sqlite")
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return SqliteBackend(tmp_path)
+    # Asked for only here, so that SQLite runs need no server (skipped when none answers).
+    database = request.getfixturevalue("pg_database")
+    return PostgresBackend(await new_schema(database))
 
 
 @pytest.fixture

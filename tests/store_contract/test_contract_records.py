@@ -3,6 +3,8 @@ and clicks, the message list."""
 
 from __future__ import annotations
 
+import pytest
+
 from bridge.core import jobstates as js
 from bridge.core.optout import Keywords
 from bridge.store.model import Contact
@@ -101,3 +103,26 @@ async def test_messages_list_outgoing_and_inbound_newest_first(store):
     assert [m["id"] for m in sent] == [job.id_sms_api] and sent[0]["sent_at"] is not None
     assert [m["text"] for m in await store.messages("a", take=1, skip=1)] == ["reply"]
     assert await store.messages("b") == []
+
+
+async def test_messages_page_by_cursor_as_by_skip(store):
+    await store.enqueue("a", [sms(text=f"out{i}") for i in range(7)])
+    reports = Reports()
+    await store.apply_events("d1", "a", [reports.sms("+33600000000", f"in{i}") for i in range(5)])
+    everything = [m["text"] for m in await store.messages("a", take=100)]
+    assert len(everything) == 12
+    pages, cursor = [], None
+    while True:
+        rows = await store.messages("a", take=5, cursor=cursor)
+        pages += [m["text"] for m in rows]
+        if len(rows) < 5:
+            break
+        cursor = rows[-1]["cursor"]
+    assert pages == everything  # the same list, page by page, without OFFSET
+    assert [m["text"] for m in await store.messages("a", take=3, skip=4)] == everything[4:7]
+    one_side = [m["text"] for m in await store.messages("a", direction="in", take=2)]
+    rest = await store.messages("a", direction="in", take=10,
+                                cursor=(await store.messages("a", direction="in", take=2))[-1]["cursor"])
+    assert one_side + [m["text"] for m in rest] == [t for t in everything if t.startswith("in")]
+    with pytest.raises(ValueError, match="cursor"):
+        await store.messages("a", cursor="page-2")

@@ -10,6 +10,8 @@ sharing one connection on one thread with group commit (:mod:`.base`).
 ``codes``         :class:`~bridge.store.protocols.Codes`
 ``device_tokens`` :class:`~bridge.store.protocols.DeviceAuth`
 ``api_tokens``    :class:`~bridge.store.protocols.ApiTokens`
+``presence``      :class:`~bridge.store.protocols.Presence`
+``upkeep``        :class:`~bridge.store.protocols.Upkeep`
 ================  =====================================================
 """
 
@@ -22,21 +24,24 @@ from bridge.store.sqlite.codes import SqliteCodes
 from bridge.store.sqlite.device_tokens import SqliteDeviceAuth
 from bridge.store.sqlite.jobs import SqliteJobQueue
 from bridge.store.sqlite.outbox import SqliteOutbox
+from bridge.store.sqlite.presence import SqlitePresence
 from bridge.store.sqlite.records import SqliteRecords
+from bridge.store.sqlite.upkeep import SqliteUpkeep
 
 if TYPE_CHECKING:
     from bridge.store.protocols import ApiTokens, Codes, DeviceAuth, JobQueue, Lifecycle, Outbox, Records, Store
 
 
-class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth, SqliteApiTokens):
+class SqliteStore(SqliteJobQueue, SqliteOutbox, SqliteRecords, SqliteCodes, SqliteDeviceAuth, SqliteApiTokens,
+                  SqlitePresence, SqliteUpkeep):
     """Every concern on one SQLite database (:class:`bridge.store.protocols.Store`).
 
     ``SqliteStore(path, event_filter=policy, synchronous="full")``; each
     concern's class also works alone on the same database."""
 
 
-__all__ = ["SqliteApiTokens", "SqliteCodes", "SqliteDeviceAuth", "SqliteJobQueue", "SqliteOutbox", "SqliteRecords",
-           "SqliteStore"]
+__all__ = ["SqliteApiTokens", "SqliteCodes", "SqliteDeviceAuth", "SqliteJobQueue", "SqliteOutbox", "SqlitePresence",
+           "SqliteRecords", "SqliteStore", "SqliteUpkeep"]
 
 if TYPE_CHECKING:  # mypy proves the composed store, and each part, keeps its protocol
     def _doors(store: SqliteStore, jobs: SqliteJobQueue, outbox: SqliteOutbox, records: SqliteRecords,

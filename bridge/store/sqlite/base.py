@@ -11,6 +11,7 @@ gets all-or-nothing for its own write.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sqlite3
 import threading
@@ -34,6 +35,13 @@ IN_CHUNK = 500  # values in one IN (...) list
 def marks(count: int) -> str:
     """``?, ?, ?`` for an IN list of ``count`` values."""
     return ",".join("?" * count)
+
+
+def add_counts(db: sqlite3.Connection, deltas: collections.Counter[str]) -> None:
+    """Append this transaction's counter deltas (folded later by ``fold_counters``)."""
+    rows = [(name, n) for name, n in deltas.items() if n]
+    if rows:
+        db.executemany("INSERT INTO counters (name, n) VALUES (?, ?)", rows)
 
 
 def job_from_row(row: tuple[Any, ...]) -> Job:
@@ -78,6 +86,15 @@ class SqliteBase:
         self._recorder = EventRecorder(event_filter)
         self._keywords = Keywords()
         self._region: str | None = None
+        self._queue_listener: Callable[[str], None] | None = None
+
+    def set_queue_listener(self, callback: Callable[[str], None] | None) -> None:
+        self._queue_listener = callback
+
+    def _queue_changed(self, account: str) -> None:
+        listener = self._queue_listener
+        if listener is not None:
+            listener(account)
 
     @property
     def _conn(self) -> sqlite3.Connection:

@@ -18,8 +18,10 @@ PENDING_SQL = f"c.state = '{CODE_PENDING}'"
 class SqliteCodes(SqliteBase):
     async def create_code(self, account: str, number: str, *, salt: bytes, digest: bytes, ttl_s: float,
                           max_attempts: int, job: NewJob) -> tuple[VerificationCode, Enqueued]:
-        return await self._run(self._tx(self._create_code), account, number, salt, digest, ttl_s,
-                               max_attempts, job)
+        out = await self._run(self._tx(self._create_code), account, number, salt, digest, ttl_s,
+                              max_attempts, job)
+        self._queue_changed(account)
+        return out
 
     def _create_code(self, db: sqlite3.Connection, account: str, number: str, salt: bytes, digest: bytes,
                      ttl_s: float, max_attempts: int, job: NewJob) -> tuple[VerificationCode, Enqueued]:

@@ -8,6 +8,7 @@ everything else of a 1,000-message request).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import sqlite3
@@ -19,8 +20,8 @@ from typing import Any
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
-from bridge.store.schema import JOB_COLUMNS
-from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, job_from_row, marks
+from bridge.store.schema import JOB_COLUMNS, job_counter
+from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, job_from_row, marks
 from bridge.store.sqlite.recorder import EventRecorder
 from bridge.store.sqlite.records import store_report
 from device_agents import protocol
@@ -78,6 +79,7 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
                                new.report, now, now)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
                    [(job.id, state, now) for job in created.values()])
+    add_counts(db, collections.Counter(job_counter(state, job.priority) for job in created.values()))
     links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
              for k, job in created.items() if fresh[k][0].link_code and job.url]
     if links:
@@ -123,6 +125,7 @@ class _Moves:
     recorder: EventRecorder
     history: list[tuple[Any, ...]] = field(default_factory=list)
     updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def move(self, db: sqlite3.Connection, job: Job, target: str, now: float, *,
              reason: str | None = None, device_id: str | None = None) -> Job:
@@ -135,6 +138,8 @@ class _Moves:
             self.recorder.job_event(db, job, state, now, reason, device_id)
         assign = None if target == js.QUEUED else (device_id or job.device_id)
         self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        self.counts[job_counter(job.state, job.priority)] -= 1
+        self.counts[job_counter(target, job.priority)] += 1
         return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
 
     def flush(self, db: sqlite3.Connection) -> None:
@@ -145,13 +150,17 @@ class _Moves:
             db.executemany("UPDATE jobs SET state = ?, reason = ?, updated = ?, device_id = ?, "
                            "dispatched_at = CASE WHEN ? THEN NULL ELSE dispatched_at END WHERE id = ?",
                            list(self.updates.values()))
+        add_counts(db, self.counts)
         self.history.clear()
         self.updates.clear()
+        self.counts.clear()
 
 
 class SqliteJobQueue(SqliteBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-        return await self._run(self._tx(insert_jobs), self._recorder, account, jobs)
+        out = await self._run(self._tx(insert_jobs), self._recorder, account, jobs)
+        self._queue_changed(account)
+        return out
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
@@ -194,6 +203,11 @@ class SqliteJobQueue(SqliteBase):
             db.executemany("INSERT INTO senders (account, phone_number, device_id, at) VALUES (?, ?, ?, ?) "
                            "ON CONFLICT (account, phone_number) DO UPDATE SET device_id = excluded.device_id, "
                            "at = excluded.at", [(account, j.phone_number, device_id, now) for j in jobs])
+        deltas: collections.Counter[str] = collections.Counter()
+        for j in jobs:
+            deltas[job_counter(js.QUEUED, j.priority)] -= 1
+            deltas[job_counter(target, j.priority)] += 1
+        add_counts(db, deltas)
         if self._recorder.wants(account, events.STATE_EVENTS[target]):
             for j in jobs:
                 self._recorder.job_event(db, j, target, now, None, device_id)
@@ -244,7 +258,10 @@ class SqliteJobQueue(SqliteBase):
 
     async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
                            max_attempts: int = 5) -> EventOutcome:
-        return await self._run(self._tx(self._apply_events), device_id, account, list(events), max_attempts)
+        outcome = await self._run(self._tx(self._apply_events), device_id, account, list(events), max_attempts)
+        if outcome.requeued:
+            self._queue_changed(account)
+        return outcome
 
     def _apply_events(self, db: sqlite3.Connection, device_id: str, account: str,
                       events: list[protocol.Event], max_attempts: int) -> EventOutcome:
@@ -322,7 +339,10 @@ class SqliteJobQueue(SqliteBase):
 
     async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
                              max_attempts: int = 5) -> int:
-        return await self._run(self._tx(self._requeue_device), device_id, dispatched_before, reason, max_attempts)
+        count = await self._run(self._tx(self._requeue_device), device_id, dispatched_before, reason, max_attempts)
+        if count:
+            self._queue_changed("")
+        return count
 
     def _requeue_device(self, db: sqlite3.Connection, device_id: str, before: float, reason: str,
                         max_attempts: int) -> int:
@@ -429,9 +449,14 @@ class SqliteJobQueue(SqliteBase):
         return await self._run(self._counts, account)
 
     def _counts(self, account: str | None) -> dict[tuple[str, int], int]:
-        if account is None:
-            rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs GROUP BY state, priority")
-        else:
-            rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs WHERE account = ? "
-                                      "GROUP BY state, priority", (account,))
+        if account is None:  # the counters, folded or not: a few rows, not every job
+            out: dict[tuple[str, int], int] = {}
+            for name, n in self._conn.execute("SELECT name, SUM(n) FROM counters WHERE name LIKE 'jobs:%' "
+                                              "GROUP BY name").fetchall():
+                _, state, priority = name.split(":")
+                if n:
+                    out[(state, int(priority))] = n
+            return out
+        rows = self._conn.execute("SELECT state, priority, COUNT(*) FROM jobs WHERE account = ? "
+                                  "GROUP BY state, priority", (account,))
         return {(s, p): n for s, p, n in rows.fetchall()}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from bridge.store.model import OutboxEntry, OutboxEvent, OutboxRow
-from bridge.store.sqlite.base import SqliteBase, marks
+from bridge.store.sqlite.base import SqliteBase, add_counts, marks
 
 
 class SqliteOutbox(SqliteBase):
@@ -51,10 +52,14 @@ class SqliteOutbox(SqliteBase):
     def _settle_outbox(self, db: sqlite3.Connection, delivered: list[tuple[int, float]],
                        retry: list[tuple[int, float, str]], dead: list[tuple[int, str]], release: list[int],
                        recovered: list[str], now: float) -> None:
-        db.executemany("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
-                       "WHERE id = ?", [(at, id_) for id_, at in delivered])
-        db.executemany("UPDATE outbox SET dead = 1, attempts = attempts + 1, last_error = ? WHERE id = ?",
-                       [(error, id_) for id_, error in dead])
+        counts: collections.Counter[str] = collections.Counter()
+        cur = db.executemany("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
+                             "WHERE id = ? AND delivered_at IS NULL", [(at, id_) for id_, at in delivered])
+        counts["outbox:delivered"] += max(cur.rowcount, 0)
+        cur = db.executemany("UPDATE outbox SET dead = 1, attempts = attempts + 1, last_error = ? "
+                             "WHERE id = ? AND dead = 0", [(error, id_) for id_, error in dead])
+        counts["outbox:dead"] += max(cur.rowcount, 0)
+        add_counts(db, counts)
         db.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ?", [(now, id_) for id_ in release])
         db.executemany("UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE id = ?",
                        [(at, error, id_) for id_, at, error in retry])
@@ -80,9 +85,12 @@ class SqliteOutbox(SqliteBase):
         return due
 
     async def outbox_counts(self) -> dict[str, int]:
+        # pending: by the partial index (what waits); delivered and dead: their counters.
         rows = await self._run(self._select_dicts,
-                               "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL AND dead = 0) AS pending, "
-                               "COUNT(delivered_at) AS delivered, COALESCE(SUM(dead), 0) AS dead FROM outbox", ())
+                               "SELECT (SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead = 0) "
+                               "AS pending, (SELECT COALESCE(SUM(n), 0) FROM counters WHERE name = "
+                               "'outbox:delivered') AS delivered, (SELECT COALESCE(SUM(n), 0) FROM counters "
+                               "WHERE name = 'outbox:dead') AS dead", ())
         return rows[0]
 
     async def dead_letters(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -114,6 +122,7 @@ class SqliteOutbox(SqliteBase):
             args += ids
         cur = db.execute(f"UPDATE outbox SET dead = 0, attempts = 0, created = ?, next_attempt = ? WHERE {where}",
                          (now, now, *args))
+        add_counts(db, collections.Counter({"outbox:dead": -max(cur.rowcount, 0)}))
         return cur.rowcount
 
     async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

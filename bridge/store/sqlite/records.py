@@ -13,6 +13,7 @@ from typing import Any
 from bridge.core import events, numbers
 from bridge.core import jobstates as js
 from bridge.core.optout import OPT_OUT, Keywords
+from bridge.store import paging
 from bridge.store.model import Contact, Link
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, marks
 from bridge.store.sqlite.recorder import EventRecorder
@@ -72,12 +73,14 @@ _OUT_SELECT = ("SELECT 'out' AS direction, j.id_sms_api AS id, j.id AS job_id, j
                "j.message AS text, "
                "j.state AS status, j.reason, j.created, j.due, j.updated, j.priority, j.parts, j.encoding, "
                "j.device_id, j.attempts, (SELECT MIN(h.at) FROM job_history AS h WHERE h.job_id = j.id "
-               f"AND h.state = '{js.SENT}') AS sent_at FROM jobs AS j WHERE j.account = ? AND j.kind = 'sms'")
+               f"AND h.state = '{js.SENT}') AS sent_at, j.id AS rowid_ FROM jobs AS j "
+               "WHERE j.account = ? AND j.kind = 'sms'")
 _IN_SELECT = ("SELECT 'in' AS direction, 'in_' || i.id AS id, i.id AS inbound_id, NULL AS id_sms_api, "
               "i.sender AS phone_number, "
               "i.text, 'received' AS status, NULL AS reason, i.stored_at AS created, NULL AS due, "
               "i.stored_at AS updated, NULL AS priority, NULL AS parts, NULL AS encoding, i.device_id, "
-              "NULL AS attempts, NULL AS sent_at, i.received_at, i.incomplete FROM inbound_sms AS i "
+              "NULL AS attempts, NULL AS sent_at, i.received_at, i.incomplete, i.id AS rowid_ "
+              "FROM inbound_sms AS i "
               "WHERE i.account = ?")
 
 
@@ -207,30 +210,37 @@ class SqliteRecords(SqliteBase):
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None:
         rows = await self._run(self._select_dicts, _IN_SELECT + " AND i.id = ?", (account, inbound_id))
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        rows[0].pop("rowid_")
+        return rows[0]
 
     async def messages(self, account: str, *, direction: str | None = None,
                        status: str | Sequence[str] | None = None, take: int = 50,
-                       skip: int = 0) -> list[dict[str, Any]]:
-        return await self._run(self._messages, account, direction, status, take, skip)
+                       skip: int = 0, cursor: str | None = None) -> list[dict[str, Any]]:
+        after = paging.parse_cursor(cursor) if cursor else None
+        return await self._run(self._messages, account, direction, status, take, skip, after)
 
     def _messages(self, account: str, direction: str | None, status: str | Sequence[str] | None, take: int,
-                  skip: int) -> list[dict[str, Any]]:
+                  skip: int, after: paging.Key | None) -> list[dict[str, Any]]:
         wanted = None if status is None else {status} if isinstance(status, str) else set(status)
         states = None if wanted is None else sorted(wanted - {"received"})
         outgoing = direction in (None, "out") and (states is None or bool(states))
         inbound = direction in (None, "in") and (wanted is None or "received" in wanted)
-        results: list[dict[str, Any]] = []
-        if outgoing:
-            sql = _OUT_SELECT
-            params: tuple[Any, ...] = (account,)
-            if states:
-                sql, params = sql + f" AND j.state IN ({marks(len(states))})", (account, *states)
-            results += self._select_dicts(sql + " ORDER BY j.created DESC, j.id DESC LIMIT ?",
-                                          (*params, take + skip))
-        if inbound:
-            results += self._select_dicts(_IN_SELECT + " ORDER BY i.stored_at DESC, i.id DESC LIMIT ?",
-                                          (account, take + skip))
-        if outgoing and inbound:
-            results.sort(key=lambda r: r["created"], reverse=True)
-        return results[skip:skip + take]
+        if not (outgoing or inbound):
+            return []
+        # The keys first (index walks), then the rows of the page only.
+        statement, params = paging.keys_sql(account, outgoing=outgoing, inbound=inbound, states=states,
+                                            after=after, take=take, skip=skip)
+        chosen = [paging.Key(c, d, i) for c, d, i in self._conn.execute(statement, params)]
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        out_ids = [k.id for k in chosen if k.direction == paging.OUT]
+        in_ids = [k.id for k in chosen if k.direction == paging.IN]
+        if out_ids:
+            for row in self._select_dicts(_OUT_SELECT + f" AND j.id IN ({marks(len(out_ids))})",
+                                          (account, *out_ids)):
+                found[(paging.OUT, row.pop("rowid_"))] = row
+        if in_ids:
+            for row in self._select_dicts(_IN_SELECT + f" AND i.id IN ({marks(len(in_ids))})", (account, *in_ids)):
+                found[(paging.IN, row.pop("rowid_"))] = row
+        return [dict(found[(k.direction, k.id)], cursor=k.cursor()) for k in chosen]

@@ -1,0 +1,443 @@
+"""The job queue on PostgreSQL (:class:`bridge.store.protocols.JobQueue`).
+
+Claims take rows with ``FOR UPDATE SKIP LOCKED``: daemons claiming at once
+never wait for each other and never share a job. Every state a job takes is
+looked up in ``bridge.core.jobstates`` and written with a line of history, as
+on SQLite. New or returned work NOTIFYs the account's name, so that the
+daemon driving its devices claims at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from bridge.core import events
+from bridge.core import jobstates as js
+from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
+from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, job_from_record, sql
+from bridge.store.postgres.recorder import Batch
+from bridge.store.postgres.records import store_report
+from bridge.store.schema import JOB_COLUMNS, job_counter
+from device_agents import protocol
+
+log = logging.getLogger(__name__)
+
+REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: js.DELIVERED,
+                            protocol.JOB_FAILED: js.FAILED, protocol.JOB_UNCONFIRMED: js.UNCONFIRMED}
+QUEUED_SQL = f"state = '{js.QUEUED}'"
+DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
+
+# One round trip for the jobs, their first line of history, their counters and the
+# NOTIFY (an initplan: evaluated only if a job was new).
+_INSERT = ("WITH ins AS (INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, "
+           "expires, parts, encoding, report, created, updated, state) "
+           "SELECT $1, u.*, $13::float8, $13::float8, $14::text "
+           "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
+           "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[]) AS u "
+           "ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api, priority), "
+           "h AS (INSERT INTO job_history (job_id, state, at) SELECT id, $14::text, $13::float8 FROM ins), "
+           "c AS (INSERT INTO counters (name, n) SELECT 'jobs:' || $14::text || ':' || priority::text, COUNT(*) "
+           "FROM ins GROUP BY priority) "
+           "SELECT id, id_sms_api, (SELECT pg_notify($15, $16)) IS NULL AS notified FROM ins")
+_BY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = ANY($2::text[])"
+_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1::bigint[])"
+
+
+async def notify_queue(conn: asyncpg.Connection, node: str, account: str) -> None:
+    """Wake the other daemons driving the account's devices (at commit)."""
+    await conn.execute("SELECT pg_notify($1, $2)", JOBS_CHANNEL, f"{node}:{account}")
+
+
+async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+    """Insert a batch with one statement; one :class:`Enqueued` per job."""
+    now = time.time()
+    state = js.next_state(js.NEW, js.ENQUEUE)
+    keys: list[str] = []
+    fresh: dict[str, tuple[NewJob, float, float]] = {}
+    generated = iter(new_id_sms_apis(sum(1 for new in jobs if not new.id_sms_api)))
+    for new in jobs:
+        key = new.id_sms_api or next(generated)
+        keys.append(key)
+        if key in fresh:
+            continue
+        due = new.due if new.due is not None else now
+        fresh[key] = (new, due, max(due, now) + new.ttl_s)
+    items = list(fresh.items())
+    cols: list[list[Any]] = [[] for _ in range(11)]
+    for key, (new, due, expires) in items:
+        for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
+                                     expires, new.parts, new.encoding, int(new.report)), strict=True):
+            col.append(value)
+    rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
+                            f"{batch.recorder.node}:{account}") if items else []
+    ids = {r["id_sms_api"]: r["id"] for r in rows}
+    created: dict[str, Job] = {}
+    for key, (new, due, expires) in items:
+        if key in ids:
+            created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
+                               new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
+                               new.report, now, now)
+    # Keys that were there before (sent again, or by another daemon a moment ago).
+    taken = [k for k in fresh if k not in ids]
+    existing = {j.id_sms_api: j for j in map(job_from_record, await conn.fetch(_BY_KEY, account, taken))} \
+        if taken else {}
+    for key in taken:
+        if key not in existing:
+            raise RuntimeError(f"id_sms_api {key!r} could not be stored; send again")
+        if not fresh[key][0].id_sms_api:
+            raise RuntimeError(f"id_sms_api {key!r} collided; send again")  # a generated key: astronomically rare
+    if created:
+        links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
+                 for k, job in created.items() if fresh[k][0].link_code and job.url]
+        if links:
+            await conn.executemany("INSERT INTO links (code, account, job_id, id_sms_api, phone_number, url, "
+                                   "created) VALUES ($1, $2, $3, $4, $5, $6, $7)", links)
+        if batch.recorder.wants(account, events.STATE_EVENTS[state]):
+            for job in created.values():
+                batch.job_event(job, state, now, None, None)
+        await batch.flush(conn)
+    out: list[Enqueued] = []
+    first: set[str] = set()
+    for key in keys:
+        if key in created and key not in first:
+            first.add(key)
+            out.append(Enqueued(created[key], True))
+        else:
+            out.append(Enqueued(created.get(key) or existing[key], False))
+    return out
+
+
+async def jobs_by_id(conn: asyncpg.Connection, ids: list[int], *, lock: bool = False) -> dict[int, Job]:
+    if not ids:
+        return {}
+    rows = await conn.fetch(_BY_ID + (" ORDER BY id FOR UPDATE" if lock else ""), ids)
+    return {job.id: job for job in map(job_from_record, rows)}
+
+
+@dataclass(slots=True)
+class _Moves:
+    """Job moves of one transaction, written together by :meth:`flush`."""
+    batch: Batch
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    requeued: set[str] = field(default_factory=set)
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def move(self, job: Job, target: str, now: float, *, reason: str | None = None,
+             device_id: str | None = None) -> Job:
+        state = job.state
+        for event in js.path(state, target):
+            state = js.next_state(state, event)
+            self.history.append((job.id, state, now, device_id, reason))
+            self.batch.job_event(job, state, now, reason, device_id)
+        assign = None if target == js.QUEUED else (device_id or job.device_id)
+        if target == js.QUEUED:
+            self.requeued.add(job.account)
+        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        self.counts[job_counter(job.state, job.priority)] -= 1
+        self.counts[job_counter(target, job.priority)] += 1
+        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.history:
+            await conn.executemany("INSERT INTO job_history (job_id, state, at, device_id, reason) "
+                                   "VALUES ($1, $2, $3, $4, $5)", self.history)
+        if self.updates:
+            await conn.executemany("UPDATE jobs SET state = $1, reason = $2, updated = $3, device_id = $4, "
+                                   "dispatched_at = CASE WHEN $5 THEN NULL ELSE dispatched_at END WHERE id = $6",
+                                   list(self.updates.values()))
+        await add_counts(conn, self.counts)
+        await self.batch.flush(conn)
+        for account in sorted(self.requeued):
+            await notify_queue(conn, self.batch.recorder.node, account)
+        self.history.clear()
+        self.updates.clear()
+        self.requeued.clear()
+        self.counts.clear()
+
+
+def _claim_sql(avoid: bool) -> str:
+    """The claim, with or without leaving sticky contacts to other devices
+    (a contact another available device took last is left to it)."""
+    others = (" AND NOT EXISTS (SELECT 1 FROM senders AS s WHERE s.account = jobs.account "
+              "AND s.phone_number = jobs.phone_number AND s.device_id = ANY(?::text[]))") if avoid else ""
+    return sql(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND {QUEUED_SQL} AND due <= ? AND expires > ? "
+               f"AND kind = ANY(?::text[]) AND priority >= ?{others} "
+               "ORDER BY priority DESC, due, id LIMIT ? FOR UPDATE SKIP LOCKED")
+
+
+_CLAIM = _claim_sql(False)
+_CLAIM_AVOIDING = _claim_sql(True)
+
+
+class PgJobQueue(PgBase):
+    async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+        async with self._tx() as conn:
+            out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+        self._queue_changed(account)
+        return out
+
+    async def claim(self, account: str, device_id: str, limit: int, *,
+                    kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
+        if limit <= 0 or (max_parts is not None and max_parts <= 0):
+            return []
+        if max_parts is not None:
+            limit = min(limit, max_parts)  # every job is at least one part
+        now = time.time()
+        async with self._tx() as conn:
+            if avoid:
+                rows = await conn.fetch(_CLAIM_AVOIDING, account, now, now, list(kinds), int(min_priority),
+                                        list(avoid), limit)
+            else:
+                rows = await conn.fetch(_CLAIM, account, now, now, list(kinds), int(min_priority), limit)
+            jobs = [job_from_record(r) for r in rows]
+            if max_parts is not None:
+                fitting = 0
+                for i, job in enumerate(jobs):
+                    fitting += job.parts
+                    if fitting > max_parts:
+                        jobs = jobs[:i]  # the rows left out are unlocked at commit, still queued
+                        break
+            if not jobs:
+                return []
+            target = js.next_state(js.QUEUED, js.DISPATCH)
+            ids = [j.id for j in jobs]
+            await conn.execute("UPDATE jobs SET state = $1, device_id = $2, dispatched_at = $3, "
+                               "attempts = attempts + 1, updated = $3 WHERE id = ANY($4::bigint[])",
+                               target, device_id, now, ids)
+            await conn.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES ($1, $2, $3, $4)",
+                                   [(i, target, now, device_id) for i in ids])
+            deltas: collections.Counter[str] = collections.Counter()
+            for j in jobs:
+                deltas[job_counter(js.QUEUED, j.priority)] -= 1
+                deltas[job_counter(target, j.priority)] += 1
+            await add_counts(conn, deltas)
+            if sticky:
+                await conn.executemany(
+                    "INSERT INTO senders (account, phone_number, device_id, at) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (account, phone_number) DO UPDATE SET device_id = excluded.device_id, "
+                    "at = excluded.at", [(account, j.phone_number, device_id, now) for j in jobs])
+            batch = self._recorder.batch()
+            if self._recorder.wants(account, events.STATE_EVENTS[target]):
+                for j in jobs:
+                    batch.job_event(j, target, now, None, device_id)
+            await batch.flush(conn)
+            return jobs
+
+    async def defer(self, device_id: str, job_ids: Collection[int], until: float, *, reason: str) -> int:
+        if not job_ids:
+            return 0
+        now = time.time()
+        async with self._tx() as conn:
+            moves = _Moves(self._recorder.batch())
+            moved = [job for job in (await jobs_by_id(conn, sorted(job_ids), lock=True)).values()
+                     if job.device_id == device_id and job.state == js.DISPATCHED]
+            for job in moved:
+                moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
+            await moves.flush(conn)
+            if moved:
+                await conn.execute("UPDATE jobs SET due = $1, attempts = GREATEST(0, attempts - 1) "
+                                   "WHERE id = ANY($2::bigint[])", until, [job.id for job in moved])
+        return len(moved)
+
+    async def next_due(self, account: str) -> float | None:
+        async with self._read() as conn:
+            due: float | None = await conn.fetchval(f"SELECT MIN(due) FROM jobs WHERE account = $1 AND {QUEUED_SQL}",
+                                                    account)
+            return due
+
+    async def in_flight(self, device_id: str) -> list[Job]:
+        async with self._read() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
+                                    "ORDER BY id", device_id)
+        return [job_from_record(r) for r in rows]
+
+    async def devices_in_flight(self) -> list[str]:
+        async with self._read() as conn:
+            rows = await conn.fetch(f"SELECT DISTINCT device_id FROM jobs WHERE {DISPATCHED_SQL} "
+                                    "AND device_id IS NOT NULL")
+        return [r[0] for r in rows]
+
+    # -- what agents tell us -----------------------------------------------------------
+
+    async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
+                           max_attempts: int = 5) -> EventOutcome:
+        events = list(events)
+        now = time.time()
+        acked = [ev.event_id for ev in events]
+        async with self._tx() as conn:
+            by_id: dict[str, protocol.Event] = {}
+            for ev in events:
+                by_id.setdefault(ev.event_id, ev)
+            new_ids = {r[0] for r in await conn.fetch(
+                "INSERT INTO agent_events (device_id, event_id, at) SELECT $1, e, $2 FROM unnest($3::text[]) AS e "
+                "ON CONFLICT DO NOTHING RETURNING event_id", device_id, now, list(by_id))} if by_id else set()
+            fresh = [ev for key, ev in by_id.items() if key in new_ids]
+            jobs = await jobs_by_id(conn, [int(ev.job_id) for ev in fresh
+                                           if isinstance(ev, protocol.JobState) and ev.job_id.isdigit()], lock=True)
+            batch = self._recorder.batch()
+            moves = _Moves(batch)
+            finished = requeued = 0
+            for ev in fresh:
+                if isinstance(ev, protocol.JobState):
+                    left, back = self._job_state(device_id, ev, now, max_attempts, jobs, moves)
+                    finished += left
+                    requeued += back
+                else:
+                    await store_report(conn, batch, self._keywords, self._region, account, device_id, ev, now)
+            await moves.flush(conn)
+        if requeued:
+            self._queue_changed(account)
+        return EventOutcome(acked=acked, requeued=requeued, finished=finished)
+
+    @staticmethod
+    def _job_state(device_id: str, ev: protocol.JobState, now: float, max_attempts: int, jobs: dict[int, Job],
+                   moves: _Moves) -> tuple[int, int]:
+        """Apply one job report; (jobs that left the device's window, jobs requeued)."""
+        job = jobs.get(int(ev.job_id)) if ev.job_id.isdigit() else None
+        if job is None:
+            log.warning("device %s reported unknown job %r", device_id, ev.job_id)
+            return 0, 0
+        if job.device_id != device_id:
+            log.info("device %s reported job %s that is no longer its own", device_id, ev.job_id)
+            return 0, 0
+        if ev.state == protocol.JOB_ACCEPTED:
+            return 0, 0
+        if ev.state == protocol.JOB_REJECTED:
+            if job.state != js.DISPATCHED:
+                return 0, 0
+            if job.attempts >= max_attempts:
+                jobs[job.id] = moves.move(job, js.FAILED, now, device_id=device_id,
+                                          reason=f"rejected {job.attempts} times; last: {ev.reason or 'no reason'}")
+                return 1, 0
+            jobs[job.id] = moves.move(job, js.QUEUED, now, device_id=device_id,
+                                      reason=f"rejected by device: {ev.reason or 'no reason'}")
+            return 1, 1
+        target = REPORTED[ev.state]
+        try:
+            js.path(job.state, target)
+        except js.InvalidTransition:
+            log.info("device %s: job %s is %s, ignoring %s", device_id, job.id, job.state, ev.state)
+            return 0, 0
+        left = 1 if job.state == js.DISPATCHED else 0
+        jobs[job.id] = moves.move(job, target, now, reason=ev.reason, device_id=device_id)
+        return left, 0
+
+    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+        known = {e.job_id for e in ledger}
+        return [j for j in await self.in_flight(device_id) if j.job_id not in known]
+
+    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
+                             max_attempts: int = 5) -> int:
+        now = time.time()
+        async with self._tx() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
+                                    "AND dispatched_at < $2 ORDER BY id FOR UPDATE SKIP LOCKED",
+                                    device_id, dispatched_before)
+            moves = _Moves(self._recorder.batch())
+            for row in rows:
+                job = job_from_record(row)
+                if job.attempts >= max_attempts:
+                    moves.move(job, js.FAILED, now, device_id=device_id,
+                               reason=f"{reason}; gave up after {job.attempts} attempts")
+                else:
+                    moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
+            await moves.flush(conn)
+        if rows:
+            self._queue_changed("")
+        return len(rows)
+
+    async def expire(self, now: float | None = None) -> int:
+        now = now or time.time()
+        async with self._tx() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {QUEUED_SQL} AND expires <= $1 "
+                                    "ORDER BY id LIMIT 10000 FOR UPDATE SKIP LOCKED", now)
+            moves = _Moves(self._recorder.batch())
+            for row in rows:
+                job = job_from_record(row)
+                moves.move(job, js.EXPIRED, now,
+                           reason=f"not dispatched within its ttl ({job.expires - max(job.due, job.created):g} s)")
+            await moves.flush(conn)
+        return len(rows)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get_job(self, account: str, id_sms_api: str) -> Job | None:
+        async with self._read() as conn:
+            row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = $2",
+                                      account, id_sms_api)
+        return job_from_record(row) if row else None
+
+    async def history(self, job_id: int) -> list[dict[str, Any]]:
+        return await self._fetch_dicts("SELECT state, at, device_id, reason FROM job_history WHERE job_id = $1 "
+                                       "ORDER BY seq", job_id)
+
+    async def get_job_by_id(self, account: str, job_id: int) -> Job | None:
+        async with self._read() as conn:
+            row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id = $2",
+                                      account, job_id)
+        return job_from_record(row) if row else None
+
+    async def cancel(self, account: str, id_sms_api: str, *, reason: str) -> Job | None:
+        async with self._tx() as conn:
+            row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = $2 "
+                                      "FOR UPDATE", account, id_sms_api)
+            if row is None:
+                return None
+            job = job_from_record(row)
+            if job.state != js.QUEUED:
+                return job  # on a device or done: the caller says why it stays
+            moves = _Moves(self._recorder.batch())
+            job = moves.move(job, js.next_state(js.QUEUED, "cancel"), time.time(), reason=reason)
+            await moves.flush(conn)
+            return job
+
+    async def find_jobs(self, account: str | None, *, states: Iterable[str] = (), search: str = "",
+                        limit: int = 100) -> list[Job]:
+        states = tuple(states)
+        search = search.strip()
+        where: list[str] = []
+        params: list[Any] = []
+        if account is not None:
+            where.append("account = ?")
+            params.append(account)
+        if states:
+            where.append("state = ANY(?::text[])")
+            params.append(list(states))
+        if search:
+            where.append("(id_sms_api = ? OR strpos(phone_number, ?) > 0)")
+            params += (search, search)
+        statement = f"SELECT {JOB_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        async with self._read() as conn:
+            rows = await conn.fetch(sql(statement + " ORDER BY id DESC LIMIT ?"), *params, limit)
+        return [job_from_record(r) for r in rows]
+
+    async def sent_counts(self, since: float) -> dict[str, int]:
+        async with self._read() as conn:
+            rows = await conn.fetch("SELECT device_id, COUNT(*) FROM job_history WHERE state = $1 AND at >= $2 "
+                                    "AND device_id IS NOT NULL GROUP BY device_id", js.SENT, since)
+        return {r[0]: r[1] for r in rows}
+
+    async def counts(self, account: str | None = None) -> dict[tuple[str, int], int]:
+        if account is not None:
+            rows = await self._fetch_dicts("SELECT state, priority, COUNT(*) AS n FROM jobs WHERE account = $1 "
+                                           "GROUP BY state, priority", account)
+            return {(r["state"], r["priority"]): r["n"] for r in rows}
+        # The counters, folded or not: a few rows, not every job.
+        rows = await self._fetch_dicts("SELECT name, SUM(n)::bigint AS n FROM counters WHERE name LIKE 'jobs:%' "
+                                       "GROUP BY name")
+        out: dict[tuple[str, int], int] = {}
+        for r in rows:
+            _, state, priority = r["name"].split(":")
+            if r["n"]:
+                out[(state, int(priority))] = r["n"]
+        return out
