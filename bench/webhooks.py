@@ -192,8 +192,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await store.close()
 
     load_before = os.getloadavg()
-    client = " ".join(pycurl.version.split()[:2])
-    print(f"load average before: {_load(load_before)} ({os.cpu_count()} cores); webhook client {client}")
+    http_client = " ".join(pycurl.version.split()[:2])
+    print(f"load average before: {_load(load_before)} ({os.cpu_count()} cores); webhook client {http_client}")
     daemon = Daemon(config, eager_workers=True)  # as `simbridge run` starts it
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
@@ -257,7 +257,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sendsms_p50_ms": round(result["p50_ms"], 1), "sendsms_p99_ms": round(result["p99_ms"], 1),
             "received": received, "outbox": counts, "mean_event_latency_s": round(mean_latency, 3),
             "failed_attempts": stats.failed_attempts, "daemon_cpu_us_per_webhook": round(cpu_us),
-            "client": client,
+            "client": http_client,
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
             "targets_met": drain_rate >= 5000 and during_rate >= 2000 and accept_rate >= 10000}
 
