@@ -111,6 +111,9 @@ async def test_accounts_see_only_their_own_and_an_operator_sees_all(tmp_path):
             devices = (await r.json())["data"]
             assert [d["id"] for d in devices] == ["sim-1"]
             assert devices[0]["sent_today"] == 0 and devices[0]["window"] == daemon.config.agents.window
+            sim = daemon.config.device("sim-1")
+            assert (devices[0]["max_per_minute"], devices[0]["max_per_hour"], devices[0]["max_per_day"]) == (
+                sim.max_per_minute, sim.max_per_hour, sim.max_per_day)  # the caps it is counted against
         async with client() as ops:
             await sign_in(ops, daemon, OPS)
             async with ops.get(api_url(daemon, "/console/session")) as r:

@@ -201,6 +201,8 @@ class Manage:
             device = config.device(str(row.get("id")))
             row["sent_today"] = sent.get(str(row.get("id")), 0)
             row["max_per_minute"] = device.max_per_minute if device else None
+            row["max_per_hour"] = device.max_per_hour if device else None  # 0: no cap (parts)
+            row["max_per_day"] = device.max_per_day if device else None
             row["window"] = config.agents.window
             row["last_seen_at"] = iso(row["last_seen"]) if isinstance(row.get("last_seen"), float) else None
         return rows

@@ -217,7 +217,9 @@ async function devicesView() {
     td(cols[4], d.battery === null || d.battery === undefined ? "—" : d.battery + "%"),
     td(cols[5], d.last_seen_at ? when(d.last_seen_at) : "never"),
     td(cols[6], String(d.sent_today ?? 0)),
-    td(cols[7], (d.max_per_minute ? d.max_per_minute + "/min" : "no rate limit") + " · window " + d.window),
+    td(cols[7], [d.max_per_minute ? d.max_per_minute + "/min" : "", d.max_per_hour ? d.max_per_hour + "/h" : "",
+                 d.max_per_day ? d.max_per_day + "/day" : ""].filter(Boolean).join(" · ") || "no rate limit"
+                + " · window " + d.window),
     td(cols[8], el("button", { type: "button", class: "secondary", onclick: async () => {
       try { const r = await call("POST", "/api/devices/" + encodeURIComponent(d.id) + "/recheck");
             say(r.closed ? d.id + ": session closed" : d.id + ": token still valid"); render(false); }
