@@ -128,6 +128,11 @@ async def test_console_in_chromium(tmp_path):
                 assert [h["status"] for h in (await r.json())["data"]["history"]] == ["queued", "cancelled"]
 
             # The receiver refused every event until they died: replay one once it is back.
+            # (The page lists the outbox as it is when opened: wait until the deliverer gave up.)
+            async def given_up():
+                async with http.get(api_url(daemon, "/api/v1/webhooks/dead"), headers=bearer) as r:
+                    return (await r.json())["data"]
+            await wait_until(given_up, within=15, what="the refused events given up")
             await page.get_by_role("link", name="Webhooks").click()
             dead = page.locator("tr:has(.badge[data-status='dead'])")
             await expect(dead.first).to_be_visible(timeout=ms * 2)
