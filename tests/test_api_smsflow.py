@@ -103,3 +103,10 @@ def test_balance_is_what_the_devices_rates_allow_until_midnight(tmp_path):
     assert balance(cfg, "nobody@example.com", at) is None
     unlimited = make_config(tmp_path, accounts=[ACCOUNT], devices=[dict(DEVICE, max_per_minute=0)])
     assert balance(unlimited, "company@example.com", at) is None
+    # A daily cap bounds it too, less what the device sent since midnight.
+    daily = make_config(tmp_path, accounts=[ACCOUNT], devices=[dict(DEVICE, max_per_day=250)])
+    device_id = daily.devices[0].id
+    assert balance(daily, "company@example.com", at, {device_id: 100}) == 150
+    assert balance(daily, "company@example.com", at, {device_id: 300}) == 0
+    hourly = make_config(tmp_path, accounts=[ACCOUNT], devices=[dict(DEVICE, max_per_hour=120)])
+    assert balance(hourly, "company@example.com", at) == 120  # one hour left at 120 an hour (< 600)

@@ -25,7 +25,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,19 +86,33 @@ def sms_id(job_id: int) -> str:
     return f"SMS{job_id:07d}"
 
 
-def balance(config: Config, login: str, now: float) -> int | None:
-    """What the account can still send today: each of its devices sends at
-    most ``max_per_minute`` a minute (the dispatcher enforces it), so the
-    minutes left until midnight (``api.timezone``) times the sum of those
-    rates. None when a device of the account has no limit (or it has none)."""
+def balance(config: Config, login: str, now: float, sent_today: Mapping[str, int] | None = None) -> int | None:
+    """What the account can still send today, within its devices' caps (the
+    dispatcher enforces them): for each device the least of its per-minute
+    and per-hour rates over the time left until midnight (``api.timezone``)
+    and what its daily cap leaves after ``sent_today`` (SMS it sent since
+    midnight); summed. None when a device of the account has no cap at all
+    (or it has no device)."""
     devices = [d for d in config.devices if d.account == login]
-    if not devices or any(d.max_per_minute <= 0 for d in devices):
+    if not devices:
         return None
     zone = ZoneInfo(config.api.timezone)
     local = dt.datetime.fromtimestamp(now, zone)
     midnight = (local + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     minutes_left = max(0.0, (midnight - local).total_seconds() / 60)
-    return int(sum(d.max_per_minute for d in devices) * minutes_left)
+    total = 0.0
+    for d in devices:
+        caps = []
+        if d.max_per_minute > 0:
+            caps.append(d.max_per_minute * minutes_left)
+        if d.max_per_hour > 0:
+            caps.append(d.max_per_hour * minutes_left / 60)
+        if d.max_per_day > 0:
+            caps.append(max(0.0, d.max_per_day - (sent_today or {}).get(d.id, 0)))
+        if not caps:
+            return None
+        total += min(caps)
+    return int(total)
 
 
 def _local(ts: float | None, zone: ZoneInfo) -> str:
@@ -316,5 +330,9 @@ class Smsflow:
     @refusals
     async def balance(self, request: web.Request) -> web.StreamResponse:
         account = await self._account(request)
-        return web.json_response({"balance": balance(self.settings.config, account.login, time.time()),
+        now = time.time()
+        local = dt.datetime.fromtimestamp(now, ZoneInfo(self.settings.config.api.timezone))
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        sent = await self.jobs.sent_counts(midnight)
+        return web.json_response({"balance": balance(self.settings.config, account.login, now, sent),
                                   "partner": account.login})
