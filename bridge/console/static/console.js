@@ -131,11 +131,15 @@ function route() {
 
 async function render(live) {
   if (!state.session) return;
+  // Renders overlap (a live change arrives while the user opens a thread): only the newest one
+  // may replace the view, or a slow older one would put back what the user just left.
+  const seq = state.renders = (state.renders || 0) + 1;
   const view = document.getElementById("view");
   const keep = live ? document.activeElement : null;
   const draft = live ? collectDrafts() : null;
   try {
     const node = await VIEWS[state.view]();
+    if (seq !== state.renders) return;
     view.replaceChildren(node);
     if (draft) restoreDrafts(draft, keep);
   } catch (e) {
