@@ -21,6 +21,7 @@ from bridge.api.app import Api
 from bridge.config import AccountConfig, Config
 from bridge.console.app import Console
 from bridge.core.optout import Keywords
+from bridge.core.sealing import Sealer
 from bridge.devices.base import Dialer, OnlineWatcher, Simulator, supervise
 from bridge.devices.registry import Kinds, by_kind
 from bridge.dispatch.dispatcher import Dispatcher
@@ -48,20 +49,24 @@ class Daemon:
                                          synchronous=config.store.synchronous,
                                          event_filter=self.webhook_policy)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
+        # Verification codes' real text is stored sealed under this key (not in the store) and opened
+        # only when pushed to a device; every daemon of a shared store needs the same secret.key.
+        self.sealer = Sealer(self.tokens.derived_key("sealed-text"))
         self.kinds = Kinds(self)
         # Every daemon on the store and the devices each holds (refreshed by _presence_loop).
         self.node = config.store.node or socket.gethostname()
         self._cluster: list[dict[str, Any]] = []
         self._presence_due = asyncio.Event()  # a device came or went: publish now
         self.dispatcher = Dispatcher(config=config, store=self.store, on_online=self._device_online,
-                                     dialer_for=self._dialer_for, elsewhere=self._online_elsewhere)
+                                     dialer_for=self._dialer_for, elsewhere=self._online_elsewhere,
+                                     sealer=self.sealer)
         self.metrics = Metrics(self)
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens, on_job_state=self.metrics.job_state,
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
         self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store, outbox=self.store,
                        tokens=self.store, on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics,
-                       console=Console(ttl=config.console.session_ttl))
+                       console=Console(ttl=config.console.session_ttl), sealer=self.sealer)
         self.notifier = Notifier()
         self._tg: asyncio.TaskGroup | None = None
         self.webhooks = WebhookDeliverer(config=config, store=self.store)
