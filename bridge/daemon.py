@@ -171,9 +171,9 @@ class Daemon:
 
     # -- reload (SIGHUP) --------------------------------------------------------------
 
-    RESTART_ONLY = (("api", "listen"), ("api", "tls_cert"), ("api", "tls_key"), ("agents", "listen"),
-                    ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"), ("store", "synchronous"),
-                    ("store", "url"), ("store", "node"))
+    RESTART_ONLY = (("api", "listen"), ("api", "bulk_worker"), ("api", "tls_cert"), ("api", "tls_key"),
+                    ("agents", "listen"), ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"),
+                    ("store", "synchronous"), ("store", "url"), ("store", "node"))
 
     async def reload(self, config: Config) -> None:
         """Take a new configuration without a restart: accounts, webhooks,

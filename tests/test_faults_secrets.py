@@ -12,11 +12,14 @@ SIGTERM on a busy daemon exits within the unit's TimeoutStopSec.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -213,12 +216,14 @@ def test_a_sealed_text_opens_only_with_its_key_and_number():
 # -- a daemon process ---------------------------------------------------------------
 
 
-def _config_file(tmp_path: Path, *, devices: str = "", extra: str = "") -> tuple[Path, int]:
-    api, agents = free_port(), free_port()
+def _config_file(tmp_path: Path, *, devices: str = "", api: str = "", extra: str = "",
+                 account: str = "") -> tuple[Path, int]:
+    api_port, agents = free_port(), free_port()
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [api]
-listen = "127.0.0.1:{api}"
+listen = "127.0.0.1:{api_port}"
+{api}
 [agents]
 listen = "127.0.0.1:{agents}"
 [store]
@@ -227,9 +232,10 @@ path = "{tmp_path / 'data' / 'simbridge.db'}"
 [[accounts]]
 login = "user@email.com"
 access_key = "your-access-key"
+{account}
 {devices}
 """)
-    return path, api
+    return path, api_port
 
 
 VIRTUAL = """
@@ -321,3 +327,169 @@ def test_a_code_accepted_then_sigkill_is_delivered_after_restart(tmp_path):
     finally:
         _stop(proc)
     assert proc.returncode == 0, log.read_text()[-2000:]
+
+
+# -- no process left behind ------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state) of ``pid``, or None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[1]), fields[0]
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[1] not in ("Z", "X")  # a zombie has exited: only its entry waits
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every living process under ``root`` (children, their children…), with its command line."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None and stat[1] not in ("Z", "X"):
+                parents[int(entry)] = stat[0]
+    out: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in out:
+                out[pid] = _cmdline(pid)
+                frontier.append(pid)
+    return out
+
+
+def _serving_port(port: int) -> list[int]:
+    """Processes whose command line names ``port`` (an adb server on it, forked off or not)."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and _alive(int(e))
+            and re.search(rf"(-P {port}\b|tcp:(localhost:)?{port}\b)", _cmdline(int(e)))]
+
+
+class _Silent:
+    """A webhook receiver that takes every connection and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def _busy_daemon(tmp_path: Path, modem, silent: _Silent) -> tuple[subprocess.Popen, int, int]:
+    """A daemon with every kind of child: the bulk worker, a local adb server
+    (its android phone is not plugged in), a modem and a virtual phone online,
+    and webhooks for a receiver that never answers."""
+    adb_port = free_port()
+    config, port = _config_file(
+        tmp_path, api="bulk_worker = true",
+        extra=f"""[android]
+adb_server = "127.0.0.1:{adb_port}"
+start_adb_server = true
+""", account=f'webhook_url = "http://127.0.0.1:{silent.port}/hook"', devices=VIRTUAL + f"""
+[[devices]]
+id = "m1"
+kind = "modem"
+account = "user@email.com"
+port = "{modem.link}"
+max_per_minute = 0
+command_timeout = 3
+[[devices]]
+id = "p1"
+kind = "android"
+account = "user@email.com"
+serial = "emulator-5554"
+max_per_minute = 0
+""")
+    proc = _start(config, tmp_path / "daemon.log")
+    _wait(lambda: _api_up(port), 20, "the API")
+    return proc, port, adb_port
+
+
+STOP_SEC = float(re.search(r"^TimeoutStopSec=(\d+)s$", (Path(__file__).resolve().parent.parent / "systemd" /
+                                                        "simbridge.service").read_text(), re.M).group(1))
+
+
+def _children_of_every_kind(proc: subprocess.Popen, adb_port: int) -> dict[int, str]:
+    def ready() -> dict[int, str] | None:
+        found = _descendants(proc.pid)
+        worker = any("multiprocessing" in c and "spawn_main" in c for c in found.values())
+        return found if worker and _serving_port(adb_port) else None
+    return _wait(ready, 30, "the bulk worker and the adb server")
+
+
+def test_sigkill_leaves_no_process_behind(tmp_path):
+    from device_agents.modem.virtual_modem import VirtualModem
+    silent = _Silent()
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "modem-radio.jsonl", report_delay=0.05) as modem:
+        proc, port, adb_port = _busy_daemon(tmp_path, modem, silent)
+        try:
+            children = _children_of_every_kind(proc, adb_port)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=timeout(10))
+            _wait(lambda: not [p for p in children if _alive(p)] and not _serving_port(adb_port), 10,
+                  f"every child of the killed daemon to go: {children}")
+        finally:
+            _stop(proc)
+            silent.close()
+            for pid in _serving_port(adb_port):  # left by a daemon that forgot it: do not leak it here
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_on_a_busy_daemon_stops_within_timeout_stop_sec(tmp_path):
+    from device_agents.modem.virtual.faults import FaultOptions
+    from device_agents.modem.virtual_modem import VirtualModem
+    silent = _Silent()
+    # The modem puts the SMS on the air and then never gives its result: a send in the middle.
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "modem-radio.jsonl", report_delay=0.05,
+                      faults=FaultOptions(network_delay=3600)) as modem:
+        proc, port, adb_port = _busy_daemon(tmp_path, modem, silent)
+        try:
+            children = _children_of_every_kind(proc, adb_port)
+            header = {"login": "user@email.com", "accessKey": "your-access-key"}
+            _post(port, "/api/v1/sendsms", {"header": header, "messages": [
+                {"phone_number": NUMBER, "message": f"busy {i}"} for i in range(40)]})
+            _wait(lambda: modem.transmissions, 30, "the modem mid-send")
+            _wait(lambda: silent.held, 30, "a webhook waiting on the silent receiver")
+            _wait(lambda: _radio_texts(tmp_path), 30, "the virtual phone sending")
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout(STOP_SEC + 30))
+            took = time.monotonic() - started
+            print(f"SIGTERM to exit: {took:.2f} s; load {os.getloadavg()}")
+            assert took < STOP_SEC, f"SIGTERM took {took:.1f} s; the unit allows {STOP_SEC:g} s"
+            assert proc.returncode == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+            _wait(lambda: not [p for p in children if _alive(p)] and not _serving_port(adb_port), 10,
+                  "every child of the stopped daemon to go")
+        finally:
+            _stop(proc)
+            silent.close()
+            for pid in _serving_port(adb_port):
+                os.kill(pid, signal.SIGKILL)

@@ -68,7 +68,7 @@ class Api:
         self.settings = Settings(config)
         # Seals the real text of verification-code SMS (the daemon's, from secret.key; else this process's own).
         self.sealer = sealer if sealer is not None else Sealer.ephemeral()
-        self.workers = workers if workers is not None else SplitPool()
+        self.workers = workers if workers is not None else SplitPool(processes=config.api.bulk_worker)
         auth = Auth(self.settings)
         self.insim = Insim(settings=self.settings, auth=auth, jobs=jobs, records=records, workers=self.workers,
                            on_enqueued=on_enqueued,
