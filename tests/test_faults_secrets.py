@@ -200,6 +200,25 @@ async def test_postgres_rows_never_hold_the_code(tmp_path, pg_database):  # noqa
         assert status == 200, verified
 
 
+async def test_a_sealed_text_that_does_not_open_fails_its_job_and_sends_nothing(tmp_path):
+    """A queued code sealed under another key (secret.key replaced): the job
+    fails with the reason; neither the masked text nor anything else is sent."""
+    from bridge.core.sealing import Sealer
+    from bridge.store.model import NewJob
+    async with serving(make_config(tmp_path)) as daemon:
+        other = Sealer(b"another secret.key".ljust(32, b"!"))
+        [queued] = await daemon.store.enqueue("user@email.com", [NewJob(
+            kind="sms", phone_number=NUMBER, message="Code: ******", priority=2,
+            sealed=other.seal("Code: 123456", NUMBER))])
+        daemon.dispatcher.wake()
+        await wait_until(lambda: _job_state(daemon, queued.job.id_sms_api, "failed"), what="the job failed")
+        job = await daemon.store.get_job("user@email.com", queued.job.id_sms_api)
+        assert "sealed text does not open" in (job.reason or "") and job.sealed is None
+        assert radio(daemon) == []
+        # The daemon's own key opens what it seals.
+        assert daemon.sealer.open(daemon.sealer.seal("x", NUMBER), NUMBER) == "x"
+
+
 def test_a_sealed_text_opens_only_with_its_key_and_number():
     from bridge.core.sealing import Sealer, SealError
 
