@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -363,12 +365,38 @@ class _Stop(Exception):
     pass
 
 
-def install_signal_handlers(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
-    """SIGTERM/SIGINT set ``stop``; SIGHUP calls ``reload`` (when given)."""
+# A stop (SIGTERM) takes well under a second, busy or not (docs/operations.md); one that has not
+# ended after this long is cut short, before the unit's TimeoutStopSec (30 s) would SIGKILL it.
+STOP_DEADLINE_S = 20.0
+
+
+def _stop_deadline(seconds: float) -> None:
+    """Exit the process ``seconds`` from now unless it has ended by then:
+    from a thread of its own, so that a stuck event loop cannot hold it.
+    What was accepted is durable already; the children go with us."""
+    def overdue() -> None:
+        log.error("still stopping after %g s: exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+    timer = threading.Timer(seconds, overdue)
+    timer.daemon = True
+    timer.start()
+
+
+def install_signal_handlers(stop: asyncio.Event, reload: Callable[[], None] | None = None, *,
+                            deadline_s: float = STOP_DEADLINE_S) -> None:
+    """SIGTERM/SIGINT set ``stop`` (and the process exits at the latest
+    ``deadline_s`` later); SIGHUP calls ``reload`` (when given)."""
     loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        if not stop.is_set():
+            _stop_deadline(deadline_s)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop)
     if reload is not None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, reload)

@@ -512,3 +512,29 @@ def test_sigterm_on_a_busy_daemon_stops_within_timeout_stop_sec(tmp_path):
             silent.close()
             for pid in _serving_port(adb_port):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_stop_that_hangs_is_cut_short_by_its_deadline(tmp_path):
+    """Whatever holds the event loop, SIGTERM ends the process by the deadline."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import asyncio, time\n"
+        "from bridge.daemon import install_signal_handlers\n"
+        "async def main():\n"
+        "    stop = asyncio.Event()\n"
+        "    install_signal_handlers(stop, deadline_s=0.5)\n"
+        "    print('ready', flush=True)\n"
+        "    await stop.wait()\n"
+        "    time.sleep(600)  # a stop that never ends\n"
+        "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout(10))
+        assert proc.returncode == 1
+        assert proc.stderr is not None and b"still stopping after 0.5 s" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
