@@ -227,6 +227,9 @@ class ApiConfig:
     # /metrics lists every login and device: served to loopback clients only,
     # unless this bearer token is set (then to anyone who presents it).
     metrics_token: str | None = None
+    # A second process for the number checks of bulk requests (bridge/api/workers.py): off, it no
+    # longer pays (docs/benchmarks.md); it dies with the daemon. Read at start only.
+    bulk_worker: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -366,6 +369,7 @@ API_SPEC: Spec = {
     "tls_cert": ((str,), Path),
     "tls_key": ((str,), Path),
     "metrics_token": ((str,), _nonempty),
+    "bulk_worker": ((bool,), None),
 }
 AGENTS_SPEC: Spec = {
     "listen": ((str,), _hostport),

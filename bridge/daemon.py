@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +23,7 @@ from bridge.api.app import Api
 from bridge.config import AccountConfig, Config
 from bridge.console.app import Console
 from bridge.core.optout import Keywords
+from bridge.core.sealing import Sealer
 from bridge.devices.base import Dialer, OnlineWatcher, Simulator, supervise
 from bridge.devices.registry import Kinds, by_kind
 from bridge.dispatch.dispatcher import Dispatcher
@@ -48,20 +51,24 @@ class Daemon:
                                          synchronous=config.store.synchronous,
                                          event_filter=self.webhook_policy)
         self.tokens = TokenBook.load(config.data_dir, self._fixed_tokens(config))
+        # Verification codes' real text is stored sealed under this key (not in the store) and opened
+        # only when pushed to a device; every daemon of a shared store needs the same secret.key.
+        self.sealer = Sealer(self.tokens.derived_key("sealed-text"))
         self.kinds = Kinds(self)
         # Every daemon on the store and the devices each holds (refreshed by _presence_loop).
         self.node = config.store.node or socket.gethostname()
         self._cluster: list[dict[str, Any]] = []
         self._presence_due = asyncio.Event()  # a device came or went: publish now
         self.dispatcher = Dispatcher(config=config, store=self.store, on_online=self._device_online,
-                                     dialer_for=self._dialer_for, elsewhere=self._online_elsewhere)
+                                     dialer_for=self._dialer_for, elsewhere=self._online_elsewhere,
+                                     sealer=self.sealer)
         self.metrics = Metrics(self)
         self.listener = AgentListener(config=config, store=self.store, dispatcher=self.dispatcher,
                                       tokens=self.tokens, on_job_state=self.metrics.job_state,
                                       ssl=optional_server_context(config.agents.tls_cert, config.agents.tls_key))
         self.api = Api(config=config, jobs=self.store, records=self.store, codes=self.store, outbox=self.store,
                        tokens=self.store, on_enqueued=self.dispatcher.wake, daemon=self, metrics=self.metrics,
-                       console=Console(ttl=config.console.session_ttl))
+                       console=Console(ttl=config.console.session_ttl), sealer=self.sealer)
         self.notifier = Notifier()
         self._tg: asyncio.TaskGroup | None = None
         self.webhooks = WebhookDeliverer(config=config, store=self.store)
@@ -166,9 +173,9 @@ class Daemon:
 
     # -- reload (SIGHUP) --------------------------------------------------------------
 
-    RESTART_ONLY = (("api", "listen"), ("api", "tls_cert"), ("api", "tls_key"), ("agents", "listen"),
-                    ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"), ("store", "synchronous"),
-                    ("store", "url"), ("store", "node"))
+    RESTART_ONLY = (("api", "listen"), ("api", "bulk_worker"), ("api", "tls_cert"), ("api", "tls_key"),
+                    ("agents", "listen"), ("agents", "tls_cert"), ("agents", "tls_key"), ("store", "path"),
+                    ("store", "synchronous"), ("store", "url"), ("store", "node"))
 
     async def reload(self, config: Config) -> None:
         """Take a new configuration without a restart: accounts, webhooks,
@@ -358,12 +365,38 @@ class _Stop(Exception):
     pass
 
 
-def install_signal_handlers(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
-    """SIGTERM/SIGINT set ``stop``; SIGHUP calls ``reload`` (when given)."""
+# A stop (SIGTERM) takes well under a second, busy or not (docs/operations.md); one that has not
+# ended after this long is cut short, before the unit's TimeoutStopSec (30 s) would SIGKILL it.
+STOP_DEADLINE_S = 20.0
+
+
+def _stop_deadline(seconds: float) -> None:
+    """Exit the process ``seconds`` from now unless it has ended by then:
+    from a thread of its own, so that a stuck event loop cannot hold it.
+    What was accepted is durable already; the children go with us."""
+    def overdue() -> None:
+        log.error("still stopping after %g s: exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+    timer = threading.Timer(seconds, overdue)
+    timer.daemon = True
+    timer.start()
+
+
+def install_signal_handlers(stop: asyncio.Event, reload: Callable[[], None] | None = None, *,
+                            deadline_s: float = STOP_DEADLINE_S) -> None:
+    """SIGTERM/SIGINT set ``stop`` (and the process exits at the latest
+    ``deadline_s`` later); SIGHUP calls ``reload`` (when given)."""
     loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        if not stop.is_set():
+            _stop_deadline(deadline_s)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop)
     if reload is not None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, reload)

@@ -36,6 +36,7 @@ from bridge.api.smsflow import Smsflow
 from bridge.api.views import DaemonView, MetricsSource
 from bridge.api.workers import SplitPool
 from bridge.config import Config
+from bridge.core.sealing import Sealer
 
 # SMSFLOW (seed 002): each path with and without its final slash (its examples use both).
 SMSFLOW_ROUTES = (("/auth2/get_token_auth/", "POST", "get_token"), ("/auth2/revoke_token/", "POST", "revoke_token"),
@@ -63,20 +64,23 @@ class Api:
                  on_enqueued: Callable[[], None], daemon: DaemonView | None = None,
                  metrics: MetricsSource | None = None, workers: SplitPool | None = None,
                  outbox: OutboxStore | None = None, tokens: ApiTokenStore | None = None,
-                 console: SubApp | None = None) -> None:
+                 console: SubApp | None = None, sealer: Sealer | None = None) -> None:
         self.settings = Settings(config)
-        self.workers = workers if workers is not None else SplitPool()
+        # Seals the real text of verification-code SMS (the daemon's, from secret.key; else this process's own).
+        self.sealer = sealer if sealer is not None else Sealer.ephemeral()
+        self.workers = workers if workers is not None else SplitPool(processes=config.api.bulk_worker)
         auth = Auth(self.settings)
         self.insim = Insim(settings=self.settings, auth=auth, jobs=jobs, records=records, workers=self.workers,
                            on_enqueued=on_enqueued,
                            phones_online=daemon.phones_online if daemon is not None else lambda _login: False)
         self.notimation = Notimation(settings=self.settings, auth=auth, jobs=jobs, records=records,
                                      on_enqueued=on_enqueued)
-        self.codes = Codes(settings=self.settings, auth=auth, codes=codes, records=records, on_enqueued=on_enqueued)
+        self.codes = Codes(settings=self.settings, auth=auth, codes=codes, records=records, on_enqueued=on_enqueued,
+                           sealer=self.sealer)
         self.links = Links(records=records)
         self.dead_letters = DeadLetters(auth=auth, outbox=outbox)
         self.smsflow = Smsflow(settings=self.settings, auth=auth, jobs=jobs, records=records, codes=codes,
-                               tokens=tokens, on_enqueued=on_enqueued)
+                               tokens=tokens, on_enqueued=on_enqueued, sealer=self.sealer)
         self.ops = Ops(settings=self.settings, auth=auth, daemon=daemon, metrics=metrics)
         self.auth = auth
         self.manage = Manage(settings=self.settings, jobs=jobs, records=records, outbox=outbox, daemon=daemon,

@@ -19,9 +19,10 @@ from bridge.api._store import CodeStore, RecordStore, VerificationCode
 from bridge.api.auth import Auth
 from bridge.api.envelope import iso, success
 from bridge.api.errors import E_OPTED_OUT, ERROR_TEXT, ApiError
-from bridge.api.judging import require_number, sms_job
+from bridge.api.judging import require_number
 from bridge.api.notimation import DEFAULT_TAKE, MAX_SKIP, MAX_TAKE
 from bridge.api.settings import Settings
+from bridge.core.sealing import Sealer
 from device_agents.common import mask_number
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ def code_view(code: VerificationCode, now: float) -> dict[str, Any]:
 
 class Codes:
     def __init__(self, *, settings: Settings, auth: Auth, codes: CodeStore, records: RecordStore,
-                 on_enqueued: Callable[[], None]) -> None:
+                 on_enqueued: Callable[[], None], sealer: Sealer) -> None:
         self.settings = settings
+        self.sealer = sealer
         self.auth = auth
         self.codes = codes
         self.records = records
@@ -64,8 +66,7 @@ class Codes:
         code = v.new_code(length)
         salt = v.new_salt()
         digest = await asyncio.to_thread(v.digest, code, salt)
-        job = sms_job(number, v.render(template, code), priority=2,
-                      ttl_s=min(float(ttl), self.settings.rules.ttl_s))
+        job = v.code_job(number, template, code, self.sealer, ttl_s=min(float(ttl), self.settings.rules.ttl_s))
         record, _ = await self.codes.create_code(account.login, number, salt=salt, digest=digest, ttl_s=ttl,
                                                  max_attempts=v.MAX_TRIES, job=job)
         self.on_enqueued()

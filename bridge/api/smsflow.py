@@ -36,10 +36,11 @@ from bridge.api import bodies, verification
 from bridge.api._store import ApiTokenStore, CodeStore, Job, JobQueue, RecordStore, VerificationCode
 from bridge.api.auth import Auth
 from bridge.api.errors import E_DISABLED, E_OPTED_OUT, ERROR_TEXT, ApiError
-from bridge.api.judging import judge_message, require_number, sms_job
+from bridge.api.judging import judge_message, require_number
 from bridge.api.settings import Settings
 from bridge.config import AccountConfig, Config
 from bridge.core import jobstates as js
+from bridge.core.sealing import Sealer
 from device_agents.common import mask_number
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,9 @@ def code_info(code: VerificationCode, now: float) -> dict[str, Any]:
 
 class Smsflow:
     def __init__(self, *, settings: Settings, auth: Auth, jobs: JobQueue, records: RecordStore, codes: CodeStore,
-                 tokens: ApiTokenStore | None, on_enqueued: Callable[[], None]) -> None:
+                 tokens: ApiTokenStore | None, on_enqueued: Callable[[], None], sealer: Sealer) -> None:
         self.settings = settings
+        self.sealer = sealer
         self.auth = auth
         self.jobs = jobs
         self.records = records
@@ -287,8 +289,8 @@ class Smsflow:
         code = v.new_code(v.DEFAULT_LENGTH)
         salt = v.new_salt()
         digest = await asyncio.to_thread(v.digest, code, salt)
-        job = sms_job(number, v.render(v.DEFAULT_TEMPLATE, code), priority=2,
-                      ttl_s=min(float(ttl), self.settings.rules.ttl_s))
+        job = v.code_job(number, v.DEFAULT_TEMPLATE, code, self.sealer,
+                         ttl_s=min(float(ttl), self.settings.rules.ttl_s))
         record, _ = await self.codes.create_code(account.login, number, salt=salt, digest=digest, ttl_s=ttl,
                                                  max_attempts=v.MAX_TRIES, job=job)
         self.on_enqueued()

@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+
+from bridge.core.lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,8 +61,11 @@ class SplitPool:
     def _usable(self) -> bool:
         if self._pool is None:
             try:
-                # spawn, not fork: the daemon has threads (SQLite, adb) by now.
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                # spawn, not fork: the daemon has threads (SQLite, adb) by now. The worker dies
+                # with the daemon, even a daemon killed with SIGKILL (bridge.core.lifeline);
+                # it is started here, on the event loop's thread, which lives as long as the daemon.
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=die_with_parent, initargs=(os.getpid(),))
                 self._warm = self._pool.submit(_ready)
             except Exception as exc:  # noqa: BLE001 - no worker: everything is done here
                 log.warning("bulk requests stay on one core: %s", exc)

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.config import Config, DeviceConfig
 from bridge.core import numbers
+from bridge.core.sealing import Sealer, SealError
 from bridge.dispatch.session import DeviceHealth, DeviceSession, Pacer
 from bridge.store.model import Job
 from bridge.store.protocols import JobQueue
@@ -68,14 +69,17 @@ class Dispatcher:
     def __init__(self, *, config: Config, store: JobQueue,
                  on_online: Callable[[str, bool], None] | None = None,
                  dialer_for: Callable[[str], Callable[[str, str], Awaitable[None]] | None] | None = None,
-                 elsewhere: Callable[[str], bool] = lambda _device_id: False) -> None:
+                 elsewhere: Callable[[str], bool] = lambda _device_id: False,
+                 sealer: Sealer | None = None) -> None:
         """``on_online(device_id, online)`` hears every session that comes or
         goes; ``dialer_for(kind)`` gives the dial function of a kind whose
         calls the bridge places itself (Android: through adb, which works
         while the phone is locked), or None when its agents dial;
         ``elsewhere(device_id)`` says whether a device is online on another
-        daemon sharing the store."""
+        daemon sharing the store. ``sealer`` opens the sealed text of a job
+        (a verification code's) as it is pushed: the only place it is opened."""
         self.config = config
+        self.sealer = sealer
         self.store = store
         # Whether a device is online on another daemon sharing the store: its jobs are not ours to requeue.
         self.elsewhere = elsewhere
@@ -144,7 +148,7 @@ class Dispatcher:
         session.inflight = len(inflight)
         if repush:
             log.info("device %s: pushing %d job(s) again after reconnect", session.device_id, len(repush))
-            await session.push(repush)
+            await self._send(session, repush)
         if self._on_online is not None:
             self._on_online(session.device_id, True)
         self.wake()
@@ -321,9 +325,34 @@ class Dispatcher:
         if not jobs:
             return
         try:
-            await session.push(jobs)
+            await self._send(session, jobs)
         except Exception as exc:  # noqa: BLE001 - the session is going; jobs stay dispatched
             log.info("device %s: push failed (%s); its jobs wait for it to come back", session.device_id, exc)
+
+    async def _send(self, session: DeviceSession, jobs: list[Job]) -> None:
+        """Push ``jobs``, a sealed text opened here (and only here); a job
+        whose text does not open fails (its masked text is never sent)."""
+        out: list[protocol.Job] = []
+        broken: list[protocol.Event] = []
+        for job in jobs:
+            if job.sealed is None:
+                out.append(job.to_protocol())
+                continue
+            try:
+                if self.sealer is None:
+                    raise SealError("this daemon has no key to open sealed texts")
+                out.append(job.to_protocol(self.sealer.open(job.sealed, job.phone_number)))
+            except (SealError, UnicodeDecodeError) as exc:
+                log.error("job %s: its sealed text does not open (%s); failing it", job.id, exc)
+                broken.append(protocol.JobState(event_id=f"bridge-seal-{job.id}-{job.attempts}", job_id=job.job_id,
+                                                state=protocol.JOB_FAILED, at=time.time(),
+                                                reason=f"its sealed text does not open: {exc}"))
+        if broken:
+            outcome = await self.store.apply_events(session.device_id, session.account, broken,
+                                                    max_attempts=self.config.dispatcher.max_attempts)
+            self.finished(session, outcome.finished)
+        if out:
+            await session.push(out)
 
     async def _dial(self, session: DeviceSession, job: Job,
                     dialer: Callable[[str, str], Awaitable[None]]) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import DeviceConfig
-from bridge.store.model import Job
 from device_agents import protocol
 
 WINDOWS = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
@@ -118,10 +117,9 @@ class DeviceSession:
     def account(self) -> str:
         return self.device.account
 
-    async def push(self, jobs: list[Job]) -> None:
+    async def push(self, jobs: list[protocol.Job]) -> None:
         # Split to fit the frame limit: a window of long texts does not fit one frame.
-        for frame in protocol.encode_batches(lambda batch: protocol.Jobs(jobs=batch),
-                                             [j.to_protocol() for j in jobs]):
+        for frame in protocol.encode_batches(lambda batch: protocol.Jobs(jobs=batch), jobs):
             await self.ws.send(frame)
 
 

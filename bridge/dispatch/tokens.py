@@ -34,6 +34,10 @@ class TokenBook:
                 f.write(secret.hex() + "\n")
         return cls(secret, fixed)
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose``, derived from the secret (sealed texts use one)."""
+        return hmac.new(self._secret, f"key:{purpose}".encode(), hashlib.sha256).digest()
+
     def set_fixed(self, fixed: dict[str, str]) -> None:
         self._fixed = dict(fixed)
 

@@ -70,6 +70,8 @@ class NewJob:
     encoding: str = "gsm7"
     report: bool = True
     link_code: str | None = None  # tracked link in the text: {public_url}/l/{code} -> url
+    # The real text, sealed (bridge.core.sealing), when ``message`` is it masked (a verification code).
+    sealed: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +95,19 @@ class Job:
     report: bool
     created: float
     updated: float
+    # The real text sealed (``message`` is then it masked); None once the job can no longer be pushed.
+    sealed: bytes | None = field(default=None, repr=False)
 
     @property
     def job_id(self) -> str:
         return str(self.id)
 
-    def to_protocol(self) -> protocol.Job:
+    def to_protocol(self, text: str | None = None) -> protocol.Job:
+        """The job as pushed to a device; ``text``: the real text of a sealed one."""
         if self.kind == "call":
             return protocol.Dial(job_id=self.job_id, to=self.phone_number)
-        return protocol.SendSms(job_id=self.job_id, to=self.phone_number, text=self.message,
+        return protocol.SendSms(job_id=self.job_id, to=self.phone_number,
+                                text=self.message if text is None else text,
                                 report=self.report, reference=self.id_sms_api)
 
 

@@ -260,6 +260,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_created ON outbox (created);
     CREATE INDEX agent_events_at ON agent_events (at);
     """,
+    # 9: reserved (no change)
+    """
+    SELECT 1;
+    """,
+    # 10: sealed texts (bridge.core.sealing): a job whose text holds a secret (a verification
+    # code) keeps the text masked in ``message`` and the real one encrypted here, under a key
+    # derived from secret.key; wiped once the job can no longer be pushed to a device.
+    """
+    ALTER TABLE jobs ADD COLUMN sealed BLOB;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -267,6 +277,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # Job states retention purges once unchanged for [store] keep_days: final ones,
 # and those no report will change any more (sent without a report asked, unconfirmed).
 SETTLED_STATES = tuple(sorted(js.FINAL_STATES | {js.SENT, js.UNCONFIRMED}))
+
+# The states from which a job may still be pushed to a device: a job that leaves them has its
+# sealed text wiped in the same transaction (bridge.core.sealing; migration 10).
+PUSHABLE_STATES = frozenset({js.QUEUED, js.DISPATCHED})
 
 
 def job_counter(state: str, priority: int) -> str:
@@ -298,7 +312,7 @@ def postgres_migration(number: int) -> str:
 
 # The columns of model.Job, in its field order (every backend selects jobs so).
 JOB_COLUMNS = ("id, account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
-               "state, reason, device_id, attempts, parts, encoding, report, created, updated")
+               "state, reason, device_id, attempts, parts, encoding, report, created, updated, sealed")
 
 # model.VerificationCode, with the state of the job that carried the code.
 CODE_COLUMNS = ("c.id, c.account, c.phone_number, c.salt, c.digest, c.created, c.expires, c.attempts, "

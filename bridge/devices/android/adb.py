@@ -17,6 +17,8 @@ from typing import Any
 
 import adbutils
 
+from bridge.core.lifeline import guarded_argv
+
 from .content import ContentError, ids_match, parse_rows, query_argv
 
 
@@ -137,8 +139,25 @@ def parse_devices(text: str) -> dict[str, str]:
     return out
 
 
-def start_server(port: int) -> None:
-    """``adb start-server`` on ``port`` (blocking; errors are the caller's retry)."""
+async def start_server(port: int) -> asyncio.subprocess.Process:
+    """A local adb server on ``port``, as a child of the daemon that dies with
+    it (``adb nodaemon server``: in the foreground, not forked off as ``adb
+    start-server`` does; bridge.core.lifeline). Call it from the event loop."""
     env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(port))
-    subprocess.run([adbutils.adb_path(), "start-server"], env=env, timeout=20,
-                   stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    return await asyncio.create_subprocess_exec(
+        *guarded_argv([adbutils.adb_path(), "-P", str(port), "nodaemon", "server"]), env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def stop_server(proc: asyncio.subprocess.Process | None, grace_s: float = 5.0) -> None:
+    """Stop an adb server :func:`start_server` started (SIGTERM, then SIGKILL)."""
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

@@ -231,6 +231,7 @@ class AndroidSupervisor:
         self.by_id: dict[str, PhoneUnit] = {}
         self._unconfigured: dict[str, str] = {}
         self._tracker: adbutils.AdbConnection | None = None
+        self._adb_server: asyncio.subprocess.Process | None = None  # the local adb server we started
         for device in devices:
             if not device.options.get("serial"):
                 raise ValueError(f"device {device.id!r}: kind = \"android\" needs serial = \"…\" (see `adb devices`)")
@@ -275,9 +276,12 @@ class AndroidSupervisor:
                                           f"({type(exc).__name__}: {exc}); retrying")
                 if time.monotonic() - started > 10:
                     delay, failures = 0.5, 0
-                if self.start_adb_server and failures:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(adb.start_server, self.adb_port)
+                if self.start_adb_server and failures and (self._adb_server is None
+                                                           or self._adb_server.returncode is not None):
+                    try:
+                        self._adb_server = await adb.start_server(self.adb_port)
+                    except OSError as exc:
+                        log.debug("adb server not started: %s", exc)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff_max)
         finally:
@@ -289,6 +293,8 @@ class AndroidSupervisor:
             for unit in self.units.values():
                 unit.task = None
                 await unit.route.aclose()
+            server, self._adb_server = self._adb_server, None
+            await adb.stop_server(server)
 
     def _close_tracker(self) -> None:
         conn, self._tracker = self._tracker, None

@@ -25,7 +25,7 @@ from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_a
 from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, job_from_record, sql
 from bridge.store.postgres.recorder import Batch
 from bridge.store.postgres.records import store_report
-from bridge.store.schema import JOB_COLUMNS, job_counter
+from bridge.store.schema import JOB_COLUMNS, PUSHABLE_STATES, job_counter
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,12 @@ DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
 # One round trip for the jobs, their first line of history, their counters and the
 # NOTIFY (an initplan: evaluated only if a job was new).
 _INSERT = ("WITH ins AS (INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, "
-           "expires, parts, encoding, report, created, updated, state) "
-           "SELECT $1, u.*, $13::float8, $13::float8, $14::text "
+           "expires, parts, encoding, report, created, updated, state, sealed) "
+           "SELECT $1, u.k, u.kind, u.num, u.msg, u.url, u.pri, u.due, u.exp, u.parts, u.enc, u.rep, "
+           "$13::float8, $13::float8, $14::text, u.sealed "
            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
-           "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[]) AS u "
+           "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[], $17::bytea[]) "
+           "AS u (k, kind, num, msg, url, pri, due, exp, parts, enc, rep, sealed) "
            "ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api, priority), "
            "h AS (INSERT INTO job_history (job_id, state, at) SELECT id, $14::text, $13::float8 FROM ins), "
            "c AS (INSERT INTO counters (name, n) SELECT 'jobs:' || $14::text || ':' || priority::text, COUNT(*) "
@@ -76,15 +78,16 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
         for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
                                      expires, new.parts, new.encoding, int(new.report)), strict=True):
             col.append(value)
+    sealed = [new.sealed for _, (new, _, _) in items]
     rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
-                            f"{batch.recorder.node}:{account}") if items else []
+                            f"{batch.recorder.node}:{account}", sealed) if items else []
     ids = {r["id_sms_api"]: r["id"] for r in rows}
     created: dict[str, Job] = {}
     for key, (new, due, expires) in items:
         if key in ids:
             created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
                                new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
-                               new.report, now, now)
+                               new.report, now, now, new.sealed)
     # Keys that were there before (sent again, or by another daemon a moment ago).
     taken = [k for k in fresh if k not in ids]
     existing = {j.id_sms_api: j for j in map(job_from_record, await conn.fetch(_BY_KEY, account, taken))} \
@@ -141,10 +144,11 @@ class _Moves:
         assign = None if target == js.QUEUED else (device_id or job.device_id)
         if target == js.QUEUED:
             self.requeued.add(job.account)
-        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, target not in PUSHABLE_STATES, job.id)
         self.counts[job_counter(job.state, job.priority)] -= 1
         self.counts[job_counter(target, job.priority)] += 1
-        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
+        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now,
+                                   sealed=job.sealed if target in PUSHABLE_STATES else None)
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         if self.history:
@@ -152,7 +156,8 @@ class _Moves:
                                    "VALUES ($1, $2, $3, $4, $5)", self.history)
         if self.updates:
             await conn.executemany("UPDATE jobs SET state = $1, reason = $2, updated = $3, device_id = $4, "
-                                   "dispatched_at = CASE WHEN $5 THEN NULL ELSE dispatched_at END WHERE id = $6",
+                                   "dispatched_at = CASE WHEN $5 THEN NULL ELSE dispatched_at END, "
+                                   "sealed = CASE WHEN $6 THEN NULL ELSE sealed END WHERE id = $7",
                                    list(self.updates.values()))
         await add_counts(conn, self.counts)
         await self.batch.flush(conn)

@@ -20,7 +20,7 @@ from typing import Any
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
-from bridge.store.schema import JOB_COLUMNS, job_counter
+from bridge.store.schema import JOB_COLUMNS, PUSHABLE_STATES, job_counter
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, job_from_row, marks
 from bridge.store.sqlite.recorder import EventRecorder
 from bridge.store.sqlite.records import store_report
@@ -28,7 +28,7 @@ from device_agents import protocol
 
 log = logging.getLogger(__name__)
 
-ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (15 parameters each; SQLite allows 32,766)
+ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (16 parameters each; SQLite allows 32,766)
 
 # What an agent's job report asks for (``rejected`` and ``accepted`` are handled apart).
 REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: js.DELIVERED,
@@ -64,11 +64,11 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
         values: list[Any] = []
         for key, (new, due, expires) in chunk:
             values += (account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
-                       expires, new.parts, new.encoding, int(new.report), now, now, state)
+                       expires, new.parts, new.encoding, int(new.report), now, now, state, new.sealed)
         rows = db.execute(
             "INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
-            "parts, encoding, report, created, updated, state) VALUES "
-            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            "parts, encoding, report, created, updated, state, sealed) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
             + " ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api", values).fetchall()
         ids = {k: i for i, k in rows}
         for key, (new, due, expires) in chunk:
@@ -76,7 +76,7 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
                 raise sqlite3.IntegrityError(f"id_sms_api {key!r} collided; send again")
             created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
                                new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
-                               new.report, now, now)
+                               new.report, now, now, new.sealed)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
                    [(job.id, state, now) for job in created.values()])
     add_counts(db, collections.Counter(job_counter(state, job.priority) for job in created.values()))
@@ -137,10 +137,11 @@ class _Moves:
             self.history.append((job.id, state, now, device_id, reason))
             self.recorder.job_event(db, job, state, now, reason, device_id)
         assign = None if target == js.QUEUED else (device_id or job.device_id)
-        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, job.id)
+        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, target not in PUSHABLE_STATES, job.id)
         self.counts[job_counter(job.state, job.priority)] -= 1
         self.counts[job_counter(target, job.priority)] += 1
-        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now)
+        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now,
+                                   sealed=job.sealed if target in PUSHABLE_STATES else None)
 
     def flush(self, db: sqlite3.Connection) -> None:
         if self.history:
@@ -148,7 +149,8 @@ class _Moves:
                            self.history)
         if self.updates:
             db.executemany("UPDATE jobs SET state = ?, reason = ?, updated = ?, device_id = ?, "
-                           "dispatched_at = CASE WHEN ? THEN NULL ELSE dispatched_at END WHERE id = ?",
+                           "dispatched_at = CASE WHEN ? THEN NULL ELSE dispatched_at END, "
+                           "sealed = CASE WHEN ? THEN NULL ELSE sealed END WHERE id = ?",
                            list(self.updates.values()))
         add_counts(db, self.counts)
         self.history.clear()
