@@ -8,6 +8,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core.records import quick_init
 from device_agents import protocol
 
 ID_ALPHABET = string.ascii_letters + string.digits
@@ -56,6 +57,7 @@ def new_id_sms_apis(count: int) -> list[str]:
     return random_texts(count, 15) if count else []
 
 
+@quick_init  # built for every message accepted: see bridge.core.records
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewJob:
     kind: str  # "sms" | "call"
@@ -72,6 +74,7 @@ class NewJob:
     link_code: str | None = None  # tracked link in the text: {public_url}/l/{code} -> url
 
 
+@quick_init  # built for every message accepted: see bridge.core.records
 @dataclass(frozen=True, slots=True)
 class Job:
     id: int
@@ -100,11 +103,12 @@ class Job:
 
     def to_protocol(self) -> protocol.Job:
         if self.kind == "call":
-            return protocol.Dial(job_id=self.job_id, to=self.phone_number)
+            return protocol.Dial(job_id=self.job_id, to=self.phone_number, priority=self.priority)
         return protocol.SendSms(job_id=self.job_id, to=self.phone_number, text=self.message,
-                                report=self.report, reference=self.id_sms_api)
+                                report=self.report, reference=self.id_sms_api, priority=self.priority)
 
 
+@quick_init  # built for every message accepted: see bridge.core.records
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     job: Job
