@@ -135,6 +135,13 @@ def write_config(folder: Path, api: int, agents: int) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``): what
+    it cost, whatever else the machine was doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def header(login: str) -> dict[str, str]:
     return {"login": login, "accessKey": f"key-{login}"}
 
@@ -198,6 +205,7 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
             await wait_api(http, base, daemon)
 
             # 1. acceptance alone: two clients, 1,000 messages a request.
+            cpu_start = cpu_seconds(daemon.pid)
             start = time.perf_counter()
             per_client = accept_requests // 2
 
@@ -207,8 +215,12 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
 
             await asyncio.gather(client(0), client(per_client))
             results["accepted_per_s"] = per_client * 2 * BULK / (time.perf_counter() - start)
+            # The daemon's CPU per accepted message: load-independent, unlike the rate.
+            accepted = per_client * 2 * BULK
+            results["daemon_cpu_us_per_accepted"] = (cpu_seconds(daemon.pid) - cpu_start) / accepted * 1e6
             print(f"accepted_per_s        {results['accepted_per_s']:10.0f}   "
-                  f"({per_client * 2} requests of {BULK})", flush=True)
+                  f"({per_client * 2} requests of {BULK}; daemon CPU "
+                  f"{results['daemon_cpu_us_per_accepted']:.1f} µs a message)", flush=True)
             if accept_only:
                 return results
 

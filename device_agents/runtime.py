@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -84,7 +85,10 @@ class AgentRuntime:
         # token): e.g. checking a pinned certificate. Raising refuses the bridge.
         self.on_connect = on_connect
         self.lease_s = 60.0
-        self._queue: asyncio.Queue[tuple[protocol.Job, float]] = asyncio.Queue()
+        # Waiting jobs, highest priority first, then in the order they came:
+        # (-priority, arrival number, job, received at).
+        self._queue: asyncio.PriorityQueue[tuple[int, int, protocol.Job, float]] = asyncio.PriorityQueue()
+        self._arrivals = itertools.count()
         self._ws: Any = None
         self._unsent: dict[str, protocol.Event] = {}
         self._wake = asyncio.Event()
@@ -263,11 +267,11 @@ class AgentRuntime:
             self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_json(j))
                                      for j in fresh)
             for job in fresh:
-                self._queue.put_nowait((job, now))
+                self._queue.put_nowait((-job.priority, next(self._arrivals), job, now))
 
     async def _worker(self) -> None:
         while True:
-            job, received = await self._queue.get()
+            _, _, job, received = await self._queue.get()
             if time.monotonic() - received > self.lease_s:
                 self.report(job.job_id, protocol.JOB_REJECTED,
                             reason=f"not begun within the {self.lease_s:g} s lease")

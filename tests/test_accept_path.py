@@ -1,20 +1,32 @@
 """The accept path's fast paths give exactly what the slow ones gave: ids,
-the lone-surrogate check of JSON bodies, and E.164 numbers judged from
-phonenumbers' metadata without building a PhoneNumber."""
+the lone-surrogate check of JSON bodies, E.164 numbers judged from
+phonenumbers' metadata without building a PhoneNumber, records built by
+``quick_init``, and one-part texts counted without ``segment_count``; and an
+agent begins a priority-2 job before the campaign it already holds."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import dataclasses
+import inspect
+import pickle
 import random
 
 import aiohttp
 import phonenumbers
 import pytest
 from api_util import serving
-from conftest import api_url, make_config
+from conftest import api_url, make_config, wait_until
 
+from bridge.api.judging import sms_job
 from bridge.core import numbers
-from bridge.store.model import ID_ALPHABET, new_id_sms_api, random_text
+from bridge.core.records import quick_init
+from bridge.store.model import ID_ALPHABET, Enqueued, Job, NewJob, new_id_sms_api, random_text
+from device_agents import protocol as p
+from device_agents.journal import Journal
+from device_agents.modem import gsm7
+from device_agents.runtime import AgentRuntime
 
 
 def test_ids_are_15_characters_of_the_alphabet_and_every_character_is_used():
@@ -97,3 +109,145 @@ async def test_bodies_with_lone_surrogates_are_refused(tmp_path, body, status):
         assert resp.status == status, answer
         if status == 400:
             assert "not valid Unicode" in answer
+
+
+# -- records built by quick_init are the dataclass's own ----------------------------
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plain:
+    a: int
+    b: str = "x"
+    c: tuple[int, ...] = ()
+
+
+@quick_init
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Quick:
+    a: int
+    b: str = "x"
+    c: tuple[int, ...] = ()
+
+
+@quick_init
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _QuickKw:
+    a: int
+    b: str = "x"
+
+
+def test_quick_init_builds_what_the_dataclass_builds():
+    for args, kwargs in [((1,), {}), ((1, "y"), {}), ((1,), {"c": (2,)}), ((), {"a": 3, "b": "z", "c": ()})]:
+        plain, quick = _Plain(*args, **kwargs), _Quick(*args, **kwargs)
+        assert type(quick) is _Quick
+        assert dataclasses.astuple(quick) == dataclasses.astuple(plain)
+        assert repr(quick) == repr(plain).replace("_Plain", "_Quick")
+        assert quick == _Quick(*args, **kwargs) and hash(quick) == hash(_Quick(*args, **kwargs))
+    assert str(inspect.signature(_Quick)) == str(inspect.signature(_Plain))
+    assert str(inspect.signature(_QuickKw)) == "(*, a: 'int', b: 'str' = 'x') -> None"
+    with pytest.raises(TypeError):
+        _Quick()  # a required field missing, as the dataclass says
+    with pytest.raises(TypeError):
+        _QuickKw(1)  # keyword-only stays keyword-only
+    built = _Quick(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.a = 2  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del built.a  # type: ignore[misc]
+    assert dataclasses.replace(built, b="q") == _Quick(1, "q")
+    assert pickle.loads(pickle.dumps(built)) == built
+
+
+def test_quick_init_leaves_subclasses_to_the_dataclass():
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Sub(_Quick):
+        d: int = 4
+
+    sub = Sub(1, "y", (), 5)
+    assert (type(sub), sub.a, sub.b, sub.d) == (Sub, 1, "y", 5)
+
+
+def test_quick_init_refuses_what_it_cannot_copy():
+    @dataclasses.dataclass(slots=True)
+    class Open:
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Factory:
+        a: list[int] = dataclasses.field(default_factory=list)
+
+    for cls in (Open, Factory):
+        with pytest.raises(TypeError):
+            quick_init(cls)
+
+
+def test_store_records_are_quick_and_frozen():
+    job = Job(1, "a", "k", "sms", "+33612345678", "m", None, 1, 1.0, 2.0, "queued", None, None, 0, 1, "gsm7",
+              True, 1.0, 1.0)
+    assert dataclasses.replace(job, state="dispatched").state == "dispatched"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.state = "sent"  # type: ignore[misc]
+    new = NewJob(kind="sms", phone_number="+33612345678")
+    assert (new.message, new.priority, new.ttl_s, new.link_code) == ("", 1, 86400.0, None)
+    assert Enqueued(job, True) == Enqueued(job, True)
+
+
+# -- one-part GSM-7 texts: counted as segment_count counts them ------------------------
+
+def test_sms_job_counts_parts_as_segment_count():
+    rng = random.Random(3)
+    alphabet = gsm7.DEFAULT_ALPHABET + "".join(gsm7.EXTENSION_TABLE.values()) + "жé€😀\x1b"
+    texts = ["", "x" * 160, "x" * 161, "€" * 80, "€" * 81, "\x1b", "ж" * 70]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400))) for _ in range(3000)]
+    texts += ["".join(rng.choice(gsm7.DEFAULT_ALPHABET) for _ in range(rng.randint(150, 170))) for _ in range(500)]
+    for text in texts:
+        job = sms_job("+33612345678", text)
+        seg = gsm7.segment_count(text)
+        assert (job.parts, job.encoding) == (seg.parts, seg.encoding), repr(text)
+
+
+# -- agents begin the highest priority first ----------------------------------------------
+
+class _HeldRadio:
+    """A backend whose radio sends one job at a time, each when the test lets it."""
+    capabilities = p.Capabilities(sms=True)
+
+    def __init__(self) -> None:
+        self.begun: list[str] = []
+        self.release = asyncio.Event()
+
+    async def execute(self, job, report) -> None:
+        self.begun.append(job.job_id)
+        await self.release.wait()
+        self.release.clear()
+        report(job.job_id, p.JOB_SENT)
+
+    def status(self):
+        return None
+
+
+async def test_agent_begins_waiting_jobs_highest_priority_first(tmp_path):
+    radio = _HeldRadio()
+    runtime = AgentRuntime(url="ws://127.0.0.1:9", device_id="d", token="t", backend=radio,
+                           journal=Journal(tmp_path / "j.jsonl"))
+    worker = asyncio.create_task(runtime._worker())
+    try:
+        def push(*jobs: tuple[str, int]) -> None:
+            frame = p.encode(p.Jobs(jobs=tuple(p.SendSms(job_id=j, to="+33612345678", text="hi", priority=prio)
+                                               for j, prio in jobs)))
+            runtime._on_frame(p.decode(frame, allowed=p.BRIDGE_TO_AGENT))
+
+        push(("1", 0))
+        await wait_until(lambda: radio.begun == ["1"], what="the first job begun")
+        push(("2", 0), ("3", 1), ("4", 0))
+        push(("5", 2))  # a one-time code, behind a campaign already in the phone
+        for _ in range(4):
+            radio.release.set()
+            await wait_until(lambda: not radio.release.is_set(), what="the next job begun")
+        await wait_until(lambda: len(radio.begun) == 5, what="every job begun")
+        assert radio.begun == ["1", "5", "3", "2", "4"]
+        # A frame from a bridge that does not say the priority: 1, as before.
+        assert p.SendSms.from_json({"job_id": "6", "to": "+33612345678", "text": "hi"}).priority == 1
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await runtime.aclose()

@@ -5,6 +5,7 @@ an over-long body) into such an answer."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,13 @@ from device_agents.common import iso_utc
 
 def iso(ts: float | None) -> str | None:
     """inSIM's time (``2025-10-29T10:00:00.000Z``), or None for no time."""
-    return None if ts is None else iso_utc(ts)
+    return None if ts is None else _iso(ts)
+
+
+@functools.lru_cache(maxsize=256)
+def _iso(ts: float) -> str:
+    # The messages of a batch share their time (queued together): written once a batch.
+    return iso_utc(ts)
 
 
 def success(data: Any, **extra: Any) -> web.Response:

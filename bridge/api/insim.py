@@ -102,8 +102,10 @@ class Insim:
         if any(e.created for e in enqueued):
             self.on_enqueued()
         public_url = rules.public_url
-        results = [_reused(account.login, j, e, public_url) if e is not None and j.new is not None
-                   and not _same_content(j.new, e.job, public_url) else _answer(account.login, j, enqueued=e)
+        # A job created now is the message itself; one found under its id_sms_api may be another.
+        results = [_reused(account.login, j, e, public_url) if e is not None and not e.created
+                   and j.new is not None and not _same_content(j.new, e.job, public_url)
+                   else _answer(account.login, j, enqueued=e)
                    for j in judged for e in (by_index.get(j.index),)]
         log.info("account %s: %d message(s) accepted, %d refused", account.login, len(good),
                  len(judged) - len(good))

@@ -36,7 +36,8 @@ from bridge.api.errors import (
 )
 from bridge.config import Config
 from bridge.core import numbers
-from device_agents.modem.gsm7 import segment_count
+from bridge.core.records import quick_init
+from device_agents.modem.gsm7 import CHAR_TO_SEPTET, GSM7, SINGLE_LIMIT, segment_count
 
 MAX_MESSAGE_CHARS = 5000
 MAX_URL_CHARS = 2048
@@ -85,6 +86,7 @@ class Rules:
                    forbidden=forbidden_matcher(config.api.forbidden_words))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Judged:
     """One message of a sendsms request, judged: ``new`` is the job to queue,
@@ -118,8 +120,17 @@ def require_number(raw: Any, region: str | None) -> str:
         raise ApiError(400, str(exc)[:200], E_NUMBER) from None
 
 
+# Characters of one septet each (the default alphabet, not the extension table):
+# a text of these alone, up to 160 of them, is one GSM-7 SMS.
+ONE_SEPTET = frozenset(CHAR_TO_SEPTET)
+ONE_SMS = SINGLE_LIMIT[GSM7]
+
+
 def sms_job(phone_number: str, text: str, **fields: Any) -> NewJob:
     """An SMS job, its parts and encoding counted (once) from its text."""
+    if len(text) <= ONE_SMS and ONE_SEPTET.issuperset(text):
+        # What segment_count says of such a text, without counting: most texts are these.
+        return NewJob(kind="sms", phone_number=phone_number, message=text, parts=1, encoding=GSM7, **fields)
     seg = segment_count(text)
     return NewJob(kind="sms", phone_number=phone_number, message=text, parts=seg.parts,
                   encoding=seg.encoding, **fields)

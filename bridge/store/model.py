@@ -8,6 +8,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core.records import quick_init
 from device_agents import protocol
 
 ID_ALPHABET = string.ascii_letters + string.digits
@@ -56,6 +57,7 @@ def new_id_sms_apis(count: int) -> list[str]:
     return random_texts(count, 15) if count else []
 
 
+@quick_init  # built for every message accepted: see bridge.core.records
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewJob:
     kind: str  # "sms" | "call"
@@ -74,6 +76,7 @@ class NewJob:
     sealed: bytes | None = None
 
 
+@quick_init  # built for every message accepted: see bridge.core.records
 @dataclass(frozen=True, slots=True)
 class Job:
     id: int
@@ -105,12 +108,13 @@ class Job:
     def to_protocol(self, text: str | None = None) -> protocol.Job:
         """The job as pushed to a device; ``text``: the real text of a sealed one."""
         if self.kind == "call":
-            return protocol.Dial(job_id=self.job_id, to=self.phone_number)
+            return protocol.Dial(job_id=self.job_id, to=self.phone_number, priority=self.priority)
         return protocol.SendSms(job_id=self.job_id, to=self.phone_number,
                                 text=self.message if text is None else text,
-                                report=self.report, reference=self.id_sms_api)
+                                report=self.report, reference=self.id_sms_api, priority=self.priority)
 
 
+@quick_init  # built for every message accepted: see bridge.core.records
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     job: Job

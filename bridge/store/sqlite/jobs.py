@@ -79,7 +79,8 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
                                new.report, now, now, new.sealed)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
                    [(job.id, state, now) for job in created.values()])
-    add_counts(db, collections.Counter(job_counter(state, job.priority) for job in created.values()))
+    by_priority = collections.Counter(job.priority for job in created.values())
+    add_counts(db, collections.Counter({job_counter(state, priority): n for priority, n in by_priority.items()}))
     links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
              for k, job in created.items() if fresh[k][0].link_code and job.url]
     if links:
