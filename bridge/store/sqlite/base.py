@@ -203,8 +203,8 @@ class SqliteBase:
                     db.execute("ROLLBACK")
                 raise
         except BaseException as exc:  # the commit itself failed: nobody's write happened
-            error = self._refused(exc)
-            outcomes = [(future, None, error) for _, _, future in batch]
+            refusal = self._refused(exc)
+            outcomes = [(future, None, refusal) for _, _, future in batch]
         else:
             self._writable_again()
         for future, result, error in outcomes:
