@@ -106,7 +106,7 @@ def check_store(config: Config) -> Iterator[Finding]:
 
 def _daemon_up(config: Config) -> bool:
     try:
-        client.request(config, "GET", "/healthz", timeout=3, raw=True)
+        client.request(config, "GET", "/healthz", timeout=10, raw=True)
         return True
     except client.DaemonError as exc:
         return exc.status == 503  # up, but its store takes no writes (check_daemon_store says why)

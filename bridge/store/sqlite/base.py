@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -52,14 +54,33 @@ def storage_fault(exc: BaseException, path: Path) -> str | None:
     name = getattr(exc, "sqlite_errorname", "") or ""
     if name == "SQLITE_FULL":
         return f"the disk holding {path} is full"
-    if name.startswith("SQLITE_READONLY") or name.startswith("SQLITE_IOERR") or name.startswith("SQLITE_CANTOPEN"):
-        try:
-            readonly = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
-        except OSError:
-            readonly = False
-        if readonly:
+    if name.startswith(("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        # SQLite does not say the errno: ask the file system the same question.
+        refusal = _try_writing(path.parent)
+        if refusal is not None and refusal.errno == errno.EROFS:
             return f"the file system holding {path} is read-only"
+        if refusal is not None and refusal.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk holding {path} is full"
+        if refusal is not None:
+            return f"{path} cannot be written ({name}: {refusal.strerror or refusal})"
         return f"{path} cannot be written ({name}: {exc})"
+    return None
+
+
+def _try_writing(directory: Path) -> OSError | None:
+    """The error writing a small file in ``directory`` gives, or None."""
+    probe = directory / ".simbridge-write-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"x" * 4096)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+        return exc
     return None
 
 
