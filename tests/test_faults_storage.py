@@ -421,3 +421,43 @@ async def test_agent_journal_full_holds_its_work_logs_it_and_resumes_when_space_
                 radio.close()
     sent = [json.loads(line)["job_id"] for line in radio_log.read_text().splitlines()]
     assert sorted(sent, key=int) == sorted((j.job_id for j in jobs), key=int)  # each exactly once
+
+
+# -- the store alone: a deleted file on a full disk ----------------------------------------------
+
+
+class _Everything:
+    """An event filter that records every event (the store's one collaborator)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: True
+
+
+async def test_deleted_database_on_a_full_disk_is_saved_once_there_is_room(tmp_path):
+    from bridge.store.model import StoreUnavailable
+    from bridge.store.sqlite import SqliteStore
+
+    with tmpfs(tmp_path / "data", "4m") as data:
+        store = SqliteStore(data / "simbridge.db", event_filter=_Everything())
+        store.RESCUE_RETRY_S = 0.0
+        await store.open()
+        try:
+            await store.enqueue(ACCOUNT, [NewJob(kind="sms", phone_number="+33612345678", message="kept",
+                                                 id_sms_api="kept")])
+            os.unlink(data / "simbridge.db")
+            filler = fill(data)
+            with pytest.raises(StoreUnavailable, match="could not be saved yet"):
+                await store.enqueue(ACCOUNT, [NewJob(kind="sms", phone_number="+33612345678", message="lost",
+                                                     id_sms_api="lost")])
+            assert not list(data.glob("simbridge.db.rescued-*"))  # no half copy left behind
+            os.unlink(filler)
+            with pytest.raises(StoreUnavailable, match="saved to"):
+                await store.ping()
+            [rescued] = data.glob("simbridge.db.rescued-*")
+            conn = sqlite3.connect(rescued)
+            try:
+                assert conn.execute("SELECT id_sms_api FROM jobs").fetchall() == [("kept",)]
+            finally:
+                conn.close()
+        finally:
+            await store.close()

@@ -143,6 +143,8 @@ class SqliteBase:
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._unwritable: str | None = None  # the disk refused a write; cleared by the next that passes
         self._gone: str | None = None  # the file was deleted or replaced: for good (until a restart)
+        self._rescued: Path | None = None  # where its content was saved
+        self._rescue_again = 0.0  # (monotonic) when a failed rescue is tried again
 
     @property
     def fault(self) -> str | None:
@@ -245,8 +247,11 @@ class SqliteBase:
             except OSError:
                 moved = False  # cannot tell (e.g. an I/O error): the write says the rest
             if moved:
-                self._lost(db)
+                self._gone = f"the database file {self.path} was deleted or replaced while open; no writes taken"
+                self._rescue(db)
         if self._gone is not None:
+            if self._rescued is None and time.monotonic() >= self._rescue_again:
+                self._rescue(db)
             raise StoreUnavailable(self._gone, retry_after=RETRY_AFTER_S)
         if self._unwritable is not None:
             try:
@@ -257,9 +262,11 @@ class SqliteBase:
             if free < RECOVERY_FREE_BYTES:
                 raise StoreUnavailable(f"{self._unwritable} ({free // 1024} KiB free)", retry_after=RETRY_AFTER_S)
 
-    def _lost(self, db: sqlite3.Connection) -> None:
-        """The file opened is no longer at the path: keep what it holds, take no more writes."""
-        cause = f"the database file {self.path} was deleted or replaced while open"
+    RESCUE_RETRY_S = 30.0
+
+    def _rescue(self, db: sqlite3.Connection) -> None:
+        """Save what the file no longer at the path holds (it is still open here) beside it."""
+        cause = f"the database file {self.path} was deleted or replaced while open; no writes taken"
         rescue = self.path.with_name(f"{self.path.name}.rescued-{time.strftime('%Y%m%dT%H%M%S')}")
         try:
             target = sqlite3.connect(rescue)
@@ -268,10 +275,14 @@ class SqliteBase:
             finally:
                 target.close()
         except (sqlite3.Error, OSError) as exc:
-            self._gone = f"{cause}; no writes taken (a copy could not be saved: {exc})"
-            log.critical("store: %s; restarting now would lose what it held", self._gone)
+            with contextlib.suppress(OSError):
+                rescue.unlink()
+            self._rescue_again = time.monotonic() + self.RESCUE_RETRY_S
+            self._gone = f"{cause} (its content could not be saved yet: {exc}; do not restart)"
+            log.critical("store: %s; tried again every %g s", self._gone, self.RESCUE_RETRY_S)
         else:
-            self._gone = f"{cause}; no writes taken; its content was saved to {rescue}"
+            self._rescued = rescue
+            self._gone = f"{cause}; its content was saved to {rescue}"
             log.critical("store: %s. Stop simbridge, move that copy to %s, start it again", self._gone,
                          self.path)
 
