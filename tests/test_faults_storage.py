@@ -461,3 +461,31 @@ async def test_deleted_database_on_a_full_disk_is_saved_once_there_is_room(tmp_p
                 conn.close()
         finally:
             await store.close()
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_daemon(tmp_path):
+    """A datagram socket's queue is short (net.unix.max_dgram_qlen, 10 by default on
+    Linux, see unix(7)); a sender on a blocking socket waits once it is full. The
+    daemon notifies from its event loop: it must drop the message instead."""
+    import socket
+    import threading
+
+    from bridge.ops.notify import Notifier
+
+    path = Path("/tmp") / f"sbnq{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    try:
+        notifier = Notifier(environ={"NOTIFY_SOCKET": str(path)})
+        sent: list[bool] = []
+        sender = threading.Thread(target=lambda: sent.extend(notifier.watchdog() for _ in range(200)), daemon=True)
+        sender.start()
+        sender.join(timeout(10))
+        assert not sender.is_alive(), "the notifier blocked on a socket nobody reads"
+        assert sent[0] and not sent[-1]  # the first ones queued, the rest dropped
+        notifier.close()
+    finally:
+        server.close()
+        path.unlink()
