@@ -251,10 +251,18 @@ def _devices(config: Config, args: argparse.Namespace) -> int:
     except client.DaemonUnreachable as exc:
         raise SystemExit(f"simbridge: {exc}; is it running?") from None
     rows.sort(key=lambda r: (str(r.get("account")), str(r.get("id"))))
+    try:
+        fault = client.store_fault(config)
+    except (client.DaemonError, client.DaemonUnreachable) as exc:
+        fault = f"unknown ({exc})"
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    print(devices_table(rows))
+    else:
+        print(devices_table(rows))
+    if fault is not None:  # on stderr too with --json: the array stays what it was
+        print(f"\nSTORE FAULT: the store takes no writes: {fault}; the API refuses with 503 "
+              "(docs/operations.md, Storage faults)", file=sys.stderr if args.json else sys.stdout)
+        return 1
     return 0
 
 

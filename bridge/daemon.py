@@ -33,6 +33,7 @@ from bridge.ops.metrics import Metrics
 from bridge.ops.notify import Notifier
 from bridge.ops.tls import client_context, optional_server_context
 from bridge.store.factory import describe, open_store
+from bridge.store.model import StoreUnavailable
 from bridge.store.protocols import Store
 from bridge.webhooks.deliverer import WebhookDeliverer
 from bridge.webhooks.policy import WebhookPolicy
@@ -75,6 +76,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
         self.api_port: int | None = None
+        self._store_fault: str | None = None  # as last seen by _store_watch_loop
 
     @staticmethod
     def _fixed_tokens(config: Config) -> dict[str, str]:
@@ -129,6 +131,7 @@ class Daemon:
                 tg.create_task(self.notifier.watchdog_loop(self.health_check))
                 tg.create_task(self._presence_loop())
                 tg.create_task(self._upkeep_loop())
+                tg.create_task(self._store_watch_loop())
                 self.ready.set()
                 self.notifier.ready(self._status_line())
                 await stop.wait()
@@ -213,13 +216,48 @@ class Daemon:
     # -- health, status, recheck -------------------------------------------------------
 
     async def health_check(self) -> None:
-        """What the watchdog ping vouches for: the store answers (the loop ran us)."""
-        await self.store.ping()
+        """What the watchdog ping vouches for: the loop ran us and the store
+        answers. A store that answers but takes no writes (disk full, file
+        deleted, database out of reach) is not wedged: a restart would not
+        give it room, and would lose a deleted file's content. The watchdog is
+        still fed; the status line, /healthz and every refused write say why."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.ping()
+
+    STORE_CHECK_S = 1.0  # how often the store's fault is looked at when nothing writes
+
+    async def store_fault(self) -> str | None:
+        """Why the store takes no writes now, or None (asks it: a full disk is
+        tried again, a deleted file noticed)."""
+        try:
+            async with asyncio.timeout(10.0):
+                await self.store.ping()
+        except StoreUnavailable as exc:
+            return str(exc)
+        except TimeoutError:
+            return "the store does not answer within 10 s"
+        return None
+
+    async def _store_watch_loop(self) -> None:
+        """Notice a store fault (and its end) without traffic: log it, say it in the status line."""
+        while True:
+            fault = await self.store_fault()
+            if fault != self._store_fault:
+                if fault is not None:
+                    log.error("the store takes no writes: %s; the API answers 503 until it does", fault)
+                else:
+                    log.warning("the store takes writes again")
+                self._store_fault = fault
+                self._notify_status()
+            await asyncio.sleep(self.STORE_CHECK_S)
 
     def _status_line(self) -> str:
         online = sum(1 for d in self.config.devices if d.id in self.dispatcher.sessions)
-        return (f"serving: API on port {self.api_port}, agents on port {self.listener.port}; "
+        line = (f"API on port {self.api_port}, agents on port {self.listener.port}; "
                 f"{online}/{len(self.config.devices)} device(s) online")
+        if self._store_fault is not None:
+            return f"degraded: the store takes no writes ({self._store_fault}); refusing with 503; {line}"
+        return f"serving: {line}"
 
     def _notify_status(self) -> None:
         if self.ready.is_set() and self.notifier.enabled:

@@ -18,8 +18,10 @@ Records::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -27,6 +29,8 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from . import protocol
+
+log = logging.getLogger(__name__)
 
 # Ledger entries are kept this long after their last change, so that a job
 # the bridge pushes again after a long outage is still recognised.
@@ -154,18 +158,40 @@ class Journal:
     # -- writing ---------------------------------------------------------
 
     def _write(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append ``records``, all or nothing: a write the disk refuses (full,
+        read-only) raises OSError and leaves the file as it was, so that the
+        caller may try the same again later."""
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if not data:
             return
         if self._file is None:
             raise RuntimeError(f"journal {self.path} is closed")
-        self._file.write(data)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        self._file.flush()  # anything a subclass wrote through it, first
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        view = memoryview(data.encode())
+        try:
+            while view:  # O_APPEND: each write lands at the end
+                view = view[os.write(fd, view):]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # no torn line left behind (shrinking needs no room)
+            raise
         self._appended += data.count("\n")
         if self._appended >= COMPACT_EVERY:
-            self._compact()
+            try:
+                self._compact()
+            except OSError as exc:  # the append is done; compaction is tried again later
+                self._appended = COMPACT_EVERY // 2
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path + ".tmp")
+                log.warning("journal %s: not compacted (%s); it will be tried again", self.path, exc)
+
+    def probe(self) -> None:
+        """A small real write (the event sequence): OSError while the disk refuses."""
+        self._write([{"t": "seq", "n": self.seq}])
 
     def record_jobs(self, updates: Iterable[tuple[str, str, dict[str, Any] | None]], *,
                     detail: dict[str, Any] | None = None) -> None:
@@ -178,9 +204,10 @@ class Journal:
                 rec["job"] = job
             if detail is not None:
                 rec["detail"] = detail
-            self._apply(rec)
             records.append(rec)
-        self._write(records)
+        self._write(records)  # first: memory never runs ahead of the file
+        for rec in records:
+            self._apply(rec)
 
     def set_job(self, job_id: str, state: str, *, job: dict[str, Any] | None = None,
                 detail: dict[str, Any] | None = None) -> None:
@@ -193,22 +220,20 @@ class Journal:
     def add_events(self, events: Iterable[protocol.Event]) -> list[protocol.Event]:
         """Put events in the outbox (durably) before anything is sent."""
         events = list(events)
-        records: list[dict[str, Any]] = []
-        for ev in events:
-            body = protocol.event_to_json(ev)
-            records.append({"t": "event", "e": body})
-            self.outbox[ev.event_id] = body
+        records: list[dict[str, Any]] = [{"t": "event", "e": protocol.event_to_json(ev)} for ev in events]
         records.append({"t": "seq", "n": self.seq})
         self._write(records)
+        for rec in records[:-1]:
+            self.outbox[rec["e"]["event_id"]] = rec["e"]
         return events
 
     def ack(self, event_ids: Iterable[str]) -> None:
         ids = [i for i in event_ids if i in self.outbox]
         if not ids:
             return
+        self._write([{"t": "ack", "ids": ids}])
         for i in ids:
             del self.outbox[i]
-        self._write([{"t": "ack", "ids": ids}])
 
     # -- reading ---------------------------------------------------------
 

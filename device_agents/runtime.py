@@ -17,6 +17,12 @@ Job life inside the agent (the journal's states)::
 ``recover`` says what became of it (the virtual radio checks its log, the
 Android helper the phone's sent box), or it is reported failed as "outcome
 unknown".
+
+A journal the disk refuses to write (full, read-only) stops the agent taking
+jobs, not its tasks: it is logged, no job is begun (its ``sending`` could not
+be written), jobs pushed meanwhile and outcomes of jobs already on the radio
+are held in memory in order, and all is written, then sent, once the journal
+takes a write again (tried with backoff). ``journal_fault`` says why meanwhile.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import protocol
@@ -96,6 +102,12 @@ class AgentRuntime:
         self.on_state: Callable[[str], None] | None = None
         self._tasks = TaskSet()
         self.log = logging.LoggerAdapter(log, {"device": device_id})
+        # The journal refused a write: why, what waits for it, and when it takes writes again.
+        self.journal_fault: str | None = None
+        self._journal_ok = asyncio.Event()
+        self._journal_ok.set()
+        self._held_reports: list[list[Any]] = []  # [job_id, state, kwargs, job state written]
+        self._held_jobs: list[tuple[protocol.Job, float]] = []
 
     # -- events ------------------------------------------------------------
 
@@ -108,15 +120,62 @@ class AgentRuntime:
 
     def report(self, job_id: str, state: str, *, reason: str | None = None,
                parts: int | None = None, network_ref: str | None = None) -> None:
-        current = self.journal.state_of(job_id)
-        if state == current:
-            return  # said already (it is in the outbox, or the bridge has it)
-        if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED):
-            return  # final: a late report changes nothing
-        self.journal.set_job(job_id, state)
+        """Record and send a job's new state. Never raises for the journal: an
+        outcome it cannot write is held (in order) until it can."""
+        entry: list[Any] = [job_id, state, {"reason": reason, "parts": parts, "network_ref": network_ref}, False]
+        if self.journal_fault is not None:
+            self._held_reports.append(entry)
+            return
+        try:
+            self._report_once(entry)
+        except OSError as exc:
+            self._held_reports.append(entry)
+            self._journal_failed(exc)
+
+    def _report_once(self, entry: list[Any]) -> None:
+        job_id, state, kwargs, written = entry
+        if not written:
+            current = self.journal.state_of(job_id)
+            if state == current:
+                return  # said already (it is in the outbox, or the bridge has it)
+            if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED):
+                return  # final: a late report changes nothing
+            self.journal.set_job(job_id, state)
+            entry[3] = True
         self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job_id,
-                                     state=state, at=time.time(), reason=reason, parts=parts,
-                                     network_ref=network_ref)])
+                                     state=state, at=time.time(), **kwargs)])
+
+    # -- a journal the disk refuses -----------------------------------------
+
+    def _journal_failed(self, exc: OSError) -> None:
+        if self.journal_fault is None:
+            self.journal_fault = f"journal {self.journal.path} cannot be written: {exc.strerror or exc}"
+            self.log.error("%s; taking no job until it can (outcomes held in memory)", self.journal_fault)
+            self._journal_ok.clear()
+            self._tasks.spawn(self._journal_retry())
+
+    async def _journal_retry(self) -> None:
+        delay = 0.25
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            try:
+                self.journal.probe()
+                while self._held_reports:
+                    self._report_once(self._held_reports[0])
+                    self._held_reports.pop(0)
+                held, self._held_jobs = self._held_jobs, []
+                try:
+                    self._record_taken(held)
+                except OSError:
+                    self._held_jobs = held + self._held_jobs
+                    raise
+            except OSError:
+                continue
+            break
+        self.log.warning("journal %s takes writes again; taking jobs", self.journal.path)
+        self.journal_fault = None
+        self._journal_ok.set()
 
     def new_event_id(self) -> str:
         return self.journal.next_event_id()
@@ -167,9 +226,9 @@ class AgentRuntime:
         import websockets
 
         await self._recover()
-        for _ in range(self.workers):
-            self._tasks.spawn(self._worker())
-        self._tasks.spawn(self._status_loop())
+        for n in range(self.workers):
+            self._tasks.spawn(self._kept(f"worker {n + 1}", self._worker))
+        self._tasks.spawn(self._kept("status", self._status_loop))
         delay = 0.5
         failures = 0
         while True:
@@ -246,37 +305,65 @@ class AgentRuntime:
 
     def _on_frame(self, message: protocol.Message) -> None:
         if isinstance(message, protocol.Ack):
-            self.journal.ack(message.event_ids)
+            try:
+                self.journal.ack(message.event_ids)
+            except OSError as exc:  # not written: those events go again later, the bridge knows them
+                self._journal_failed(exc)
         elif isinstance(message, protocol.Jobs):
             self._take_jobs(message.jobs)
 
     def _take_jobs(self, jobs: tuple[protocol.Job, ...]) -> None:
         now = time.monotonic()
         fresh = []
+        held = {j.job_id for j, _ in self._held_jobs}
         for job in jobs:
             known = self.journal.state_of(job.job_id)
+            if job.job_id in held:
+                continue  # waits for the journal already
             if known is None or known == protocol.JOB_REJECTED:
                 fresh.append(job)
             elif not any(getattr(e, "job_id", None) == job.job_id for e in self._unsent.values()):
                 # Pushed again (the bridge did not see our answer): say where it is,
                 # never run it twice.
                 state = protocol.JOB_ACCEPTED if known == SENDING else known
-                self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job.job_id,
-                                             state=state, at=time.time(), reason="already known")])
-        if fresh:
-            self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_json(j))
-                                     for j in fresh)
-            for job in fresh:
-                self._queue.put_nowait((-job.priority, next(self._arrivals), job, now))
+                try:
+                    self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job.job_id,
+                                                 state=state, at=time.time(), reason="already known")])
+                except OSError as exc:  # the bridge asks again
+                    self._journal_failed(exc)
+        if not fresh:
+            return
+        if self.journal_fault is not None:
+            self._held_jobs.extend((job, now) for job in fresh)
+            return
+        try:
+            self._record_taken([(job, now) for job in fresh])
+        except OSError as exc:
+            self._held_jobs.extend((job, now) for job in fresh)
+            self._journal_failed(exc)
+
+    def _record_taken(self, jobs: list[tuple[protocol.Job, float]]) -> None:
+        """Jobs accepted: in the journal, then queued for the workers (OSError: neither)."""
+        if jobs:
+            self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_json(j)) for j, _ in jobs)
+            for job, received in jobs:
+                self._queue.put_nowait((-job.priority, next(self._arrivals), job, received))
 
     async def _worker(self) -> None:
         while True:
             _, _, job, received = await self._queue.get()
+            await self._journal_ok.wait()
             if time.monotonic() - received > self.lease_s:
                 self.report(job.job_id, protocol.JOB_REJECTED,
                             reason=f"not begun within the {self.lease_s:g} s lease")
                 continue
-            self.journal.set_job(job.job_id, SENDING)
+            while True:  # written before the radio is touched, or the radio is not touched
+                try:
+                    self.journal.set_job(job.job_id, SENDING)
+                    break
+                except OSError as exc:
+                    self._journal_failed(exc)
+                    await self._journal_ok.wait()
             try:
                 await self.backend.execute(job, self.report)
             except asyncio.CancelledError:
@@ -284,6 +371,18 @@ class AgentRuntime:
             except Exception as exc:  # noqa: BLE001 - a backend bug fails the job, not the agent
                 self.log.exception("job %s failed in the backend", job.job_id)
                 self.report(job.job_id, protocol.JOB_FAILED, reason=f"agent error: {exc}")
+
+    async def _kept(self, name: str, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task``; should it fail, log it and run it again (a worker never dies silently)."""
+        while True:
+            try:
+                await task()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("agent %s failed; restarted", name)
+                await asyncio.sleep(1.0)
 
     async def _status_loop(self) -> None:
         while True:

@@ -48,6 +48,9 @@ class RecordingDaemon:
         self.asked.append(("recheck", device_id))
         return True
 
+    async def store_fault(self) -> str | None:
+        return None
+
 
 class Page:
     """A MetricsSource."""

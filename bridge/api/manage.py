@@ -207,6 +207,10 @@ class Manage:
             row["last_seen_at"] = iso(row["last_seen"]) if isinstance(row.get("last_seen"), float) else None
         return rows
 
+    async def store_fault(self) -> str | None:
+        """Why the store takes no writes now, or None (shown beside the devices)."""
+        return await self.daemon.store_fault() if self.daemon is not None else None
+
     async def recheck(self, viewer: AccountConfig, device_id: str) -> dict[str, Any]:
         device = self.settings.config.device(device_id)
         if device is None or self.daemon is None or (device.account != viewer.login
@@ -350,7 +354,9 @@ class ManageRoutes:
         return success(await self.manage.test_event(self._account(request)))
 
     async def devices(self, request: web.Request) -> web.Response:
-        return success(await self.manage.devices(self.auth.bearer(request)))
+        rows = await self.manage.devices(self.auth.bearer(request))
+        fault = await self.manage.store_fault()
+        return success(rows, store={"writable": fault is None, "fault": fault})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         return await self.manage.stream(request, self._account(request))

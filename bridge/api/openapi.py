@@ -301,8 +301,10 @@ def _paths() -> dict[str, Any]:
                                 security=NONE, tags=("operations",))},
         "/api/v1/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")},
                                             security=NONE, tags=("operations",))},
-        "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"}, "ok")}, security=NONE,
-                                tags=("operations",))},
+        "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"}, "ok"),
+                                             "503": _json({"type": "object", "properties": {"store": STR}},
+                                                          "the store takes no writes; `store` says why")},
+                                security=NONE, tags=("operations",))},
         **_smsflow_paths(),
     }
 

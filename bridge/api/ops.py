@@ -39,6 +39,12 @@ class Ops:
         self.metrics_source = metrics
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """200 ``{"status": "ok"}``; 503 with ``store`` saying why while the
+        store takes no writes (everything that would store something is refused)."""
+        fault = await self.daemon.store_fault() if self.daemon is not None else None
+        if fault is not None:
+            return web.json_response({"status": "error", "message": f"the store takes no writes: {fault}",
+                                      "store": fault}, status=503, headers={"Retry-After": "5"})
         return web.json_response({"status": "ok"})
 
     async def openapi(self, request: web.Request) -> web.Response:

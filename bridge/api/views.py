@@ -31,6 +31,11 @@ class DaemonView(Protocol):
         """Close the device's session if its token was revoked; True if closed."""
         ...
 
+    async def store_fault(self) -> str | None:
+        """Why the store takes no writes now (disk full, file deleted, database
+        out of reach), or None."""
+        ...
+
 
 class MetricsSource(Protocol):
     """The Prometheus page (``GET /metrics``)."""

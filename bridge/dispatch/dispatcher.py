@@ -27,7 +27,7 @@ from bridge.config import Config, DeviceConfig
 from bridge.core import numbers
 from bridge.core.sealing import Sealer, SealError
 from bridge.dispatch.session import DeviceHealth, DeviceSession, Pacer
-from bridge.store.model import Job
+from bridge.store.model import Job, StoreUnavailable
 from bridge.store.protocols import JobQueue
 from device_agents import protocol
 from device_agents.tasks import TaskSet
@@ -186,6 +186,9 @@ class Dispatcher:
             self._wake.clear()
             try:
                 timeout = await self.dispatch_round()
+            except StoreUnavailable as exc:  # said once by the daemon; no traceback a second
+                log.debug("dispatch round: %s; retrying", exc)
+                timeout = 1.0
             except Exception:
                 log.exception("dispatch round failed; retrying")
                 timeout = 1.0

@@ -33,6 +33,7 @@ from bridge.core import callnotes
 from bridge.dispatch.dispatcher import Dispatcher
 from bridge.dispatch.session import DeviceSession
 from bridge.dispatch.tokens import TokenBook
+from bridge.store.model import StoreUnavailable
 from bridge.store.protocols import Store
 from device_agents import protocol
 
@@ -210,6 +211,9 @@ class AgentListener:
         except protocol.RemoteProtocolError as exc:
             reason = f"protocol error: {exc}"
             await self._refuse(ws, str(exc), device.id)
+        except StoreUnavailable as exc:  # nothing acked: the agent keeps its events and comes back
+            reason = f"the store takes no writes ({exc})"
+            await ws.close(protocol.CLOSE_TRY_LATER, "the store takes no writes; try again later")
         except websockets.ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == protocol.CLOSE_TOO_BIG:
                 reason = "frame too big"

@@ -70,3 +70,18 @@ def devices(config: Config) -> list[dict[str, Any]]:
                 seen.add(key)
                 rows.append(row)
     return rows
+
+
+def store_fault(config: Config) -> str | None:
+    """Why the running daemon's store takes no writes (its ``/healthz`` answers
+    503 with ``store``), or None when it does."""
+    try:
+        request(config, "GET", "/healthz", timeout=5)
+    except DaemonError as exc:
+        if exc.status != 503:
+            raise
+        try:
+            return str(json.loads(exc.detail)["store"])
+        except (ValueError, KeyError, TypeError):
+            return exc.detail
+    return None

@@ -106,10 +106,28 @@ def check_store(config: Config) -> Iterator[Finding]:
 
 def _daemon_up(config: Config) -> bool:
     try:
-        client.request(config, "GET", "/healthz", timeout=3, raw=True)
+        client.request(config, "GET", "/healthz", timeout=10, raw=True)
         return True
-    except (client.DaemonUnreachable, client.DaemonError):
+    except client.DaemonError as exc:
+        return exc.status == 503  # up, but its store takes no writes (check_daemon_store says why)
+    except client.DaemonUnreachable:
         return False
+
+
+def check_daemon_store(config: Config, daemon_up: bool) -> Iterator[Finding]:
+    """The running daemon's store takes writes (not full, not deleted, in reach)."""
+    if not daemon_up:
+        return
+    try:
+        fault = client.store_fault(config)
+    except (client.DaemonUnreachable, client.DaemonError) as exc:
+        yield Finding(WARN, "store (running daemon)", f"not asked: {exc}", "")
+        return
+    if fault is not None:
+        yield Finding(FAIL, "store (running daemon)", f"takes no writes: {fault}; the API refuses with 503",
+                      "free space where the store lives, or see docs/operations.md, Storage faults")
+    else:
+        yield Finding(OK, "store (running daemon)", "takes writes")
 
 
 def check_ports(config: Config, daemon_up: bool) -> Iterator[Finding]:
@@ -288,6 +306,7 @@ def checks(config: Config) -> Iterator[Finding]:
                   f"{len(config.devices)} device(s)")
     yield from check_store(config)
     up = _daemon_up(config)
+    yield from check_daemon_store(config, up)
     yield from check_ports(config, up)
     yield from check_adb(config, up)
     yield from check_serial(config)

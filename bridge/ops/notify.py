@@ -56,7 +56,10 @@ class Notifier:
         data = "\n".join(lines).encode()
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a receiver that does not read (its queue full) must never
+                # stall the event loop; that message is dropped instead.
+                self._sock = socket.socket(socket.AF_UNIX,
+                                           socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto(data, self.address)
             return True
         except OSError as exc:

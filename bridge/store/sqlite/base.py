@@ -6,22 +6,35 @@ Reads run on the store thread as they come. Writes (functions marked with
 :meth:`SqliteBase._tx`) that arrive while the thread is busy are run together,
 each under its own savepoint, and committed with one fsync: each caller still
 gets all-or-nothing for its own write.
+
+Storage faults: a write the disk cannot take (full, read-only, I/O error) fails
+its whole batch as :class:`~bridge.store.model.StoreUnavailable` (the API answers
+503) and marks the store *unwritable* until a write succeeds again; ``ping``
+then tries a small write, so the store notices by itself when space returns.
+Before every batch, and at every ``ping``, the database's path is compared with
+the file opened: a file deleted or replaced while open takes no more writes
+(they would land in a file nobody can open again), and a copy of what it holds
+is saved beside it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import errno
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.optout import Keywords
-from bridge.store.model import Job
+from bridge.store.model import Job, StoreUnavailable
 from bridge.store.protocols import EventFilter
 from bridge.store.schema import MIGRATIONS, SCHEMA_VERSION
 from bridge.store.sqlite.recorder import EventRecorder
@@ -30,6 +43,45 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IN_CHUNK = 500  # values in one IN (...) list
+RETRY_AFTER_S = 5.0  # what a refused client is told to wait while the store cannot write
+# After the disk was full, it counts as writable again only with this much free: a
+# page squeezed in (one small write passing) is not room for the traffic.
+RECOVERY_FREE_BYTES = 1 << 20
+
+
+def storage_fault(exc: BaseException, path: Path) -> str | None:
+    """Why the disk refused ``exc`` (an SQLite error), or None when it is not a storage fault."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL":
+        return f"the disk holding {path} is full"
+    if name.startswith(("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        # SQLite does not say the errno: ask the file system the same question.
+        refusal = _try_writing(path.parent)
+        if refusal is not None and refusal.errno == errno.EROFS:
+            return f"the file system holding {path} is read-only"
+        if refusal is not None and refusal.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk holding {path} is full"
+        if refusal is not None:
+            return f"{path} cannot be written ({name}: {refusal.strerror or refusal})"
+        return f"{path} cannot be written ({name}: {exc})"
+    return None
+
+
+def _try_writing(directory: Path) -> OSError | None:
+    """The error writing a small file in ``directory`` gives, or None."""
+    probe = directory / ".simbridge-write-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"x" * 4096)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+        return exc
+    return None
 
 
 def marks(count: int) -> str:
@@ -87,6 +139,17 @@ class SqliteBase:
         self._keywords = Keywords()
         self._region: str | None = None
         self._queue_listener: Callable[[str], None] | None = None
+        # Storage faults (see the module's doc): why writes are refused now, or None.
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._unwritable: str | None = None  # the disk refused a write; cleared by the next that passes
+        self._gone: str | None = None  # the file was deleted or replaced: for good (until a restart)
+        self._rescued: Path | None = None  # where its content was saved
+        self._rescue_again = 0.0  # (monotonic) when a failed rescue is tried again
+
+    @property
+    def fault(self) -> str | None:
+        """Why the store takes no writes now, or None."""
+        return self._gone or self._unwritable
 
     def set_queue_listener(self, callback: Callable[[str], None] | None) -> None:
         self._queue_listener = callback
@@ -109,7 +172,13 @@ class SqliteBase:
         if isinstance(fn, _Tx):
             return await self._write(fn.fn, *args)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            cause = storage_fault(exc, self.path)
+            if cause is None:
+                raise
+            raise StoreUnavailable(cause, retry_after=RETRY_AFTER_S) from exc
 
     def _tx(self, fn: Callable[..., T]) -> Callable[..., T]:
         """Mark ``fn(db, ...)`` as a write: :meth:`_run` runs it in a transaction."""
@@ -135,6 +204,7 @@ class SqliteBase:
         try:
             if db is None:
                 raise RuntimeError("store is not open")
+            self._check_file(db)
             db.execute("BEGIN IMMEDIATE")
             try:
                 for fn, args, future in batch:
@@ -142,6 +212,8 @@ class SqliteBase:
                     try:
                         result = fn(db, *args)
                     except Exception as exc:  # noqa: BLE001 - handed to its caller
+                        if isinstance(exc, sqlite3.Error) and storage_fault(exc, self.path):
+                            raise  # the disk's refusal: SQLite may have undone the whole transaction
                         db.execute("ROLLBACK TO write")
                         db.execute("RELEASE write")
                         outcomes.append((future, None, exc))
@@ -154,9 +226,82 @@ class SqliteBase:
                     db.execute("ROLLBACK")
                 raise
         except BaseException as exc:  # the commit itself failed: nobody's write happened
-            outcomes = [(future, None, exc) for _, _, future in batch]
+            refusal = self._refused(exc)
+            outcomes = [(future, None, refusal) for _, _, future in batch]
+        else:
+            self._writable_again()
         for future, result, error in outcomes:
             loop.call_soon_threadsafe(_settle, future, result, error)
+
+    # -- storage faults (on the store thread) ------------------------------------------
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        """Refuse to write into a database file deleted or replaced while open, or,
+        after the disk was full, before it has room again."""
+        if self._gone is None and self._identity is not None:
+            try:
+                st = os.stat(self.path)
+                moved = (st.st_dev, st.st_ino) != self._identity
+            except FileNotFoundError:
+                moved = True
+            except OSError:
+                moved = False  # cannot tell (e.g. an I/O error): the write says the rest
+            if moved:
+                self._gone = f"the database file {self.path} was deleted or replaced while open; no writes taken"
+                self._rescue(db)
+        if self._gone is not None:
+            if self._rescued is None and time.monotonic() >= self._rescue_again:
+                self._rescue(db)
+            raise StoreUnavailable(self._gone, retry_after=RETRY_AFTER_S)
+        if self._unwritable is not None:
+            try:
+                fs = os.statvfs(self.path.parent)
+                free = fs.f_bavail * fs.f_frsize
+            except OSError:
+                return
+            if free < RECOVERY_FREE_BYTES:
+                raise StoreUnavailable(f"{self._unwritable} ({free // 1024} KiB free)", retry_after=RETRY_AFTER_S)
+
+    RESCUE_RETRY_S = 30.0
+
+    def _rescue(self, db: sqlite3.Connection) -> None:
+        """Save what the file no longer at the path holds (it is still open here) beside it."""
+        cause = f"the database file {self.path} was deleted or replaced while open; no writes taken"
+        rescue = self.path.with_name(f"{self.path.name}.rescued-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            target = sqlite3.connect(rescue)
+            try:
+                db.backup(target)
+            finally:
+                target.close()
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(OSError):
+                rescue.unlink()
+            self._rescue_again = time.monotonic() + self.RESCUE_RETRY_S
+            self._gone = f"{cause} (its content could not be saved yet: {exc}; do not restart)"
+            log.critical("store: %s; tried again every %g s", self._gone, self.RESCUE_RETRY_S)
+        else:
+            self._rescued = rescue
+            self._gone = f"{cause}; its content was saved to {rescue}"
+            log.critical("store: %s. Stop simbridge, move that copy to %s, start it again", self._gone,
+                         self.path)
+
+    def _refused(self, exc: BaseException) -> BaseException:
+        """A failed batch's error for its callers: a storage fault as StoreUnavailable."""
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        cause = storage_fault(exc, self.path)
+        if cause is None:
+            return exc
+        if self._unwritable is None:
+            log.error("store: %s; writes refused until it can write again", cause)
+        self._unwritable = cause
+        return StoreUnavailable(cause, retry_after=RETRY_AFTER_S).with_traceback(exc.__traceback__)
+
+    def _writable_again(self) -> None:
+        if self._unwritable is not None:
+            log.warning("store: writes pass again (%s before)", self._unwritable)
+            self._unwritable = None
 
     def _select_dicts(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         cur = self._conn.execute(sql, params)
@@ -194,6 +339,8 @@ class SqliteBase:
                 db.close()
                 raise
             log.info("store %s migrated to schema %d", self.path, number + 1)
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         self._db = db
 
     async def close(self) -> None:
@@ -203,7 +350,27 @@ class SqliteBase:
         self._executor.shutdown(wait=True)
 
     async def ping(self) -> None:
+        """The store answers; :class:`StoreUnavailable` when it takes no writes
+        (while the disk refused the last one, a small write is tried: passing,
+        the store is writable again)."""
         await self._run(self._ping)
 
     def _ping(self) -> None:
-        self._conn.execute("SELECT 1").fetchone()
+        db = self._conn
+        self._check_file(db)
+        if self._unwritable is None:
+            db.execute("SELECT 1").fetchone()
+            return
+        try:  # a real write: a frame appended to the WAL, and synced
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                db.execute(f"PRAGMA user_version = {int(version)}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._refused(exc) from exc
+        self._writable_again()
