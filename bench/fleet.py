@@ -129,8 +129,8 @@ def headroom(sends: list[dict[str, Any]], limits: dict[float, int]) -> float | N
     least: float | None = None
     for span, cap in limits.items():
         total = 0
-        first = 0  # sends[first:k + 1] hold more than ``cap`` parts, sends[first + 1:k + 1] not
-        for k, s in enumerate(sends):
+        first = 0  # up to this send, the sends from ``first`` hold more than ``cap`` parts, from the next not
+        for s in sends:
             total += s["parts"]
             if total <= cap:
                 continue
