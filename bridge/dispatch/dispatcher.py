@@ -257,6 +257,7 @@ class Dispatcher:
                 for s, room, max_parts, floor in wants))
             again = False
             pushes = []
+            spaced: list[Pacer] = []  # devices that sent with a random gap: asked again when it ends
             empty: dict[str, bool] = {}  # account -> every conclusive claim came back empty
             for (session, room, max_parts, floor), jobs in zip(wants, claimed, strict=True):
                 pacer = self.pacer(session.device)
@@ -275,11 +276,11 @@ class Dispatcher:
                 session.inflight += len(jobs)
                 pushes.append(self._push(session, jobs, pacer))
                 again = again or (len(jobs) == room and not pacer.spaced)
-            await asyncio.gather(*pushes)
-            for session, _room, _max_parts, _floor in wants:
-                pacer = self.pacer(session.device)
                 if pacer.spaced:
-                    wait = min(wait, max(0.001, pacer.free_at(now) - now))
+                    spaced.append(pacer)
+            await asyncio.gather(*pushes)  # each counts its sends in its device's pace
+            for pacer in spaced:
+                wait = min(wait, max(0.001, pacer.free_at(now) - now))
             for account, nothing in empty.items():
                 if nothing and self._news == news:
                     await self._idle_until(account, now, claimed_nothing=True)
