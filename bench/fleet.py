@@ -22,6 +22,9 @@ Messages are 1 part (80 %), 2 parts (15 %) or 3 parts (5 %). Figures, from the
 phones' radio logs (when each phone was asked to send, what Android counts):
 
 - ``cap_violations``: sends that broke a device's minute or hour cap (target 0);
+- ``cap_headroom_min_ms``: how close any send came to breaking one: the
+  smallest time by which the send that had to leave a window for the next one
+  to fit had left it (negative: a violation);
 - ``rate_used_pct``: parts sent over whole minutes from the first dispatch
   while work was queued, against what the caps allowed in them (target ≥ 99);
 - ``probe_excess_p99_ms``: for priority-2 messages sent mid-campaign, the
@@ -117,6 +120,26 @@ def violations(sends: list[dict[str, Any]], limits: dict[float, int]) -> int:
             if total > cap:
                 bad += 1
     return bad
+
+
+def headroom(sends: list[dict[str, Any]], limits: dict[float, int]) -> float | None:
+    """How close the sends came to breaking a cap, in seconds: for each send,
+    the latest earlier send that had to be out of the window for it to fit
+    left it this long before (negative: a violation); the smallest."""
+    least: float | None = None
+    for span, cap in limits.items():
+        total = 0
+        first = 0  # up to this send, the sends from ``first`` hold more than ``cap`` parts, from the next not
+        for s in sends:
+            total += s["parts"]
+            if total <= cap:
+                continue
+            while total - sends[first]["parts"] > cap:
+                total -= sends[first]["parts"]
+                first += 1
+            gap = s["asked"] - sends[first]["asked"] - span
+            least = gap if least is None else min(least, gap)
+    return least
 
 
 def next_free(sends: list[dict[str, Any]], limits: dict[float, int], at: float) -> float:
@@ -219,6 +242,9 @@ async def run(folder: Path, messages: int, probes: int) -> dict[str, Any]:
     results["sent"] = len(every)
     results["refused_by_phones"] = messages + probes - len(every)
     results["cap_violations"] = sum(violations(logs[i], caps(i)) for i in range(PHONES))
+    rooms = [h for i in range(PHONES) if (h := headroom(logs[i], caps(i))) is not None]
+    if rooms:
+        results["cap_headroom_min_ms"] = min(rooms) * 1000
     # Rate used: whole minutes from the first send while work was queued (until the last dispatch).
     first = min(s["asked"] for s in every)
     minutes = int((last_queued - first) // 60)
@@ -231,8 +257,14 @@ async def run(folder: Path, messages: int, probes: int) -> dict[str, Any]:
         results["rate_used_pct"] = sent_parts / allowed * 100
         results["rate_minutes"] = minutes
     probe_rows = {s["id_sms_api"]: s for s in every if str(s.get("id_sms_api", "")).startswith("probe-")}
-    excess = []
-    waits = []
+    # Where a probe's time went: accepted (the job's row written), claimed (its claim written), asked.
+    conn = sqlite3.connect(f"file:{folder / 'data' / 'simbridge.db'}?mode=ro", uri=True)
+    stamps = {key: (created, claimed) for key, created, claimed in conn.execute(
+        "SELECT id_sms_api, created, dispatched_at FROM jobs WHERE id_sms_api LIKE 'probe-%'")}
+    conn.close()
+    excess: list[float] = []
+    waits: list[float] = []
+    parts: dict[str, list[float]] = {"accept": [], "queue_beyond_slot": [], "trip": []}
     for key, at in sent_at.items():
         row = probe_rows.get(key)
         if row is None:
@@ -240,14 +272,27 @@ async def run(folder: Path, messages: int, probes: int) -> dict[str, Any]:
         slot = min(next_free(logs[i], caps(i), at) for i in range(PHONES))
         waits.append((row["asked"] - at) * 1000)
         excess.append((row["asked"] - slot) * 1000)
+        created, claimed = stamps.get(key, (None, None))
+        if created is not None and claimed is not None:
+            parts["accept"].append((created - at) * 1000)
+            parts["queue_beyond_slot"].append((claimed - max(created, slot)) * 1000)
+            parts["trip"].append((row["asked"] - claimed) * 1000)
     results["probes_reached"] = len(excess)
     if excess:
-        ordered = sorted(excess)
-        results["probe_excess_p99_ms"] = ordered[max(0, int(len(ordered) * 0.99 + 0.5) - 1)]
+        results["probe_excess_p99_ms"] = p99(excess)
         results["probe_excess_p50_ms"] = statistics.median(excess)
         results["probe_wait_p50_ms"] = statistics.median(waits)
         results["probe_wait_max_ms"] = max(waits)
+        for name, values in parts.items():
+            if values:
+                results[f"probe_{name}_p50_ms"] = statistics.median(values)
+                results[f"probe_{name}_p99_ms"] = p99(values)
     return results
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(len(ordered) * 0.99 + 0.5) - 1)]
 
 
 def main() -> None:
@@ -259,7 +304,7 @@ def main() -> None:
     results: dict[str, Any] = {"load_start": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="simbridge-bench-fleet-") as tmp:
         results.update(asyncio.run(run(Path(tmp), args.messages, args.probes)))
-    for key in ("cap_violations", "rate_used_pct", "probe_excess_p99_ms", "probe_excess_p50_ms",
+    for key in ("cap_violations", "cap_headroom_min_ms", "rate_used_pct", "probe_excess_p99_ms", "probe_excess_p50_ms",
                 "probe_wait_p50_ms", "refused_by_phones"):
         if key in results:
             print(f"{key:22s} {results[key]:10.1f}" if isinstance(results[key], float) else

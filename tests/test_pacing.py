@@ -4,9 +4,11 @@ the pure rules first, then a real daemon with virtual phones."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 import re
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,9 +16,10 @@ from api_util import radio, serving
 from conftest import make_config, wait_until
 
 from bridge.config import ConfigError, DeviceConfig, parse
-from bridge.dispatch.dispatcher import quiet_until
-from bridge.dispatch.session import Pacer, Window
-from bridge.store.model import NewJob
+from bridge.dispatch.dispatcher import PACING_MARGIN_S, Dispatcher, quiet_until
+from bridge.dispatch.session import DeviceSession, Pacer, Window
+from bridge.store.model import Job, NewJob
+from device_agents import protocol
 
 
 def device(**kw) -> DeviceConfig:
@@ -157,6 +160,94 @@ def test_pacing_keys_are_read_and_checked():
 def test_bad_pacing_keys_name_the_key(keys, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_with(**keys)
+
+
+# -- the dispatcher's timing ---------------------------------------------------------
+
+
+class _SlowQueue:
+    """A JobQueue whose claims take ``delay`` seconds (a store busy with a
+    group commit) and find nothing."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def claim(self, *_args, **_kw):
+        await asyncio.sleep(self.delay)
+        return []
+
+    async def next_due(self, _account):
+        return None
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    async def send(self, frame: str) -> None:
+        self.frames.append(frame)
+
+
+def _session(dev: DeviceConfig) -> DeviceSession:
+    return DeviceSession(device=dev, ws=_Socket(), hello=protocol.Hello(device_id=dev.id, proof=""), window=8)
+
+
+async def test_a_rounds_wait_counts_from_its_start_not_its_end(tmp_path):
+    """A capped device whose room comes back in 0.5 s is asked again then,
+    however long the round's claims for the other devices took."""
+    capped, other = device(id="capped", max_per_minute=1.0), device(id="other", max_per_minute=0.0)
+    config = make_config(tmp_path, devices=[
+        {"id": d.id, "kind": "virtual", "account": "user@email.com", "max_per_minute": d.max_per_minute}
+        for d in (capped, other)])
+    capped, other = config.devices
+    dispatcher = Dispatcher(config=config, store=_SlowQueue(0.3))  # type: ignore[arg-type]
+    for dev in config.devices:
+        dispatcher.sessions[dev.id] = _session(dev)
+    free_at = time.time() + 0.5
+    dispatcher.pacer(capped).record(free_at - 60.0, [1])
+    wait = await dispatcher.dispatch_round()
+    late = time.time() + wait - free_at
+    assert late < 0.1, f"the next round would come {late:.3f} s after the cap's room"
+
+
+class _Fleet:
+    """A JobQueue with one message, recording when its claim was written."""
+
+    def __init__(self) -> None:
+        self.claimed_at: float | None = None
+
+    async def claim(self, account, device_id, limit, **_kw):
+        if self.claimed_at is not None:
+            return []
+        self.claimed_at = time.time()
+        return [Job(id=1, account=account, id_sms_api="k", kind="sms", phone_number="+33611111111",
+                    message="hi", url=None, priority=2, due=0.0, expires=1e12, state="dispatched",
+                    reason=None, device_id=device_id, attempts=1, parts=1, encoding="gsm7",
+                    report=True, created=0.0, updated=0.0)]
+
+    async def next_due(self, _account):
+        return None
+
+
+class _SlowSocket(_Socket):
+    async def send(self, frame: str) -> None:
+        await asyncio.sleep(0.3)  # a socket whose buffer is full: the frame leaves late
+        self.frames.append(frame)
+
+
+async def test_a_send_counts_in_the_window_from_when_its_frame_left(tmp_path):
+    config = make_config(tmp_path, devices=[
+        {"id": "sim-1", "kind": "virtual", "account": "user@email.com", "max_per_minute": 1.0}])
+    dev = config.devices[0]
+    store = _Fleet()
+    dispatcher = Dispatcher(config=config, store=store)  # type: ignore[arg-type]
+    session = _session(dev)
+    session.ws = _SlowSocket()
+    dispatcher.sessions[dev.id] = session
+    await dispatcher.dispatch_round()
+    assert session.ws.frames and store.claimed_at is not None
+    counted_from = dispatcher.pacer(dev).free_at(time.time()) - 60.0 - PACING_MARGIN_S
+    assert counted_from >= store.claimed_at + 0.25, "counted from the claim, not from when the frame left"
 
 
 # -- in the daemon -------------------------------------------------------------------------

@@ -39,10 +39,15 @@ URGENT = 2  # the priority for which one place of every device's window is kept
 MAX_PARTS = 100  # more than any message has (5,000 characters of UCS-2: 75 parts)
 IDLE_RECHECK_S = 60.0  # an idle account is asked again after this long, whatever happens
 STICKY_WAIT_S = 60.0  # a sticky device that can send within this long keeps its contacts
-# A send counts in a device's windows from when its claim is written plus this
-# margin: a phone counts when the job reaches it (Android's SmsUsageMonitor),
-# a little after the claim; without the margin a window could end here before
-# it ends there. Costs 0.25 s a minute of the allowed rate (0.4 %).
+# A send counts in a device's windows from when its frame has left for the
+# device plus this margin: a phone counts when the job reaches it (Android's
+# SmsUsageMonitor), a little after; without the margin a window could end here
+# before it ends there. It must cover how much later one job may reach the
+# phone than the next (the trip's spread: ``bench.fleet`` prints the closest
+# any send came to a cap as ``cap_headroom_min_ms``; with 0.1 s, on a machine
+# at load 19, sends broke the cap by up to 0.37 s). It is also what a
+# priority-2 message waits beyond a cap's free slot, and costs 0.25 s a minute
+# of the allowed rate (0.4 %).
 PACING_MARGIN_S = 0.25
 
 
@@ -259,6 +264,7 @@ class Dispatcher:
                 for s, room, max_parts, floor in wants))
             again = False
             pushes = []
+            spaced: list[Pacer] = []  # devices that sent with a random gap: asked again when it ends
             empty: dict[str, bool] = {}  # account -> every conclusive claim came back empty
             for (session, room, max_parts, floor), jobs in zip(wants, claimed, strict=True):
                 pacer = self.pacer(session.device)
@@ -274,17 +280,19 @@ class Dispatcher:
                 empty[session.account] = False
                 pacer.need = 1
                 jobs = await self._keep_quiet(session, jobs, now)
-                pacer.record(time.time() + PACING_MARGIN_S, [j.parts for j in jobs])
                 session.inflight += len(jobs)
-                pushes.append(self._push(session, jobs))
+                pushes.append(self._push(session, jobs, pacer))
                 again = again or (len(jobs) == room and not pacer.spaced)
                 if pacer.spaced:
-                    wait = min(wait, max(0.001, pacer.free_at(now) - now))
-            await asyncio.gather(*pushes)
+                    spaced.append(pacer)
+            await asyncio.gather(*pushes)  # each counts its sends in its device's pace
+            for pacer in spaced:
+                wait = min(wait, max(0.001, pacer.free_at(now) - now))
             for account, nothing in empty.items():
                 if nothing and self._news == news:
                     await self._idle_until(account, now, claimed_nothing=True)
-            return 0 if again else wait
+            # ``wait`` counts from ``now``, the round's start: what the round took is already gone.
+            return 0 if again else max(0.001, wait - (time.time() - now))
 
     async def _idle_until(self, account: str, now: float, *, claimed_nothing: bool = False) -> None:
         """Mark ``account`` idle until its next scheduled job or the recheck,
@@ -318,19 +326,23 @@ class Dispatcher:
             self._kick()
         return keep
 
-    async def _push(self, session: DeviceSession, jobs: list[Job]) -> None:
+    async def _push(self, session: DeviceSession, jobs: list[Job], pacer: Pacer) -> None:
+        """Hand ``jobs`` to the device, then count them in its pace from the
+        moment their frame left (see PACING_MARGIN_S)."""
         dialer = self._dialer_for(session.device.kind) if self._dialer_for is not None else None
+        sends = jobs
         if dialer is not None:
             calls = [j for j in jobs if j.kind == "call"]
-            jobs = [j for j in jobs if j.kind != "call"]
+            sends = [j for j in jobs if j.kind != "call"]
             for job in calls:
                 self._tasks.spawn(self._dial(session, job, dialer))
-        if not jobs:
-            return
         try:
-            await self._send(session, jobs)
+            if sends:
+                await self._send(session, sends)
         except Exception as exc:  # noqa: BLE001 - the session is going; jobs stay dispatched
             log.info("device %s: push failed (%s); its jobs wait for it to come back", session.device_id, exc)
+        finally:
+            pacer.record(time.time() + PACING_MARGIN_S, [j.parts for j in jobs])
 
     async def _send(self, session: DeviceSession, jobs: list[Job]) -> None:
         """Push ``jobs``, a sealed text opened here (and only here); a job
