@@ -57,7 +57,12 @@ async def notify_queue(conn: asyncpg.Connection, node: str, account: str) -> Non
 
 
 async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-    """Insert a batch with one statement; one :class:`Enqueued` per job."""
+    """Insert a batch with one statement; one :class:`Enqueued` per job.
+
+    A key that was there before is answered with the job stored under it. Should that job be gone by the
+    time it is read (purged a moment before), or a generated key meet one already taken (astronomically
+    rare), those jobs are inserted again (with a new generated key): nothing accepted is lost, also when
+    the statement ran as its own transaction (:meth:`PgJobQueue.enqueue`)."""
     now = time.time()
     state = js.next_state(js.NEW, js.ENQUEUE)
     keys: list[str] = []
@@ -70,30 +75,44 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
             continue
         due = new.due if new.due is not None else now
         fresh[key] = (new, due, max(due, now) + new.ttl_s)
-    items = list(fresh.items())
-    cols: list[list[Any]] = [[] for _ in range(11)]
-    for key, (new, due, expires) in items:
-        for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
-                                     expires, new.parts, new.encoding, int(new.report)), strict=True):
-            col.append(value)
-    rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
-                            f"{batch.recorder.node}:{account}") if items else []
-    ids = {r["id_sms_api"]: r["id"] for r in rows}
+    ids: dict[str, int] = {}
+    existing: dict[str, Job] = {}
+    todo = list(fresh)
+    for _ in range(3):
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        for key in todo:
+            new, due, expires = fresh[key]
+            for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
+                                         expires, new.parts, new.encoding, int(new.report)), strict=True):
+                col.append(value)
+        rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
+                                f"{batch.recorder.node}:{account}") if todo else []
+        ids.update((r["id_sms_api"], r["id"]) for r in rows)
+        # Keys that were there before (sent again, or by another daemon a moment ago).
+        taken = [k for k in todo if k not in ids]
+        if taken:
+            existing.update((j.id_sms_api, j) for j in map(job_from_record, await conn.fetch(_BY_KEY, account,
+                                                                                               taken)))
+        todo = []
+        for key in taken:
+            if not fresh[key][0].id_sms_api:  # a generated key met another job's: a new one
+                again = new_id_sms_apis(1)[0]
+                fresh[again] = fresh.pop(key)
+                keys = [again if k == key else k for k in keys]
+                existing.pop(key, None)
+                todo.append(again)
+            elif key not in existing:  # gone since the insert met it: insert it again
+                todo.append(key)
+        if not todo:
+            break
+    else:
+        raise RuntimeError(f"id_sms_api {todo[0]!r} could not be stored; send again")
     created: dict[str, Job] = {}
-    for key, (new, due, expires) in items:
+    for key, (new, due, expires) in fresh.items():
         if key in ids:
             created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
                                new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
                                new.report, now, now)
-    # Keys that were there before (sent again, or by another daemon a moment ago).
-    taken = [k for k in fresh if k not in ids]
-    existing = {j.id_sms_api: j for j in map(job_from_record, await conn.fetch(_BY_KEY, account, taken))} \
-        if taken else {}
-    for key in taken:
-        if key not in existing:
-            raise RuntimeError(f"id_sms_api {key!r} could not be stored; send again")
-        if not fresh[key][0].id_sms_api:
-            raise RuntimeError(f"id_sms_api {key!r} collided; send again")  # a generated key: astronomically rare
     if created:
         links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
                  for k, job in created.items() if fresh[k][0].link_code and job.url]
@@ -175,13 +194,21 @@ def _claim_sql(avoid: bool) -> str:
 
 
 _CLAIM = _claim_sql(False)
+_ENQUEUED = js.next_state(js.NEW, js.ENQUEUE)
 _CLAIM_AVOIDING = _claim_sql(True)
 
 
 class PgJobQueue(PgBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-        async with self._tx() as conn:
-            out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+        if any(new.link_code for new in jobs) or self._recorder.wants(account, events.STATE_EVENTS[_ENQUEUED]):
+            async with self._tx() as conn:
+                out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+        else:
+            # Nothing to write beside the one statement (jobs, history, counters, NOTIFY): it runs as its
+            # own transaction, without BEGIN and COMMIT round trips (each a wake-up of both processes,
+            # milliseconds on a busy machine). Durable as any commit (synchronous_commit as configured).
+            async with self._read() as conn:
+                out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
         self._queue_changed(account)
         return out
 
