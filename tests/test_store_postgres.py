@@ -169,18 +169,18 @@ async def test_a_generated_key_meeting_a_taken_one_is_stored_under_another(url, 
     """A generated id_sms_api that another job already has (astronomically rare, forced here): the
     message is stored under a new key, the other job is left alone, and nothing is refused — also when
     the enqueue is one statement committed on its own (no webhook event wanted)."""
-    from bridge.store.postgres import jobs as pg_jobs
+    from bridge.store import shaping  # where the batch's keys are generated
     store = PostgresStore(url, event_filter=event_filter, pool_size=2)
     await store.open()
     try:
         [first] = await store.enqueue("a", [NewJob(kind="sms", phone_number="+33612345678", message="first")])
-        real = pg_jobs.new_id_sms_apis
+        real = shaping.new_id_sms_apis
         calls = []
 
         def colliding(count: int) -> list[str]:
             calls.append(count)
             return [first.job.id_sms_api, *real(count - 1)] if len(calls) == 1 else real(count)
-        monkeypatch.setattr(pg_jobs, "new_id_sms_apis", colliding)
+        monkeypatch.setattr(shaping, "new_id_sms_apis", colliding)
         out = await store.enqueue("a", [NewJob(kind="sms", phone_number="+33698765432", message="second"),
                                         NewJob(kind="sms", phone_number="+33611111111", message="third")])
         assert [e.created for e in out] == [True, True]

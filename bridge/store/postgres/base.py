@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from bridge.core.optout import Keywords
-from bridge.store.model import Job, StoreUnavailable
+from bridge.store.model import StoreUnavailable
 from bridge.store.postgres.recorder import OUTBOX_CHANNEL, EventRecorder, written
 from bridge.store.protocols import EventFilter
 from bridge.store.schema import SCHEMA_VERSION, postgres_migration
@@ -68,12 +68,6 @@ class _Conn(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
-
-
-def job_from_record(row: Any) -> Job:
-    values = list(row)
-    values[16] = bool(values[16])
-    return Job(*values)
 
 
 class PgBase:
