@@ -300,20 +300,195 @@ async def _measure(http: aiohttp.ClientSession, boxes: list[Daemon], accept_requ
             d.stop()
 
 
-async def growth_point(folder: Path, backend: str, size: int, accept_requests: int) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        if backend == "sqlite":
-            path = folder / f"sqlite-{size}" / "simbridge.db"
-            path.parent.mkdir(parents=True)
+# -- CPU time (load-independent, where wall-clock figures are not) ---------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class CpuMeter:
+    """CPU time of the daemon's process and, on PostgreSQL, of the server processes serving its
+    database (``pg_stat_activity``: its pool's backends; a backend that ends between two readings is
+    not counted)."""
+
+    def __init__(self, d: Daemon, db: str | None) -> None:
+        self.d, self.db = d, db
+
+    async def read(self) -> dict[int, float]:
+        assert self.d.proc is not None
+        out = {self.d.proc.pid: cpu_s(self.d.proc.pid)}
+        if self.db is not None:
+            conn = await asyncpg.connect(SERVER)
+            try:
+                pids = [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1",
+                                                       self.db)]
+            finally:
+                await conn.close()
+            out.update((pid, cpu_s(pid)) for pid in pids)
+        return out
+
+    @staticmethod
+    def spent(before: dict[int, float], after: dict[int, float]) -> float:
+        return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+# -- growth: one daemon per store size, measured in turn, round after round ------------
+
+
+class Point:
+    """One store size: its store, its daemon, and what it measured round after round."""
+
+    def __init__(self, backend: str, size: int, folder: Path) -> None:
+        self.backend, self.size = backend, size
+        self.pg = Postgres() if backend == "postgresql" else None
+        self.folder = folder / f"{backend}-{size}"
+        self.daemon: Daemon | None = None
+        self.meter: CpuMeter | None = None
+        self.seed_s = 0.0
+        self.runs: dict[str, list[float]] = {k: [] for k in (
+            "accept_per_s", "accept_cpu_us", "during", "metrics", "metrics_cpu_us", "list_skip", "list_cursor")}
+
+    async def open(self, http: aiohttp.ClientSession) -> None:
+        if self.pg is None:
+            path = self.folder / "simbridge.db"
+            self.folder.mkdir(parents=True)
             migrate_sqlite(path)
-            seeded = seed_sqlite(path, size)
-            return await _grow(http, Daemon(path.parent, node="n0", url=None, phones=[]), size, seeded,
-                               accept_requests)
-        async with Postgres() as pg:
-            await migrate_postgres(pg.url)
-            seeded = await seed_postgres(pg.url, size)
-            return await _grow(http, Daemon(folder / f"pg-{size}", node="n0", url=pg.url, phones=[]), size, seeded,
-                               accept_requests)
+            self.seed_s = seed_sqlite(path, self.size)
+            self.daemon = Daemon(self.folder, node="n0", url=None, phones=[])
+        else:
+            await self.pg.__aenter__()
+            await migrate_postgres(self.pg.url)
+            self.seed_s = await seed_postgres(self.pg.url, self.size)
+            self.daemon = Daemon(self.folder, node="n0", url=self.pg.url, phones=[])
+        await self.daemon.start(http)
+        self.meter = CpuMeter(self.daemon, self.pg.name if self.pg else None)
+
+    async def close(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+        if self.pg is not None:
+            await self.pg.__aexit__()
+
+    async def reset(self) -> None:
+        """Back to the seeded rows, settled as after the seed: the jobs a round accepted deleted (their
+        history and counters with them), then VACUUM and a checkpoint on PostgreSQL (so that every round
+        starts with the same pages to write: the first change of a page after a checkpoint writes the
+        whole page to the WAL), ``wal_checkpoint`` on SQLite."""
+        deleted = ("SELECT state, priority, COUNT(*) FROM jobs WHERE account = {p} AND id_sms_api NOT LIKE 'seed%' "
+                   "GROUP BY state, priority")
+        history = ("DELETE FROM job_history WHERE job_id IN (SELECT id FROM jobs WHERE account = {p} "
+                   "AND id_sms_api NOT LIKE 'seed%')")
+        jobs = "DELETE FROM jobs WHERE account = {p} AND id_sms_api NOT LIKE 'seed%'"
+        if self.pg is None:
+            db = sqlite3.connect(self.folder / "simbridge.db", isolation_level=None, timeout=30)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                rows = db.execute(deleted.format(p="?"), (IDLE,)).fetchall()
+                db.execute(history.format(p="?"), (IDLE,))
+                db.execute(jobs.format(p="?"), (IDLE,))
+                db.executemany("INSERT INTO counters (name, n) VALUES (?, ?)",
+                               [(job_counter(state, pr), -n) for state, pr, n in rows])
+                db.execute("COMMIT")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                db.close()
+            return
+        conn = await asyncpg.connect(self.pg.url)
+        try:
+            async with conn.transaction():
+                rows = await conn.fetch(deleted.format(p="$1"), IDLE)
+                await conn.execute(history.format(p="$1"), IDLE)
+                await conn.execute(jobs.format(p="$1"), IDLE)
+                await conn.executemany("INSERT INTO counters (name, n) VALUES ($1, $2)",
+                                       [(job_counter(r[0], r[1]), -r[2]) for r in rows])
+            await conn.execute("VACUUM (ANALYZE) jobs, job_history, counters")
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute("CHECKPOINT")
+        finally:
+            await conn.close()
+
+    async def round(self, http: aiohttp.ClientSession, accept_requests: int, n: int) -> None:
+        d, meter = self.daemon, self.meter
+        assert d is not None and meter is not None
+        await self.reset()
+        await _get(http, d.base + "/metrics")  # the pool's connections open, statements prepared
+        c0 = await meter.read()
+        scrapes = [await _timed(_get(http, d.base + "/metrics")) for _ in range(20)]
+        self.runs["metrics_cpu_us"].append(meter.spent(c0, await meter.read()) / 20 * 1e6)
+        self.runs["metrics"] += scrapes
+        for i in range(10):
+            scrape = asyncio.create_task(_get(http, d.base + "/metrics"))
+            await asyncio.sleep(0)
+            self.runs["during"].append(await _timed(post(http, d.base, IDLE, numbers(1, 9_000_000 + n * 10 + i),
+                                                         "one")))
+            await scrape
+        deep = str(min(self.size // 2, 50_000))
+        self.runs["list_skip"].append(await _timed(_get(http, d.base + "/api/v1/sms", take="50", skip=deep)))
+        page = await _get(http, d.base + "/api/v1/sms", take="50", skip=deep)
+        self.runs["list_cursor"].append(await _timed(_get(http, d.base + "/api/v1/sms", take="50",
+                                                          cursor=page["next_cursor"])))
+        c0 = await meter.read()
+        self.runs["accept_per_s"].append(await accept_rate(http, [d], accept_requests, 1_000_000))
+        self.runs["accept_cpu_us"].append(meter.spent(c0, await meter.read()) / (accept_requests * BULK) * 1e6)
+
+    def figures(self) -> dict[str, Any]:
+        r = self.runs
+        assert self.daemon is not None
+        return {"rows": self.size, "rounds": len(r["accept_per_s"]), "seed_s": round(self.seed_s, 1),
+                "accept_per_s": round(statistics.median(r["accept_per_s"])),
+                "accept_per_s_min": round(min(r["accept_per_s"])), "accept_per_s_max": round(max(r["accept_per_s"])),
+                "accept_cpu_us_per_msg": round(statistics.median(r["accept_cpu_us"]), 1),
+                "enqueue_during_scrape_ms": round(statistics.median(r["during"]), 1),
+                "enqueue_during_scrape_max_ms": round(max(r["during"]), 1),
+                "metrics_ms": round(statistics.median(r["metrics"]), 1),
+                "metrics_max_ms": round(max(r["metrics"]), 1),
+                "metrics_cpu_us": round(statistics.median(r["metrics_cpu_us"])),
+                "list_skip_ms": round(statistics.median(r["list_skip"]), 1),
+                "list_cursor_ms": round(statistics.median(r["list_cursor"]), 1),
+                "startup_s": round(self.daemon.startup_s, 2), "rss_mb": round(self.daemon.rss_mb(), 1)}
+
+
+async def growth(folder: Path, backend: str, sizes: list[int], rounds: int,
+                 accept_requests: int) -> list[dict[str, Any]]:
+    """Every size's daemon up at once; each round measures every size in turn (the order turned by one
+    each round), so that a size is never measured only while the machine was busier. Acceptance is
+    compared within a round (``accept_vs_first``: the median over rounds of this size's rate over the
+    first size's in the same round)."""
+    points = [Point(backend, size, folder) for size in sizes]
+    async with aiohttp.ClientSession() as http:
+        try:
+            for p in points:
+                await p.open(http)
+            ratios: list[list[float]] = [[] for _ in points]
+            for n in range(rounds):
+                order = points[n % len(points):] + points[:n % len(points)]
+                for p in order:
+                    await p.round(http, accept_requests, n)
+                print(f"  {backend} round {n + 1}/{rounds}: accept/s "
+                      + ", ".join(f"{p.size}: {p.runs['accept_per_s'][-1]:.0f}" for p in points)
+                      + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+                for i, p in enumerate(points):
+                    ratios[i].append(p.runs["accept_per_s"][-1] / points[0].runs["accept_per_s"][-1])
+            out = []
+            for p, rs in zip(points, ratios, strict=True):
+                figures = p.figures()
+                figures["accept_vs_first"] = round(statistics.median(rs), 2)
+                figures["accept_vs_first_min"], figures["accept_vs_first_max"] = round(min(rs), 2), round(max(rs), 2)
+                figures["accept_cpu_vs_first"] = round(
+                    figures["accept_cpu_us_per_msg"] / statistics.median(points[0].runs["accept_cpu_us"]), 2)
+                out.append(figures)
+            return out
+        finally:
+            for p in points:
+                await p.close()
 
 
 async def _timed(coro: Any) -> float:
@@ -329,82 +504,68 @@ async def _get(http: aiohttp.ClientSession, url: str, **params: str) -> dict[str
         return await resp.json(content_type=None) if "json" in resp.content_type else {"text": await resp.text()}
 
 
-async def _grow(http: aiohttp.ClientSession, d: Daemon, size: int, seeded: float,
-                accept_requests: int) -> dict[str, Any]:
-    try:
-        await d.start(http)
-        scrapes = [await _timed(_get(http, d.base + "/metrics")) for _ in range(20)]
-        during = []
-        for i in range(10):
-            scrape = asyncio.create_task(_get(http, d.base + "/metrics"))
-            await asyncio.sleep(0)
-            during.append(await _timed(post(http, d.base, IDLE, numbers(1, 9_000_000 + i), "one")))
-            await scrape
-        deep = str(min(size // 2, 50_000))
-        skip_ms = await _timed(_get(http, d.base + "/api/v1/sms", take="50", skip=deep))
-        page = await _get(http, d.base + "/api/v1/sms", take="50", skip=deep)
-        cursor_ms = await _timed(_get(http, d.base + "/api/v1/sms", take="50", cursor=page["next_cursor"]))
-        accept = await accept_rate(http, [d], accept_requests, 1_000_000)
-        return {"rows": size, "seed_s": round(seeded, 1), "accept_per_s": round(accept),
-                "enqueue_during_scrape_ms": round(statistics.median(during), 1),
-                "enqueue_during_scrape_max_ms": round(max(during), 1),
-                "metrics_ms": round(statistics.median(scrapes), 1),
-                "list_skip_ms": round(skip_ms, 1), "list_cursor_ms": round(cursor_ms, 1),
-                "startup_s": round(d.startup_s, 2), "rss_mb": round(d.rss_mb(), 1)}
-    finally:
-        d.stop()
-
-
-async def main_async(sizes: list[int], accept_requests: int, e2e: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
+async def main_async(sizes: list[int], accept_requests: int, e2e: int, rounds: int,
+                     parts: set[str], backends: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_before": os.getloadavg(), "cpus": os.cpu_count(), "rounds": rounds}
     print(f"load average before: {out['load_before']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="simbridge-scale-") as tmp:
         folder = Path(tmp)
         out["throughput"] = {}
-        for backend, daemons in (("sqlite", 1), ("postgresql", 1), ("postgresql", 3)):
-            name = f"{backend}-{daemons}"
-            out["throughput"][name] = await throughput(folder, backend=backend, daemons=daemons,
-                                                       accept_requests=accept_requests, e2e=e2e)
-            print(name, out["throughput"][name], flush=True)
+        if "throughput" in parts:
+            for backend, daemons in (("sqlite", 1), ("postgresql", 1), ("postgresql", 3)):
+                if backend not in backends:
+                    continue
+                name = f"{backend}-{daemons}"
+                runs = [await throughput(folder / f"{name}-{n}", backend=backend, daemons=daemons,
+                                         accept_requests=accept_requests, e2e=e2e) for n in range(rounds)]
+                out["throughput"][name] = {
+                    "daemons": daemons, "runs": len(runs),
+                    **{f"{k}{suffix}": round(f(r[k] for r in runs)) for k in ("accepted_per_s", "e2e_per_s")
+                       for suffix, f in (("", statistics.median), ("_min", min), ("_max", max))}}
+                print(name, out["throughput"][name], f"load {os.getloadavg()[0]:.1f}", flush=True)
         out["growth"] = {}
-        for backend in ("sqlite", "postgresql"):
-            out["growth"][backend] = []
-            for size in sizes:
-                point = await growth_point(folder, backend, size, accept_requests)
-                out["growth"][backend].append(point)
-                print(backend, point, flush=True)
+        if "growth" in parts:
+            for backend in backends:
+                out["growth"][backend] = await growth(folder, backend, sizes, rounds, accept_requests)
+                for p in out["growth"][backend]:
+                    print(backend, p, flush=True)
     out["load_after"] = os.getloadavg()
     print(f"load average after: {out['load_after']}", flush=True)
-    for points in out["growth"].values():
-        base = points[0]["accept_per_s"]
-        for p in points:
-            p["accept_vs_first"] = round(p["accept_per_s"] / base, 2)
     print_tables(out)
     return out
 
 
 def print_tables(out: dict[str, Any]) -> None:
-    print("\nthroughput (messages/s)")
-    print(f"{'setup':<14}{'accepted/s':>12}{'end-to-end/s':>14}")
+    print(f"\nthroughput (messages/s; median of {out['rounds']} runs, [min – max])")
+    print(f"{'setup':<14}{'accepted/s':>26}{'end-to-end/s':>24}")
     for name, t in out["throughput"].items():
-        print(f"{name:<14}{t['accepted_per_s']:>12}{t['e2e_per_s']:>14}")
-    print("\ngrowth")
-    cols = ("rows", "accept_per_s", "accept_vs_first", "enqueue_during_scrape_ms", "enqueue_during_scrape_max_ms",
-            "metrics_ms", "list_skip_ms", "list_cursor_ms", "startup_s", "rss_mb", "seed_s")
-    print(f"{'backend':<12}" + "  ".join(c for c in cols))
+        print(f"{name:<14}{t['accepted_per_s']:>8} [{t['accepted_per_s_min']} – {t['accepted_per_s_max']}]"
+              f"{t['e2e_per_s']:>12} [{t['e2e_per_s_min']} – {t['e2e_per_s_max']}]")
+    print(f"\ngrowth (medians of {out['rounds']} rounds; [min – max])")
     for backend, points in out["growth"].items():
         for p in points:
-            print(f"{backend:<12}" + "  ".join(f"{p[c]!s:>{len(c)}}" for c in cols))
+            print(f"{backend:<11}{p['rows']:>8} rows  accept/s {p['accept_per_s']} [{p['accept_per_s_min']} – "
+                  f"{p['accept_per_s_max']}]  vs first {p['accept_vs_first']} [{p['accept_vs_first_min']} – "
+                  f"{p['accept_vs_first_max']}]  CPU/msg {p['accept_cpu_us_per_msg']} us "
+                  f"(vs first {p['accept_cpu_vs_first']})  enqueue during scrape {p['enqueue_during_scrape_ms']} / "
+                  f"{p['enqueue_during_scrape_max_ms']} ms  /metrics {p['metrics_ms']} / {p['metrics_max_ms']} ms "
+                  f"({p['metrics_cpu_us']} us CPU)  list skip {p['list_skip_ms']} ms, cursor {p['list_cursor_ms']} ms"
+                  f"  start-up {p['startup_s']} s  RSS {p['rss_mb']} MB  seed {p['seed_s']} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="store sizes of the growth table")
+    parser.add_argument("--rounds", type=int, default=5, help="repetitions (figures are their medians)")
+    parser.add_argument("--only", choices=("throughput", "growth"), help="one part only")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="sqlite, postgresql or both")
     args = parser.parse_args()
     sizes = [10_000, 50_000] if args.quick else [int(s) for s in args.sizes.split(",")]
-    requests, e2e = (5, 600) if args.quick else (20, 3000)
-    out = asyncio.run(main_async(sizes, requests, e2e))
+    requests, e2e = (5, 600) if args.quick else (10, 3000)
+    rounds = 2 if args.quick else args.rounds
+    parts = {args.only} if args.only else {"throughput", "growth"}
+    out = asyncio.run(main_async(sizes, requests, e2e, rounds, parts, args.backends.split(",")))
     print(json.dumps(out))
 
 

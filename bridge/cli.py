@@ -227,10 +227,11 @@ def _percent(value: Any) -> str:
 
 
 def devices_table(rows: list[dict[str, Any]], *, now: float | None = None) -> str:
-    """The human table of ``simbridge devices``."""
+    """The human table of ``simbridge devices``; NODE is the daemon (box) that holds the device, or
+    last held it (``[store] node``: several daemons on one PostgreSQL store show every box's devices)."""
     now = time.time() if now is None else now
-    cols = ("DEVICE", "KIND", "ACCOUNT", "STATE", "SIGNAL", "BATTERY", "NETWORK", "LAST SEEN", "REASON")
-    table = [[str(r.get("id", "?")), str(r.get("kind", "?")), str(r.get("account", "?")),
+    cols = ("DEVICE", "NODE", "KIND", "ACCOUNT", "STATE", "SIGNAL", "BATTERY", "NETWORK", "LAST SEEN", "REASON")
+    table = [[str(r.get("id", "?")), str(r.get("node") or "-"), str(r.get("kind", "?")), str(r.get("account", "?")),
               str(r.get("state", "?")) + (f" ({r['step']})" if r.get("step") else ""),
               _percent(r.get("signal")), _percent(r.get("battery")),
               " ".join(str(r[k]) for k in ("network", "operator") if r.get(k)) or "-",

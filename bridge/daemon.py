@@ -352,7 +352,7 @@ class Daemon:
     def devices_view(self, account: AccountConfig | None) -> list[dict[str, Any]]:
         out = self._local_rows(account)
         for kind in self.kinds:
-            out.extend(kind.extra_rows())
+            out.extend(dict(row, node=self.node) for row in kind.extra_rows())
         # The devices other daemons on the store hold (each as that daemon last published it).
         mine = {row["id"] for row in out if row.get("state") == "online"}
         shown = {row["id"] for row in out}

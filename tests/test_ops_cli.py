@@ -34,8 +34,8 @@ async def test_devices_json_and_table(tmp_path):
         code, out, err = await cli("devices", "--config", str(path))
         assert code == 0, err
         header, row = out.splitlines()[:2]
-        assert header.split()[:4] == ["DEVICE", "KIND", "ACCOUNT", "STATE"]
-        assert row.split()[:4] == ["sim-1", "virtual", "user@email.com", "online"]
+        assert header.split()[:5] == ["DEVICE", "NODE", "KIND", "ACCOUNT", "STATE"]
+        assert row.split()[:5] == ["sim-1", daemon.node, "virtual", "user@email.com", "online"]
         assert "1 of 1 device(s) online" in out
     code, _, err = await cli("devices", "--config", str(path))
     assert code != 0 and "cannot reach the daemon" in err

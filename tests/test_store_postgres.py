@@ -157,3 +157,55 @@ async def _status(http: aiohttp.ClientSession, daemon, key: str) -> str | None:
     async with http.get(api_url(daemon, f"/api/v1/sms/{key}"),
                         headers={"Authorization": "Bearer your-access-key"}) as r:
         return (await r.json())["data"]["state"] if r.status == 200 else None
+
+
+class Nothing:
+    def wants(self, account: str, kind: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("event_filter", [Everything(), Nothing()], ids=["in-a-transaction", "one-statement"])
+async def test_a_generated_key_meeting_a_taken_one_is_stored_under_another(url, event_filter, monkeypatch):
+    """A generated id_sms_api that another job already has (astronomically rare, forced here): the
+    message is stored under a new key, the other job is left alone, and nothing is refused — also when
+    the enqueue is one statement committed on its own (no webhook event wanted)."""
+    from bridge.store import shaping  # where the batch's keys are generated
+    store = PostgresStore(url, event_filter=event_filter, pool_size=2)
+    await store.open()
+    try:
+        [first] = await store.enqueue("a", [NewJob(kind="sms", phone_number="+33612345678", message="first")])
+        real = shaping.new_id_sms_apis
+        calls = []
+
+        def colliding(count: int) -> list[str]:
+            calls.append(count)
+            return [first.job.id_sms_api, *real(count - 1)] if len(calls) == 1 else real(count)
+        monkeypatch.setattr(shaping, "new_id_sms_apis", colliding)
+        out = await store.enqueue("a", [NewJob(kind="sms", phone_number="+33698765432", message="second"),
+                                        NewJob(kind="sms", phone_number="+33611111111", message="third")])
+        assert [e.created for e in out] == [True, True]
+        assert out[0].job.id_sms_api != first.job.id_sms_api and out[0].job.message == "second"
+        for e in out:
+            assert await store.get_job("a", e.job.id_sms_api) == e.job
+        assert (await store.get_job("a", first.job.id_sms_api)).message == "first"
+        assert len(await store.history(out[0].job.id)) == 1
+        assert (await store.counts())[("queued", 1)] == 3
+    finally:
+        await store.close()
+
+
+async def test_an_enqueue_with_no_event_wanted_wakes_other_daemons(url):
+    """The one-statement enqueue (no event to write) still NOTIFYs the other daemons, at its commit."""
+    here, there = (PostgresStore(url, event_filter=Nothing(), pool_size=2) for _ in range(2))
+    await here.open()
+    await there.open()
+    try:
+        woken = asyncio.Event()
+        there.set_queue_listener(lambda account: woken.set())
+        await wait_until(lambda: there._listen_conn is not None, what="the listening connection")
+        [e] = await here.enqueue("acct", [NewJob(kind="sms", phone_number="+33612345678", message="hi")])
+        await asyncio.wait_for(woken.wait(), timeout(5))
+        assert (await there.get_job("acct", e.job.id_sms_api)) == e.job
+    finally:
+        await here.close()
+        await there.close()

@@ -8,6 +8,8 @@ Exit code 1 when anything FAILed, else 0.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import errno
 import grp
 import os
@@ -16,6 +18,7 @@ import shutil
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,8 @@ from typing import Any, TextIO
 from bridge import config as config_module
 from bridge.config import Config, ConfigError
 from bridge.ops import client
-from bridge.store.schema import MIGRATIONS
+from bridge.store.factory import describe
+from bridge.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -55,6 +59,10 @@ def _owner_group(path: Path) -> str:
 
 
 def check_store(config: Config) -> Iterator[Finding]:
+    if config.store.url:
+        yield from check_data_dir(config)
+        yield from check_postgres(config.store.url)
+        return
     path = config.store.path
     folder = path.parent
     if not folder.exists():
@@ -102,6 +110,124 @@ def check_store(config: Config) -> Iterator[Finding]:
         return
     yield Finding(OK, "store", f"{path} writable (schema {version}"
                   f"{'' if version == len(MIGRATIONS) else f', migrated to {len(MIGRATIONS)} at next start'})")
+
+
+def check_data_dir(config: Config) -> Iterator[Finding]:
+    """On PostgreSQL the store's folder still holds secret.key and the agents' journals."""
+    folder = config.data_dir
+    if folder.exists():
+        if os.access(folder, os.W_OK | os.X_OK):
+            yield Finding(OK, "data folder", f"{folder} writable (secret.key, journals)")
+        else:
+            yield Finding(FAIL, "data folder", f"{folder} is not writable by {_user()} (secret.key and the "
+                          "agents' journals live there)", f"sudo chown -R {_user()} {folder}")
+        return
+    parent = next((p for p in folder.parents if p.exists()), Path("/"))
+    if os.access(parent, os.W_OK | os.X_OK):
+        yield Finding(OK, "data folder", f"{folder} does not exist yet; it will be created")
+    else:
+        yield Finding(FAIL, "data folder", f"{folder} does not exist and {parent} is not writable by {_user()}",
+                      f"create it: sudo install -d -o {_user()} -m 0750 {folder}")
+
+
+PG_MIN_VERSION = 150000  # docs/operations.md, section 8
+PG_TIMEOUT_S = 5.0
+CLOCK_SKEW_WARN_S = 2.0  # leases, due dates and heartbeats are the daemons' clocks, compared across boxes
+MIGRATION_STUCK_S = 60.0
+PG_FIX = ("check [store] url (host, port, database, user); on the database host: systemctl status postgresql, "
+          "and that pg_hba.conf lets this box's address and user in")
+
+
+def check_postgres(url: str) -> Iterator[Finding]:
+    """The PostgreSQL store: reachable, its version, the schema against this build, a migration
+    under way (the advisory lock), the synchronous commit, and this box's clock against the database's."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # a loop of its own, whatever runs here
+        yield from pool.submit(asyncio.run, _postgres_findings(url)).result()
+
+
+async def _postgres_findings(url: str) -> list[Finding]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    from bridge.store.postgres.base import MIGRATION_LOCK
+
+    where = describe(url, Path())
+    try:
+        conn = await asyncpg.connect(url, timeout=PG_TIMEOUT_S)
+    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+        return [Finding(FAIL, "store", f"{where}: the server refused the login ({exc})",
+                        "check the user and password in [store] url, and pg_hba.conf on the database host")]
+    except asyncpg.InvalidCatalogNameError as exc:
+        return [Finding(FAIL, "store", f"{where}: {exc}",
+                        "create it: CREATE DATABASE … OWNER … (docs/operations.md, section 8)")]
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        why = f"no answer within {PG_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) else \
+            f"{type(exc).__name__}: {exc}"
+        return [Finding(FAIL, "store", f"{where}: PostgreSQL does not answer ({why})", PG_FIX)]
+    out: list[Finding] = []
+    try:
+        before = time.time()
+        db_now, version_num, version, sync = await conn.fetchrow(
+            "SELECT extract(epoch FROM clock_timestamp())::float8, current_setting('server_version_num')::int, "
+            "current_setting('server_version'), current_setting('synchronous_commit')")
+        after = time.time()
+        if version_num < PG_MIN_VERSION:
+            out.append(Finding(FAIL, "store", f"{where}: PostgreSQL {version}; simbridge needs 15 or later",
+                               "upgrade the server (or use a managed PostgreSQL 15+)"))
+        else:
+            out.append(Finding(OK, "store", f"{where}: PostgreSQL {version} answers"))
+        out.append(await _schema_finding(conn, where))
+        holders = await conn.fetch(
+            "SELECT a.pid, extract(epoch FROM clock_timestamp() - a.backend_start)::float8 AS age, "
+            "a.application_name, host(a.client_addr) AS addr FROM pg_locks AS l "
+            "JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1",
+            (MIGRATION_LOCK >> 32) & 0xFFFFFFFF, MIGRATION_LOCK & 0xFFFFFFFF)
+        if holders:
+            h = holders[0]
+            who = f"server pid {h['pid']}" + (f" from {h['addr']}" if h["addr"] else "")
+            if h["age"] > MIGRATION_STUCK_S:
+                out.append(Finding(WARN, "store migration", f"the migration lock has been held by {who} for "
+                                   f"{h['age']:.0f} s: other daemons wait for it to start",
+                                   "if no simbridge is starting or upgrading, end that session: "
+                                   f"SELECT pg_terminate_backend({h['pid']})"))
+            else:
+                out.append(Finding(OK, "store migration", f"a daemon is migrating the schema now ({who})"))
+        else:
+            out.append(Finding(OK, "store migration", "no migration under way"))
+        if sync in ("off", "local"):
+            out.append(Finding(WARN, "store durability", f"synchronous_commit = {sync}: a crash of the database "
+                               "server may lose messages already answered as accepted",
+                               "ALTER DATABASE … SET synchronous_commit = on (or remote_write/on with standbys)"))
+        skew = db_now - (before + after) / 2
+        if abs(skew) > CLOCK_SKEW_WARN_S + (after - before) / 2:
+            out.append(Finding(WARN, "clock", f"this box's clock is {abs(skew):.1f} s "
+                               f"{'behind' if skew > 0 else 'ahead of'} the database's: boxes with skewed clocks "
+                               "misjudge each other's leases, heartbeats and due dates",
+                               "keep every box on NTP: timedatectl set-ntp true (and the database host too)"))
+        else:
+            out.append(Finding(OK, "clock", f"within {max(abs(skew), 0.001):.3f} s of the database's"))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        out.append(Finding(FAIL, "store", f"{where}: {type(exc).__name__}: {exc}", PG_FIX))
+    finally:
+        await conn.close()
+    return out
+
+
+async def _schema_finding(c: Any, where: str) -> Finding:
+    if await c.fetchval("SELECT to_regclass('schema_version')") is None:
+        can = await c.fetchval("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+        if not can:
+            return Finding(FAIL, "store schema", f"{where}: no tables yet, and this user may not create them "
+                           "in the schema", "make the user own the database (docs/operations.md, section 8)")
+        return Finding(OK, "store schema", f"empty database: the first daemon creates schema {SCHEMA_VERSION}")
+    version = await c.fetchval("SELECT MAX(version) FROM schema_version") or 0
+    if version > SCHEMA_VERSION:
+        return Finding(FAIL, "store schema", f"{where}: schema {version} is newer than this simbridge "
+                       f"({SCHEMA_VERSION})", "upgrade simbridge on this box (docs/operations.md, Upgrade)")
+    if version < SCHEMA_VERSION:
+        return Finding(OK, "store schema", f"schema {version}, migrated to {SCHEMA_VERSION} at next start")
+    return Finding(OK, "store schema", f"schema {version}, as this simbridge")
 
 
 def _daemon_up(config: Config) -> bool:

@@ -8,6 +8,7 @@ sends by device and result are counted as agents report them.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Iterator
@@ -58,11 +59,14 @@ class Metrics:
 
     async def handler(self, request: web.Request) -> web.Response:
         store = self.daemon.store
-        self._counts = await store.counts()
-        try:
-            self._outbox = dict(await store.outbox_counts())
-        except NotImplementedError:
-            self._outbox = {}
+
+        async def outbox() -> dict[str, int]:
+            try:
+                return dict(await store.outbox_counts())
+            except NotImplementedError:
+                return {}
+        # Both at once: on PostgreSQL each is a round trip on a connection of its own.
+        self._counts, self._outbox = await asyncio.gather(store.counts(), outbox())
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

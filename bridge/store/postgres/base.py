@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from bridge.core.optout import Keywords
-from bridge.store.model import Job, StoreUnavailable
+from bridge.store.model import StoreUnavailable
 from bridge.store.postgres.recorder import OUTBOX_CHANNEL, EventRecorder, written
 from bridge.store.protocols import EventFilter
 from bridge.store.schema import SCHEMA_VERSION, postgres_migration
@@ -59,10 +59,15 @@ async def add_counts(conn: asyncpg.Connection, deltas: collections.Counter[str])
                            names, [deltas[name] for name in names])
 
 
-def job_from_record(row: Any) -> Job:
-    values = list(row)
-    values[16] = bool(values[16])
-    return Job(*values)
+class _Conn(asyncpg.Connection):
+    """A pooled connection released without asyncpg's reset statement (``UNLISTEN *; RESET ALL; …``, one
+    more round trip per store call): ours never take session state — no LISTEN (that connection is not
+    pooled), no SET, no session advisory lock (migrations take theirs on a connection of their own), no
+    cursor outside a transaction. An open transaction is still rolled back on release (asyncpg's
+    ``Connection.reset`` does that whatever the query; see its docstring)."""
+
+    def get_reset_query(self) -> str:
+        return ""
 
 
 class PgBase:
@@ -121,7 +126,8 @@ class PgBase:
     async def open(self) -> None:
         await self._migrate()
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size,
-                                               timeout=self.connect_timeout, command_timeout=60)
+                                               timeout=self.connect_timeout, command_timeout=60,
+                                               connection_class=_Conn)
         self._listen_task = asyncio.create_task(self._listen_forever(), name="store notifications")
 
     async def _migrate(self) -> None:

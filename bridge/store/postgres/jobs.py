@@ -10,28 +10,26 @@ daemon driving its devices claims at once.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
 from bridge.core import events
 from bridge.core import jobstates as js
+from bridge.store import shaping
 from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
-from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, job_from_record, sql
+from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, sql
 from bridge.store.postgres.recorder import Batch
 from bridge.store.postgres.records import store_report
-from bridge.store.schema import JOB_COLUMNS, PUSHABLE_STATES, job_counter
+from bridge.store.schema import JOB_COLUMNS, job_counter
+from bridge.store.shaping import job_from_row
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
 
-REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: js.DELIVERED,
-                            protocol.JOB_FAILED: js.FAILED, protocol.JOB_UNCONFIRMED: js.UNCONFIRMED}
 QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
 
@@ -59,47 +57,52 @@ async def notify_queue(conn: asyncpg.Connection, node: str, account: str) -> Non
 
 
 async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-    """Insert a batch with one statement; one :class:`Enqueued` per job."""
+    """Insert a batch with one statement; one :class:`Enqueued` per job.
+
+    A key that was there before is answered with the job stored under it. Should that job be gone by the
+    time it is read (purged a moment before), or a generated key meet one already taken (astronomically
+    rare), those jobs are inserted again (with a new generated key): nothing accepted is lost, also when
+    the statement ran as its own transaction (:meth:`PgJobQueue.enqueue`)."""
     now = time.time()
     state = js.next_state(js.NEW, js.ENQUEUE)
-    keys: list[str] = []
-    fresh: dict[str, tuple[NewJob, float, float]] = {}
-    generated = iter(new_id_sms_apis(sum(1 for new in jobs if not new.id_sms_api)))
-    for new in jobs:
-        key = new.id_sms_api or next(generated)
-        keys.append(key)
-        if key in fresh:
-            continue
-        due = new.due if new.due is not None else now
-        fresh[key] = (new, due, max(due, now) + new.ttl_s)
-    items = list(fresh.items())
-    cols: list[list[Any]] = [[] for _ in range(11)]
-    for key, (new, due, expires) in items:
-        for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
-                                     expires, new.parts, new.encoding, int(new.report)), strict=True):
-            col.append(value)
-    sealed = [new.sealed for _, (new, _, _) in items]
-    rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
-                            f"{batch.recorder.node}:{account}", sealed) if items else []
-    ids = {r["id_sms_api"]: r["id"] for r in rows}
-    created: dict[str, Job] = {}
-    for key, (new, due, expires) in items:
-        if key in ids:
-            created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
-                               new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
-                               new.report, now, now, new.sealed)
-    # Keys that were there before (sent again, or by another daemon a moment ago).
-    taken = [k for k in fresh if k not in ids]
-    existing = {j.id_sms_api: j for j in map(job_from_record, await conn.fetch(_BY_KEY, account, taken))} \
-        if taken else {}
-    for key in taken:
-        if key not in existing:
-            raise RuntimeError(f"id_sms_api {key!r} could not be stored; send again")
-        if not fresh[key][0].id_sms_api:
-            raise RuntimeError(f"id_sms_api {key!r} collided; send again")  # a generated key: astronomically rare
+    keys, fresh = shaping.plan_jobs(jobs, now)
+    ids: dict[str, int] = {}
+    existing: dict[str, Job] = {}
+    todo = list(fresh)
+    for _ in range(3):
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        for key in todo:
+            new, due, expires = fresh[key]
+            for col, value in zip(cols, (key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
+                                         expires, new.parts, new.encoding, int(new.report)), strict=True):
+                col.append(value)
+        sealed = [fresh[key][0].sealed for key in todo]
+        rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
+                                f"{batch.recorder.node}:{account}", sealed) if todo else []
+        ids.update((r["id_sms_api"], r["id"]) for r in rows)
+        # Keys that were there before (sent again, or by another daemon a moment ago).
+        taken = [k for k in todo if k not in ids]
+        if taken:
+            existing.update((j.id_sms_api, j) for j in map(job_from_row, await conn.fetch(_BY_KEY, account,
+                                                                                               taken)))
+        todo = []
+        for key in taken:
+            if not fresh[key][0].id_sms_api:  # a generated key met another job's: a new one
+                again = new_id_sms_apis(1)[0]
+                fresh[again] = fresh.pop(key)
+                keys = [again if k == key else k for k in keys]
+                existing.pop(key, None)
+                todo.append(again)
+            elif key not in existing:  # gone since the insert met it: insert it again
+                todo.append(key)
+        if not todo:
+            break
+    else:
+        raise RuntimeError(f"id_sms_api {todo[0]!r} could not be stored; send again")
+    created = {key: shaping.new_job(ids[key], account, key, planned, state, now)
+               for key, planned in fresh.items() if key in ids}
     if created:
-        links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
-                 for k, job in created.items() if fresh[k][0].link_code and job.url]
+        links = shaping.link_rows(account, fresh, created, now)
         if links:
             await conn.executemany("INSERT INTO links (code, account, job_id, id_sms_api, phone_number, url, "
                                    "created) VALUES ($1, $2, $3, $4, $5, $6, $7)", links)
@@ -107,48 +110,24 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
             for job in created.values():
                 batch.job_event(job, state, now, None, None)
         await batch.flush(conn)
-    out: list[Enqueued] = []
-    first: set[str] = set()
-    for key in keys:
-        if key in created and key not in first:
-            first.add(key)
-            out.append(Enqueued(created[key], True))
-        else:
-            out.append(Enqueued(created.get(key) or existing[key], False))
-    return out
+    return shaping.enqueued(keys, created, existing)
 
 
 async def jobs_by_id(conn: asyncpg.Connection, ids: list[int], *, lock: bool = False) -> dict[int, Job]:
     if not ids:
         return {}
     rows = await conn.fetch(_BY_ID + (" ORDER BY id FOR UPDATE" if lock else ""), ids)
-    return {job.id: job for job in map(job_from_record, rows)}
+    return {job.id: job for job in map(job_from_row, rows)}
 
 
-@dataclass(slots=True)
-class _Moves:
-    """Job moves of one transaction, written together by :meth:`flush`."""
-    batch: Batch
-    history: list[tuple[Any, ...]] = field(default_factory=list)
-    updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
-    requeued: set[str] = field(default_factory=set)
-    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+class _Moves(shaping.Moves):
+    """Job moves of one transaction (:class:`bridge.store.shaping.Moves`), written together by :meth:`flush`
+    with their webhook events (gathered in ``batch``)."""
+    __slots__ = ("batch",)
 
-    def move(self, job: Job, target: str, now: float, *, reason: str | None = None,
-             device_id: str | None = None) -> Job:
-        state = job.state
-        for event in js.path(state, target):
-            state = js.next_state(state, event)
-            self.history.append((job.id, state, now, device_id, reason))
-            self.batch.job_event(job, state, now, reason, device_id)
-        assign = None if target == js.QUEUED else (device_id or job.device_id)
-        if target == js.QUEUED:
-            self.requeued.add(job.account)
-        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, target not in PUSHABLE_STATES, job.id)
-        self.counts[job_counter(job.state, job.priority)] -= 1
-        self.counts[job_counter(target, job.priority)] += 1
-        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now,
-                                   sealed=job.sealed if target in PUSHABLE_STATES else None)
+    def __init__(self, batch: Batch) -> None:
+        super().__init__(batch.job_event)
+        self.batch = batch
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         if self.history:
@@ -163,10 +142,7 @@ class _Moves:
         await self.batch.flush(conn)
         for account in sorted(self.requeued):
             await notify_queue(conn, self.batch.recorder.node, account)
-        self.history.clear()
-        self.updates.clear()
-        self.requeued.clear()
-        self.counts.clear()
+        self.clear()
 
 
 def _claim_sql(avoid: bool) -> str:
@@ -180,13 +156,21 @@ def _claim_sql(avoid: bool) -> str:
 
 
 _CLAIM = _claim_sql(False)
+_ENQUEUED = js.next_state(js.NEW, js.ENQUEUE)
 _CLAIM_AVOIDING = _claim_sql(True)
 
 
 class PgJobQueue(PgBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-        async with self._tx() as conn:
-            out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+        if any(new.link_code for new in jobs) or self._recorder.wants(account, events.STATE_EVENTS[_ENQUEUED]):
+            async with self._tx() as conn:
+                out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+        else:
+            # Nothing to write beside the one statement (jobs, history, counters, NOTIFY): it runs as its
+            # own transaction, without BEGIN and COMMIT round trips (each a wake-up of both processes,
+            # milliseconds on a busy machine). Durable as any commit (synchronous_commit as configured).
+            async with self._read() as conn:
+                out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
         self._queue_changed(account)
         return out
 
@@ -204,7 +188,7 @@ class PgJobQueue(PgBase):
                                         list(avoid), limit)
             else:
                 rows = await conn.fetch(_CLAIM, account, now, now, list(kinds), int(min_priority), limit)
-            jobs = [job_from_record(r) for r in rows]
+            jobs = [job_from_row(r) for r in rows]
             if max_parts is not None:
                 fitting = 0
                 for i, job in enumerate(jobs):
@@ -264,7 +248,7 @@ class PgJobQueue(PgBase):
         async with self._read() as conn:
             rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
                                     "ORDER BY id", device_id)
-        return [job_from_record(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def devices_in_flight(self) -> list[str]:
         async with self._read() as conn:
@@ -294,7 +278,7 @@ class PgJobQueue(PgBase):
             finished = requeued = 0
             for ev in fresh:
                 if isinstance(ev, protocol.JobState):
-                    left, back = self._job_state(device_id, ev, now, max_attempts, jobs, moves)
+                    left, back = shaping.apply_job_report(device_id, ev, now, max_attempts, jobs, moves)
                     finished += left
                     requeued += back
                 else:
@@ -303,39 +287,6 @@ class PgJobQueue(PgBase):
         if requeued:
             self._queue_changed(account)
         return EventOutcome(acked=acked, requeued=requeued, finished=finished)
-
-    @staticmethod
-    def _job_state(device_id: str, ev: protocol.JobState, now: float, max_attempts: int, jobs: dict[int, Job],
-                   moves: _Moves) -> tuple[int, int]:
-        """Apply one job report; (jobs that left the device's window, jobs requeued)."""
-        job = jobs.get(int(ev.job_id)) if ev.job_id.isdigit() else None
-        if job is None:
-            log.warning("device %s reported unknown job %r", device_id, ev.job_id)
-            return 0, 0
-        if job.device_id != device_id:
-            log.info("device %s reported job %s that is no longer its own", device_id, ev.job_id)
-            return 0, 0
-        if ev.state == protocol.JOB_ACCEPTED:
-            return 0, 0
-        if ev.state == protocol.JOB_REJECTED:
-            if job.state != js.DISPATCHED:
-                return 0, 0
-            if job.attempts >= max_attempts:
-                jobs[job.id] = moves.move(job, js.FAILED, now, device_id=device_id,
-                                          reason=f"rejected {job.attempts} times; last: {ev.reason or 'no reason'}")
-                return 1, 0
-            jobs[job.id] = moves.move(job, js.QUEUED, now, device_id=device_id,
-                                      reason=f"rejected by device: {ev.reason or 'no reason'}")
-            return 1, 1
-        target = REPORTED[ev.state]
-        try:
-            js.path(job.state, target)
-        except js.InvalidTransition:
-            log.info("device %s: job %s is %s, ignoring %s", device_id, job.id, job.state, ev.state)
-            return 0, 0
-        left = 1 if job.state == js.DISPATCHED else 0
-        jobs[job.id] = moves.move(job, target, now, reason=ev.reason, device_id=device_id)
-        return left, 0
 
     async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
         known = {e.job_id for e in ledger}
@@ -350,7 +301,7 @@ class PgJobQueue(PgBase):
                                     device_id, dispatched_before)
             moves = _Moves(self._recorder.batch())
             for row in rows:
-                job = job_from_record(row)
+                job = job_from_row(row)
                 if job.attempts >= max_attempts:
                     moves.move(job, js.FAILED, now, device_id=device_id,
                                reason=f"{reason}; gave up after {job.attempts} attempts")
@@ -368,7 +319,7 @@ class PgJobQueue(PgBase):
                                     "ORDER BY id LIMIT 10000 FOR UPDATE SKIP LOCKED", now)
             moves = _Moves(self._recorder.batch())
             for row in rows:
-                job = job_from_record(row)
+                job = job_from_row(row)
                 moves.move(job, js.EXPIRED, now,
                            reason=f"not dispatched within its ttl ({job.expires - max(job.due, job.created):g} s)")
             await moves.flush(conn)
@@ -380,7 +331,7 @@ class PgJobQueue(PgBase):
         async with self._read() as conn:
             row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id_sms_api = $2",
                                       account, id_sms_api)
-        return job_from_record(row) if row else None
+        return job_from_row(row) if row else None
 
     async def history(self, job_id: int) -> list[dict[str, Any]]:
         return await self._fetch_dicts("SELECT state, at, device_id, reason FROM job_history WHERE job_id = $1 "
@@ -390,7 +341,7 @@ class PgJobQueue(PgBase):
         async with self._read() as conn:
             row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = $1 AND id = $2",
                                       account, job_id)
-        return job_from_record(row) if row else None
+        return job_from_row(row) if row else None
 
     async def cancel(self, account: str, id_sms_api: str, *, reason: str) -> Job | None:
         async with self._tx() as conn:
@@ -398,7 +349,7 @@ class PgJobQueue(PgBase):
                                       "FOR UPDATE", account, id_sms_api)
             if row is None:
                 return None
-            job = job_from_record(row)
+            job = job_from_row(row)
             if job.state != js.QUEUED:
                 return job  # on a device or done: the caller says why it stays
             moves = _Moves(self._recorder.batch())
@@ -424,7 +375,7 @@ class PgJobQueue(PgBase):
         statement = f"SELECT {JOB_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         async with self._read() as conn:
             rows = await conn.fetch(sql(statement + " ORDER BY id DESC LIMIT ?"), *params, limit)
-        return [job_from_record(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def sent_counts(self, since: float) -> dict[str, int]:
         async with self._read() as conn:

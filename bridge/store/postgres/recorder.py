@@ -9,14 +9,13 @@ every daemon. Which events an account is sent is not decided here: the
 from __future__ import annotations
 
 import contextvars
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from bridge.core import events
+from bridge.store import shaping
 from bridge.store.model import Job
 from bridge.store.protocols import EventFilter
 
@@ -40,17 +39,9 @@ class Batch:
 
     def job_event(self, job: Job, state: str, now: float, reason: str | None, device_id: str | None) -> None:
         """The event an SMS job raises on entering ``state`` (if any)."""
-        kind = events.STATE_EVENTS.get(state)
-        if kind is None or job.kind != "sms":
-            return
-        payload: dict[str, Any] = {"id_sms_api": job.id_sms_api, "phone_number": job.phone_number,
-                                   "state": state, "device_id": device_id, "parts": job.parts,
-                                   # what forms that show the whole message need (Notimation's)
-                                   "job_id": job.id, "message": job.message, "created": job.created,
-                                   "due": job.due}
-        if reason:
-            payload["reason"] = reason
-        self.record(job.account, kind, job.id_sms_api, payload, now)
+        event = shaping.job_event(job, state, reason, device_id)
+        if event is not None:
+            self.record(*event, now)
 
     async def flush(self, conn: asyncpg.Connection) -> int:
         if not self.rows:
@@ -60,8 +51,7 @@ class Batch:
         ids.sort()
         values = []
         for id_, (account, kind, key, payload, now) in zip(ids, self.rows, strict=True):
-            body = dict(payload, event_id=f"evt_{id_}", kind=kind, account=account, at=now)
-            values.append((id_, account, kind, key, json.dumps(body, ensure_ascii=False), now, now))
+            values.append((id_, account, kind, key, shaping.event_body(id_, account, kind, payload, now), now, now))
         await conn.executemany("INSERT INTO outbox (id, account, kind, order_key, payload, created, next_attempt) "
                                "VALUES ($1, $2, $3, $4, $5, $6, $7)", values)
         # Other daemons' deliverers wake at commit; this one's after it (:meth:`EventRecorder.committed`).

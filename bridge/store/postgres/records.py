@@ -9,10 +9,10 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from bridge.core import events, numbers
 from bridge.core import jobstates as js
+from bridge.core import numbers
 from bridge.core.optout import OPT_OUT, Keywords
-from bridge.store import paging
+from bridge.store import paging, shaping
 from bridge.store.model import Contact, Link
 from bridge.store.postgres.base import PgBase, sql
 from bridge.store.postgres.recorder import Batch
@@ -30,10 +30,7 @@ async def store_report(conn: asyncpg.Connection, batch: Batch, keywords: Keyword
             sql("INSERT INTO inbound_sms (account, device_id, sender, text, received_at, stored_at, "
                 "sim, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
             account, device_id, ev.sender, ev.text, ev.at, now, ev.sim, int(ev.incomplete))
-        # Each inbound SMS is its own message: one its receiver refuses holds back no other.
-        batch.record(account, events.SMS_RECEIVED, f"in:{inbound_id}",
-                     {"from": ev.sender, "message": ev.text, "date": ev.at, "device_id": device_id,
-                      "incomplete": ev.incomplete, "inbound_id": inbound_id}, now)
+        batch.record(*shaping.report_event(account, device_id, ev, inbound_id), now)
         await _opt_keyword(conn, keywords, region, account, ev.sender, ev.text, now)
     elif isinstance(ev, protocol.CallEvent):
         job_id = int(ev.job_id) if ev.job_id and ev.job_id.isdigit() else None
@@ -41,15 +38,11 @@ async def store_report(conn: asyncpg.Connection, batch: Batch, keywords: Keyword
             sql("INSERT INTO call_events (account, device_id, direction, number, started_at, "
                 "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
             account, device_id, ev.direction, ev.number, ev.at, ev.duration_s, job_id, now)
-        batch.record(account, events.call_kind(ev.direction), f"call:{call_id}",
-                     {"phone_number": ev.number, "call_time": ev.at, "duration_s": ev.duration_s,
-                      "direction": ev.direction, "device_id": device_id}, now)
+        batch.record(*shaping.report_event(account, device_id, ev, call_id), now)
     elif isinstance(ev, protocol.CallNote):
         await conn.execute(sql("INSERT INTO call_notes (account, device_id, number, text, source, at) "
                                "VALUES (?, ?, ?, ?, 'mobile', ?)"), account, device_id, ev.number, ev.text, ev.at)
-        batch.record(account, events.CALL_QUALIFICATION, f"note:{ev.number}",
-                     {"from": ev.number, "qualification": ev.text, "date": ev.at,
-                      "source": "mobile", "device_id": device_id}, now)
+        batch.record(*shaping.report_event(account, device_id, ev, None), now)
 
 
 async def _opt_keyword(conn: asyncpg.Connection, keywords: Keywords, region: str | None, account: str,
@@ -133,9 +126,7 @@ class PgRecords(PgBase):
             count = await conn.fetchval("SELECT COUNT(*) FROM clicks WHERE code = $1", code)
             link = Link(row[0], row[1], row[2], row[3], row[4], row[5], count)
             batch = self._recorder.batch()
-            batch.record(link.account, events.LINK_CLICKED, link.id_sms_api,
-                         {"id_sms_api": link.id_sms_api, "phone_number": link.phone_number, "link": link.url,
-                          "date": now, "code": code, "clicks": count}, now)
+            batch.record(*shaping.click_event(link, code, now), now)
             await batch.flush(conn)
             return link
 
@@ -159,9 +150,7 @@ class PgRecords(PgBase):
                                                "VALUES ($1, NULL, $2, $3, $4, $5) RETURNING id",
                                                account, number, text, source, now)
             batch = self._recorder.batch()
-            batch.record(account, events.CALL_QUALIFICATION, f"note:{number}",
-                         {"from": number, "qualification": text, "date": now, "source": source,
-                          "device_id": None}, now)
+            batch.record(*shaping.note_event(account, number, text, now, source, None), now)
             await batch.flush(conn)
         return note_id
 
@@ -191,14 +180,11 @@ class PgRecords(PgBase):
                        status: str | Sequence[str] | None = None, take: int = 50,
                        skip: int = 0, cursor: str | None = None) -> list[dict[str, Any]]:
         after = paging.parse_cursor(cursor) if cursor else None
-        wanted = None if status is None else {status} if isinstance(status, str) else set(status)
-        states = None if wanted is None else sorted(wanted - {"received"})
-        outgoing = direction in (None, "out") and (states is None or bool(states))
-        inbound = direction in (None, "in") and (wanted is None or "received" in wanted)
-        if not (outgoing or inbound):
+        scope = shaping.message_scope(direction, status)
+        if scope is None:
             return []
-        statement, params = paging.keys_sql(account, outgoing=outgoing, inbound=inbound, states=states,
-                                            after=after, take=take, skip=skip)
+        statement, params = paging.keys_sql(account, outgoing=scope.outgoing, inbound=scope.inbound,
+                                            states=scope.states, after=after, take=take, skip=skip)
         async with self._read() as conn:
             # The keys first (index walks), then the rows of the page only.
             chosen = [paging.Key(r[0], r[1], r[2]) for r in await conn.fetch(sql(statement), *params)]
@@ -213,4 +199,4 @@ class PgRecords(PgBase):
                 for r in await conn.fetch(sql(_IN_SELECT + " AND i.id = ANY(?::bigint[])"), account, in_ids):
                     row = dict(r)
                     found[(paging.IN, row.pop("rowid_"))] = row
-        return [dict(found[(k.direction, k.id)], cursor=k.cursor()) for k in chosen]
+        return shaping.message_page(chosen, found)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.optout import Keywords
-from bridge.store.model import Job, StoreUnavailable
+from bridge.store.model import StoreUnavailable
 from bridge.store.protocols import EventFilter
 from bridge.store.schema import MIGRATIONS, SCHEMA_VERSION
 from bridge.store.sqlite.recorder import EventRecorder
@@ -94,12 +94,6 @@ def add_counts(db: sqlite3.Connection, deltas: collections.Counter[str]) -> None
     rows = [(name, n) for name, n in deltas.items() if n]
     if rows:
         db.executemany("INSERT INTO counters (name, n) VALUES (?, ?)", rows)
-
-
-def job_from_row(row: tuple[Any, ...]) -> Job:
-    values = list(row)
-    values[16] = bool(values[16])
-    return Job(*values)
 
 
 class _Tx:

@@ -9,19 +9,20 @@ everything else of a 1,000-message request).
 from __future__ import annotations
 
 import collections
-import dataclasses
+import functools
 import logging
 import sqlite3
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core import events
 from bridge.core import jobstates as js
-from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
-from bridge.store.schema import JOB_COLUMNS, PUSHABLE_STATES, job_counter
-from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, job_from_row, marks
+from bridge.store import shaping
+from bridge.store.model import Enqueued, EventOutcome, Job, NewJob
+from bridge.store.schema import JOB_COLUMNS, job_counter
+from bridge.store.shaping import job_from_row
+from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, marks
 from bridge.store.sqlite.recorder import EventRecorder
 from bridge.store.sqlite.records import store_report
 from device_agents import protocol
@@ -29,10 +30,6 @@ from device_agents import protocol
 log = logging.getLogger(__name__)
 
 ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (16 parameters each; SQLite allows 32,766)
-
-# What an agent's job report asks for (``rejected`` and ``accepted`` are handled apart).
-REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: js.DELIVERED,
-                            protocol.JOB_FAILED: js.FAILED, protocol.JOB_UNCONFIRMED: js.UNCONFIRMED}
 
 # Literal states in SELECTs, so that SQLite can use the partial indexes (WHERE state = 'queued').
 QUEUED_SQL = f"state = '{js.QUEUED}'"
@@ -47,16 +44,7 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
     state = js.next_state(js.NEW, js.ENQUEUE)  # once for the batch
     given = [new.id_sms_api for new in jobs if new.id_sms_api]
     existing = {job.id_sms_api: job for job in jobs_by_key(db, account, given)}
-    keys: list[str] = []
-    fresh: dict[str, tuple[NewJob, float, float]] = {}
-    generated = iter(new_id_sms_apis(len(jobs) - len(given)))
-    for new in jobs:
-        key = new.id_sms_api or next(generated)
-        keys.append(key)
-        if key in existing or key in fresh:
-            continue  # sent before, or twice in this batch: the first one stands
-        due = new.due if new.due is not None else now
-        fresh[key] = (new, due, max(due, now) + new.ttl_s)  # a date in the past means: now
+    keys, fresh = shaping.plan_jobs(jobs, now, existing)
     created: dict[str, Job] = {}
     items = list(fresh.items())
     for i in range(0, len(items), ENQUEUE_CHUNK):
@@ -74,30 +62,19 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
         for key, (new, due, expires) in chunk:
             if key not in ids:  # a generated key that already existed: astronomically rare
                 raise sqlite3.IntegrityError(f"id_sms_api {key!r} collided; send again")
-            created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
-                               new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
-                               new.report, now, now, new.sealed)
+            created[key] = shaping.new_job(ids[key], account, key, (new, due, expires), state, now)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
                    [(job.id, state, now) for job in created.values()])
     by_priority = collections.Counter(job.priority for job in created.values())
     add_counts(db, collections.Counter({job_counter(state, priority): n for priority, n in by_priority.items()}))
-    links = [(fresh[k][0].link_code, account, job.id, k, job.phone_number, job.url, now)
-             for k, job in created.items() if fresh[k][0].link_code and job.url]
+    links = shaping.link_rows(account, fresh, created, now)
     if links:
         db.executemany("INSERT INTO links (code, account, job_id, id_sms_api, phone_number, url, created) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)", links)
     if recorder.wants(account, events.STATE_EVENTS[state]):
         for job in created.values():
             recorder.job_event(db, job, state, now, None, None)
-    out: list[Enqueued] = []
-    first: set[str] = set()
-    for key in keys:
-        if key in created and key not in first:
-            first.add(key)
-            out.append(Enqueued(created[key], True))
-        else:
-            out.append(Enqueued(created.get(key) or existing[key], False))
-    return out
+    return shaping.enqueued(keys, created, existing)
 
 
 def jobs_by_key(db: sqlite3.Connection, account: str, keys: list[str]) -> list[Job]:
@@ -120,29 +97,13 @@ def jobs_by_id(db: sqlite3.Connection, ids: list[int]) -> dict[int, Job]:
     return out
 
 
-@dataclass(slots=True)
-class _Moves:
-    """Job moves of one transaction, written together by :meth:`flush`."""
-    recorder: EventRecorder
-    history: list[tuple[Any, ...]] = field(default_factory=list)
-    updates: dict[int, tuple[Any, ...]] = field(default_factory=dict)
-    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+class _Moves(shaping.Moves):
+    """Job moves of one transaction (:class:`bridge.store.shaping.Moves`), written together by :meth:`flush`;
+    their webhook events are recorded as they are taken."""
+    __slots__ = ()
 
-    def move(self, db: sqlite3.Connection, job: Job, target: str, now: float, *,
-             reason: str | None = None, device_id: str | None = None) -> Job:
-        """Take ``job`` to ``target`` through the state table, one history line
-        (and webhook event) per step; the job as it now is."""
-        state = job.state
-        for event in js.path(state, target):
-            state = js.next_state(state, event)
-            self.history.append((job.id, state, now, device_id, reason))
-            self.recorder.job_event(db, job, state, now, reason, device_id)
-        assign = None if target == js.QUEUED else (device_id or job.device_id)
-        self.updates[job.id] = (target, reason, now, assign, target == js.QUEUED, target not in PUSHABLE_STATES, job.id)
-        self.counts[job_counter(job.state, job.priority)] -= 1
-        self.counts[job_counter(target, job.priority)] += 1
-        return dataclasses.replace(job, state=target, reason=reason, device_id=assign, updated=now,
-                                   sealed=job.sealed if target in PUSHABLE_STATES else None)
+    def __init__(self, db: sqlite3.Connection, recorder: EventRecorder) -> None:
+        super().__init__(functools.partial(recorder.job_event, db))
 
     def flush(self, db: sqlite3.Connection) -> None:
         if self.history:
@@ -154,9 +115,7 @@ class _Moves:
                            "sealed = CASE WHEN ? THEN NULL ELSE sealed END WHERE id = ?",
                            list(self.updates.values()))
         add_counts(db, self.counts)
-        self.history.clear()
-        self.updates.clear()
-        self.counts.clear()
+        self.clear()
 
 
 class SqliteJobQueue(SqliteBase):
@@ -223,11 +182,11 @@ class SqliteJobQueue(SqliteBase):
 
     def _defer(self, db: sqlite3.Connection, device_id: str, job_ids: list[int], until: float, reason: str) -> int:
         now = time.time()
-        moves = _Moves(self._recorder)
+        moves = _Moves(db, self._recorder)
         moved = [job for job in jobs_by_id(db, job_ids).values()
                  if job.device_id == device_id and job.state == js.DISPATCHED]
         for job in moved:
-            moves.move(db, job, js.QUEUED, now, device_id=device_id, reason=reason)
+            moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
         moves.flush(db)
         db.executemany("UPDATE jobs SET due = ?, attempts = MAX(0, attempts - 1) WHERE id = ?",
                        [(until, job.id) for job in moved])
@@ -280,11 +239,11 @@ class SqliteJobQueue(SqliteBase):
                        [(device_id, ev.event_id, now) for ev in fresh])
         jobs = jobs_by_id(db, [int(ev.job_id) for ev in fresh
                                if isinstance(ev, protocol.JobState) and ev.job_id.isdigit()])
-        moves = _Moves(self._recorder)
+        moves = _Moves(db, self._recorder)
         finished = requeued = 0
         for ev in fresh:
             if isinstance(ev, protocol.JobState):
-                left, back = self._job_state(db, device_id, ev, now, max_attempts, jobs, moves)
+                left, back = shaping.apply_job_report(device_id, ev, now, max_attempts, jobs, moves)
                 finished += left
                 requeued += back
             else:
@@ -300,40 +259,6 @@ class SqliteJobQueue(SqliteBase):
                 f"SELECT event_id FROM agent_events WHERE device_id = ? AND event_id IN ({marks(len(chunk))})",
                 (device_id, *chunk)))
         return seen
-
-    def _job_state(self, db: sqlite3.Connection, device_id: str, ev: protocol.JobState, now: float,
-                   max_attempts: int, jobs: dict[int, Job], moves: _Moves) -> tuple[int, int]:
-        """Apply one job report; (jobs that left the device's window, jobs requeued)."""
-        job = jobs.get(int(ev.job_id)) if ev.job_id.isdigit() else None
-        if job is None:
-            log.warning("device %s reported unknown job %r", device_id, ev.job_id)
-            return 0, 0
-        if job.device_id != device_id:
-            # The job was given back to the queue and maybe to another device: this
-            # device's word about it no longer counts.
-            log.info("device %s reported job %s that is no longer its own", device_id, ev.job_id)
-            return 0, 0
-        if ev.state == protocol.JOB_ACCEPTED:
-            return 0, 0
-        if ev.state == protocol.JOB_REJECTED:
-            if job.state != js.DISPATCHED:
-                return 0, 0  # only a job not begun can be rejected (an unconfirmed one was begun)
-            if job.attempts >= max_attempts:
-                jobs[job.id] = moves.move(db, job, js.FAILED, now, device_id=device_id,
-                                          reason=f"rejected {job.attempts} times; last: {ev.reason or 'no reason'}")
-                return 1, 0
-            jobs[job.id] = moves.move(db, job, js.QUEUED, now, device_id=device_id,
-                                      reason=f"rejected by device: {ev.reason or 'no reason'}")
-            return 1, 1
-        target = REPORTED[ev.state]
-        try:
-            js.path(job.state, target)
-        except js.InvalidTransition:
-            log.info("device %s: job %s is %s, ignoring %s", device_id, job.id, job.state, ev.state)
-            return 0, 0
-        left = 1 if job.state == js.DISPATCHED else 0
-        jobs[job.id] = moves.move(db, job, target, now, reason=ev.reason, device_id=device_id)
-        return left, 0
 
     async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
         known = {e.job_id for e in ledger}
@@ -353,14 +278,14 @@ class SqliteJobQueue(SqliteBase):
         # Only jobs still dispatched: an unconfirmed one may have been sent, so it never goes back.
         rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = ? AND {DISPATCHED_SQL} "
                           "AND dispatched_at < ?", (device_id, before)).fetchall()
-        moves = _Moves(self._recorder)
+        moves = _Moves(db, self._recorder)
         for row in rows:
             job = job_from_row(row)
             if job.attempts >= max_attempts:
-                moves.move(db, job, js.FAILED, now, device_id=device_id,
+                moves.move(job, js.FAILED, now, device_id=device_id,
                            reason=f"{reason}; gave up after {job.attempts} attempts")
             else:
-                moves.move(db, job, js.QUEUED, now, device_id=device_id, reason=reason)
+                moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
         moves.flush(db)
         return len(rows)
 
@@ -370,10 +295,10 @@ class SqliteJobQueue(SqliteBase):
     def _expire(self, db: sqlite3.Connection, now: float) -> int:
         rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {QUEUED_SQL} AND expires <= ? LIMIT 10000",
                           (now,)).fetchall()
-        moves = _Moves(self._recorder)
+        moves = _Moves(db, self._recorder)
         for row in rows:
             job = job_from_row(row)
-            moves.move(db, job, js.EXPIRED, now,
+            moves.move(job, js.EXPIRED, now,
                        reason=f"not dispatched within its ttl ({job.expires - max(job.due, job.created):g} s)")
         moves.flush(db)
         return len(rows)
@@ -415,8 +340,8 @@ class SqliteJobQueue(SqliteBase):
         job = job_from_row(row)
         if job.state != js.QUEUED:
             return job  # on a device or done: the caller says why it stays
-        moves = _Moves(self._recorder)
-        job = moves.move(db, job, js.next_state(js.QUEUED, "cancel"), time.time(), reason=reason)
+        moves = _Moves(db, self._recorder)
+        job = moves.move(job, js.next_state(js.QUEUED, "cancel"), time.time(), reason=reason)
         moves.flush(db)
         return job
 

@@ -4,12 +4,11 @@ here: the :class:`EventFilter` given to the store says so."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from bridge.core import events
+from bridge.store import shaping
 from bridge.store.model import Job
 from bridge.store.protocols import EventFilter
 
@@ -30,9 +29,9 @@ class EventRecorder:
         cur = db.execute(
             "INSERT INTO outbox (account, kind, order_key, payload, created, next_attempt) "
             "VALUES (?, ?, ?, '', ?, ?)", (account, kind, order_key, now, now))
-        body = dict(payload, event_id=f"evt_{cur.lastrowid}", kind=kind, account=account, at=now)
+        assert cur.lastrowid is not None
         db.execute("UPDATE outbox SET payload = ? WHERE id = ?",
-                   (json.dumps(body, ensure_ascii=False), cur.lastrowid))
+                   (shaping.event_body(cur.lastrowid, account, kind, payload, now), cur.lastrowid))
         listener = self.listener
         if listener is not None:
             # Still inside the transaction: the listener's own store calls queue
@@ -43,14 +42,6 @@ class EventRecorder:
     def job_event(self, db: sqlite3.Connection, job: Job, state: str, now: float,
                   reason: str | None, device_id: str | None) -> None:
         """The event an SMS job raises on entering ``state`` (if any)."""
-        kind = events.STATE_EVENTS.get(state)
-        if kind is None or job.kind != "sms":
-            return
-        payload: dict[str, Any] = {"id_sms_api": job.id_sms_api, "phone_number": job.phone_number,
-                                   "state": state, "device_id": device_id, "parts": job.parts,
-                                   # what forms that show the whole message need (Notimation's)
-                                   "job_id": job.id, "message": job.message, "created": job.created,
-                                   "due": job.due}
-        if reason:
-            payload["reason"] = reason
-        self.record(db, job.account, kind, job.id_sms_api, payload, now)
+        event = shaping.job_event(job, state, reason, device_id)
+        if event is not None:
+            self.record(db, *event, now)

@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bridge.core import events, numbers
 from bridge.core import jobstates as js
+from bridge.core import numbers
 from bridge.core.optout import OPT_OUT, Keywords
-from bridge.store import paging
+from bridge.store import paging, shaping
 from bridge.store.model import Contact, Link
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, marks
 from bridge.store.sqlite.recorder import EventRecorder
@@ -32,25 +32,18 @@ def store_report(db: sqlite3.Connection, recorder: EventRecorder, keywords: Keyw
         cur = db.execute("INSERT INTO inbound_sms (account, device_id, sender, text, received_at, stored_at, "
                          "sim, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (account, device_id, ev.sender, ev.text, ev.at, now, ev.sim, int(ev.incomplete)))
-        # Each inbound SMS is its own message: one its receiver refuses holds back no other.
-        recorder.record(db, account, events.SMS_RECEIVED, f"in:{cur.lastrowid}",
-                        {"from": ev.sender, "message": ev.text, "date": ev.at, "device_id": device_id,
-                         "incomplete": ev.incomplete, "inbound_id": cur.lastrowid}, now)
+        recorder.record(db, *shaping.report_event(account, device_id, ev, cur.lastrowid), now)
         _opt_keyword(db, keywords, region, account, ev.sender, ev.text, now)
     elif isinstance(ev, protocol.CallEvent):
         job_id = int(ev.job_id) if ev.job_id and ev.job_id.isdigit() else None
         cur = db.execute("INSERT INTO call_events (account, device_id, direction, number, started_at, "
                          "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (account, device_id, ev.direction, ev.number, ev.at, ev.duration_s, job_id, now))
-        recorder.record(db, account, events.call_kind(ev.direction), f"call:{cur.lastrowid}",
-                        {"phone_number": ev.number, "call_time": ev.at, "duration_s": ev.duration_s,
-                         "direction": ev.direction, "device_id": device_id}, now)
+        recorder.record(db, *shaping.report_event(account, device_id, ev, cur.lastrowid), now)
     elif isinstance(ev, protocol.CallNote):
         db.execute("INSERT INTO call_notes (account, device_id, number, text, source, at) "
                    "VALUES (?, ?, ?, ?, 'mobile', ?)", (account, device_id, ev.number, ev.text, ev.at))
-        recorder.record(db, account, events.CALL_QUALIFICATION, f"note:{ev.number}",
-                        {"from": ev.number, "qualification": ev.text, "date": ev.at,
-                         "source": "mobile", "device_id": device_id}, now)
+        recorder.record(db, *shaping.report_event(account, device_id, ev, None), now)
 
 
 def _opt_keyword(db: sqlite3.Connection, keywords: Keywords, region: str | None, account: str, sender: str,
@@ -152,9 +145,7 @@ class SqliteRecords(SqliteBase):
                    (code, now, (user_agent or "")[:512] or None, ip))
         count = db.execute("SELECT COUNT(*) FROM clicks WHERE code = ?", (code,)).fetchone()[0]
         link = Link(row[0], row[1], row[2], row[3], row[4], row[5], count)
-        self._recorder.record(db, link.account, events.LINK_CLICKED, link.id_sms_api,
-                              {"id_sms_api": link.id_sms_api, "phone_number": link.phone_number, "link": link.url,
-                               "date": now, "code": code, "clicks": count}, now)
+        self._recorder.record(db, *shaping.click_event(link, code, now), now)
         return link
 
     async def link(self, code: str) -> Link | None:
@@ -181,9 +172,7 @@ class SqliteRecords(SqliteBase):
         now = time.time()
         cur = db.execute("INSERT INTO call_notes (account, device_id, number, text, source, at) "
                          "VALUES (?, NULL, ?, ?, ?, ?)", (account, number, text, source, now))
-        self._recorder.record(db, account, events.CALL_QUALIFICATION, f"note:{number}",
-                              {"from": number, "qualification": text, "date": now, "source": source,
-                               "device_id": None}, now)
+        self._recorder.record(db, *shaping.note_event(account, number, text, now, source, None), now)
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -223,15 +212,12 @@ class SqliteRecords(SqliteBase):
 
     def _messages(self, account: str, direction: str | None, status: str | Sequence[str] | None, take: int,
                   skip: int, after: paging.Key | None) -> list[dict[str, Any]]:
-        wanted = None if status is None else {status} if isinstance(status, str) else set(status)
-        states = None if wanted is None else sorted(wanted - {"received"})
-        outgoing = direction in (None, "out") and (states is None or bool(states))
-        inbound = direction in (None, "in") and (wanted is None or "received" in wanted)
-        if not (outgoing or inbound):
+        scope = shaping.message_scope(direction, status)
+        if scope is None:
             return []
         # The keys first (index walks), then the rows of the page only.
-        statement, params = paging.keys_sql(account, outgoing=outgoing, inbound=inbound, states=states,
-                                            after=after, take=take, skip=skip)
+        statement, params = paging.keys_sql(account, outgoing=scope.outgoing, inbound=scope.inbound,
+                                            states=scope.states, after=after, take=take, skip=skip)
         chosen = [paging.Key(c, d, i) for c, d, i in self._conn.execute(statement, params)]
         found: dict[tuple[str, int], dict[str, Any]] = {}
         out_ids = [k.id for k in chosen if k.direction == paging.OUT]
@@ -243,4 +229,4 @@ class SqliteRecords(SqliteBase):
         if in_ids:
             for row in self._select_dicts(_IN_SELECT + f" AND i.id IN ({marks(len(in_ids))})", (account, *in_ids)):
                 found[(paging.IN, row.pop("rowid_"))] = row
-        return [dict(found[(k.direction, k.id)], cursor=k.cursor()) for k in chosen]
+        return shaping.message_page(chosen, found)
