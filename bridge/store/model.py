@@ -93,16 +93,30 @@ class Job:
     report: bool
     created: float
     updated: float
+    uid: str = ""  # the store incarnation that made it (schema migration 9)
 
     @property
     def job_id(self) -> str:
-        return str(self.id)
+        """The job's id on the wire: "<id>.<uid>" (the bare id for jobs made
+        before incarnations), never the same for two jobs of a restored store."""
+        return f"{self.id}.{self.uid}" if self.uid else str(self.id)
 
     def to_protocol(self) -> protocol.Job:
         if self.kind == "call":
             return protocol.Dial(job_id=self.job_id, to=self.phone_number)
         return protocol.SendSms(job_id=self.job_id, to=self.phone_number, text=self.message,
                                 report=self.report, reference=self.id_sms_api)
+
+
+def parse_job_id(job_id: str | None) -> tuple[int, str] | None:
+    """(row id, incarnation) of a wire job id (see :attr:`Job.job_id`), or None
+    if it is not one of ours."""
+    if not job_id:
+        return None
+    number, _, uid = job_id.partition(".")
+    if not number.isdigit() or len(number) > 18:
+        return None
+    return int(number), uid
 
 
 @dataclass(frozen=True, slots=True)

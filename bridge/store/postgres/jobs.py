@@ -21,11 +21,11 @@ import asyncpg  # type: ignore[import-untyped]
 
 from bridge.core import events
 from bridge.core import jobstates as js
-from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
+from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis, parse_job_id
 from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, job_from_record, sql
 from bridge.store.postgres.recorder import Batch
 from bridge.store.postgres.records import store_report
-from bridge.store.schema import JOB_COLUMNS, job_counter
+from bridge.store.schema import JOB_COLUMNS, event_key, job_counter
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,17 @@ REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: 
                             protocol.JOB_FAILED: js.FAILED, protocol.JOB_UNCONFIRMED: js.UNCONFIRMED}
 QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
+UNCONFIRMED_SQL = f"state = '{js.UNCONFIRMED}'"
+
+# Why a job pushed to an earlier journal of its device is unconfirmed (JobQueue.reconcile).
+REPLACED_JOURNAL = ("pushed to an earlier journal of its device (reinstalled or replaced): "
+                    "it may have been sent; never sent again")
 
 # One round trip for the jobs, their first line of history, their counters and the
 # NOTIFY (an initplan: evaluated only if a job was new).
 _INSERT = ("WITH ins AS (INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, "
-           "expires, parts, encoding, report, created, updated, state) "
-           "SELECT $1, u.*, $13::float8, $13::float8, $14::text "
+           "expires, parts, encoding, report, created, updated, state, uid) "
+           "SELECT $1, u.*, $13::float8, $13::float8, $14::text, $17::text "
            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
            "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[]) AS u "
            "ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api, priority), "
@@ -56,8 +61,10 @@ async def notify_queue(conn: asyncpg.Connection, node: str, account: str) -> Non
     await conn.execute("SELECT pg_notify($1, $2)", JOBS_CHANNEL, f"{node}:{account}")
 
 
-async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-    """Insert a batch with one statement; one :class:`Enqueued` per job."""
+async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob],
+                      uid: str) -> list[Enqueued]:
+    """Insert a batch with one statement; one :class:`Enqueued` per job.
+    ``uid``: the store's incarnation (see :attr:`Job.job_id`)."""
     now = time.time()
     state = js.next_state(js.NEW, js.ENQUEUE)
     keys: list[str] = []
@@ -77,14 +84,14 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
                                      expires, new.parts, new.encoding, int(new.report)), strict=True):
             col.append(value)
     rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
-                            f"{batch.recorder.node}:{account}") if items else []
+                            f"{batch.recorder.node}:{account}", uid) if items else []
     ids = {r["id_sms_api"]: r["id"] for r in rows}
     created: dict[str, Job] = {}
     for key, (new, due, expires) in items:
         if key in ids:
             created[key] = Job(ids[key], account, key, new.kind, new.phone_number, new.message, new.url,
                                new.priority, due, expires, state, None, None, 0, new.parts, new.encoding,
-                               new.report, now, now)
+                               new.report, now, now, uid)
     # Keys that were there before (sent again, or by another daemon a moment ago).
     taken = [k for k in fresh if k not in ids]
     existing = {j.id_sms_api: j for j in map(job_from_record, await conn.fetch(_BY_KEY, account, taken))} \
@@ -181,13 +188,14 @@ _CLAIM_AVOIDING = _claim_sql(True)
 class PgJobQueue(PgBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
         async with self._tx() as conn:
-            out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+            out = await insert_jobs(conn, self._recorder.batch(), account, jobs, self.incarnation)
         self._queue_changed(account)
         return out
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
-                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0,
+                    journal: str = "") -> list[Job]:
         if limit <= 0 or (max_parts is not None and max_parts <= 0):
             return []
         if max_parts is not None:
@@ -212,8 +220,8 @@ class PgJobQueue(PgBase):
             target = js.next_state(js.QUEUED, js.DISPATCH)
             ids = [j.id for j in jobs]
             await conn.execute("UPDATE jobs SET state = $1, device_id = $2, dispatched_at = $3, "
-                               "attempts = attempts + 1, updated = $3 WHERE id = ANY($4::bigint[])",
-                               target, device_id, now, ids)
+                               "attempts = attempts + 1, updated = $3, journal = $5, link_lost = 0 "
+                               "WHERE id = ANY($4::bigint[])", target, device_id, now, ids, journal)
             await conn.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES ($1, $2, $3, $4)",
                                    [(i, target, now, device_id) for i in ids])
             deltas: collections.Counter[str] = collections.Counter()
@@ -270,20 +278,20 @@ class PgJobQueue(PgBase):
     # -- what agents tell us -----------------------------------------------------------
 
     async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
-                           max_attempts: int = 5) -> EventOutcome:
+                           max_attempts: int = 5, journal: str = "") -> EventOutcome:
         events = list(events)
         now = time.time()
         acked = [ev.event_id for ev in events]
         async with self._tx() as conn:
-            by_id: dict[str, protocol.Event] = {}
+            by_id: dict[str, protocol.Event] = {}  # keyed as in agent_events
             for ev in events:
-                by_id.setdefault(ev.event_id, ev)
+                by_id.setdefault(event_key(journal, ev.event_id), ev)
             new_ids = {r[0] for r in await conn.fetch(
                 "INSERT INTO agent_events (device_id, event_id, at) SELECT $1, e, $2 FROM unnest($3::text[]) AS e "
                 "ON CONFLICT DO NOTHING RETURNING event_id", device_id, now, list(by_id))} if by_id else set()
             fresh = [ev for key, ev in by_id.items() if key in new_ids]
-            jobs = await jobs_by_id(conn, [int(ev.job_id) for ev in fresh
-                                           if isinstance(ev, protocol.JobState) and ev.job_id.isdigit()], lock=True)
+            jobs = await jobs_by_id(conn, [parsed[0] for ev in fresh if isinstance(ev, protocol.JobState)
+                                           and (parsed := parse_job_id(ev.job_id)) is not None], lock=True)
             batch = self._recorder.batch()
             moves = _Moves(batch)
             finished = requeued = 0
@@ -303,7 +311,10 @@ class PgJobQueue(PgBase):
     def _job_state(device_id: str, ev: protocol.JobState, now: float, max_attempts: int, jobs: dict[int, Job],
                    moves: _Moves) -> tuple[int, int]:
         """Apply one job report; (jobs that left the device's window, jobs requeued)."""
-        job = jobs.get(int(ev.job_id)) if ev.job_id.isdigit() else None
+        parsed = parse_job_id(ev.job_id)
+        job = jobs.get(parsed[0]) if parsed is not None else None
+        if job is not None and parsed is not None and job.uid != parsed[1]:
+            job = None  # a job of an earlier incarnation of the store (a restored backup): not this one
         if job is None:
             log.warning("device %s reported unknown job %r", device_id, ev.job_id)
             return 0, 0
@@ -332,12 +343,33 @@ class PgJobQueue(PgBase):
         jobs[job.id] = moves.move(job, target, now, reason=ev.reason, device_id=device_id)
         return left, 0
 
-    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+    async def reconcile(self, device_id: str, journal: str,
+                        ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
         known = {e.job_id for e in ledger}
-        return [j for j in await self.in_flight(device_id) if j.job_id not in known]
+        now = time.time()
+        repush: list[Job] = []
+        async with self._tx() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS}, journal, link_lost FROM jobs WHERE device_id = $1 AND "
+                                    f"({DISPATCHED_SQL} OR ({UNCONFIRMED_SQL} AND link_lost = 1)) "
+                                    "ORDER BY id FOR UPDATE", device_id)
+            moves = _Moves(self._recorder.batch())
+            for row in rows:
+                job, pushed_to = job_from_record(tuple(row)[:-2]), row["journal"]
+                if pushed_to is not None and pushed_to != journal and job.job_id not in known:
+                    # Pushed to an earlier journal of the device: this one cannot know what became of it.
+                    moves.move(job, js.UNCONFIRMED, now, device_id=device_id, reason=REPLACED_JOURNAL)
+                    continue
+                if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
+                    job = moves.move(job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
+                if job.job_id not in known:
+                    repush.append(job)
+            await moves.flush(conn)
+            if rows:
+                await conn.execute("UPDATE jobs SET link_lost = 0 WHERE id = ANY($1::bigint[])",
+                                   [r["id"] for r in rows])
+        return repush
 
-    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
-                             max_attempts: int = 5) -> int:
+    async def strand_device(self, device_id: str, dispatched_before: float, *, reason: str) -> int:
         now = time.time()
         async with self._tx() as conn:
             rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
@@ -345,15 +377,11 @@ class PgJobQueue(PgBase):
                                     device_id, dispatched_before)
             moves = _Moves(self._recorder.batch())
             for row in rows:
-                job = job_from_record(row)
-                if job.attempts >= max_attempts:
-                    moves.move(job, js.FAILED, now, device_id=device_id,
-                               reason=f"{reason}; gave up after {job.attempts} attempts")
-                else:
-                    moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
+                moves.move(job_from_record(row), js.UNCONFIRMED, now, device_id=device_id, reason=reason)
             await moves.flush(conn)
-        if rows:
-            self._queue_changed("")
+            if rows:
+                await conn.execute("UPDATE jobs SET link_lost = 1 WHERE id = ANY($1::bigint[])",
+                                   [r["id"] for r in rows])
         return len(rows)
 
     async def expire(self, now: float | None = None) -> int:
