@@ -161,11 +161,14 @@ async def test_a_phone_with_a_new_journal_is_heard_and_its_old_jobs_are_never_se
             held = await _enqueue(daemon, 2, "held")
             await wait_until(lambda: all(first.journal.state_of(j.job_id) == "sending" for j in held),
                              what="the jobs in the first install's hands")
-        # Reinstalled: a new journal, a fast radio.
-        async with _agent_running(_agent(url, "phone", tmp_path, journal="second")) as second:
+        # Reinstalled: a new journal, a fast radio; two SMS came in before it reached the bridge
+        # (its event ids 1 and 2, as the first install's first two).
+        second = _agent(url, "phone", tmp_path, journal="second")
+        second.emit([p.SmsReceived(event_id=second.new_event_id(), sender="+33600000002", text=f"second {i}",
+                                   at=2.0) for i in range(2)])
+        assert [e.event_id for e in second.journal.pending_events()] == ["1", "2"]
+        async with _agent_running(second):
             await wait_until(second.connected.is_set, what="second install online")
-            second.emit([p.SmsReceived(event_id=second.new_event_id(), sender="+33600000002", text=f"second {i}",
-                                       at=2.0) for i in range(2)])
             rows = await wait_until(lambda: _inbound(daemon, 5), what="the second install's SMS stored")
             assert sorted(r["text"] for r in rows) == ["first 0", "first 1", "first 2", "second 0", "second 1"]
             jobs = await wait_until(lambda: _all_in(daemon, held, "unconfirmed"), what="the held jobs settled")
