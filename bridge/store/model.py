@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,18 @@ def parse_job_id(job_id: str | None) -> tuple[int, str] | None:
     if not number.isdigit() or len(number) > 18:
         return None
     return int(number), uid
+
+
+# What JobQueue.reconcile writes as the reason of the moves it makes.
+FROM_LEDGER = "as the device's ledger says on reconnect"
+REPLACED_JOURNAL = ("pushed to an earlier journal of its device (reinstalled or replaced): "
+                    "it may have been sent; never sent again")
+
+
+def held_states(ledger: Iterable[protocol.LedgerEntry]) -> dict[str, str]:
+    """The jobs a hello's ledger says its agent holds, with their state. A job it
+    rejected it does not hold: it takes the job again if it is pushed again."""
+    return {e.job_id: e.state for e in ledger if e.state != protocol.JOB_REJECTED}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,17 @@ import asyncpg  # type: ignore[import-untyped]
 
 from bridge.core import events
 from bridge.core import jobstates as js
-from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis, parse_job_id
+from bridge.store.model import (
+    FROM_LEDGER,
+    REPLACED_JOURNAL,
+    Enqueued,
+    EventOutcome,
+    Job,
+    NewJob,
+    held_states,
+    new_id_sms_apis,
+    parse_job_id,
+)
 from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, job_from_record, sql
 from bridge.store.postgres.recorder import Batch
 from bridge.store.postgres.records import store_report
@@ -35,10 +45,6 @@ REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: 
 QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
 UNCONFIRMED_SQL = f"state = '{js.UNCONFIRMED}'"
-
-# Why a job pushed to an earlier journal of its device is unconfirmed (JobQueue.reconcile).
-REPLACED_JOURNAL = ("pushed to an earlier journal of its device (reinstalled or replaced): "
-                    "it may have been sent; never sent again")
 
 # One round trip for the jobs, their first line of history, their counters and the
 # NOTIFY (an initplan: evaluated only if a job was new).
@@ -345,7 +351,7 @@ class PgJobQueue(PgBase):
 
     async def reconcile(self, device_id: str, journal: str,
                         ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
-        known = {e.job_id for e in ledger}
+        known = held_states(ledger)
         now = time.time()
         repush: list[Job] = []
         async with self._tx() as conn:
@@ -361,8 +367,11 @@ class PgJobQueue(PgBase):
                     continue
                 if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
                     job = moves.move(job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
-                if job.job_id not in known:
+                state = known.get(job.job_id)
+                if state is None:
                     repush.append(job)
+                elif state in REPORTED:  # its ledger says what became of it (the event may have been acked)
+                    moves.move(job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
             await moves.flush(conn)
             if rows:
                 await conn.execute("UPDATE jobs SET link_lost = 0 WHERE id = ANY($1::bigint[])",

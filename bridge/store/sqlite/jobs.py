@@ -19,7 +19,17 @@ from typing import Any
 
 from bridge.core import events
 from bridge.core import jobstates as js
-from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis, parse_job_id
+from bridge.store.model import (
+    FROM_LEDGER,
+    REPLACED_JOURNAL,
+    Enqueued,
+    EventOutcome,
+    Job,
+    NewJob,
+    held_states,
+    new_id_sms_apis,
+    parse_job_id,
+)
 from bridge.store.schema import JOB_COLUMNS, event_key, job_counter
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, job_from_row, marks
 from bridge.store.sqlite.recorder import EventRecorder
@@ -38,10 +48,6 @@ REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: 
 QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
 UNCONFIRMED_SQL = f"state = '{js.UNCONFIRMED}'"
-
-# Why a job pushed to an earlier journal of its device is unconfirmed (JobQueue.reconcile).
-REPLACED_JOURNAL = ("pushed to an earlier journal of its device (reinstalled or replaced): "
-                    "it may have been sent; never sent again")
 
 
 # -- writing jobs (also used by the codes, whose SMS is enqueued with the code) --
@@ -348,9 +354,9 @@ class SqliteJobQueue(SqliteBase):
 
     async def reconcile(self, device_id: str, journal: str,
                         ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
-        return await self._run(self._tx(self._reconcile), device_id, journal, {e.job_id for e in ledger})
+        return await self._run(self._tx(self._reconcile), device_id, journal, held_states(ledger))
 
-    def _reconcile(self, db: sqlite3.Connection, device_id: str, journal: str, known: set[str]) -> list[Job]:
+    def _reconcile(self, db: sqlite3.Connection, device_id: str, journal: str, known: dict[str, str]) -> list[Job]:
         now = time.time()
         rows = db.execute(f"SELECT {JOB_COLUMNS}, journal, link_lost FROM jobs WHERE device_id = ? AND "
                           f"({DISPATCHED_SQL} OR ({UNCONFIRMED_SQL} AND link_lost = 1)) ORDER BY id",
@@ -367,8 +373,11 @@ class SqliteJobQueue(SqliteBase):
                 continue
             if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
                 job = moves.move(db, job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
-            if job.job_id not in known:
+            state = known.get(job.job_id)
+            if state is None:
                 repush.append(job)
+            elif state in REPORTED:  # its ledger says what became of it (the event may have been acked long ago)
+                moves.move(db, job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
         moves.flush(db)
         db.executemany("UPDATE jobs SET link_lost = 0 WHERE id = ?", [(r[0],) for r in rows])
         return repush
