@@ -70,18 +70,19 @@ class Journal:
         self.journal_id = ""
         self._appended = 0
         self._file: TextIO | None = None
-        if not os.path.exists(self.path):
+        if not self._load():  # no file, or nothing in it: a new journal
             self.journal_id = new_journal_id()
-        self._load()
         self._compact()
 
     # -- replay --------------------------------------------------------
 
-    def _load(self) -> None:
+    def _load(self) -> bool:
+        """Replay the file; whether it held any record."""
         try:
             f = open(self.path, encoding="utf-8")  # noqa: SIM115 - closed by the `with f` below
         except FileNotFoundError:
-            return
+            return False
+        read = False
         with f:
             for line in f:
                 try:
@@ -89,6 +90,8 @@ class Journal:
                 except ValueError:
                     continue  # a torn last line after a crash
                 self._apply(rec)
+                read = True
+        return read
 
     def _apply(self, rec: dict[str, Any]) -> None:
         t = rec.get("t")
