@@ -122,14 +122,14 @@ def parse_job_id(job_id: str | None) -> tuple[int, str] | None:
 
 # What JobQueue.reconcile writes as the reason of the moves it makes.
 FROM_LEDGER = "as the device's ledger says on reconnect"
+REJECTED_IN_LEDGER = "rejected by device (its ledger on reconnect)"
 REPLACED_JOURNAL = ("pushed to an earlier journal of its device (reinstalled or replaced): "
                     "it may have been sent; never sent again")
 
 
-def held_states(ledger: Iterable[protocol.LedgerEntry]) -> dict[str, str]:
-    """The jobs a hello's ledger says its agent holds, with their state. A job it
-    rejected it does not hold: it takes the job again if it is pushed again."""
-    return {e.job_id: e.state for e in ledger if e.state != protocol.JOB_REJECTED}
+def ledger_states(ledger: Iterable[protocol.LedgerEntry]) -> dict[str, str]:
+    """Job id -> state, as a hello's ledger says."""
+    return {e.job_id: e.state for e in ledger}
 
 
 @dataclass(frozen=True, slots=True)

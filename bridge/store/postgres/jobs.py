@@ -23,12 +23,13 @@ from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store.model import (
     FROM_LEDGER,
+    REJECTED_IN_LEDGER,
     REPLACED_JOURNAL,
     Enqueued,
     EventOutcome,
     Job,
     NewJob,
-    held_states,
+    ledger_states,
     new_id_sms_apis,
     parse_job_id,
 )
@@ -351,7 +352,7 @@ class PgJobQueue(PgBase):
 
     async def reconcile(self, device_id: str, journal: str,
                         ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
-        known = held_states(ledger)
+        known = ledger_states(ledger)
         now = time.time()
         repush: list[Job] = []
         async with self._tx() as conn:
@@ -370,6 +371,8 @@ class PgJobQueue(PgBase):
                 state = known.get(job.job_id)
                 if state is None:
                     repush.append(job)
+                elif state == protocol.JOB_REJECTED:  # it let it go (the report may have been acked long ago)
+                    moves.move(job, js.QUEUED, now, device_id=device_id, reason=REJECTED_IN_LEDGER)
                 elif state in REPORTED:  # its ledger says what became of it (the event may have been acked)
                     moves.move(job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
             await moves.flush(conn)

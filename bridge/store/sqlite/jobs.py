@@ -21,12 +21,13 @@ from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store.model import (
     FROM_LEDGER,
+    REJECTED_IN_LEDGER,
     REPLACED_JOURNAL,
     Enqueued,
     EventOutcome,
     Job,
     NewJob,
-    held_states,
+    ledger_states,
     new_id_sms_apis,
     parse_job_id,
 )
@@ -354,7 +355,7 @@ class SqliteJobQueue(SqliteBase):
 
     async def reconcile(self, device_id: str, journal: str,
                         ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
-        return await self._run(self._tx(self._reconcile), device_id, journal, held_states(ledger))
+        return await self._run(self._tx(self._reconcile), device_id, journal, ledger_states(ledger))
 
     def _reconcile(self, db: sqlite3.Connection, device_id: str, journal: str, known: dict[str, str]) -> list[Job]:
         now = time.time()
@@ -363,19 +364,19 @@ class SqliteJobQueue(SqliteBase):
                           (device_id,)).fetchall()
         moves = _Moves(self._recorder)
         repush: list[Job] = []
-        orphaned: list[int] = []
         for row in rows:
             job, pushed_to = job_from_row(row[:-2]), row[-2]
             if pushed_to is not None and pushed_to != journal and job.job_id not in known:
                 # Pushed to an earlier journal of the device: this one cannot know what became of it.
                 moves.move(db, job, js.UNCONFIRMED, now, device_id=device_id, reason=REPLACED_JOURNAL)
-                orphaned.append(job.id)
                 continue
             if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
                 job = moves.move(db, job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
             state = known.get(job.job_id)
             if state is None:
                 repush.append(job)
+            elif state == protocol.JOB_REJECTED:  # it let it go (the report may have been acked long ago)
+                moves.move(db, job, js.QUEUED, now, device_id=device_id, reason=REJECTED_IN_LEDGER)
             elif state in REPORTED:  # its ledger says what became of it (the event may have been acked long ago)
                 moves.move(db, job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
         moves.flush(db)
