@@ -129,20 +129,22 @@ class Dispatcher:
             old.closed = True
             with contextlib.suppress(Exception):
                 await old.ws.close(protocol.CLOSE_REPLACED, "replaced by a newer session")
-        self.sessions[session.device_id] = session
-        health = self.health.setdefault(session.device_id, DeviceHealth())
-        health.online = True
-        health.last_seen = time.time()
-        health.capabilities = session.hello.capabilities
-        health.agent = session.hello.agent
-        health.reason = "connected"
-        # Jobs the store holds as dispatched to this device (or waiting for its link)
-        # that its ledger does not know never reached it: push them again. The others
-        # it has: their outcome comes as events (the agent kept them in its outbox).
-        # Jobs pushed to an earlier journal of the device become unconfirmed.
-        repush = await self.store.reconcile(session.device_id, session.hello.journal, session.hello.ledger)
-        inflight = await self.store.in_flight(session.device_id)
-        session.inflight = len(inflight)
+        # Under the claim lock: a dispatch round must not claim for the session between the
+        # count of its jobs in flight and the assignment of that count (it would count twice).
+        async with self._claim_lock:
+            self.sessions[session.device_id] = session
+            health = self.health.setdefault(session.device_id, DeviceHealth())
+            health.online = True
+            health.last_seen = time.time()
+            health.capabilities = session.hello.capabilities
+            health.agent = session.hello.agent
+            health.reason = "connected"
+            # Jobs the store holds as dispatched to this device (or waiting for its link)
+            # that its ledger does not know never reached it: push them again. The others
+            # it has: their outcome comes as events (the agent kept them in its outbox).
+            # Jobs pushed to an earlier journal of the device become unconfirmed.
+            repush = await self.store.reconcile(session.device_id, session.hello.journal, session.hello.ledger)
+            session.inflight = len(await self.store.in_flight(session.device_id))
         if repush:
             log.info("device %s: pushing %d job(s) again after reconnect", session.device_id, len(repush))
             await session.push(repush)
