@@ -7,8 +7,16 @@ acked yet. On open the file is replayed and rewritten compactly.
 
 Pure standard library: the Android helper uses it under Termux's Python.
 
+Every journal has an id, made at random when its file is first created and
+kept in it: the agent sends it in ``hello``, and the bridge keys the agent's
+events by (device, journal id, event id), so that a phone whose journal was
+lost (reinstalled, replaced) and whose event ids start again at 1 is told
+apart from the one before. A file written before journals had ids keeps the
+empty id (its events stay keyed as they were).
+
 Records::
 
+    {"t": "journal", "id": JOURNAL_ID}                  (first line)
     {"t": "job", "id": JOB_ID, "state": STATE, "at": T, "job": {...}?}
     {"t": "event", "e": {...event...}}
     {"t": "ack", "ids": [EVENT_ID, ...]}
@@ -23,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -48,6 +57,11 @@ COMPACT_EVERY = 20_000  # records appended before the file is rewritten
 _SETTLED = frozenset({"delivered", "failed", "rejected"})
 
 
+def new_journal_id() -> str:
+    """A journal's id: 64 random bits, lowercase hex (``protocol.Hello.journal``)."""
+    return secrets.token_hex(8)
+
+
 class Journal:
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.path = os.fspath(path)
@@ -56,18 +70,23 @@ class Journal:
         self.jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.outbox: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.seq = 0
+        # "" until read from the file; a new file gets a fresh one (see the module's doc).
+        self.journal_id = ""
         self._appended = 0
         self._file: TextIO | None = None
-        self._load()
+        if not self._load():  # no file, or nothing in it: a new journal
+            self.journal_id = new_journal_id()
         self._compact()
 
     # -- replay --------------------------------------------------------
 
-    def _load(self) -> None:
+    def _load(self) -> bool:
+        """Replay the file; whether it held any record."""
         try:
             f = open(self.path, encoding="utf-8")  # noqa: SIM115 - closed by the `with f` below
         except FileNotFoundError:
-            return
+            return False
+        read = False
         with f:
             for line in f:
                 try:
@@ -75,6 +94,8 @@ class Journal:
                 except ValueError:
                     continue  # a torn last line after a crash
                 self._apply(rec)
+                read = True
+        return read
 
     def _apply(self, rec: dict[str, Any]) -> None:
         t = rec.get("t")
@@ -102,6 +123,8 @@ class Journal:
                 self.outbox.pop(i, None)
         elif t == "seq":
             self.seq = max(self.seq, rec["n"])
+        elif t == "journal":
+            self.journal_id = str(rec["id"])
 
     def _trim(self) -> None:
         """Drop the oldest settled entries down to LEDGER_MAX (jobs still in hand stay)."""
@@ -118,6 +141,8 @@ class Journal:
         tmp = self.path + ".tmp"
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
+            if self.journal_id:
+                f.write(json.dumps({"t": "journal", "id": self.journal_id}) + "\n")
             f.write(json.dumps({"t": "seq", "n": self.seq}) + "\n")
             # Settled jobs (the most) in one record: one dumps, not thousands.
             bare = [[job_id, e["state"], e["at"]] for job_id, e in self.jobs.items()

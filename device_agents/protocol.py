@@ -17,10 +17,13 @@ agent → bridge
                  device's token (HMAC over the nonce; the token itself never
                  crosses the wire, so a sniffed hello cannot be replayed),
                  capabilities, SIMs,
-                 credit window, and the agent's *ledger* (jobs it has seen and
-                 their last state) so that a reconnect resumes exactly.
+                 credit window, the agent's *ledger* (jobs it has seen and
+                 their last state) so that a reconnect resumes exactly, and
+                 the id of its *journal* (random, made with the journal: a
+                 reinstalled or replaced phone has a new one).
     ``events``   a batch of events, each with an ``event_id`` unique for that
-                 device. The agent keeps every event in its own outbox until
+                 device's journal (the bridge keys them by device, journal and
+                 event id). The agent keeps every event in its own outbox until
                  the bridge acks it, and sends it again after a reconnect.
     ``status``   battery, signal, network (not acked: the newest one wins).
 bridge → agent
@@ -271,6 +274,16 @@ class Challenge:
         return cls(nonce=nonce, version=_int(obj, "version", w, low=1))
 
 
+JOURNAL_ID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz-_")
+
+
+def _journal_id(obj: dict[str, Any], where: str) -> str:
+    value = _text(obj, "journal", where, required=False, limit=64) or ""
+    if not set(value) <= JOURNAL_ID_CHARS:
+        raise RemoteProtocolError(f"{where}: field 'journal' may hold only a-z, 0-9, '-' and '_'")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
     type: ClassVar[str] = "hello"
@@ -283,6 +296,10 @@ class Hello:
     window: int = 8
     ledger: tuple[LedgerEntry, ...] = ()
     timezone: str | None = None  # IANA zone of the device's clock, e.g. "Europe/Paris"
+    # The agent journal's id, made at random with the journal: event ids and the
+    # ledger belong to it. "" for an agent without one (older agents, journals
+    # made before ids): the bridge then keys events by device and event id alone.
+    journal: str = ""
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Hello:
@@ -297,6 +314,7 @@ class Hello:
             window=_int(obj, "window", w, required=False, default=8, low=1, high=MAX_BATCH),
             ledger=tuple(LedgerEntry.from_json(e) for e in _list(obj, "ledger", w, limit=10_000)),
             timezone=_text(obj, "timezone", w, required=False, limit=64),
+            journal=_journal_id(obj, w),
         )
 
 

@@ -218,7 +218,8 @@ class AgentRuntime:
                 ledger.append(protocol.LedgerEntry(job_id=job_id, state=state))
         return protocol.answer(challenge, device_id=self.device_id, token=self.token, agent=self.agent_name,
                                capabilities=self.backend.capabilities, sims=self.sims,
-                               window=self.window, ledger=tuple(ledger), timezone=self.timezone)
+                               window=self.window, ledger=tuple(ledger), timezone=self.timezone,
+                               journal=self.journal.journal_id)
 
     # -- the connection loop ---------------------------------------------
 

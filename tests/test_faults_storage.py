@@ -420,7 +420,7 @@ async def test_agent_journal_full_holds_its_work_logs_it_and_resumes_when_space_
                 await runtime.aclose()
                 radio.close()
     sent = [json.loads(line)["job_id"] for line in radio_log.read_text().splitlines()]
-    assert sorted(sent, key=int) == sorted((j.job_id for j in jobs), key=int)  # each exactly once
+    assert sorted(sent) == sorted(j.job_id for j in jobs)  # each exactly once
 
 
 # -- the store alone: a deleted file on a full disk ----------------------------------------------

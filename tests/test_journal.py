@@ -80,3 +80,25 @@ async def test_a_job_recovered_as_sent_after_a_crash_still_gets_its_delivery_rep
     assert states == ["sent", "delivered"]
     await runtime.aclose()
     radio.close()
+
+
+def test_a_journal_keeps_its_id_and_a_new_one_gets_another(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "COMPACT_EVERY", 5)
+    j = Journal(tmp_path / "j.jsonl")
+    assert len(j.journal_id) == 16 and set(j.journal_id) <= p.JOURNAL_ID_CHARS
+    for i in range(12):  # through compactions
+        j.set_job(str(i), "accepted", job=dict(JOB, job_id=str(i)))
+    j.close()
+    assert Journal(tmp_path / "j.jsonl").journal_id == j.journal_id
+    (tmp_path / "lost.jsonl").write_text("")  # an empty file is no journal yet
+    others = {Journal(tmp_path / "k.jsonl").journal_id, Journal(tmp_path / "lost.jsonl").journal_id}
+    assert j.journal_id not in others and len(others) == 2
+
+
+def test_a_journal_written_before_ids_keeps_the_empty_id(tmp_path):
+    """Its events stay keyed by device and event id alone, as the bridge stored them."""
+    (tmp_path / "old.jsonl").write_text('{"t": "seq", "n": 7}\n')
+    old = Journal(tmp_path / "old.jsonl")
+    assert old.journal_id == "" and old.next_event_id() == "8"
+    old.close()
+    assert Journal(tmp_path / "old.jsonl").journal_id == ""

@@ -17,7 +17,8 @@ MESSAGES = [
     p.Hello(device_id="sim-1", proof="cd" * 32, agent="test/1",
             capabilities=p.Capabilities(sms=True, calls=True, delivery_reports=True),
             sims=(p.Sim(slot=0, number="+33612345678", operator="Orange"),), window=4,
-            ledger=(p.LedgerEntry(job_id="7", state="sent"),), timezone="Europe/Paris"),
+            ledger=(p.LedgerEntry(job_id="7.0a1b2c3d4e5f", state="sent"),), timezone="Europe/Paris",
+            journal="0123456789abcdef"),
     p.Welcome(device_id="sim-1", window=4, lease_s=30.0, server_time=1.5),
     p.Jobs(jobs=(p.SendSms(job_id="1", to="+33612345678", text="héllo €", report=True, reference="abc"),
                  p.Dial(job_id="2", to="+33612345678", hangup_after_s=20.0))),
@@ -51,10 +52,17 @@ def test_every_message_survives_encode_and_decode(message):
      '"number": "1", "at": 1}]}', "unknown call direction"),
     ('{"type": "status", "at": 1, "battery": 140}', "out of range"),
     ('{"type": "status", "at": NaN}', "finite"),
+    ('{"type": "hello", "device_id": "d", "proof": "t", "version": 2, "journal": "a/b"}', "journal"),
 ])
 def test_bad_frames_say_what_is_wrong(frame, complaint):
     with pytest.raises(p.RemoteProtocolError, match=complaint):
         p.decode(frame)
+
+
+def test_a_hello_without_a_journal_id_is_still_version_2():
+    """Agents made before journal ids: the field defaults to "" (keyed as before)."""
+    hello = p.decode('{"type": "hello", "device_id": "d", "proof": "t", "version": 2}')
+    assert isinstance(hello, p.Hello) and hello.journal == "" and p.PROTOCOL_VERSION == 2
 
 
 def test_direction_of_frames_is_enforced():

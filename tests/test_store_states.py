@@ -26,8 +26,10 @@ def test_the_state_table():
         js.next_state("delivered", "requeue")
     with pytest.raises(js.InvalidTransition):
         js.path("sent", "queued")
-    with pytest.raises(js.InvalidTransition):
-        js.path("unconfirmed", "queued")  # a job that may have been sent is never queued again
+    # A job that may have been sent goes back to the queue only through its own device: it is
+    # that device's again when it comes back (resume), and only its rejection requeues it.
+    assert js.path("unconfirmed", "queued") == ["resume", "requeue"]
+    assert js.path("unconfirmed", "dispatched") == ["resume"]
     with pytest.raises(js.InvalidTransition):
         js.path("nonsense", "queued")
     for state in js.FINAL_STATES:

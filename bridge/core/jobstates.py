@@ -7,9 +7,12 @@ from this module (``python -m bridge.core.jobstates_doc --write
 docs/protocol.md``); a test fails when the document differs from it.
 
 ``unconfirmed`` ("sent-unconfirmed"): the job may have reached the radio
-network but its result never came back (a lost link, a modem that did not
-answer after the PDU was written). It is never dispatched again; a later
-report from its device (sent, delivered, failed) can still settle it.
+network but its result never came back (a modem that did not answer after the
+PDU was written, a device whose link stayed down past the grace, a phone whose
+journal was replaced). It is never given to another device; a later report
+from its device (sent, delivered, failed) can still settle it, and a job that
+was only waiting for its device's link is that device's again when it comes
+back (``resume``).
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ FINAL_STATES = frozenset({DELIVERED, FAILED, EXPIRED, CANCELLED})
 ENQUEUE = "enqueue"
 DISPATCH = "dispatch"
 REQUEUE = "requeue"
+RESUME = "resume"
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     NEW: {ENQUEUE: QUEUED},
     QUEUED: {DISPATCH: DISPATCHED, "expire": EXPIRED, "cancel": CANCELLED, "fail": FAILED},
     DISPATCHED: {REQUEUE: QUEUED, "sent": SENT, "fail": FAILED, "cancel": CANCELLED,
                  "unconfirmed": UNCONFIRMED},
-    UNCONFIRMED: {"sent": SENT, "fail": FAILED},
+    UNCONFIRMED: {"sent": SENT, "fail": FAILED, RESUME: DISPATCHED},
     SENT: {"delivered": DELIVERED, "fail": FAILED},
     DELIVERED: {},
     FAILED: {},
@@ -49,7 +53,8 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 STATE_MEANINGS: dict[str, str] = {
     QUEUED: "stored, waiting for its date and for a device of its account",
     DISPATCHED: "pushed to one device, which has not answered yet (it counts against that device's window)",
-    UNCONFIRMED: "may have reached the radio network, but its result was lost; never dispatched again",
+    UNCONFIRMED: "may have reached the radio network, but its result was lost (or its device's link is down): "
+                 "never given to another device",
     SENT: "the network took it; a delivery report may follow",
     DELIVERED: "the delivery report came back positive (final)",
     FAILED: "it will not be sent: the device or the network refused it, or it ran out of attempts (final)",
@@ -64,15 +69,18 @@ MEANINGS: dict[tuple[str, str], str] = {
     (QUEUED, "expire"): "its ttl ran out before any device took it",
     (QUEUED, "cancel"): "withdrawn while waiting",
     (QUEUED, "fail"): "refused before any device took it",
-    (DISPATCHED, REQUEUE): "the device rejected it without beginning it, or stayed away longer than "
-                           "`[agents] requeue_grace_s`: back to the queue for any device "
+    (DISPATCHED, REQUEUE): "the device rejected it without beginning it: back to the queue for any device "
                            "(after `[dispatcher] max_attempts`, `fail` instead)",
     (DISPATCHED, "sent"): "the device reports that the network took it",
     (DISPATCHED, "fail"): "the device reports a failure, or the job ran out of attempts",
     (DISPATCHED, "cancel"): "withdrawn while on a device",
-    (DISPATCHED, "unconfirmed"): "the device began it but lost its result; it is never pushed again",
+    (DISPATCHED, "unconfirmed"): "the device began it but lost its result; or the device stayed away longer "
+                                 "than `[agents] requeue_grace_s` (it may have sent it: it waits for that "
+                                 "device); or the device came back with a new journal that cannot know it",
     (UNCONFIRMED, "sent"): "a later report from its device says the network took it",
     (UNCONFIRMED, "fail"): "a later report from its device says it failed",
+    (UNCONFIRMED, RESUME): "it was only waiting for its device's link, and the device is back with the same "
+                           "journal: its ledger settles it (a job it does not know is pushed to it again)",
     (SENT, "delivered"): "the delivery report came back positive",
     (SENT, "fail"): "the delivery report came back negative",
 }

@@ -5,8 +5,8 @@ devices of each job's account, within each device's credit window and pace
 (caps per minute, hour and day counted in parts, random gaps: see
 :class:`~bridge.dispatch.session.Pacer`), keeping a contact on the SIM it
 had (``sticky``) and out of its quiet hours; expires jobs past their ttl; and
-gives the jobs of a device that stayed away longer than the grace time back
-to the queue.
+marks ``unconfirmed`` the jobs of a device that stayed away longer than the
+grace time (it may have sent them: they wait for it, never for another device).
 
 Idle costs nothing per device: an account whose claims came back empty is
 not asked again until new work is announced (:meth:`Dispatcher.wake`), its
@@ -138,19 +138,22 @@ class Dispatcher:
             old.closed = True
             with contextlib.suppress(Exception):
                 await old.ws.close(protocol.CLOSE_REPLACED, "replaced by a newer session")
-        self.sessions[session.device_id] = session
-        health = self.health.setdefault(session.device_id, DeviceHealth())
-        health.online = True
-        health.last_seen = time.time()
-        health.capabilities = session.hello.capabilities
-        health.agent = session.hello.agent
-        health.reason = "connected"
-        # Jobs the store holds as dispatched to this device that its ledger does
-        # not know never reached it: push them again. The others it has: their
-        # outcome comes as events (the agent kept them in its outbox).
-        inflight = await self.store.in_flight(session.device_id)
-        repush = await self.store.reconcile(session.device_id, session.hello.ledger)
-        session.inflight = len(inflight)
+        # Under the claim lock: a dispatch round must not claim for the session between the
+        # count of its jobs in flight and the assignment of that count (it would count twice).
+        async with self._claim_lock:
+            self.sessions[session.device_id] = session
+            health = self.health.setdefault(session.device_id, DeviceHealth())
+            health.online = True
+            health.last_seen = time.time()
+            health.capabilities = session.hello.capabilities
+            health.agent = session.hello.agent
+            health.reason = "connected"
+            # Jobs the store holds as dispatched to this device (or waiting for its link)
+            # that its ledger does not know never reached it: push them again. The others
+            # it has: their outcome comes as events (the agent kept them in its outbox).
+            # Jobs pushed to an earlier journal of the device become unconfirmed.
+            repush = await self.store.reconcile(session.device_id, session.hello.journal, session.hello.ledger)
+            session.inflight = len(await self.store.in_flight(session.device_id))
         if repush:
             log.info("device %s: pushing %d job(s) again after reconnect", session.device_id, len(repush))
             await self._send(session, repush)
@@ -260,7 +263,8 @@ class Dispatcher:
                 self.store.claim(s.account, s.device_id, room,
                                  kinds=("sms", "call") if s.hello.capabilities.calls else ("sms",),
                                  max_parts=max_parts, sticky=s.device.sticky, min_priority=floor,
-                                 avoid=[d for d in stickies.get(s.account, ()) if d != s.device_id])
+                                 avoid=[d for d in stickies.get(s.account, ()) if d != s.device_id],
+                                 journal=s.hello.journal)
                 for s, room, max_parts, floor in wants))
             again = False
             pushes = []
@@ -408,10 +412,11 @@ class Dispatcher:
                 continue
             if now - health.offline_since < grace:
                 continue
-            count = await self.store.requeue_device(
-                device_id, now - grace, reason=f"device offline for more than {grace:g} s",
-                max_attempts=self.config.dispatcher.max_attempts)
+            # It may have sent them (a phone keeps working while its link is down): they
+            # wait for it as unconfirmed, never for another device; its hello settles them.
+            count = await self.store.strand_device(
+                device_id, now - grace,
+                reason=f"device offline for more than {grace:g} s: it may have sent it; waiting for it")
             if count:
-                log.warning("device %s offline for more than %g s: %d job(s) back in the queue",
+                log.warning("device %s offline for more than %g s: %d job(s) unconfirmed until it comes back",
                             device_id, grace, count)
-                self.wake()

@@ -200,8 +200,8 @@ class AgentListener:
         await ws.send(protocol.encode(protocol.Welcome(device_id=device.id, window=window,
                                                        lease_s=self.config.agents.lease_s,
                                                        server_time=time.time())))
-        log.info("device %s connected (%s, window %d, %d ledger entries)", device.id,
-                 hello.agent or "agent", window, len(hello.ledger))
+        log.info("device %s connected (%s, journal %s, window %d, %d ledger entries)", device.id,
+                 hello.agent or "agent", hello.journal or "without id", window, len(hello.ledger))
         reason = "disconnected"
         try:
             await self.dispatcher.attach(session)
@@ -231,7 +231,8 @@ class AgentListener:
             events = callnotes.rewrite(message.events, account.call_note_senders, self.config.api.default_region) \
                 if account is not None and account.call_note_senders else message.events
             outcome = await self.store.apply_events(session.device_id, session.account, events,
-                                                    max_attempts=self.config.dispatcher.max_attempts)
+                                                    max_attempts=self.config.dispatcher.max_attempts,
+                                                    journal=session.hello.journal)
             if self.on_job_state is not None:
                 for event in message.events:
                     if isinstance(event, protocol.JobState):

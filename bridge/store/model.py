@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,10 +101,13 @@ class Job:
     updated: float
     # The real text sealed (``message`` is then it masked); None once the job can no longer be pushed.
     sealed: bytes | None = field(default=None, repr=False)
+    uid: str = ""  # the store incarnation that made it (schema migration 9)
 
     @property
     def job_id(self) -> str:
-        return str(self.id)
+        """The job's id on the wire: "<id>.<uid>" (the bare id for jobs made
+        before incarnations), never the same for two jobs of a restored store."""
+        return f"{self.id}.{self.uid}" if self.uid else str(self.id)
 
     def to_protocol(self, text: str | None = None) -> protocol.Job:
         """The job as pushed to a device; ``text``: the real text of a sealed one."""
@@ -112,6 +116,29 @@ class Job:
         return protocol.SendSms(job_id=self.job_id, to=self.phone_number,
                                 text=self.message if text is None else text,
                                 report=self.report, reference=self.id_sms_api, priority=self.priority)
+
+
+def parse_job_id(job_id: str | None) -> tuple[int, str] | None:
+    """(row id, incarnation) of a wire job id (see :attr:`Job.job_id`), or None
+    if it is not one of ours."""
+    if not job_id:
+        return None
+    number, _, uid = job_id.partition(".")
+    if not number.isdigit() or len(number) > 18:
+        return None
+    return int(number), uid
+
+
+# What JobQueue.reconcile writes as the reason of the moves it makes.
+FROM_LEDGER = "as the device's ledger says on reconnect"
+REJECTED_IN_LEDGER = "rejected by device (its ledger on reconnect)"
+REPLACED_JOURNAL = ("pushed to an earlier journal of its device (reinstalled or replaced): "
+                    "it may have been sent; never sent again")
+
+
+def ledger_states(ledger: Iterable[protocol.LedgerEntry]) -> dict[str, str]:
+    """Job id -> state, as a hello's ledger says."""
+    return {e.job_id: e.state for e in ledger}
 
 
 @quick_init  # built for every message accepted: see bridge.core.records

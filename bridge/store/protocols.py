@@ -79,7 +79,8 @@ class JobQueue(Protocol):
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
-                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0,
+                    journal: str = "") -> list[Job]:
         """Up to ``limit`` due, unexpired queued jobs of ``account`` — priority
         2 before 1 before 0, then due date, then arrival — now dispatched to
         ``device_id``. The jobs are returned as they were before the claim.
@@ -90,7 +91,9 @@ class JobQueue(Protocol):
         it jumps the queue). ``avoid``: skip jobs whose recipient's sender (see
         ``sticky``) is one of these devices. ``sticky``: record ``device_id``
         as the sender of every claimed job's recipient (per account).
-        ``min_priority``: only jobs of at least this priority."""
+        ``min_priority``: only jobs of at least this priority. ``journal``: the
+        device agent's journal id (``protocol.Hello.journal``), kept with each
+        job (see ``reconcile``)."""
 
     async def defer(self, device_id: str, job_ids: Collection[int], until: float, *, reason: str) -> int:
         """Give jobs this device claimed and has not been sent back to the
@@ -101,18 +104,27 @@ class JobQueue(Protocol):
         """The earliest due date among the account's queued jobs."""
 
     async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
-                           max_attempts: int = 5) -> EventOutcome:
+                           max_attempts: int = 5, journal: str = "") -> EventOutcome:
         """Store what a device reports (job states, inbound SMS, calls, call
-        notes), each event once per (device, event id)."""
+        notes), each event once per (device, journal, event id) (``journal``:
+        ``protocol.Hello.journal``). A job report names the job by its wire id
+        (``Job.job_id``): one of another incarnation of the store is unknown."""
 
-    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
-        """Jobs dispatched to this device that its ledger does not know: the
-        agent never got them, so they are pushed again (same job id)."""
+    async def reconcile(self, device_id: str, journal: str,
+                        ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+        """A device said hello with this journal and ledger. Its jobs that were
+        pushed to another journal of it (reinstalled, replaced) and that the
+        ledger does not know become ``unconfirmed`` (they may have been sent;
+        never sent again); its jobs only waiting for its link (``strand_device``)
+        are its again (``dispatched``). Returns the jobs dispatched to it that
+        the ledger does not know: the agent never got them, so they are pushed
+        again (same job id)."""
 
-    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
-                             max_attempts: int = 5) -> int:
-        """Give the device's jobs dispatched before that time back to the queue
-        (or fail those out of attempts); ``unconfirmed`` jobs are never given back."""
+    async def strand_device(self, device_id: str, dispatched_before: float, *, reason: str) -> int:
+        """The device's link has been down too long: its jobs dispatched before
+        that time become ``unconfirmed`` with ``reason`` (it may have sent them;
+        no other device ever gets them), until its agent says hello again
+        (``reconcile``) and settles them. How many."""
 
     async def in_flight(self, device_id: str) -> list[Job]:
         """The jobs dispatched to the device and not yet answered, oldest first."""

@@ -260,9 +260,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_created ON outbox (created);
     CREATE INDEX agent_events_at ON agent_events (at);
     """,
-    # 9: reserved (no change)
+    # 9: identities that survive a restored backup and a replaced phone. ``uid``: the store
+    # incarnation (random, new at every open) that made the job; the job id agents see is
+    # "<id>.<uid>", so that ids a restored store hands out again are new to every phone's
+    # ledger. ``journal``: the agent journal the job was pushed to (see protocol.Hello.journal;
+    # NULL: pushed before journals had ids). ``link_lost``: an ``unconfirmed`` job that is only
+    # waiting for its device's link to come back (JobQueue.strand_device), not one its device
+    # reported unconfirmed. agent_events keys an event of a journal as "<journal>/<event_id>".
     """
-    SELECT 1;
+    ALTER TABLE jobs ADD COLUMN uid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN journal TEXT;
+    ALTER TABLE jobs ADD COLUMN link_lost INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_unconfirmed ON jobs (device_id) WHERE state = 'unconfirmed';
     """,
     # 10: sealed texts (bridge.core.sealing): a job whose text holds a secret (a verification
     # code) keeps the text masked in ``message`` and the real one encrypted here, under a key
@@ -312,7 +321,13 @@ def postgres_migration(number: int) -> str:
 
 # The columns of model.Job, in its field order (every backend selects jobs so).
 JOB_COLUMNS = ("id, account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
-               "state, reason, device_id, attempts, parts, encoding, report, created, updated, sealed")
+               "state, reason, device_id, attempts, parts, encoding, report, created, updated, sealed, uid")
+
+
+def event_key(journal: str, event_id: str) -> str:
+    """The key of an agent's event in ``agent_events`` (with its device id): the
+    event id alone for an agent without a journal id, else "<journal>/<event_id>"."""
+    return f"{journal}/{event_id}" if journal else event_id
 
 # model.VerificationCode, with the state of the job that carried the code.
 CODE_COLUMNS = ("c.id, c.account, c.phone_number, c.salt, c.digest, c.created, c.expires, c.attempts, "

@@ -20,7 +20,7 @@ from typing import Any
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store import paging
-from bridge.store.model import Enqueued, Job, Link, NewJob, new_id_sms_apis
+from bridge.store.model import Enqueued, Job, Link, NewJob, new_id_sms_apis, parse_job_id
 from bridge.store.schema import PUSHABLE_STATES, job_counter
 from device_agents import protocol
 
@@ -63,11 +63,12 @@ def plan_jobs(jobs: list[NewJob], now: float, existing: Collection[str] = ()) ->
 
 
 def new_job(job_id: int, account: str, key: str, planned: tuple[NewJob, float, float], state: str,
-            now: float) -> Job:
-    """The job just inserted, as a SELECT would return it."""
+            now: float, uid: str) -> Job:
+    """The job just inserted, as a SELECT would return it; ``uid``: the store's incarnation
+    (see :attr:`Job.job_id`)."""
     new, due, expires = planned
     return Job(job_id, account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due, expires,
-               state, None, None, 0, new.parts, new.encoding, new.report, now, now, new.sealed)
+               state, None, None, 0, new.parts, new.encoding, new.report, now, now, new.sealed, uid)
 
 
 def link_rows(account: str, fresh: Fresh, created: dict[str, Job], now: float) -> list[tuple[Any, ...]]:
@@ -190,7 +191,10 @@ def apply_job_report(device_id: str, ev: protocol.JobState, now: float, max_atte
                      jobs: dict[int, Job], moves: Moves) -> tuple[int, int]:
     """Apply one job report to ``jobs`` (the reported ones, read in the transaction) through
     ``moves``; (jobs that left the device's window, jobs requeued)."""
-    job = jobs.get(int(ev.job_id)) if ev.job_id.isdigit() else None
+    parsed = parse_job_id(ev.job_id)
+    job = jobs.get(parsed[0]) if parsed is not None else None
+    if job is not None and parsed is not None and job.uid != parsed[1]:
+        job = None  # a job of an earlier incarnation of the store (a restored backup): not this one
     if job is None:
         log.warning("device %s reported unknown job %r", device_id, ev.job_id)
         return 0, 0

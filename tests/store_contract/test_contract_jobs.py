@@ -1,5 +1,6 @@
 """JobQueue: enqueue and idempotency, claim order, agents' reports through the
-state table (unconfirmed included), reconcile, requeue, expiry, reading."""
+state table (unconfirmed included), reconcile, stranding, journals and
+incarnations, expiry, reading."""
 
 from __future__ import annotations
 
@@ -105,27 +106,27 @@ async def test_an_expired_job_is_not_claimed(store):
 # -- what devices report ---------------------------------------------------------------
 
 
-async def claimed(store, n=1, device="d1", **kw):
+async def claimed(store, n=1, device="d1", journal="", **kw):
     await store.enqueue("a", [sms(**kw) for _ in range(n)])
-    return await store.claim("a", device, n)
+    return await store.claim("a", device, n, journal=journal)
 
 
 async def test_reports_move_jobs_through_the_table_with_history(store):
     [job] = await claimed(store)
     r = Reports()
-    out = await store.apply_events("d1", "a", [r.job(job.id, "accepted"), r.job(job.id, "delivered")])
+    out = await store.apply_events("d1", "a", [r.job(job.job_id, "accepted"), r.job(job.job_id, "delivered")])
     assert out.acked == ["e1", "e2"] and out.finished == 1 and out.requeued == 0
     # the delivery report came while the job was dispatched: it goes through sent first
     assert await states(store, job.id) == [js.QUEUED, js.DISPATCHED, js.SENT, js.DELIVERED]
     # a final job takes nothing more
-    await store.apply_events("d1", "a", [r.job(job.id, "failed")])
+    await store.apply_events("d1", "a", [r.job(job.job_id, "failed")])
     assert (await store.get_job("a", job.id_sms_api)).state == js.DELIVERED
     await assert_history_follows_the_table(store, job.id)
 
 
 async def test_an_event_is_applied_once_and_acked_every_time(store):
     [job] = await claimed(store)
-    sent = Reports().job(job.id, "sent")
+    sent = Reports().job(job.job_id, "sent")
     first = await store.apply_events("d1", "a", [sent])
     again = await store.apply_events("d1", "a", [sent])
     assert first.acked == again.acked == [sent.event_id]
@@ -136,14 +137,14 @@ async def test_an_event_is_applied_once_and_acked_every_time(store):
 async def test_reports_about_unknown_or_foreign_jobs_change_nothing(store):
     [job] = await claimed(store, device="d1")
     r = Reports()
-    out = await store.apply_events("d2", "a", [r.job(job.id, "sent"), r.job("999999", "sent"), r.job("x", "sent")])
+    out = await store.apply_events("d2", "a", [r.job(job.job_id, "sent"), r.job("999999", "sent"), r.job("x", "sent")])
     assert out.acked == ["e1", "e2", "e3"] and out.finished == 0
     assert (await store.get_job("a", job.id_sms_api)).state == js.DISPATCHED
 
 
 async def test_failure_keeps_its_reason(store):
     [job] = await claimed(store)
-    await store.apply_events("d1", "a", [Reports().job(job.id, "failed", reason="CMS ERROR 38")])
+    await store.apply_events("d1", "a", [Reports().job(job.job_id, "failed", reason="CMS ERROR 38")])
     got = await store.get_job("a", job.id_sms_api)
     assert got.state == js.FAILED and got.reason == "CMS ERROR 38"
     assert (await store.history(job.id))[-1]["reason"] == "CMS ERROR 38"
@@ -152,16 +153,16 @@ async def test_failure_keeps_its_reason(store):
 async def test_a_rejected_job_goes_back_to_the_queue_until_its_attempts_run_out(store):
     [job] = await claimed(store)
     r = Reports()
-    out = await store.apply_events("d1", "a", [r.job(job.id, "rejected", reason="busy")], max_attempts=2)
+    out = await store.apply_events("d1", "a", [r.job(job.job_id, "rejected", reason="busy")], max_attempts=2)
     assert out.requeued == 1 and out.finished == 1
     back = await store.get_job("a", job.id_sms_api)
     assert back.state == js.QUEUED and back.device_id is None and "busy" in back.reason
     [again] = await store.claim("a", "d2", 1)
     assert again.id == job.id and again.attempts == 1
     # the first device's late word no longer counts
-    await store.apply_events("d1", "a", [r.job(job.id, "sent")])
+    await store.apply_events("d1", "a", [r.job(job.job_id, "sent")])
     assert (await store.get_job("a", job.id_sms_api)).state == js.DISPATCHED
-    out = await store.apply_events("d2", "a", [r.job(job.id, "rejected")], max_attempts=2)
+    out = await store.apply_events("d2", "a", [r.job(job.job_id, "rejected")], max_attempts=2)
     assert out.requeued == 0 and out.finished == 1
     final = await store.get_job("a", job.id_sms_api)
     assert final.state == js.FAILED and "rejected 2 times" in final.reason
@@ -171,28 +172,29 @@ async def test_a_rejected_job_goes_back_to_the_queue_until_its_attempts_run_out(
 async def test_unconfirmed_leaves_the_window_and_is_never_given_back(store):
     jobs = await claimed(store, n=2)
     job, other = jobs
-    out = await store.apply_events("d1", "a", [Reports().job(job.id, p.JOB_UNCONFIRMED, reason="link lost")])
+    out = await store.apply_events("d1", "a", [Reports().job(job.job_id, p.JOB_UNCONFIRMED, reason="link lost")])
     assert out.finished == 1 and out.requeued == 0
     got = await store.get_job("a", job.id_sms_api)
     assert got.state == js.UNCONFIRMED and got.device_id == "d1"
     assert [j.id for j in await store.in_flight("d1")] == [other.id]
-    assert await store.reconcile("d1", []) == [await store.get_job("a", other.id_sms_api)]
-    # a device gone for good: its dispatched jobs go back, the unconfirmed one stays
-    assert await store.requeue_device("d1", time.time() + 60, reason="device gone") == 1
+    assert await store.reconcile("d1", "", []) == [await store.get_job("a", other.id_sms_api)]
+    # its link lost for good: the dispatched job waits for it as unconfirmed too; the one it
+    # reported unconfirmed is not the link's: it never becomes the device's again
+    assert await store.strand_device("d1", time.time() + 60, reason="device gone") == 1
+    assert (await store.get_job("a", other.id_sms_api)).state == js.UNCONFIRMED
+    assert [j.id for j in await store.reconcile("d1", "", [])] == [other.id]
     assert (await store.get_job("a", job.id_sms_api)).state == js.UNCONFIRMED
-    assert (await store.get_job("a", other.id_sms_api)).state == js.QUEUED
     # nor is it expired, nor rejected back to the queue
-    assert await store.expire(time.time() + 10 * 86400) == 1  # the requeued one only
-    await store.apply_events("d1", "a", [Reports().job(job.id, "rejected")])
+    assert await store.expire(time.time() + 10 * 86400) == 0
+    await store.apply_events("d1", "a", [Reports().job(job.job_id, "rejected")])
     assert (await store.get_job("a", job.id_sms_api)).state == js.UNCONFIRMED
-    assert "d1" not in await store.devices_in_flight()
 
 
 async def test_a_later_report_settles_an_unconfirmed_job(store):
     delivered, failed = await claimed(store, n=2)
     r = Reports()
-    await store.apply_events("d1", "a", [r.job(delivered.id, "unconfirmed"), r.job(failed.id, "unconfirmed")])
-    out = await store.apply_events("d1", "a", [r.job(delivered.id, "delivered"), r.job(failed.id, "failed")])
+    await store.apply_events("d1", "a", [r.job(delivered.job_id, "unconfirmed"), r.job(failed.job_id, "unconfirmed")])
+    out = await store.apply_events("d1", "a", [r.job(delivered.job_id, "delivered"), r.job(failed.job_id, "failed")])
     assert out.finished == 0  # they had left the window already
     assert await states(store, delivered.id) == [js.QUEUED, js.DISPATCHED, js.UNCONFIRMED, js.SENT, js.DELIVERED]
     assert await states(store, failed.id) == [js.QUEUED, js.DISPATCHED, js.UNCONFIRMED, js.FAILED]
@@ -209,31 +211,109 @@ async def test_a_later_report_settles_an_unconfirmed_job(store):
 async def test_reconcile_pushes_again_only_what_the_ledger_does_not_know(store):
     jobs = await claimed(store, n=3)
     ledger = [p.LedgerEntry(job_id=jobs[1].job_id, state="accepted")]
-    again = await store.reconcile("d1", ledger)
+    again = await store.reconcile("d1", "", ledger)
     assert [j.id for j in again] == [jobs[0].id, jobs[2].id]
     assert all(j.state == js.DISPATCHED and j.device_id == "d1" for j in again)
-    assert await store.reconcile("d2", []) == []
+    assert await store.reconcile("d2", "", []) == []
 
 
-async def test_requeue_takes_only_jobs_dispatched_before_the_cutoff(store):
+async def test_stranding_takes_only_jobs_dispatched_before_the_cutoff(store):
     [early] = await claimed(store)
     cutoff = time.time() + 1e-3
     while time.time() <= cutoff:  # the clock must move past the cutoff (no sleep needed: it is a millisecond)
         pass
     [late] = await claimed(store)
     assert set(await store.devices_in_flight()) == {"d1"}
-    assert await store.requeue_device("d1", cutoff, reason="gone") == 1
-    assert (await store.get_job("a", early.id_sms_api)).state == js.QUEUED
+    assert await store.strand_device("d1", cutoff, reason="gone") == 1
+    assert (await store.get_job("a", early.id_sms_api)).state == js.UNCONFIRMED
     assert (await store.get_job("a", late.id_sms_api)).state == js.DISPATCHED
     assert (await store.history(early.id))[-1]["reason"] == "gone"
+    assert await store.in_flight("d1") == [await store.get_job("a", late.id_sms_api)]
 
 
-async def test_requeue_gives_up_after_max_attempts(store):
+async def test_a_stranded_job_is_settled_by_its_device_when_it_comes_back(store):
+    """Link down past the grace: unconfirmed, never another device's. Back with the
+    same journal: its ledger settles them, and the one it never got is pushed to it again."""
+    sent, held, lost = await claimed(store, n=3, journal="j1")
+    assert await store.strand_device("d1", time.time() + 60, reason="link down") == 3
+    assert await store.claim("a", "d2", 10) == []
+    ledger = [p.LedgerEntry(job_id=sent.job_id, state="sent"), p.LedgerEntry(job_id=held.job_id, state="accepted")]
+    again = await store.reconcile("d1", "j1", ledger)
+    assert [j.id for j in again] == [lost.id] and again[0].state == js.DISPATCHED
+    # what its ledger says is written at once; its events (sent again) change nothing more
+    assert [j.id for j in await store.in_flight("d1")] == [held.id, lost.id]
+    r = Reports()
+    out = await store.apply_events("d1", "a", [r.job(sent.job_id, "sent"), r.job(held.job_id, "rejected")],
+                                   journal="j1")
+    assert out.finished == 1 and out.requeued == 1  # it never began the held one (its lease lapsed)
+    assert [h["state"] for h in await store.history(sent.id)] == [
+        js.QUEUED, js.DISPATCHED, js.UNCONFIRMED, js.DISPATCHED, js.SENT]
+    assert (await store.get_job("a", held.id_sms_api)).state == js.QUEUED
+    for job in (sent, held, lost):
+        await assert_history_follows_the_table(store, job.id)
+
+
+async def test_a_ledger_settles_jobs_whose_events_were_acked_long_ago(store):
+    """As after a restored backup: the store holds them dispatched, the phone's ledger
+    says what became of them and its events were acked by the store as it was."""
+    delivered, failed, rejected, held = await claimed(store, n=4)
+    ledger = [p.LedgerEntry(job_id=delivered.job_id, state="delivered"),
+              p.LedgerEntry(job_id=failed.job_id, state="failed"),
+              p.LedgerEntry(job_id=rejected.job_id, state="rejected"),
+              p.LedgerEntry(job_id=held.job_id, state="accepted")]
+    assert await store.reconcile("d1", "", ledger) == []
+    assert await states(store, delivered.id) == [js.QUEUED, js.DISPATCHED, js.SENT, js.DELIVERED]
+    assert await states(store, failed.id) == [js.QUEUED, js.DISPATCHED, js.FAILED]
+    assert await states(store, rejected.id) == [js.QUEUED, js.DISPATCHED, js.QUEUED]  # for any device
+    assert [j.id for j in await store.in_flight("d1")] == [held.id]
+    # its rejection, sent again from its outbox, changes nothing more
+    out = await store.apply_events("d1", "a", [Reports().job(rejected.job_id, "rejected")])
+    assert out.requeued == 0 and await states(store, rejected.id) == [js.QUEUED, js.DISPATCHED, js.QUEUED]
+    for job in (delivered, failed, rejected):
+        await assert_history_follows_the_table(store, job.id)
+
+
+async def test_jobs_pushed_to_an_earlier_journal_become_unconfirmed_never_pushed_again(store):
+    """A reinstalled or replaced phone (same device id, new journal) cannot know them."""
+    stranded, held = await claimed(store, n=2, journal="old")
+    assert await store.strand_device("d1", time.time() + 60, reason="link down") == 2
+    [held_again] = await store.reconcile("d1", "old", [p.LedgerEntry(job_id=stranded.job_id, state="accepted")])
+    assert held_again.id == held.id
+    assert await store.reconcile("d1", "new", []) == []
+    for job in (stranded, held):
+        got = await store.get_job("a", job.id_sms_api)
+        assert got.state == js.UNCONFIRMED and "earlier journal" in got.reason
+        await assert_history_follows_the_table(store, job.id)
+    assert await store.in_flight("d1") == [] and await store.reconcile("d1", "new", []) == []
+    # the old journal's late word still settles them
+    await store.apply_events("d1", "a", [Reports().job(stranded.job_id, "sent")], journal="old")
+    assert (await store.get_job("a", stranded.id_sms_api)).state == js.SENT
+
+
+async def test_events_are_keyed_by_device_journal_and_event_id(store):
+    """A new journal's event ids start again at 1: they are new events."""
+    first = Reports()
+    await store.apply_events("d1", "a", [first.sms("+33600000001", "from the first journal")], journal="j1")
+    again = Reports()  # the same event ids, from another journal
+    out = await store.apply_events("d1", "a", [again.sms("+33600000002", "from the second journal")], journal="j2")
+    assert out.acked == ["e1"]
+    out = await store.apply_events("d1", "a", [Reports().sms("+33600000002", "sent again")], journal="j2")
+    assert out.acked == ["e1"]
+    texts = sorted(m["text"] for m in await store.inbound("a", limit=10))
+    assert texts == ["from the first journal", "from the second journal"]
+
+
+async def test_a_job_id_of_another_incarnation_of_the_store_is_unknown(store):
     [job] = await claimed(store)
-    assert await store.requeue_device("d1", time.time() + 1, reason="gone", max_attempts=1) == 1
+    number, _, uid = job.job_id.partition(".")
+    assert number == str(job.id) and len(uid) == 12
+    r = Reports()
+    for other in (number, f"{number}.{'0' * 12}"):  # as a restored store's job of the same number would be
+        await store.apply_events("d1", "a", [r.job(other, "delivered")])
     got = await store.get_job("a", job.id_sms_api)
-    assert got.state == js.FAILED and "gave up after 1 attempts" in got.reason
-    await assert_history_follows_the_table(store, job.id)
+    assert got.state == js.DISPATCHED
+    await store.apply_events("d1", "a", [r.job(job.job_id, "sent")])
+    assert (await store.get_job("a", job.id_sms_api)).state == js.SENT
 
 
 async def test_expiry_takes_queued_jobs_past_their_ttl_only(store):
@@ -260,7 +340,7 @@ async def test_counts_by_state_and_priority(store):
 
 async def test_each_step_raises_its_event_in_order(store):
     [job] = await claimed(store, id_sms_api="m1")
-    await store.apply_events("d1", "a", [Reports().job(job.id, "delivered")])
+    await store.apply_events("d1", "a", [Reports().job(job.job_id, "delivered")])
     got = await outbox_events(store, "a")
     assert [e["kind"] for e in got] == ["sms_queued", "sms_dispatched", "sms_sent", "sms_delivered"]
     assert {e["id_sms_api"] for e in got} == {"m1"}
@@ -270,6 +350,6 @@ async def test_each_step_raises_its_event_in_order(store):
 async def test_the_store_records_what_the_filter_lets_through(store, sends):
     sends.set({"a": {"sms_sent"}})
     [job] = await claimed(store)
-    await store.apply_events("d1", "a", [Reports().job(job.id, "delivered")])
+    await store.apply_events("d1", "a", [Reports().job(job.job_id, "delivered")])
     assert [e["kind"] for e in await outbox_events(store)] == ["sms_sent"]
     assert ("a", "sms_delivered") in sends.asked  # it asked; it did not decide

@@ -52,8 +52,8 @@ async def test_counts_per_account_and_sends_per_device(store):
     r = Reports()
     jobs = await store.claim("a", "d1", 2)
     [other] = await store.claim("b", "d2", 1)
-    await store.apply_events("d1", "a", [r.job(j.id, "sent") for j in jobs])
-    await store.apply_events("d2", "b", [r.job(other.id, "sent")])
+    await store.apply_events("d1", "a", [r.job(j.job_id, "sent") for j in jobs])
+    await store.apply_events("d2", "b", [r.job(other.job_id, "sent")])
     assert await store.counts("a") == {(js.SENT, 1): 1, (js.SENT, 2): 1}
     assert await store.counts("b") == {(js.SENT, 1): 1}
     assert await store.counts("c") == {}

@@ -93,7 +93,7 @@ async def test_messages_list_outgoing_and_inbound_newest_first(store):
     await store.apply_events("d1", "a", [r.sms("+33611111111", "reply")])
     await store.enqueue("a", [sms(id_sms_api="m2", text="second")])
     [job] = await store.claim("a", "d1", 1)
-    await store.apply_events("d1", "a", [r.job(job.id, "sent")])
+    await store.apply_events("d1", "a", [r.job(job.job_id, "sent")])
     both = await store.messages("a")
     assert [(m["direction"], m["text"]) for m in both] == [("out", "second"), ("in", "reply"), ("out", "first")]
     assert [m["text"] for m in await store.messages("a", direction="out")] == ["second", "first"]

@@ -16,8 +16,8 @@ async def test_counts_follow_every_move_and_survive_a_fold(store):
     assert await store.counts() == {(js.QUEUED, 0): 1, (js.QUEUED, 1): 1, (js.QUEUED, 2): 2}
     claimed = await store.claim("a", "d1", 3)
     reports = Reports()
-    await store.apply_events("d1", "a", [reports.job(claimed[0].id, p.JOB_SENT),
-                                         reports.job(claimed[1].id, p.JOB_REJECTED, "busy")])
+    await store.apply_events("d1", "a", [reports.job(claimed[0].job_id, p.JOB_SENT),
+                                         reports.job(claimed[1].job_id, p.JOB_REJECTED, "busy")])
     expected = {(js.SENT, 2): 1, (js.QUEUED, 2): 1, (js.DISPATCHED, 1): 1, (js.QUEUED, 0): 1}
     assert claimed[0].priority == 2 and claimed[1].priority == 2 and claimed[2].priority == 1
     assert await store.counts() == expected
@@ -45,8 +45,8 @@ async def test_purge_takes_settled_history_in_batches_and_leaves_the_live(store)
     jobs = await store.claim("a", "d1", 6)
     reports = Reports()
     settled = [j for j in jobs if j.id_sms_api != "live"]
-    await store.apply_events("d1", "a", [reports.job(j.id, p.JOB_SENT) for j in settled]
-                             + [reports.job(j.id, p.JOB_DELIVERED) for j in settled])
+    await store.apply_events("d1", "a", [reports.job(j.job_id, p.JOB_SENT) for j in settled]
+                             + [reports.job(j.job_id, p.JOB_DELIVERED) for j in settled])
     rows = await store.claim_outbox(["a"], 100, lease_s=30)
     await store.settle_outbox(delivered=[(r.id, time.time()) for r in rows])
     before = await store.outbox_counts()
@@ -64,13 +64,13 @@ async def test_purge_takes_settled_history_in_batches_and_leaves_the_live(store)
     after = await store.outbox_counts()
     assert after["delivered"] == 0 and before["delivered"] == len(rows)
     # the agents' event ids are gone too: the same ids are new again
-    assert (await store.apply_events("d1", "a", [reports.job(live.id, p.JOB_SENT)])).acked
+    assert (await store.apply_events("d1", "a", [reports.job(live.job_id, p.JOB_SENT)])).acked
     assert len(out) == 6
 
 
 async def test_purge_keeps_what_is_recent(store):
     [e] = await store.enqueue("a", [sms()])
     [job] = await store.claim("a", "d1", 1)
-    await store.apply_events("d1", "a", [Reports().job(job.id, p.JOB_FAILED, "no")])
+    await store.apply_events("d1", "a", [Reports().job(job.job_id, p.JOB_FAILED, "no")])
     assert await store.purge(time.time() - 3600) == 0
     assert (await store.get_job("a", e.job.id_sms_api)).state == js.FAILED

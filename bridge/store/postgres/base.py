@@ -77,6 +77,9 @@ class PgBase:
                  connect_timeout: float = 10.0) -> None:
         self.url = url
         self.pool_size = pool_size
+        # This opening's incarnation: new jobs carry it in their id (model.Job.job_id), so
+        # that the ids a restored database hands out again are new to every agent's ledger.
+        self.incarnation = secrets.token_hex(6)
         self.connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
         self._listen_conn: asyncpg.Connection | None = None

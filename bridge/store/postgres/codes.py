@@ -25,7 +25,7 @@ class PgCodes(PgBase):
                           max_attempts: int, job: NewJob) -> tuple[VerificationCode, Enqueued]:
         now = time.time()
         async with self._tx() as conn:
-            [enqueued] = await insert_jobs(conn, self._recorder.batch(), account, [job])
+            [enqueued] = await insert_jobs(conn, self._recorder.batch(), account, [job], self.incarnation)
             code_id = await conn.fetchval(
                 "INSERT INTO verification_codes (account, phone_number, salt, digest, created, expires, "
                 "max_attempts, id_sms_api, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",

@@ -20,25 +20,37 @@ import asyncpg  # type: ignore[import-untyped]
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store import shaping
-from bridge.store.model import Enqueued, EventOutcome, Job, NewJob, new_id_sms_apis
+from bridge.store.model import (
+    FROM_LEDGER,
+    REJECTED_IN_LEDGER,
+    REPLACED_JOURNAL,
+    Enqueued,
+    EventOutcome,
+    Job,
+    NewJob,
+    ledger_states,
+    new_id_sms_apis,
+    parse_job_id,
+)
 from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, sql
 from bridge.store.postgres.recorder import Batch
 from bridge.store.postgres.records import store_report
-from bridge.store.schema import JOB_COLUMNS, job_counter
-from bridge.store.shaping import job_from_row
+from bridge.store.schema import JOB_COLUMNS, event_key, job_counter
+from bridge.store.shaping import REPORTED, job_from_row
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
 
 QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
+UNCONFIRMED_SQL = f"state = '{js.UNCONFIRMED}'"
 
 # One round trip for the jobs, their first line of history, their counters and the
 # NOTIFY (an initplan: evaluated only if a job was new).
 _INSERT = ("WITH ins AS (INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, "
-           "expires, parts, encoding, report, created, updated, state, sealed) "
+           "expires, parts, encoding, report, created, updated, state, sealed, uid) "
            "SELECT $1, u.k, u.kind, u.num, u.msg, u.url, u.pri, u.due, u.exp, u.parts, u.enc, u.rep, "
-           "$13::float8, $13::float8, $14::text, u.sealed "
+           "$13::float8, $13::float8, $14::text, u.sealed, $18::text "
            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
            "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[], $17::bytea[]) "
            "AS u (k, kind, num, msg, url, pri, due, exp, parts, enc, rep, sealed) "
@@ -56,13 +68,15 @@ async def notify_queue(conn: asyncpg.Connection, node: str, account: str) -> Non
     await conn.execute("SELECT pg_notify($1, $2)", JOBS_CHANNEL, f"{node}:{account}")
 
 
-async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob]) -> list[Enqueued]:
+async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs: list[NewJob],
+                      uid: str) -> list[Enqueued]:
     """Insert a batch with one statement; one :class:`Enqueued` per job.
 
     A key that was there before is answered with the job stored under it. Should that job be gone by the
     time it is read (purged a moment before), or a generated key meet one already taken (astronomically
     rare), those jobs are inserted again (with a new generated key): nothing accepted is lost, also when
-    the statement ran as its own transaction (:meth:`PgJobQueue.enqueue`)."""
+    the statement ran as its own transaction (:meth:`PgJobQueue.enqueue`). ``uid``: the store's
+    incarnation (see :attr:`Job.job_id`)."""
     now = time.time()
     state = js.next_state(js.NEW, js.ENQUEUE)
     keys, fresh = shaping.plan_jobs(jobs, now)
@@ -78,7 +92,7 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
                 col.append(value)
         sealed = [fresh[key][0].sealed for key in todo]
         rows = await conn.fetch(_INSERT, account, *cols, now, state, JOBS_CHANNEL,
-                                f"{batch.recorder.node}:{account}", sealed) if todo else []
+                                f"{batch.recorder.node}:{account}", sealed, uid) if todo else []
         ids.update((r["id_sms_api"], r["id"]) for r in rows)
         # Keys that were there before (sent again, or by another daemon a moment ago).
         taken = [k for k in todo if k not in ids]
@@ -99,7 +113,7 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
             break
     else:
         raise RuntimeError(f"id_sms_api {todo[0]!r} could not be stored; send again")
-    created = {key: shaping.new_job(ids[key], account, key, planned, state, now)
+    created = {key: shaping.new_job(ids[key], account, key, planned, state, now, uid)
                for key, planned in fresh.items() if key in ids}
     if created:
         links = shaping.link_rows(account, fresh, created, now)
@@ -164,19 +178,20 @@ class PgJobQueue(PgBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
         if any(new.link_code for new in jobs) or self._recorder.wants(account, events.STATE_EVENTS[_ENQUEUED]):
             async with self._tx() as conn:
-                out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+                out = await insert_jobs(conn, self._recorder.batch(), account, jobs, self.incarnation)
         else:
             # Nothing to write beside the one statement (jobs, history, counters, NOTIFY): it runs as its
             # own transaction, without BEGIN and COMMIT round trips (each a wake-up of both processes,
             # milliseconds on a busy machine). Durable as any commit (synchronous_commit as configured).
             async with self._read() as conn:
-                out = await insert_jobs(conn, self._recorder.batch(), account, jobs)
+                out = await insert_jobs(conn, self._recorder.batch(), account, jobs, self.incarnation)
         self._queue_changed(account)
         return out
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
-                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0,
+                    journal: str = "") -> list[Job]:
         if limit <= 0 or (max_parts is not None and max_parts <= 0):
             return []
         if max_parts is not None:
@@ -201,8 +216,8 @@ class PgJobQueue(PgBase):
             target = js.next_state(js.QUEUED, js.DISPATCH)
             ids = [j.id for j in jobs]
             await conn.execute("UPDATE jobs SET state = $1, device_id = $2, dispatched_at = $3, "
-                               "attempts = attempts + 1, updated = $3 WHERE id = ANY($4::bigint[])",
-                               target, device_id, now, ids)
+                               "attempts = attempts + 1, updated = $3, journal = $5, link_lost = 0 "
+                               "WHERE id = ANY($4::bigint[])", target, device_id, now, ids, journal)
             await conn.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES ($1, $2, $3, $4)",
                                    [(i, target, now, device_id) for i in ids])
             deltas: collections.Counter[str] = collections.Counter()
@@ -259,20 +274,20 @@ class PgJobQueue(PgBase):
     # -- what agents tell us -----------------------------------------------------------
 
     async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
-                           max_attempts: int = 5) -> EventOutcome:
+                           max_attempts: int = 5, journal: str = "") -> EventOutcome:
         events = list(events)
         now = time.time()
         acked = [ev.event_id for ev in events]
         async with self._tx() as conn:
-            by_id: dict[str, protocol.Event] = {}
+            by_id: dict[str, protocol.Event] = {}  # keyed as in agent_events
             for ev in events:
-                by_id.setdefault(ev.event_id, ev)
+                by_id.setdefault(event_key(journal, ev.event_id), ev)
             new_ids = {r[0] for r in await conn.fetch(
                 "INSERT INTO agent_events (device_id, event_id, at) SELECT $1, e, $2 FROM unnest($3::text[]) AS e "
                 "ON CONFLICT DO NOTHING RETURNING event_id", device_id, now, list(by_id))} if by_id else set()
             fresh = [ev for key, ev in by_id.items() if key in new_ids]
-            jobs = await jobs_by_id(conn, [int(ev.job_id) for ev in fresh
-                                           if isinstance(ev, protocol.JobState) and ev.job_id.isdigit()], lock=True)
+            jobs = await jobs_by_id(conn, [parsed[0] for ev in fresh if isinstance(ev, protocol.JobState)
+                                           and (parsed := parse_job_id(ev.job_id)) is not None], lock=True)
             batch = self._recorder.batch()
             moves = _Moves(batch)
             finished = requeued = 0
@@ -288,12 +303,38 @@ class PgJobQueue(PgBase):
             self._queue_changed(account)
         return EventOutcome(acked=acked, requeued=requeued, finished=finished)
 
-    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
-        known = {e.job_id for e in ledger}
-        return [j for j in await self.in_flight(device_id) if j.job_id not in known]
+    async def reconcile(self, device_id: str, journal: str,
+                        ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+        known = ledger_states(ledger)
+        now = time.time()
+        repush: list[Job] = []
+        async with self._tx() as conn:
+            rows = await conn.fetch(f"SELECT {JOB_COLUMNS}, journal, link_lost FROM jobs WHERE device_id = $1 AND "
+                                    f"({DISPATCHED_SQL} OR ({UNCONFIRMED_SQL} AND link_lost = 1)) "
+                                    "ORDER BY id FOR UPDATE", device_id)
+            moves = _Moves(self._recorder.batch())
+            for row in rows:
+                job, pushed_to = job_from_row(tuple(row)[:-2]), row["journal"]
+                if pushed_to is not None and pushed_to != journal and job.job_id not in known:
+                    # Pushed to an earlier journal of the device: this one cannot know what became of it.
+                    moves.move(job, js.UNCONFIRMED, now, device_id=device_id, reason=REPLACED_JOURNAL)
+                    continue
+                if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
+                    job = moves.move(job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
+                state = known.get(job.job_id)
+                if state is None:
+                    repush.append(job)
+                elif state == protocol.JOB_REJECTED:  # it let it go (the report may have been acked long ago)
+                    moves.move(job, js.QUEUED, now, device_id=device_id, reason=REJECTED_IN_LEDGER)
+                elif state in REPORTED:  # its ledger says what became of it (the event may have been acked)
+                    moves.move(job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
+            await moves.flush(conn)
+            if rows:
+                await conn.execute("UPDATE jobs SET link_lost = 0 WHERE id = ANY($1::bigint[])",
+                                   [r["id"] for r in rows])
+        return repush
 
-    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
-                             max_attempts: int = 5) -> int:
+    async def strand_device(self, device_id: str, dispatched_before: float, *, reason: str) -> int:
         now = time.time()
         async with self._tx() as conn:
             rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = $1 AND {DISPATCHED_SQL} "
@@ -301,15 +342,11 @@ class PgJobQueue(PgBase):
                                     device_id, dispatched_before)
             moves = _Moves(self._recorder.batch())
             for row in rows:
-                job = job_from_row(row)
-                if job.attempts >= max_attempts:
-                    moves.move(job, js.FAILED, now, device_id=device_id,
-                               reason=f"{reason}; gave up after {job.attempts} attempts")
-                else:
-                    moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
+                moves.move(job_from_row(row), js.UNCONFIRMED, now, device_id=device_id, reason=reason)
             await moves.flush(conn)
-        if rows:
-            self._queue_changed("")
+            if rows:
+                await conn.execute("UPDATE jobs SET link_lost = 1 WHERE id = ANY($1::bigint[])",
+                                   [r["id"] for r in rows])
         return len(rows)
 
     async def expire(self, now: float | None = None) -> int:

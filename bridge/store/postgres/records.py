@@ -13,7 +13,7 @@ from bridge.core import jobstates as js
 from bridge.core import numbers
 from bridge.core.optout import OPT_OUT, Keywords
 from bridge.store import paging, shaping
-from bridge.store.model import Contact, Link
+from bridge.store.model import Contact, Link, parse_job_id
 from bridge.store.postgres.base import PgBase, sql
 from bridge.store.postgres.recorder import Batch
 from device_agents import protocol
@@ -33,7 +33,8 @@ async def store_report(conn: asyncpg.Connection, batch: Batch, keywords: Keyword
         batch.record(*shaping.report_event(account, device_id, ev, inbound_id), now)
         await _opt_keyword(conn, keywords, region, account, ev.sender, ev.text, now)
     elif isinstance(ev, protocol.CallEvent):
-        job_id = int(ev.job_id) if ev.job_id and ev.job_id.isdigit() else None
+        parsed = parse_job_id(ev.job_id)
+        job_id = parsed[0] if parsed is not None else None
         call_id = await conn.fetchval(
             sql("INSERT INTO call_events (account, device_id, direction, number, started_at, "
                 "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),

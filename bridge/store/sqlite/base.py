@@ -25,6 +25,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -122,6 +123,9 @@ class SqliteBase:
     def __init__(self, path: str | Path, *, event_filter: EventFilter, synchronous: str = "full") -> None:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
+        # This opening's incarnation: new jobs carry it in their id (model.Job.job_id), so
+        # that the ids a restored backup hands out again are new to every agent's ledger.
+        self.incarnation = secrets.token_hex(6)
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []

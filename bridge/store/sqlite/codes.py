@@ -26,7 +26,7 @@ class SqliteCodes(SqliteBase):
     def _create_code(self, db: sqlite3.Connection, account: str, number: str, salt: bytes, digest: bytes,
                      ttl_s: float, max_attempts: int, job: NewJob) -> tuple[VerificationCode, Enqueued]:
         now = time.time()
-        [enqueued] = insert_jobs(db, self._recorder, account, [job])
+        [enqueued] = insert_jobs(db, self._recorder, account, [job], self.incarnation)
         cur = db.execute("INSERT INTO verification_codes (account, phone_number, salt, digest, created, expires, "
                          "max_attempts, id_sms_api, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (account, number, salt, digest, now, now + ttl_s, max_attempts, enqueued.job.id_sms_api,

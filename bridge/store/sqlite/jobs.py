@@ -19,9 +19,19 @@ from typing import Any
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store import shaping
-from bridge.store.model import Enqueued, EventOutcome, Job, NewJob
-from bridge.store.schema import JOB_COLUMNS, job_counter
-from bridge.store.shaping import job_from_row
+from bridge.store.model import (
+    FROM_LEDGER,
+    REJECTED_IN_LEDGER,
+    REPLACED_JOURNAL,
+    Enqueued,
+    EventOutcome,
+    Job,
+    NewJob,
+    ledger_states,
+    parse_job_id,
+)
+from bridge.store.schema import JOB_COLUMNS, event_key, job_counter
+from bridge.store.shaping import REPORTED, job_from_row
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, marks
 from bridge.store.sqlite.recorder import EventRecorder
 from bridge.store.sqlite.records import store_report
@@ -29,17 +39,20 @@ from device_agents import protocol
 
 log = logging.getLogger(__name__)
 
-ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (16 parameters each; SQLite allows 32,766)
+ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (17 parameters each; SQLite allows 32,766)
 
 # Literal states in SELECTs, so that SQLite can use the partial indexes (WHERE state = 'queued').
 QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
+UNCONFIRMED_SQL = f"state = '{js.UNCONFIRMED}'"
 
 
 # -- writing jobs (also used by the codes, whose SMS is enqueued with the code) --
 
-def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-    """Insert a batch with a few multi-row statements; one :class:`Enqueued` per job."""
+def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, jobs: list[NewJob],
+                uid: str) -> list[Enqueued]:
+    """Insert a batch with a few multi-row statements; one :class:`Enqueued` per job.
+    ``uid``: the store's incarnation (see :attr:`Job.job_id`)."""
     now = time.time()
     state = js.next_state(js.NEW, js.ENQUEUE)  # once for the batch
     given = [new.id_sms_api for new in jobs if new.id_sms_api]
@@ -52,17 +65,17 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
         values: list[Any] = []
         for key, (new, due, expires) in chunk:
             values += (account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
-                       expires, new.parts, new.encoding, int(new.report), now, now, state, new.sealed)
+                       expires, new.parts, new.encoding, int(new.report), now, now, state, new.sealed, uid)
         rows = db.execute(
             "INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
-            "parts, encoding, report, created, updated, state, sealed) VALUES "
-            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            "parts, encoding, report, created, updated, state, sealed, uid) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
             + " ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api", values).fetchall()
         ids = {k: i for i, k in rows}
         for key, (new, due, expires) in chunk:
             if key not in ids:  # a generated key that already existed: astronomically rare
                 raise sqlite3.IntegrityError(f"id_sms_api {key!r} collided; send again")
-            created[key] = shaping.new_job(ids[key], account, key, (new, due, expires), state, now)
+            created[key] = shaping.new_job(ids[key], account, key, (new, due, expires), state, now, uid)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
                    [(job.id, state, now) for job in created.values()])
     by_priority = collections.Counter(job.priority for job in created.values())
@@ -120,20 +133,22 @@ class _Moves(shaping.Moves):
 
 class SqliteJobQueue(SqliteBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-        out = await self._run(self._tx(insert_jobs), self._recorder, account, jobs)
+        out = await self._run(self._tx(insert_jobs), self._recorder, account, jobs, self.incarnation)
         self._queue_changed(account)
         return out
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
-                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0) -> list[Job]:
+                    avoid: Collection[str] = (), sticky: bool = False, min_priority: int = 0,
+                    journal: str = "") -> list[Job]:
         if limit <= 0 or (max_parts is not None and max_parts <= 0):
             return []
         return await self._run(self._tx(self._claim), account, device_id, limit, kinds, max_parts,
-                               tuple(avoid), sticky, min_priority)
+                               tuple(avoid), sticky, min_priority, journal)
 
     def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int, kinds: tuple[str, ...],
-               max_parts: int | None, avoid: tuple[str, ...], sticky: bool, min_priority: int) -> list[Job]:
+               max_parts: int | None, avoid: tuple[str, ...], sticky: bool, min_priority: int,
+               journal: str) -> list[Job]:
         now = time.time()
         if max_parts is not None:
             limit = min(limit, max_parts)  # every job is at least one part
@@ -157,8 +172,8 @@ class SqliteJobQueue(SqliteBase):
             return []
         target = js.next_state(js.QUEUED, js.DISPATCH)  # once for the batch: every row was queued
         db.executemany("UPDATE jobs SET state = ?, device_id = ?, dispatched_at = ?, "
-                       "attempts = attempts + 1, updated = ? WHERE id = ?",
-                       [(target, device_id, now, now, j.id) for j in jobs])
+                       "attempts = attempts + 1, updated = ?, journal = ?, link_lost = 0 WHERE id = ?",
+                       [(target, device_id, now, now, journal, j.id) for j in jobs])
         db.executemany("INSERT INTO job_history (job_id, state, at, device_id) VALUES (?, ?, ?, ?)",
                        [(j.id, target, now, device_id) for j in jobs])
         if sticky:
@@ -219,26 +234,28 @@ class SqliteJobQueue(SqliteBase):
     # -- what agents tell us -----------------------------------------------------------
 
     async def apply_events(self, device_id: str, account: str, events: Iterable[protocol.Event], *,
-                           max_attempts: int = 5) -> EventOutcome:
-        outcome = await self._run(self._tx(self._apply_events), device_id, account, list(events), max_attempts)
+                           max_attempts: int = 5, journal: str = "") -> EventOutcome:
+        outcome = await self._run(self._tx(self._apply_events), device_id, account, list(events), max_attempts,
+                                  journal)
         if outcome.requeued:
             self._queue_changed(account)
         return outcome
 
     def _apply_events(self, db: sqlite3.Connection, device_id: str, account: str,
-                      events: list[protocol.Event], max_attempts: int) -> EventOutcome:
+                      events: list[protocol.Event], max_attempts: int, journal: str) -> EventOutcome:
         now = time.time()
         acked = [ev.event_id for ev in events]
-        seen = self._seen_events(db, device_id, acked)
+        seen = self._seen_events(db, device_id, [event_key(journal, i) for i in acked])
         fresh = []
         for ev in events:
-            if ev.event_id not in seen:  # seen before: the agent did not get our ack
-                seen.add(ev.event_id)
+            key = event_key(journal, ev.event_id)
+            if key not in seen:  # seen before: the agent did not get our ack
+                seen.add(key)
                 fresh.append(ev)
         db.executemany("INSERT INTO agent_events (device_id, event_id, at) VALUES (?, ?, ?)",
-                       [(device_id, ev.event_id, now) for ev in fresh])
-        jobs = jobs_by_id(db, [int(ev.job_id) for ev in fresh
-                               if isinstance(ev, protocol.JobState) and ev.job_id.isdigit()])
+                       [(device_id, event_key(journal, ev.event_id), now) for ev in fresh])
+        jobs = jobs_by_id(db, [parsed[0] for ev in fresh if isinstance(ev, protocol.JobState)
+                               and (parsed := parse_job_id(ev.job_id)) is not None])
         moves = _Moves(db, self._recorder)
         finished = requeued = 0
         for ev in fresh:
@@ -260,33 +277,48 @@ class SqliteJobQueue(SqliteBase):
                 (device_id, *chunk)))
         return seen
 
-    async def reconcile(self, device_id: str, ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
-        known = {e.job_id for e in ledger}
-        jobs = await self.in_flight(device_id)
-        return [j for j in jobs if j.job_id not in known]
+    async def reconcile(self, device_id: str, journal: str,
+                        ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
+        return await self._run(self._tx(self._reconcile), device_id, journal, ledger_states(ledger))
 
-    async def requeue_device(self, device_id: str, dispatched_before: float, *, reason: str,
-                             max_attempts: int = 5) -> int:
-        count = await self._run(self._tx(self._requeue_device), device_id, dispatched_before, reason, max_attempts)
-        if count:
-            self._queue_changed("")
-        return count
-
-    def _requeue_device(self, db: sqlite3.Connection, device_id: str, before: float, reason: str,
-                        max_attempts: int) -> int:
+    def _reconcile(self, db: sqlite3.Connection, device_id: str, journal: str, known: dict[str, str]) -> list[Job]:
         now = time.time()
-        # Only jobs still dispatched: an unconfirmed one may have been sent, so it never goes back.
+        rows = db.execute(f"SELECT {JOB_COLUMNS}, journal, link_lost FROM jobs WHERE device_id = ? AND "
+                          f"({DISPATCHED_SQL} OR ({UNCONFIRMED_SQL} AND link_lost = 1)) ORDER BY id",
+                          (device_id,)).fetchall()
+        moves = _Moves(db, self._recorder)
+        repush: list[Job] = []
+        for row in rows:
+            job, pushed_to = job_from_row(row[:-2]), row[-2]
+            if pushed_to is not None and pushed_to != journal and job.job_id not in known:
+                # Pushed to an earlier journal of the device: this one cannot know what became of it.
+                moves.move(job, js.UNCONFIRMED, now, device_id=device_id, reason=REPLACED_JOURNAL)
+                continue
+            if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
+                job = moves.move(job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
+            state = known.get(job.job_id)
+            if state is None:
+                repush.append(job)
+            elif state == protocol.JOB_REJECTED:  # it let it go (the report may have been acked long ago)
+                moves.move(job, js.QUEUED, now, device_id=device_id, reason=REJECTED_IN_LEDGER)
+            elif state in REPORTED:  # its ledger says what became of it (the event may have been acked long ago)
+                moves.move(job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
+        moves.flush(db)
+        db.executemany("UPDATE jobs SET link_lost = 0 WHERE id = ?", [(r[0],) for r in rows])
+        return repush
+
+    async def strand_device(self, device_id: str, dispatched_before: float, *, reason: str) -> int:
+        return await self._run(self._tx(self._strand_device), device_id, dispatched_before, reason)
+
+    def _strand_device(self, db: sqlite3.Connection, device_id: str, before: float, reason: str) -> int:
+        now = time.time()
         rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = ? AND {DISPATCHED_SQL} "
                           "AND dispatched_at < ?", (device_id, before)).fetchall()
         moves = _Moves(db, self._recorder)
         for row in rows:
-            job = job_from_row(row)
-            if job.attempts >= max_attempts:
-                moves.move(job, js.FAILED, now, device_id=device_id,
-                           reason=f"{reason}; gave up after {job.attempts} attempts")
-            else:
-                moves.move(job, js.QUEUED, now, device_id=device_id, reason=reason)
+            moves.move(job_from_row(row), js.UNCONFIRMED, now, device_id=device_id, reason=reason)
         moves.flush(db)
+        db.executemany("UPDATE jobs SET link_lost = 1 WHERE id = ?", [(r[0],) for r in rows])
         return len(rows)
 
     async def expire(self, now: float | None = None) -> int:

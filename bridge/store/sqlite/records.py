@@ -14,7 +14,7 @@ from bridge.core import jobstates as js
 from bridge.core import numbers
 from bridge.core.optout import OPT_OUT, Keywords
 from bridge.store import paging, shaping
-from bridge.store.model import Contact, Link
+from bridge.store.model import Contact, Link, parse_job_id
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, marks
 from bridge.store.sqlite.recorder import EventRecorder
 from device_agents import protocol
@@ -35,7 +35,8 @@ def store_report(db: sqlite3.Connection, recorder: EventRecorder, keywords: Keyw
         recorder.record(db, *shaping.report_event(account, device_id, ev, cur.lastrowid), now)
         _opt_keyword(db, keywords, region, account, ev.sender, ev.text, now)
     elif isinstance(ev, protocol.CallEvent):
-        job_id = int(ev.job_id) if ev.job_id and ev.job_id.isdigit() else None
+        parsed = parse_job_id(ev.job_id)
+        job_id = parsed[0] if parsed is not None else None
         cur = db.execute("INSERT INTO call_events (account, device_id, direction, number, started_at, "
                          "duration_s, job_id, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (account, device_id, ev.direction, ev.number, ev.at, ev.duration_s, job_id, now))
