@@ -135,11 +135,13 @@ async function render(live) {
   // may replace the view, or a slow older one would put back what the user just left.
   const seq = state.renders = (state.renders || 0) + 1;
   const view = document.getElementById("view");
-  const keep = live ? document.activeElement : null;
-  const draft = live ? collectDrafts() : null;
   try {
     const node = await VIEWS[state.view]();
     if (seq !== state.renders) return;
+    // What the user typed and where, read at the swap itself: they may have typed while the
+    // view was being fetched.
+    const keep = live ? document.activeElement : null;
+    const draft = live ? collectDrafts() : null;
     view.replaceChildren(node);
     if (draft) restoreDrafts(draft, keep);
   } catch (e) {
