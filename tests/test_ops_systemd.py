@@ -48,6 +48,9 @@ def test_unit_has_what_the_service_needs():
         assert s[key] == [value], key
     assert "-HUP" in s["ExecReload"][0] and "$MAINPID" in s["ExecReload"][0]
     assert re.fullmatch(r"\d+s", s["WatchdogSec"][0]) and re.fullmatch(r"\d+s", s["TimeoutStopSec"][0])
+    # Room for every agent, API client and webhook connection: the distribution default (1,024)
+    # is exhausted by a thousand idle connections on the agent port.
+    assert int(s["LimitNOFILE"][0]) >= 65536
     assert "run --config /etc/simbridge/config.toml" in s["ExecStart"][0]
 
 
