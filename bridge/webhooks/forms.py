@@ -91,7 +91,8 @@ def hms(seconds: float) -> str:
 
 
 _COMPONENT_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
-_ASCII_ESCAPES = {c: f"%{c:02X}" for c in range(128) if c not in _COMPONENT_SAFE}
+# str.translate's table for ASCII, as a list: indexed, not hashed (about twice as fast as a dict).
+_ASCII_ESCAPES = [chr(c) if c in _COMPONENT_SAFE else f"%{c:02X}" for c in range(128)]
 
 
 def encode_component(text: str) -> str:
@@ -176,10 +177,14 @@ def insim_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) 
     return INSIM_PARAM[kind], body
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps(..., the same), made once
+
+
 def get_json(body: dict[str, Any]) -> str:
     """The JSON text a GET form carries: UTF-8 text, no literal ``%`` (see the
     module's docstring: decoded once or twice, it reads the same)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).replace("%", "\\u0025")
+    text = _COMPACT.encode(body)
+    return text.replace("%", "\\u0025") if "%" in text else text
 
 
 def insim_url(webhook_url: str, param: str, body: dict[str, Any]) -> str:
