@@ -35,6 +35,7 @@ import functools
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -129,8 +130,8 @@ class WebhookDeliverer:
         self._outstanding: dict[int, OutboxRow] = {}  # claimed, not settled yet
         self._active = 0  # requests in flight
         self._batch = _Batch()
-        self._settling: asyncio.Future[None] | None = None  # a settle on its way to the store
-        self._claiming: asyncio.Future[list[OutboxRow]] | None = None  # a claim on its way
+        self._storing: asyncio.Future[list[OutboxRow]] | None = None  # a settle and claim on its way
+        self._stored = _Batch()  # what it settles
         self._linger: asyncio.TimerHandle | None = None
         self._drained = False  # the last claim found nothing more due
         self._health: dict[str, _AccountHealth] = {}
@@ -222,17 +223,15 @@ class WebhookDeliverer:
     async def _give_back(self) -> None:
         """On the way out: record what was done, and hand back what was not, so a
         restart delivers it at once rather than after the lease."""
-        if self._settling is not None:  # a settle already on its way to the store
+        if self._storing is not None:  # a settle and claim on its way: what it leased is handed back too
             with contextlib.suppress(BaseException):
-                await asyncio.shield(self._settling)
-            self._settling = None
+                for row in await asyncio.shield(self._storing):
+                    self._outstanding.setdefault(row.id, row)
+            self._storing = None
+            for row_id in self._stored.ids():  # recorded (or as good as: sent again after their lease)
+                self._outstanding.pop(row_id, None)
         batch, self._batch = self._batch, _Batch()
         self._ready.clear()
-        if self._claiming is not None:  # a claim on its way: what it leased is handed back too
-            with contextlib.suppress(BaseException):
-                for row in await asyncio.shield(self._claiming):
-                    self._outstanding.setdefault(row.id, row)
-            self._claiming = None
         done = set(batch.ids())
         batch.release.extend(row_id for row_id in self._outstanding if row_id not in done)
         if batch.ids():
@@ -243,44 +242,42 @@ class WebhookDeliverer:
         self._outstanding.clear()
 
     async def _store_loop(self) -> None:
-        """Records outcomes and claims events: a store round trip for many events."""
+        """Records outcomes and claims events: one store round trip for many events."""
         cfg = self.config.webhooks
         while True:
             self._wake.clear()
             if self._linger is not None:
                 self._linger.cancel()
                 self._linger = None
-            worked = False
-            if self._batch.size:
-                worked = True
-                batch, self._batch = self._batch, _Batch()
-                self._settling = asyncio.ensure_future(self._ship(batch))
-                try:
-                    await asyncio.shield(self._settling)
-                finally:
-                    if self._settling.done():
-                        self._settling = None
-                    for row_id in batch.ids():  # recorded, or being recorded
-                        self._outstanding.pop(row_id, None)
-            # Then claim (after the settle: a message's next event is due once its last one is recorded).
             now = time.time()
             accounts = self._open_accounts(now)
+            batch = self._batch
             capacity = self._capacity
-            free = capacity - len(self._outstanding)
+            free = capacity - len(self._outstanding) + batch.size  # the settled ones leave
+            claim = 0
             if accounts and free > 0 and (free >= capacity // 4 or len(self._ready) < self._low_water):
-                worked = True
-                self._claiming = asyncio.ensure_future(
-                    self.store.claim_outbox(accounts, free, lease_s=cfg.lease, now=now))
-                rows = await asyncio.shield(self._claiming)
-                self._claiming = None
-                self._drained = len(rows) < free
-                for row in rows:
-                    if row.id in self._outstanding:
-                        continue  # its lease ran out while we still hold it
-                    self._outstanding[row.id] = row
-                    self.stats.claimed += 1
-                    self._ready.append(row)
-                self._pump()
+                claim = free
+            worked = bool(batch.size or claim)
+            if worked:
+                self._batch = _Batch()
+                self._storing = asyncio.ensure_future(self._ship(batch, accounts, claim, now))
+                self._stored = batch
+                try:
+                    rows = await asyncio.shield(self._storing)
+                finally:
+                    if self._storing.done():
+                        self._storing = None
+                for row_id in batch.ids():
+                    self._outstanding.pop(row_id, None)
+                if claim:
+                    self._drained = len(rows) < claim
+                    for row in rows:
+                        if row.id in self._outstanding:
+                            continue  # its lease ran out while we still hold it
+                        self._outstanding[row.id] = row
+                        self.stats.claimed += 1
+                        self._ready.append(row)
+                    self._pump()
             if worked and (self._wake.is_set() or self._ripe()):
                 continue
             # Retries (ours, or an earlier run's) are in the store: sleep until the
@@ -457,8 +454,10 @@ class WebhookDeliverer:
             log.info("webhook event %d of account %s refused (%s); retrying", row.id, row.account, error)
         self._recorded()
 
-    async def _ship(self, batch: _Batch) -> None:
-        """Record ``batch`` in the store (the stats count it as it goes)."""
+    async def _ship(self, batch: _Batch, accounts: Sequence[str] = (), claim: int = 0,
+                    now: float | None = None) -> list[OutboxRow]:
+        """Record ``batch`` in the store (the stats count it as it goes), then
+        claim up to ``claim`` due events of ``accounts``, in one transaction."""
         stats = self.stats
         stats.delivered += len(batch.delivered)
         for latency in batch.latencies:
@@ -467,5 +466,6 @@ class WebhookDeliverer:
                 stats.latency_max = latency
         stats.failed_attempts += batch.failed_attempts
         stats.dead += len(batch.dead)
-        await self.store.settle_outbox(delivered=batch.delivered, retry=batch.retry, dead=batch.dead,
-                                       release=batch.release, recovered=batch.recovered, now=time.time())
+        return await self.store.settle_and_claim(
+            accounts, claim, lease_s=self.config.webhooks.lease, delivered=batch.delivered, retry=batch.retry,
+            dead=batch.dead, release=batch.release, recovered=batch.recovered, now=now or time.time())
