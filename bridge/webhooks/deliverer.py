@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 300
 ACCOUNT_PAUSE_MAX = 60.0  # a receiver that is down is tried again at least this often
 CLAIM_AHEAD = 16  # events claimed and not yet settled: at most this many per request in flight
-SETTLE_LINGER = 0.02  # seconds an outcome may wait to be recorded with others (while others are in flight)
+SETTLE_LINGER = 0.05  # seconds an outcome may wait to be recorded with others (while others are in flight)
 
 
 def backoff(attempts: int, *, initial: float, cap: float, rng: random.Random | None = None) -> float:
@@ -123,6 +123,7 @@ class WebhookDeliverer:
         self.rng = rng or random.Random()
         self._zone = ZoneInfo(config.api.timezone)
         self._by_login = self._accounts()
+        self._size()
         self._wake = asyncio.Event()
         self._poke_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,26 +143,21 @@ class WebhookDeliverer:
         self.config = config
         self._zone = ZoneInfo(config.api.timezone)
         self._by_login = self._accounts()
+        self._size()
         if self._transport is not None:
             self._transport.timeout = config.webhooks.timeout
         self.wake()
 
     # -- sizes --------------------------------------------------------------------
 
-    @property
-    def _capacity(self) -> int:
-        """Events claimed and not settled, at most."""
-        return max(self.config.webhooks.concurrency * CLAIM_AHEAD, 64)
-
-    @property
-    def _low_water(self) -> int:
-        """Claim more when fewer than this wait to be sent."""
-        return self.config.webhooks.concurrency * 2
-
-    @property
-    def _settle_size(self) -> int:
-        """Record outcomes in the store once this many have gathered (or on a pause, or :data:`SETTLE_LINGER`)."""
-        return max(self._capacity // 4, 1)
+    def _size(self) -> None:
+        concurrency = self.config.webhooks.concurrency
+        self._concurrency = concurrency
+        self._capacity = max(concurrency * CLAIM_AHEAD, 64)  # events claimed and not settled, at most
+        self._low_water = concurrency * 2  # claim more when fewer than this wait to be sent
+        # Outcomes are recorded in the store once this many have gathered (or
+        # nothing else is in flight, or after SETTLE_LINGER).
+        self._settle_size = max(self._capacity // 4, 1)
 
     # -- waking -------------------------------------------------------------------
 
@@ -310,7 +306,7 @@ class WebhookDeliverer:
 
     def _pump(self) -> None:
         """Start waiting events while there is room."""
-        limit = self.config.webhooks.concurrency
+        limit = self._concurrency
         ready = self._ready
         while self._active < limit and ready:
             self._begin(ready.popleft())
@@ -324,7 +320,7 @@ class WebhookDeliverer:
             # Its webhook was removed from the config: keep the event for when it comes back.
             self._record_release(row)
             return
-        if self._paused(row.account, now):
+        if self._health and self._paused(row.account, now):
             self._record_release(row)
             return
         try:
@@ -406,7 +402,7 @@ class WebhookDeliverer:
         batch = self._batch
         batch.delivered.append((row.id, at))
         batch.latencies.append(at - row.created)
-        health = self._health.get(row.account)
+        health = self._health.get(row.account) if self._health else None
         if health is not None and (health.failures or health.paused_until):
             log.info("webhook of account %s answers again; sending what waited", row.account)
             health.failures, health.paused_until = 0, 0.0

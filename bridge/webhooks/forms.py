@@ -115,7 +115,16 @@ def sendable_url(url: str) -> str:
 
 
 def _time(value: Any, fallback: float) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fallback
+    kind = type(value)
+    if kind is float:
+        return value
+    return float(value) if kind is int or (isinstance(value, (int, float)) and kind is not bool) else fallback
+
+
+def _at(event: dict[str, Any]) -> float:
+    """When the event happened (its ``at``; now if it has none)."""
+    value = event.get("at")
+    return value if type(value) is float else _time(value, time.time())
 
 
 def _event(row: ob.OutboxRow) -> dict[str, Any]:
@@ -141,7 +150,7 @@ def _webhook_url(account: AccountConfig) -> str:
 
 def insim_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) -> tuple[str, dict[str, Any]]:
     """The inSIM GET parameter and JSON object for one outbox event (seed 000)."""
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     body: dict[str, Any]
     if kind == ob.SMS_RECEIVED:
         body = {"device_identification": login, "title": "incoming_sms", "from": event.get("from", ""),
@@ -209,7 +218,7 @@ ARDARY_CALL_TITLES = {ob.CALL_INCOMING: ("INCOMING CALL", "incoming call"),
 def ardary_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) -> tuple[str, dict[str, Any]]:
     """The Ardary GET parameter and JSON object for one outbox event. Where
     seeds 001 and 003 spell a field differently, both spellings are sent."""
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     body: dict[str, Any]
     if kind == ob.SMS_RECEIVED:
         text = event.get("message", "")
@@ -278,7 +287,7 @@ def notimation_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
     """``{sms_id, event, message, data}`` as seed 004's webhook example."""
     if kind not in NOTIMATION_KINDS:
         raise Unrenderable(f"event kind {kind!r} has no Notimation webhook (use webhook_format = \"json\")")
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     if kind == ob.SMS_RECEIVED:
         raw_id = event.get("inbound_id")
         if not isinstance(raw_id, int):
@@ -319,7 +328,7 @@ def notimation_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo
 
 def json_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
     """The JSON form's event object: envelope plus the store's fields, times as ISO text."""
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     data = {k: v for k, v in event.items() if k not in ("event_id", "kind", "account", "at")}
     for key in TIME_FIELDS:
         if key in data and isinstance(data[key], (int, float)) and not isinstance(data[key], bool):
