@@ -95,11 +95,52 @@ _COMPONENT_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 _ASCII_ESCAPES = [chr(c) if c in _COMPONENT_SAFE else f"%{c:02X}" for c in range(128)]
 
 
-def encode_component(text: str) -> str:
-    """JavaScript's ``encodeURIComponent``: UTF-8, everything but ``A-Za-z0-9-_.!~*'()`` escaped."""
+def _reference_component(text: str) -> str:
     if text.isascii():
-        return text.translate(_ASCII_ESCAPES)  # the common case, in C
+        return text.translate(_ASCII_ESCAPES)
     return quote(text, safe="!~*'()")
+
+
+def _compiled_quoter() -> Callable[[str], str] | None:
+    """yarl's percent-encoder (compiled; yarl comes with aiohttp), made to give
+    exactly :func:`_reference_component`'s output, several times faster: it
+    leaves RFC 3986's sub-delimiters ``$&+,;=`` as they are, so they are
+    escaped after it. Used only if it is the compiled one and it passes a check
+    on every ASCII character and a few others; else None."""
+    try:
+        from yarl._quoting import _Quoter  # not public: hence the check below
+    except ImportError:
+        return None
+    if not getattr(_Quoter, "__module__", "").endswith("_quoting_c"):
+        return None  # the pure-Python fallback is slower than str.translate
+    try:
+        quoter = _Quoter(safe="!~*'()", requote=False)
+    except TypeError:
+        return None
+
+    def component(text: str) -> str:
+        return (quoter(text).replace("$", "%24").replace("&", "%26").replace("+", "%2B").replace(",", "%2C")
+                .replace(";", "%3B").replace("=", "%3D"))
+
+    sample = "".join(map(chr, range(128))) + "%25 é ✅ 😀 \u0025 \x7f"
+    try:
+        ok = all(component(text) == _reference_component(text) for text in (sample, *sample, "%41", ""))
+    except Exception:  # noqa: BLE001 - any surprise: not used
+        return None
+    return component if ok else None
+
+
+_COMPILED_COMPONENT = _compiled_quoter()
+
+
+def encode_component(text: str) -> str:
+    """JavaScript's ``encodeURIComponent``: UTF-8, everything but ``A-Za-z0-9-_.!~*'()`` escaped.
+    UnicodeEncodeError for a lone surrogate (no UTF-8 for it)."""
+    if _COMPILED_COMPONENT is None:
+        return _reference_component(text)
+    if not text.isascii():
+        text.encode()  # a lone surrogate raises here, as quote() does (yarl would drop it)
+    return _COMPILED_COMPONENT(text)
 
 
 @functools.lru_cache(maxsize=256)
@@ -186,7 +227,7 @@ def insim_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) 
     return INSIM_PARAM[kind], body
 
 
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps(..., the same), made once
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)  # made once
 
 
 def get_json(body: dict[str, Any]) -> str:
