@@ -24,7 +24,9 @@ What it costs per request is most of what a webhook costs, so:
 - libcurl moves its timer at nearly every call; the loop's timer is moved only
   when libcurl wants to be called earlier than it will be (being called
   early is harmless: libcurl just looks at its clocks), and all the
-  transfers added in one pass of the loop are started by one call.
+  transfers added in one pass of the loop are started by one call — at the
+  end of the same pass when they were added by the callbacks of transfers
+  that just finished.
 
 Linux only (epoll), as the daemon is.
 """
@@ -195,6 +197,10 @@ class CurlLoop:
                 flags |= pycurl.CSELECT_ERR
             self._act(fd, flags)
         self._collect()
+        kick = self._kick
+        if kick is not None:  # transfers added by the callbacks just run: start them now, not a pass later
+            kick.cancel()
+            self._on_kick()
 
     def _act(self, fd: int, flags: int) -> None:
         multi = self._multi
