@@ -200,13 +200,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await wait_for(daemon.ready.is_set, 30, "daemon ready")
     t0 = time.perf_counter()
     cpu0 = time.process_time()
+    receiver_cpu0 = _process_cpu(receiver.pid)
     await wait_for(lambda: daemon.webhooks.stats.delivered >= n, 300, "phase 1 deliveries")
     drain_s = time.perf_counter() - t0
     cpu_us = (time.process_time() - cpu0) / n * 1e6
+    receiver_us = (_process_cpu(receiver.pid) - receiver_cpu0) / n * 1e6
     drain_rate = n / drain_s
     print(f"phase 1: {n} webhooks delivered in {drain_s:.2f} s = {drain_rate:,.0f}/s "
           f"({'signed JSON POST' if args.json else 'inSIM GET'}, concurrency {args.concurrency}); "
-          f"daemon CPU {cpu_us:.0f} µs a webhook")
+          f"daemon CPU {cpu_us:.0f} µs a webhook, receiver CPU {receiver_us:.0f} µs a request")
 
     # Phase 2: sendsms batches while another backlog drains.
     client_parent, client_child = ctx.Pipe()
@@ -257,9 +259,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sendsms_p50_ms": round(result["p50_ms"], 1), "sendsms_p99_ms": round(result["p99_ms"], 1),
             "received": received, "outbox": counts, "mean_event_latency_s": round(mean_latency, 3),
             "failed_attempts": stats.failed_attempts, "daemon_cpu_us_per_webhook": round(cpu_us),
+            "receiver_cpu_us_per_request": round(receiver_us),
             "client": http_client,
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
             "targets_met": drain_rate >= 5000 and during_rate >= 2000 and accept_rate >= 10000}
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load(avg: tuple[float, float, float]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import re
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
@@ -116,6 +117,22 @@ def test_encoding_is_encode_uri_component():
     # encodeURIComponent('{"a":"é +&=%#/?"}') in a browser:
     assert wf.encode_component('{"a":"é +&=%#/?"}') == "%7B%22a%22%3A%22%C3%A9%20%2B%26%3D%25%23%2F%3F%22%7D"
     assert wf.encode_component("-_.!~*'()") == "-_.!~*'()"
+
+
+def test_the_fast_encoder_gives_the_reference_encoding_byte_for_byte():
+    # The compiled encoder (yarl's, when it passes its check) against the plain one
+    # (str.translate / urllib's quote): every code point, and random texts.
+    assert wf._COMPILED_COMPONENT is not None  # yarl's compiled quoter is in use here
+    points = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    assert [wf.encode_component(c) for c in points] == [wf._reference_component(c) for c in points]
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rng.choice(points[:300] + points[0x2000:0x2100] + ["😀", "%", "\\u0025"])
+                       for _ in range(rng.randrange(40)))
+        assert wf.encode_component(text) == wf._reference_component(text), text
+    for lone in ("\ud800", "a\udcffb"):  # no UTF-8 for a lone surrogate: refused, not dropped
+        with pytest.raises(UnicodeEncodeError):
+            wf.encode_component(lone)
 
 
 def test_url_is_read_back_by_every_seed_receiver():

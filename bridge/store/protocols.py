@@ -190,6 +190,16 @@ class Outbox(Protocol):
         attempted (due again now); ``recovered`` accounts whose receiver answers
         again (their retrying events are due now)."""
 
+    async def settle_and_claim(self, accounts: Iterable[str], limit: int, *, lease_s: float,
+                               delivered: Iterable[tuple[int, float]] = (),
+                               retry: Iterable[tuple[int, float, str]] = (),
+                               dead: Iterable[tuple[int, str]] = (), release: Iterable[int] = (),
+                               recovered: Iterable[str] = (), now: float | None = None) -> list[OutboxRow]:
+        """:meth:`settle_outbox` then :meth:`claim_outbox`, both at ``now``, in
+        one transaction: the claim sees the outcomes just recorded (the next
+        event of a key just delivered is handed out at once). The deliverer's
+        one store round trip for many events."""
+
     async def next_outbox_due(self, accounts: Iterable[str], now: float | None = None) -> float | None:
         """The earliest future ``next_attempt`` among undelivered live events."""
 

@@ -91,14 +91,56 @@ def hms(seconds: float) -> str:
 
 
 _COMPONENT_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
-_ASCII_ESCAPES = {c: f"%{c:02X}" for c in range(128) if c not in _COMPONENT_SAFE}
+# str.translate's table for ASCII, as a list: indexed, not hashed (about twice as fast as a dict).
+_ASCII_ESCAPES = [chr(c) if c in _COMPONENT_SAFE else f"%{c:02X}" for c in range(128)]
+
+
+def _reference_component(text: str) -> str:
+    if text.isascii():
+        return text.translate(_ASCII_ESCAPES)
+    return quote(text, safe="!~*'()")
+
+
+def _compiled_quoter() -> Callable[[str], str] | None:
+    """yarl's percent-encoder (compiled; yarl comes with aiohttp), made to give
+    exactly :func:`_reference_component`'s output, several times faster: it
+    leaves RFC 3986's sub-delimiters ``$&+,;=`` as they are, so they are
+    escaped after it. Used only if it is the compiled one and it passes a check
+    on every ASCII character and a few others; else None."""
+    try:
+        from yarl._quoting import _Quoter  # not public: hence the check below
+    except ImportError:
+        return None
+    if not getattr(_Quoter, "__module__", "").endswith("_quoting_c"):
+        return None  # the pure-Python fallback is slower than str.translate
+    try:
+        quoter = _Quoter(safe="!~*'()", requote=False)
+    except TypeError:
+        return None
+
+    def component(text: str) -> str:
+        return (quoter(text).replace("$", "%24").replace("&", "%26").replace("+", "%2B").replace(",", "%2C")
+                .replace(";", "%3B").replace("=", "%3D"))
+
+    sample = "".join(map(chr, range(128))) + "%25 é ✅ 😀 \u0025 \x7f"
+    try:
+        ok = all(component(text) == _reference_component(text) for text in (sample, *sample, "%41", ""))
+    except Exception:  # noqa: BLE001 - any surprise: not used
+        return None
+    return component if ok else None
+
+
+_COMPILED_COMPONENT = _compiled_quoter()
 
 
 def encode_component(text: str) -> str:
-    """JavaScript's ``encodeURIComponent``: UTF-8, everything but ``A-Za-z0-9-_.!~*'()`` escaped."""
-    if text.isascii():
-        return text.translate(_ASCII_ESCAPES)  # the common case, in C
-    return quote(text, safe="!~*'()")
+    """JavaScript's ``encodeURIComponent``: UTF-8, everything but ``A-Za-z0-9-_.!~*'()`` escaped.
+    UnicodeEncodeError for a lone surrogate (no UTF-8 for it)."""
+    if _COMPILED_COMPONENT is None:
+        return _reference_component(text)
+    if not text.isascii():
+        text.encode()  # a lone surrogate raises here, as quote() does (yarl would drop it)
+    return _COMPILED_COMPONENT(text)
 
 
 @functools.lru_cache(maxsize=256)
@@ -114,7 +156,16 @@ def sendable_url(url: str) -> str:
 
 
 def _time(value: Any, fallback: float) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fallback
+    kind = type(value)
+    if kind is float:
+        return value
+    return float(value) if kind is int or (isinstance(value, (int, float)) and kind is not bool) else fallback
+
+
+def _at(event: dict[str, Any]) -> float:
+    """When the event happened (its ``at``; now if it has none)."""
+    value = event.get("at")
+    return value if type(value) is float else _time(value, time.time())
 
 
 def _event(row: ob.OutboxRow) -> dict[str, Any]:
@@ -140,7 +191,7 @@ def _webhook_url(account: AccountConfig) -> str:
 
 def insim_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) -> tuple[str, dict[str, Any]]:
     """The inSIM GET parameter and JSON object for one outbox event (seed 000)."""
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     body: dict[str, Any]
     if kind == ob.SMS_RECEIVED:
         body = {"device_identification": login, "title": "incoming_sms", "from": event.get("from", ""),
@@ -176,10 +227,14 @@ def insim_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) 
     return INSIM_PARAM[kind], body
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)  # made once
+
+
 def get_json(body: dict[str, Any]) -> str:
     """The JSON text a GET form carries: UTF-8 text, no literal ``%`` (see the
     module's docstring: decoded once or twice, it reads the same)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).replace("%", "\\u0025")
+    text = _COMPACT.encode(body)
+    return text.replace("%", "\\u0025") if "%" in text else text
 
 
 def insim_url(webhook_url: str, param: str, body: dict[str, Any]) -> str:
@@ -204,7 +259,7 @@ ARDARY_CALL_TITLES = {ob.CALL_INCOMING: ("INCOMING CALL", "incoming call"),
 def ardary_body(kind: str, event: dict[str, Any], *, login: str, zone: ZoneInfo) -> tuple[str, dict[str, Any]]:
     """The Ardary GET parameter and JSON object for one outbox event. Where
     seeds 001 and 003 spell a field differently, both spellings are sent."""
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     body: dict[str, Any]
     if kind == ob.SMS_RECEIVED:
         text = event.get("message", "")
@@ -273,7 +328,7 @@ def notimation_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
     """``{sms_id, event, message, data}`` as seed 004's webhook example."""
     if kind not in NOTIMATION_KINDS:
         raise Unrenderable(f"event kind {kind!r} has no Notimation webhook (use webhook_format = \"json\")")
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     if kind == ob.SMS_RECEIVED:
         raw_id = event.get("inbound_id")
         if not isinstance(raw_id, int):
@@ -314,7 +369,7 @@ def notimation_request(row: ob.OutboxRow, account: AccountConfig, zone: ZoneInfo
 
 def json_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
     """The JSON form's event object: envelope plus the store's fields, times as ISO text."""
-    at = _time(event.get("at"), time.time())
+    at = _at(event)
     data = {k: v for k, v in event.items() if k not in ("event_id", "kind", "account", "at")}
     for key in TIME_FIELDS:
         if key in data and isinstance(data[key], (int, float)) and not isinstance(data[key], bool):

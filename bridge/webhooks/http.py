@@ -120,6 +120,34 @@ class _Origin:
     proxy: str  # "" to go direct
 
 
+class Sending:
+    """One request in flight (with its redirects), from :meth:`HttpTransport.submit`."""
+
+    __slots__ = ("transport", "request", "callback", "headers", "origin", "deadline", "curl", "hops", "done")
+
+    def __init__(self, transport: HttpTransport, request: Request,
+                 callback: Callable[[int | BaseException], None]) -> None:
+        self.transport = transport
+        self.request = request
+        self.callback = callback
+        self.headers: tuple[str, ...] = ()
+        self.origin: _Origin | None = None
+        self.deadline = 0.0
+        self.curl: pycurl.Curl | None = None
+        self.hops = 0
+        self.done = False
+
+    def answered(self, curl: pycurl.Curl, error: pycurl.error | None) -> None:
+        self.transport._answered(self, curl, error)
+
+    def finish(self, result: int | BaseException) -> None:
+        self.done = True
+        try:
+            self.callback(result)
+        except Exception:  # the caller's fault; the other requests go on
+            log.exception("webhook transport: a completion callback failed")
+
+
 class HttpTransport:
     """Sends :class:`Request` s; status codes back. Use as ``async with``."""
 
@@ -132,6 +160,7 @@ class HttpTransport:
         self.proxies = proxies if proxies is not None else Proxies()
         self._curls: CurlLoop | None = None
         self._idle: list[pycurl.Curl] = []
+        self._sending: set[Sending] = set()
         self._origins: dict[str, _Origin] = {}
         verify = ssl.get_default_verify_paths()
         self._cafile = verify.cafile if verify.cafile and os.path.exists(verify.cafile) else None
@@ -147,57 +176,125 @@ class HttpTransport:
         await self.close()
 
     async def close(self) -> None:
+        """Stop: the requests in flight are answered CancelledError."""
         if self._curls is not None:
             curls, self._curls = self._curls, None
             curls.close()
         idle, self._idle = self._idle, []
         for curl in idle:
             curl.close()
+        sending, self._sending = self._sending, set()
+        for one in sending:
+            curl, one.curl = one.curl, None
+            if curl is not None:
+                curl.close()
+            if not one.done:
+                one.done = True
+                one.finish(asyncio.CancelledError())
+
+    def submit(self, request: Request, callback: Callable[[int | BaseException], None]) -> Sending:
+        """Start sending ``request``; ``callback(status)`` with the final status
+        code, or ``callback(error)`` (SendError, TimeoutError; CancelledError if
+        the transport is closed first) — exactly once, from the loop, never from
+        inside this call. The :class:`Sending` returned can be :meth:`cancel` led."""
+        sending = Sending(self, request, callback)
+        curls = self._curls
+        if curls is None:
+            asyncio.get_running_loop().call_soon(
+                sending.finish, SendError("the webhook transport is closed", receiver_down=False))
+            return sending
+        try:
+            url = request.url if request.url.isascii() else _encoded(request.url)
+            sending.headers = _header_lines(request)
+            sending.origin = self._origin(url, redirected=False)
+        except SendError as exc:
+            curls.loop.call_soon(sending.finish, exc)
+            return sending
+        sending.deadline = curls.loop.time() + self.timeout
+        sending.curl = self._idle.pop() if self._idle else self._new_handle()
+        self._sending.add(sending)
+        self._hop(sending, url)
+        return sending
 
     async def send(self, request: Request) -> int:
         """Send ``request``; the final status code. SendError or TimeoutError if no answer."""
-        curls = self._curls
-        if curls is None:
-            raise SendError("the webhook transport is closed", receiver_down=False)
-        url = request.url if request.url.isascii() else _encoded(request.url)
-        headers = _header_lines(request)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        origin = self._origin(url, redirected=False)
-        curl = self._idle.pop() if self._idle else self._new_handle()
-        reuse = True
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        sending = self.submit(request, lambda result: _resolve(future, result))
         try:
-            hops = 0
-            while True:
-                left_ms = int((deadline - loop.time()) * 1000)
-                if left_ms <= 0:
-                    raise TimeoutError
-                self._prepare(curl, request, url, origin, headers, left_ms)
-                try:
-                    await curls.perform(curl)
-                except pycurl.error as exc:
-                    return self._failed(curl, exc, origin, hops)
-                except asyncio.CancelledError:
-                    reuse = False
-                    raise
-                status: int = curl.getinfo(pycurl.RESPONSE_CODE)
-                if request.method != "GET" or status not in REDIRECT_STATUSES:
-                    return status
-                location: str | None = curl.getinfo(pycurl.REDIRECT_URL)
-                if not location:
-                    return status  # no usable Location: the 3xx is the answer
-                hops += 1
-                if hops > self.max_redirects:
-                    raise SendError(f"more than {self.max_redirects} redirects", receiver_down=False)
-                url = location if location.isascii() else _encoded(location)
-                previous, origin = origin, self._origin(url, redirected=True)
-                if origin.userinfo is None and previous.userinfo is not None and origin.key == previous.key:
-                    origin = dataclasses.replace(origin, userinfo=previous.userinfo)  # same origin: still theirs
-        finally:
-            if reuse and self._curls is curls:
+            return await future
+        except asyncio.CancelledError:
+            self.cancel(sending)
+            raise
+
+    def cancel(self, sending: Sending) -> None:
+        """Stop a request in flight; its callback is not called."""
+        curl = sending.curl
+        if sending.done or curl is None:
+            return
+        sending.done = True
+        self._sending.discard(sending)
+        sending.curl = None
+        if self._curls is not None:
+            self._curls.cancel(curl)
+        curl.close()  # cut short mid-transfer: not trusted again
+
+    def _hop(self, sending: Sending, url: str) -> None:
+        """Make one request of ``sending`` (the first, or a redirect's)."""
+        curls, curl = self._curls, sending.curl
+        assert curls is not None and curl is not None and sending.origin is not None
+        left_ms = int((sending.deadline - curls.loop.time()) * 1000)
+        if left_ms <= 0:
+            self._finish(sending, TimeoutError())
+            return
+        try:
+            self._prepare(curl, sending.request, url, sending.origin, sending.headers, left_ms)
+        except SendError as exc:
+            self._finish(sending, exc)
+            return
+        curls.start(curl, sending.answered)
+
+    def _answered(self, sending: Sending, curl: pycurl.Curl, error: pycurl.error | None) -> None:
+        """One request of ``sending`` is over: its status, a redirect to follow, or a failure."""
+        origin = sending.origin
+        assert origin is not None
+        result: int | BaseException
+        try:
+            if error is not None:
+                result = self._failed(curl, error, origin, sending.hops)
+            else:
+                result = curl.getinfo(pycurl.RESPONSE_CODE)
+                if sending.request.method == "GET" and result in REDIRECT_STATUSES:
+                    location: str | None = curl.getinfo(pycurl.REDIRECT_URL)
+                    if location:  # else no usable Location: the 3xx is the answer
+                        sending.hops += 1
+                        if sending.hops > self.max_redirects:
+                            raise SendError(f"more than {self.max_redirects} redirects", receiver_down=False)
+                        url = location if location.isascii() else _encoded(location)
+                        sending.origin = self._origin(url, redirected=True)
+                        if sending.origin.userinfo is None and origin.userinfo is not None \
+                                and sending.origin.key == origin.key:  # same origin: still theirs
+                            sending.origin = dataclasses.replace(sending.origin, userinfo=origin.userinfo)
+                        self._hop(sending, url)
+                        return
+        except (SendError, TimeoutError) as exc:
+            result = exc
+        except Exception as exc:  # not expected; still only this request's failure
+            log.debug("webhook request failed unexpectedly", exc_info=True)
+            result = exc
+        self._finish(sending, result)
+
+    def _finish(self, sending: Sending, result: int | BaseException) -> None:
+        if sending.done:
+            return
+        sending.done = True
+        self._sending.discard(sending)
+        curl, sending.curl = sending.curl, None
+        if curl is not None:
+            if self._curls is not None:
                 self._idle.append(curl)
-            else:  # cancelled mid-transfer (not trusted again), or the transport was closed meanwhile
+            else:
                 curl.close()
+        sending.finish(result)
 
     # -- the parts -------------------------------------------------------------------
 
@@ -220,26 +317,31 @@ class HttpTransport:
         return curl
 
     def _prepare(self, curl: pycurl.Curl, request: Request, url: str, origin: _Origin,
-                 headers: list[str], timeout_ms: int) -> None:
+                 headers: tuple[str, ...], timeout_ms: int) -> None:
         """Everything that may differ from the handle's last request is set again."""
         try:
             curl.setopt(pycurl.URL, url if origin.prefix == origin.head else origin.prefix + url[len(origin.head):])
         except UnicodeEncodeError:  # a redirect to a URL libcurl cannot take
             raise SendError("invalid URL", receiver_down=False) from None
         method = request.method
-        if method == "GET":
-            curl.setopt(pycurl.HTTPGET, 1)
-        else:
+        if method != "GET":
             curl.setopt(pycurl.POSTFIELDS, request.body or b"")
-        curl.setopt(pycurl.CUSTOMREQUEST, None if method in ("GET", "POST") else method)
-        curl.setopt(pycurl.HTTPHEADER, headers)
-        if origin.userinfo is not None:
-            curl.setopt(pycurl.USERNAME, origin.userinfo[0])
-            curl.setopt(pycurl.PASSWORD, origin.userinfo[1])
-        else:
-            curl.unsetopt(pycurl.USERNAME)
-            curl.unsetopt(pycurl.PASSWORD)
-        curl.setopt(pycurl.PROXY, origin.proxy)
+        # The rest is set only when it differs from the handle's last request (a GET to
+        # the same origin, as most are, sets nothing more).
+        settings = (method, headers, origin.userinfo, origin.proxy)
+        if getattr(curl, "settings", None) != settings:
+            if method == "GET":
+                curl.setopt(pycurl.HTTPGET, 1)
+            curl.setopt(pycurl.CUSTOMREQUEST, None if method in ("GET", "POST") else method)
+            curl.setopt(pycurl.HTTPHEADER, list(headers))
+            if origin.userinfo is not None:
+                curl.setopt(pycurl.USERNAME, origin.userinfo[0])
+                curl.setopt(pycurl.PASSWORD, origin.userinfo[1])
+            else:
+                curl.unsetopt(pycurl.USERNAME)
+                curl.unsetopt(pycurl.PASSWORD)
+            curl.setopt(pycurl.PROXY, origin.proxy)
+            curl.settings = settings
         curl.setopt(pycurl.TIMEOUT_MS, timeout_ms)
 
     def _origin(self, url: str, *, redirected: bool) -> _Origin:
@@ -299,6 +401,17 @@ class HttpTransport:
         raise SendError(message or f"libcurl error {code}", receiver_down=True)
 
 
+def _resolve(future: asyncio.Future[int], result: int | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 def _reason(curl: pycurl.Curl, message: str) -> str:
     """The system's word for a failed connect, else libcurl's (no URL in either)."""
     errno: int = curl.getinfo(pycurl.OS_ERRNO)
@@ -313,7 +426,9 @@ def _encoded(url: str) -> str:
         raise SendError("invalid URL", receiver_down=False) from None
 
 
-def _header_lines(request: Request) -> list[str]:
+def _header_lines(request: Request) -> tuple[str, ...]:
+    if not request.headers and request.method == "GET":
+        return ()
     lines = [f"{name}: {value}" for name, value in request.headers.items()]
     if request.method != "GET":
         if not any(name.lower() == "content-type" for name in request.headers):
@@ -322,4 +437,4 @@ def _header_lines(request: Request) -> list[str]:
     for line in lines:
         if not line.isascii() or "\r" in line or "\n" in line:
             raise SendError("a header cannot be sent (not ASCII, or a line break)", receiver_down=False)
-    return lines
+    return tuple(lines)

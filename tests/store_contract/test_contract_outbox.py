@@ -66,6 +66,26 @@ async def test_a_retrying_event_holds_back_its_key_and_a_dead_one_lets_it_go(sto
     assert delivered[e[2]] == 1001 and delivered[e[0]] is None
 
 
+async def test_settle_and_claim_hands_out_the_next_event_of_a_key_just_delivered(store, ids):
+    await record(store, ("a", "sms_sent", "m1"), ("a", "sms_delivered", "m1"), ("a", "sms_sent", "m2"),
+                 ("a", "sms_delivered", "m2"), ("a", "sms_sent", "m3"), ("a", "sms_delivered", "m3"))
+    e = await ids(store)
+    assert [r.id for r in await store.claim_outbox(["a"], 10, lease_s=30, now=1001)] == [e[0], e[2], e[4]]
+    # m1 delivered, m2 retried later, m3 released: one transaction, and the claim sees all three
+    got = await store.settle_and_claim(["a"], 10, lease_s=30, delivered=[(e[0], 1002)],
+                                       retry=[(e[2], 1500.0, "HTTP 503")], release=[e[4]], now=1002)
+    assert [(r.id, r.attempts) for r in got] == [(e[1], 0), (e[4], 0)]  # oldest due first; m2 waits
+    assert await store.claim_outbox(["a"], 10, lease_s=30, now=1003) == []  # all leased (or waiting)
+    # nothing to claim (no accounts, no room): it still settles
+    assert await store.settle_and_claim([], 10, lease_s=30, delivered=[(e[1], 1004)], dead=[(e[4], "gone")],
+                                        now=1004) == []
+    assert await store.settle_and_claim(["a"], 0, lease_s=30, delivered=[(e[5], 1004)], now=1004) == []
+    assert await store.outbox_counts() == {"pending": 2, "delivered": 3, "dead": 1}
+    assert await store.next_outbox_due(["a"], now=1004) == 1500
+    delivered = {r["id"]: r["delivered_at"] for r in await store.outbox("a")}
+    assert delivered[e[0]] == 1002 and delivered[e[1]] == 1004 and delivered[e[5]] == 1004
+
+
 async def test_an_unsettled_claim_comes_back_after_its_lease(store, ids):
     await record(store, ("a", "sms_sent", "m1"), ("a", "sms_delivered", "m1"))
     e = await ids(store)

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
+
 from bridge.store.model import OutboxEntry, OutboxEvent, OutboxRow
 from bridge.store.postgres.base import PgBase, add_counts, sql
 from bridge.store.postgres.recorder import OUTBOX_CHANNEL
@@ -35,55 +37,74 @@ class PgOutbox(PgBase):
         accounts = list(accounts)
         if limit <= 0 or not accounts:
             return []
-        now = now or time.time()
         async with self._tx() as conn:
-            rows = await conn.fetch(
-                "SELECT id, account, kind, order_key, payload, created, attempts FROM outbox AS o "
-                "WHERE delivered_at IS NULL AND dead = 0 AND next_attempt <= $1 AND account = ANY($2::text[]) "
-                "AND NOT EXISTS (SELECT 1 FROM outbox AS p WHERE p.account = o.account "
-                "AND p.order_key = o.order_key AND p.id < o.id AND p.delivered_at IS NULL AND p.dead = 0) "
-                "ORDER BY next_attempt, id LIMIT $3 FOR UPDATE SKIP LOCKED", now, accounts, limit)
-            if rows:
-                await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[])",
-                                   now + lease_s, [r[0] for r in rows])
+            return await self._claim(conn, accounts, limit, lease_s, now or time.time())
+
+    async def _claim(self, conn: asyncpg.Connection, accounts: list[str], limit: int, lease_s: float,
+                     now: float) -> list[OutboxRow]:
+        rows = await conn.fetch(
+            "SELECT id, account, kind, order_key, payload, created, attempts FROM outbox AS o "
+            "WHERE delivered_at IS NULL AND dead = 0 AND next_attempt <= $1 AND account = ANY($2::text[]) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox AS p WHERE p.account = o.account "
+            "AND p.order_key = o.order_key AND p.id < o.id AND p.delivered_at IS NULL AND p.dead = 0) "
+            "ORDER BY next_attempt, id LIMIT $3 FOR UPDATE SKIP LOCKED", now, accounts, limit)
+        if rows:
+            await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[])",
+                               now + lease_s, [r[0] for r in rows])
         return [OutboxRow(*r) for r in rows]
 
     async def settle_outbox(self, *, delivered: Iterable[tuple[int, float]] = (),
                             retry: Iterable[tuple[int, float, str]] = (),
                             dead: Iterable[tuple[int, str]] = (), release: Iterable[int] = (),
                             recovered: Iterable[str] = (), now: float | None = None) -> None:
-        now = now or time.time()
-        delivered, retry, dead, release, recovered = (list(delivered), list(retry), list(dead), list(release),
-                                                      list(recovered))
         async with self._tx() as conn:
-            counts: collections.Counter[str] = collections.Counter()
-            if delivered:
-                done = await conn.fetch(
-                    "UPDATE outbox AS o SET delivered_at = d.at, attempts = o.attempts + 1, last_error = NULL "
-                    "FROM unnest($1::bigint[], $2::float8[]) AS d(id, at) WHERE o.id = d.id "
-                    "AND o.delivered_at IS NULL RETURNING o.id",
-                    [id_ for id_, _ in delivered], [at for _, at in delivered])
-                counts["outbox:delivered"] += len(done)
-            if dead:
-                done = await conn.fetch(
-                    "UPDATE outbox AS o SET dead = 1, attempts = o.attempts + 1, last_error = d.error "
-                    "FROM unnest($1::bigint[], $2::text[]) AS d(id, error) WHERE o.id = d.id AND o.dead = 0 "
-                    "RETURNING o.id", [id_ for id_, _ in dead], [error for _, error in dead])
-                counts["outbox:dead"] += len(done)
-            await add_counts(conn, counts)
-            if release:
-                await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[])", now, release)
-            if retry:
-                await conn.executemany("UPDATE outbox SET attempts = attempts + 1, next_attempt = $1, "
-                                       "last_error = $2 WHERE id = $3", [(at, error, id_) for id_, at, error in retry])
-                await conn.executemany(
-                    "UPDATE outbox SET next_attempt = GREATEST(next_attempt, $1) WHERE delivered_at IS NULL "
-                    "AND dead = 0 AND id > $2 AND (account, order_key) = "
-                    "(SELECT account, order_key FROM outbox WHERE id = $2)", [(at, id_) for id_, at, _ in retry])
-            if recovered:
-                await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE account = ANY($2::text[]) "
-                                   "AND delivered_at IS NULL AND dead = 0 AND attempts > 0 AND next_attempt > $1",
-                                   now, recovered)
+            await self._settle(conn, list(delivered), list(retry), list(dead), list(release), list(recovered),
+                               now or time.time())
+
+    async def settle_and_claim(self, accounts: Iterable[str], limit: int, *, lease_s: float,
+                               delivered: Iterable[tuple[int, float]] = (),
+                               retry: Iterable[tuple[int, float, str]] = (),
+                               dead: Iterable[tuple[int, str]] = (), release: Iterable[int] = (),
+                               recovered: Iterable[str] = (), now: float | None = None) -> list[OutboxRow]:
+        now = now or time.time()
+        accounts = list(accounts)
+        async with self._tx() as conn:
+            await self._settle(conn, list(delivered), list(retry), list(dead), list(release), list(recovered), now)
+            if limit <= 0 or not accounts:
+                return []
+            return await self._claim(conn, accounts, limit, lease_s, now)
+
+    async def _settle(self, conn: asyncpg.Connection, delivered: list[tuple[int, float]],
+                      retry: list[tuple[int, float, str]], dead: list[tuple[int, str]], release: list[int],
+                      recovered: list[str], now: float) -> None:
+        counts: collections.Counter[str] = collections.Counter()
+        if delivered:
+            done = await conn.fetch(
+                "UPDATE outbox AS o SET delivered_at = d.at, attempts = o.attempts + 1, last_error = NULL "
+                "FROM unnest($1::bigint[], $2::float8[]) AS d(id, at) WHERE o.id = d.id "
+                "AND o.delivered_at IS NULL RETURNING o.id",
+                [id_ for id_, _ in delivered], [at for _, at in delivered])
+            counts["outbox:delivered"] += len(done)
+        if dead:
+            done = await conn.fetch(
+                "UPDATE outbox AS o SET dead = 1, attempts = o.attempts + 1, last_error = d.error "
+                "FROM unnest($1::bigint[], $2::text[]) AS d(id, error) WHERE o.id = d.id AND o.dead = 0 "
+                "RETURNING o.id", [id_ for id_, _ in dead], [error for _, error in dead])
+            counts["outbox:dead"] += len(done)
+        await add_counts(conn, counts)
+        if release:
+            await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[])", now, release)
+        if retry:
+            await conn.executemany("UPDATE outbox SET attempts = attempts + 1, next_attempt = $1, "
+                                   "last_error = $2 WHERE id = $3", [(at, error, id_) for id_, at, error in retry])
+            await conn.executemany(
+                "UPDATE outbox SET next_attempt = GREATEST(next_attempt, $1) WHERE delivered_at IS NULL "
+                "AND dead = 0 AND id > $2 AND (account, order_key) = "
+                "(SELECT account, order_key FROM outbox WHERE id = $2)", [(at, id_) for id_, at, _ in retry])
+        if recovered:
+            await conn.execute("UPDATE outbox SET next_attempt = $1 WHERE account = ANY($2::text[]) "
+                               "AND delivered_at IS NULL AND dead = 0 AND attempts > 0 AND next_attempt > $1",
+                               now, recovered)
 
     async def next_outbox_due(self, accounts: Iterable[str], now: float | None = None) -> float | None:
         accounts = list(accounts)

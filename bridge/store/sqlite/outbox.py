@@ -73,6 +73,23 @@ class SqliteOutbox(SqliteBase):
                        "AND dead = 0 AND attempts > 0 AND next_attempt > ?",
                        [(now, account, now) for account in recovered])
 
+    async def settle_and_claim(self, accounts: Iterable[str], limit: int, *, lease_s: float,
+                               delivered: Iterable[tuple[int, float]] = (),
+                               retry: Iterable[tuple[int, float, str]] = (),
+                               dead: Iterable[tuple[int, str]] = (), release: Iterable[int] = (),
+                               recovered: Iterable[str] = (), now: float | None = None) -> list[OutboxRow]:
+        return await self._run(self._tx(self._settle_and_claim), list(accounts), limit, lease_s, list(delivered),
+                               list(retry), list(dead), list(release), list(recovered), now or time.time())
+
+    def _settle_and_claim(self, db: sqlite3.Connection, accounts: list[str], limit: int, lease_s: float,
+                          delivered: list[tuple[int, float]], retry: list[tuple[int, float, str]],
+                          dead: list[tuple[int, str]], release: list[int], recovered: list[str],
+                          now: float) -> list[OutboxRow]:
+        self._settle_outbox(db, delivered, retry, dead, release, recovered, now)
+        if limit <= 0 or not accounts:
+            return []
+        return self._claim_outbox(db, accounts, limit, lease_s, now)
+
     async def next_outbox_due(self, accounts: Iterable[str], now: float | None = None) -> float | None:
         accounts = list(accounts)
         if not accounts:
