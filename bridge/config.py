@@ -131,6 +131,12 @@ def _non_negative(value: float) -> float:
     return value
 
 
+def _url_limit(value: int) -> int:
+    if value != 0 and value < 1024:
+        raise ValueError("must be 0 (never cut) or at least 1024 (bytes of the whole URL)")
+    return value
+
+
 def _fraction(value: float) -> float:
     if not 0 <= value <= 1:
         raise ValueError("must be between 0 and 1")
@@ -297,6 +303,9 @@ class AccountConfig:
     webhook_url: str | None = None
     webhook_format: str = "insim"
     webhook_secret: str | None = None
+    # GET forms (insim, ardary): the longest URL sent; a longer one has its text cut to fit,
+    # marked ``"truncated": true`` (0: never cut; nginx and Apache refuse request lines over ~8 KB).
+    webhook_max_url: int = 0
     enabled: bool = True
     # SMSFLOW's clients get a 24-hour token from a username and password (docs/api.md).
     smsflow_username: str | None = None
@@ -427,6 +436,7 @@ ACCOUNT_SPEC: Spec = {
     "webhook_url": ((str,), _webhook_url),
     "webhook_format": ((str,), _one_of(*WEBHOOK_FORMATS)),
     "webhook_secret": ((str,), _nonempty),
+    "webhook_max_url": ((int,), _url_limit),
     "enabled": ((bool,), None),
     "smsflow_username": ((str,), _nonempty),
     "smsflow_password": ((str,), _nonempty),

@@ -111,3 +111,40 @@ async def test_simbridge_webhooks_dead_and_replay(tmp_path):
             await wait_until(lambda: received == ["late"], what="the replayed event")
     finally:
         await runner.cleanup()
+
+
+async def test_a_long_sms_reaches_a_receiver_with_default_limits_when_the_url_is_capped(tmp_path):
+    """A 23-part SMS makes a GET URL aiohttp's server (like nginx and Apache) refuses
+    with its default request-line limit; ``webhook_max_url`` cuts its text to fit."""
+    text = ("你好，明天上午十点见 & 100% 确定 + 谢谢。\n" * 60)[:1541]
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(request.query["message"]))
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/hook", hook)
+    runner = web.AppRunner(app)  # aiohttp's defaults: a request line over 8,190 bytes is refused
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        account = {"login": "user@email.com", "access_key": "your-access-key",
+                   "webhook_url": f"http://127.0.0.1:{port}/hook"}
+        async with aiohttp.ClientSession() as http:
+            from bridge.webhooks import forms
+            whole = forms.insim_url(account["webhook_url"], "message", {"message": text})
+            async with http.get(whole) as resp:
+                assert resp.status == 400  # what an uncut event would meet, every time
+        config = make_config(tmp_path, accounts=[{**account, "webhook_max_url": 8000}])
+        async with serving(config) as daemon, aiohttp.ClientSession() as http:
+            async with http.post(api_url(daemon, "/api/v1/simulate/incoming-sms"), headers=BEARER,
+                                 json={"from": "+33612345678", "text": text}) as resp:
+                assert resp.status == 200
+            [sms] = await wait_until(lambda: received, what="the long SMS delivered")
+            assert sms["truncated"] is True and text.startswith(sms["message"][:-1])
+            assert (await daemon.store.outbox_counts())["dead"] == 0
+    finally:
+        await runner.cleanup()

@@ -227,3 +227,47 @@ def test_insim_request_to_a_non_latin1_url_is_percent_encoded():
 def test_every_configured_form_has_a_formatter():
     from bridge.config import WEBHOOK_FORMATS
     assert set(WEBHOOK_FORMATS) <= set(wf.FORMATTERS)
+
+
+# ----------------------------------------------------------------------------
+# GET URLs that would exceed what servers take in a request line
+
+# 23 parts of UCS-2 (67 characters each): 3 UTF-8 bytes a character, 9 once percent-encoded.
+LONG_SMS = ("你好，明天上午十点见 & 100% 确定 + 谢谢。\n" * 60)[:1541]
+
+
+@pytest.mark.parametrize("form", ["insim", "ardary"])
+def test_a_long_text_is_cut_to_fit_the_url_limit_and_marked(form):
+    account = AccountConfig(login=LOGIN, access_key="k", webhook_url="http://h/hook", webhook_format=form,
+                            webhook_max_url=8000)
+    event = row(st.SMS_RECEIVED, {"from": "+33612345678", "message": LONG_SMS, "date": T})
+    whole = wf.build_request(event, AccountConfig(login=LOGIN, access_key="k", webhook_url="http://h/hook",
+                                                  webhook_format=form), PARIS)
+    assert len(whole.url) > 8190  # over nginx's, Apache's and aiohttp's default request line
+    r = wf.build_request(event, account, PARIS)
+    assert 7900 < len(r.url) <= 8000  # cut as little as the limit asks
+    sms = json.loads(unquote(unquote(parse_qs(urlsplit(r.url).query)["message"][0])))
+    assert sms["truncated"] is True and sms["message"].endswith(wf.CUT_MARK)
+    assert LONG_SMS.startswith(sms["message"][:-1]) and len(sms["message"]) < len(LONG_SMS)
+    if form == "ardary":
+        assert sms["body"] == sms["message"]
+
+
+def test_a_url_within_the_limit_or_without_a_limit_is_never_cut():
+    short = row(st.SMS_RECEIVED, {"from": "+33612345678", "message": "short", "date": T})
+    long = row(st.SMS_RECEIVED, {"from": "+33612345678", "message": LONG_SMS, "date": T})
+    limited = AccountConfig(login=LOGIN, access_key="k", webhook_url="http://h/hook", webhook_max_url=8000)
+    unlimited = AccountConfig(login=LOGIN, access_key="k", webhook_url="http://h/hook")
+    for account, event, text in ((limited, short, "short"), (unlimited, long, LONG_SMS)):
+        sms = json.loads(parse_qs(urlsplit(wf.build_request(event, account, PARIS).url).query)["message"][0])
+        assert sms["message"] == text and "truncated" not in sms
+
+
+def test_the_url_limit_is_checked_at_config_load(tmp_path):
+    from ops_util import write_config
+
+    from bridge import config as config_module
+
+    path, _, _ = write_config(tmp_path, extra="webhook_max_url = 500")
+    with pytest.raises(config_module.ConfigError, match=r"webhook_max_url: must be 0 \(never cut\) or at least 1024"):
+        config_module.load(path)
