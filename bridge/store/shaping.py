@@ -20,7 +20,17 @@ from typing import Any
 from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store import paging
-from bridge.store.model import Enqueued, Job, Link, NewJob, new_id_sms_apis, parse_job_id
+from bridge.store.model import (
+    FROM_LEDGER,
+    REJECTED_IN_LEDGER,
+    REPLACED_JOURNAL,
+    Enqueued,
+    Job,
+    Link,
+    NewJob,
+    new_id_sms_apis,
+    parse_job_id,
+)
 from bridge.store.schema import PUSHABLE_STATES, job_counter
 from device_agents import protocol
 
@@ -224,6 +234,29 @@ def apply_job_report(device_id: str, ev: protocol.JobState, now: float, max_atte
     left = 1 if job.state == js.DISPATCHED else 0
     jobs[job.id] = moves.move(job, target, now, reason=ev.reason, device_id=device_id)
     return left, 0
+
+
+def reconcile_moves(device_id: str, journal: str, known: dict[str, str], found: list[tuple[Job, str | None]],
+                    now: float, moves: Moves) -> list[Job]:
+    """What a device's hello settles (``JobQueue.reconcile``): ``found`` are its jobs dispatched or held
+    ``unconfirmed`` while its link was lost, each with the journal it was pushed to; ``known`` what its
+    ledger says (job id -> state). Moves go to ``moves``; the jobs to push to it again are returned."""
+    repush: list[Job] = []
+    for job, pushed_to in found:
+        if pushed_to is not None and pushed_to != journal and job.job_id not in known:
+            # Pushed to an earlier journal of the device: this one cannot know what became of it.
+            moves.move(job, js.UNCONFIRMED, now, device_id=device_id, reason=REPLACED_JOURNAL)
+            continue
+        if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
+            job = moves.move(job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
+        state = known.get(job.job_id)
+        if state is None:
+            repush.append(job)
+        elif state == protocol.JOB_REJECTED:  # it let it go (the report may have been acked long ago)
+            moves.move(job, js.QUEUED, now, device_id=device_id, reason=REJECTED_IN_LEDGER)
+        elif state in REPORTED:  # its ledger says what became of it (the event may have been acked long ago)
+            moves.move(job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
+    return repush
 
 
 # -- the message list -------------------------------------------------------------------------

@@ -21,9 +21,6 @@ from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store import shaping
 from bridge.store.model import (
-    FROM_LEDGER,
-    REJECTED_IN_LEDGER,
-    REPLACED_JOURNAL,
     Enqueued,
     EventOutcome,
     Job,
@@ -36,7 +33,7 @@ from bridge.store.postgres.base import JOBS_CHANNEL, PgBase, add_counts, sql
 from bridge.store.postgres.recorder import Batch
 from bridge.store.postgres.records import store_report
 from bridge.store.schema import JOB_COLUMNS, event_key, job_counter
-from bridge.store.shaping import REPORTED, job_from_row
+from bridge.store.shaping import job_from_row
 from device_agents import protocol
 
 log = logging.getLogger(__name__)
@@ -307,27 +304,13 @@ class PgJobQueue(PgBase):
                         ledger: Iterable[protocol.LedgerEntry]) -> list[Job]:
         known = ledger_states(ledger)
         now = time.time()
-        repush: list[Job] = []
         async with self._tx() as conn:
             rows = await conn.fetch(f"SELECT {JOB_COLUMNS}, journal, link_lost FROM jobs WHERE device_id = $1 AND "
                                     f"({DISPATCHED_SQL} OR ({UNCONFIRMED_SQL} AND link_lost = 1)) "
                                     "ORDER BY id FOR UPDATE", device_id)
             moves = _Moves(self._recorder.batch())
-            for row in rows:
-                job, pushed_to = job_from_row(tuple(row)[:-2]), row["journal"]
-                if pushed_to is not None and pushed_to != journal and job.job_id not in known:
-                    # Pushed to an earlier journal of the device: this one cannot know what became of it.
-                    moves.move(job, js.UNCONFIRMED, now, device_id=device_id, reason=REPLACED_JOURNAL)
-                    continue
-                if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
-                    job = moves.move(job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
-                state = known.get(job.job_id)
-                if state is None:
-                    repush.append(job)
-                elif state == protocol.JOB_REJECTED:  # it let it go (the report may have been acked long ago)
-                    moves.move(job, js.QUEUED, now, device_id=device_id, reason=REJECTED_IN_LEDGER)
-                elif state in REPORTED:  # its ledger says what became of it (the event may have been acked)
-                    moves.move(job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
+            repush = shaping.reconcile_moves(device_id, journal, known,
+                                             [(job_from_row(tuple(r)[:-2]), r["journal"]) for r in rows], now, moves)
             await moves.flush(conn)
             if rows:
                 await conn.execute("UPDATE jobs SET link_lost = 0 WHERE id = ANY($1::bigint[])",

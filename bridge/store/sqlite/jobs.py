@@ -20,9 +20,6 @@ from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store import shaping
 from bridge.store.model import (
-    FROM_LEDGER,
-    REJECTED_IN_LEDGER,
-    REPLACED_JOURNAL,
     Enqueued,
     EventOutcome,
     Job,
@@ -31,7 +28,7 @@ from bridge.store.model import (
     parse_job_id,
 )
 from bridge.store.schema import JOB_COLUMNS, event_key, job_counter
-from bridge.store.shaping import REPORTED, job_from_row
+from bridge.store.shaping import job_from_row
 from bridge.store.sqlite.base import IN_CHUNK, SqliteBase, add_counts, marks
 from bridge.store.sqlite.recorder import EventRecorder
 from bridge.store.sqlite.records import store_report
@@ -287,22 +284,8 @@ class SqliteJobQueue(SqliteBase):
                           f"({DISPATCHED_SQL} OR ({UNCONFIRMED_SQL} AND link_lost = 1)) ORDER BY id",
                           (device_id,)).fetchall()
         moves = _Moves(db, self._recorder)
-        repush: list[Job] = []
-        for row in rows:
-            job, pushed_to = job_from_row(row[:-2]), row[-2]
-            if pushed_to is not None and pushed_to != journal and job.job_id not in known:
-                # Pushed to an earlier journal of the device: this one cannot know what became of it.
-                moves.move(job, js.UNCONFIRMED, now, device_id=device_id, reason=REPLACED_JOURNAL)
-                continue
-            if job.state == js.UNCONFIRMED:  # only waiting for its device's link: the device is back
-                job = moves.move(job, js.DISPATCHED, now, device_id=device_id, reason="its device is back")
-            state = known.get(job.job_id)
-            if state is None:
-                repush.append(job)
-            elif state == protocol.JOB_REJECTED:  # it let it go (the report may have been acked long ago)
-                moves.move(job, js.QUEUED, now, device_id=device_id, reason=REJECTED_IN_LEDGER)
-            elif state in REPORTED:  # its ledger says what became of it (the event may have been acked long ago)
-                moves.move(job, REPORTED[state], now, device_id=device_id, reason=FROM_LEDGER)
+        repush = shaping.reconcile_moves(device_id, journal, known, [(job_from_row(r[:-2]), r[-2]) for r in rows],
+                                         now, moves)
         moves.flush(db)
         db.executemany("UPDATE jobs SET link_lost = 0 WHERE id = ?", [(r[0],) for r in rows])
         return repush
