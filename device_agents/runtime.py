@@ -346,7 +346,8 @@ class AgentRuntime:
     def _record_taken(self, jobs: list[tuple[protocol.Job, float]]) -> None:
         """Jobs accepted: in the journal, then queued for the workers (OSError: neither)."""
         if jobs:
-            self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_json(j)) for j, _ in jobs)
+            # A secret job's text is not written (protocol.job_to_journal).
+            self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_journal(j)) for j, _ in jobs)
             for job, received in jobs:
                 self._queue.put_nowait((-job.priority, next(self._arrivals), job, received))
 

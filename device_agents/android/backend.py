@@ -63,6 +63,17 @@ def _same_text(a: str | None, b: str | None) -> bool:
     return (a or "").strip() == (b or "").strip()
 
 
+def _text_hash(job_id: str, text: str | None) -> str:
+    """What a pending secret send keeps of its text (matched against the sent box)."""
+    return hashlib.sha256(f"{job_id}\0{(text or '').strip()}".encode()).hexdigest()
+
+
+def _text_matches(row: dict[str, Any], job_id: str, entry: dict[str, Any]) -> bool:
+    if "text_sha256" in entry:
+        return _text_hash(job_id, row.get("body")) == entry["text_sha256"]
+    return _same_text(row.get("body"), entry.get("text"))
+
+
 def _row_id(row: dict[str, Any]) -> int:
     value = row.get("_id")
     return value if isinstance(value, int) and not isinstance(value, bool) else -1
@@ -163,8 +174,11 @@ class TermuxBackend:
         baseline = max((_row_id(r) for r in rows), default=0)
         slot = job.sim if job.sim is not None else self.sim_slot
         pending = self.state.data["pending"]
-        pending[job.job_id] = {"to": job.to, "text": job.text, "baseline": baseline,
-                               "at": time.time()}
+        pending[job.job_id] = {"to": job.to, "baseline": baseline, "at": time.time()}
+        if job.secret:  # no clear copy on disk: its hash finds it in the sent box
+            pending[job.job_id]["text_sha256"] = _text_hash(job.job_id, job.text)
+        else:
+            pending[job.job_id]["text"] = job.text
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[job.job_id] = waiter  # the waiter exists before the send
         # From here on the radio may be touched: a crash now is settled by recover().
@@ -186,14 +200,15 @@ class TermuxBackend:
             self.state.save()
         report(job.job_id, state, reason=reason)
 
-    def _match(self, rows: list[dict[str, Any]], entry: dict[str, Any]) -> tuple[str, str | None, int] | None:
+    def _match(self, rows: list[dict[str, Any]], job_id: str,
+               entry: dict[str, Any]) -> tuple[str, str | None, int] | None:
         """The outcome of one pending send in these rows, if it is there."""
         for row in sorted(rows, key=_row_id):
             rid = _row_id(row)
             if rid <= entry.get("baseline", 0) or rid in self._claimed:
                 continue
             if not (same_number(row.get("address") or row.get("number"), entry["to"])
-                    and _same_text(row.get("body"), entry["text"])):
+                    and _text_matches(row, job_id, entry)):
                 continue
             box = row.get("type")
             if box in SENT_BOXES:
@@ -216,7 +231,7 @@ class TermuxBackend:
                     entry = pending.get(job_id)
                     if entry is None or waiter.done():
                         continue
-                    found = self._match(rows, entry)
+                    found = self._match(rows, job_id, entry)
                     if found is not None:
                         state, reason, rid = found
                         self._claimed.add(rid)
@@ -236,7 +251,7 @@ class TermuxBackend:
         try:
             while True:
                 rows = await self.api.sms_list("all", limit=100)
-                found = self._match(rows, entry) if rows is not None else None
+                found = self._match(rows, job.job_id, entry) if rows is not None else None
                 if found is not None:
                     state, reason, rid = found
                     self._claimed.add(rid)
