@@ -645,3 +645,46 @@ command_timeout = 3
             _stop(proc)
         assert [t["text"] for t in modem.snapshot()["transmissions"]] == sent, "sent again after the restart"
     assert _holding(_data_files(data), code) == []
+
+
+# The Android helper: the built archive as a real process, fake termux-* commands
+# (tests/test_android_agent.py), a small websocket stand-in for the bridge.
+
+@pytest.fixture(scope="module")
+def android_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from device_agents.android.build import build_archive
+    return build_archive(tmp_path_factory.mktemp("archive") / "simbridge-agent.pyz")
+
+
+async def test_the_android_helper_keeps_no_clear_code_and_settles_a_kill_from_the_sent_box(
+        android_archive, tmp_path):
+    from fakes.mini_bridge import MiniBridge
+    from fakes.mini_bridge import wait_until as mini_wait
+    from fakes.termux.termux_fake import PhoneState
+    from test_android_agent import DEVICE, PHONE_TZ, TOKEN, AgentProcess
+
+    from device_agents import protocol
+    phone = PhoneState(tmp_path / "phone", timezone=PHONE_TZ)
+    code = "8302175946"
+    text = f"Code {code}"
+    async with MiniBridge(tokens={DEVICE: TOKEN}) as bridge:
+        agent = AgentProcess(android_archive, phone, tmp_path, bridge.url)
+        try:
+            await agent.start()
+            await mini_wait(lambda: bridge.connected(DEVICE), what="agent connected")
+            phone.set(send_mode="outbox")  # queued on the phone: the agent waits for its outcome
+            await bridge.push(DEVICE, protocol.SendSms(job_id="s1", to=NUMBER, text=text, secret=True))
+            await mini_wait(lambda: phone.sends(), what="handed to Android")
+            await agent.stop(signal.SIGKILL)
+            files = {str(p): p.read_bytes() for p in agent.data_dir.rglob("*") if p.is_file()}
+            assert any("journal" in name for name in files), files.keys()
+            assert _holding(files, code) == [], "the code in clear in the helper's files"
+            phone.settle_outbox("sent")
+            await agent.start()
+            await mini_wait(lambda: bridge.job_states("s1"), what="the outcome recovered")
+            assert bridge.job_states("s1") == ["sent"]  # matched in the sent box by its hash
+            assert len(phone.sends()) == 1
+        finally:
+            await agent.stop(signal.SIGKILL)
+    files = {str(p): p.read_bytes() for p in agent.data_dir.rglob("*") if p.is_file()}
+    assert _holding(files, code) == []
