@@ -120,7 +120,7 @@ class TermuxBackend:
         self.state = _State(state_path)
         self.capabilities = protocol.Capabilities(sms=True, calls=True, delivery_reports=False,
                                                   multipart=True, dual_sim=False)
-        self.emit: Callable[[list[protocol.Event]], None] | None = None
+        self.emit: Callable[[list[protocol.Event]], bool | None] | None = None
         self._status: protocol.Status | None = None
         self._waiters: dict[str, asyncio.Future[tuple[str, str | None]]] = {}
         self._claimed: set[int] = set()
@@ -129,8 +129,9 @@ class TermuxBackend:
 
     # -- wiring --------------------------------------------------------------
 
-    def attach(self, emit: Callable[[list[protocol.Event]], None]) -> None:
-        """Where events read from the phone go (``AgentRuntime.emit``)."""
+    def attach(self, emit: Callable[[list[protocol.Event]], bool | None]) -> None:
+        """Where events read from the phone go (``AgentRuntime.try_emit``: False when
+        the journal refuses the write, and the phone's messages are then read again)."""
         self.emit = emit
 
     async def prime(self) -> None:
@@ -272,9 +273,11 @@ class TermuxBackend:
 
     # -- incoming ------------------------------------------------------------
 
-    def _emit(self, events: list[protocol.Event]) -> None:
+    def _emit(self, events: list[protocol.Event]) -> bool:
+        """Whether ``events`` are in the journal (nothing is noted as seen otherwise)."""
         if events and self.emit is not None:
-            self.emit(events)
+            return self.emit(events) is not False
+        return True
 
     @staticmethod
     def _remember(seen: list[str], keys: list[str]) -> list[str]:
@@ -303,7 +306,8 @@ class TermuxBackend:
                 sender=str(row.get("address") or row.get("number") or "unknown")[:32],
                 text=str(row.get("body") or "")[:protocol.MAX_TEXT],
                 at=self.clock.to_unix(row.get("received"))))
-        self._emit(events)  # durable in the journal first…
+        if not self._emit(events):  # durable in the journal first…
+            return  # the journal refuses writes: read again at the next poll
         self.state.data["inbox_seen"] = self._remember(seen, [k for k, _ in fresh])
         self.state.save()  # …then noted as seen
 
@@ -334,7 +338,8 @@ class TermuxBackend:
                 direction=direction, number=number[:32], at=at,
                 duration_s=parse_duration(row.get("duration")),
                 job_id=self._dial_job_for(number, at) if direction == "outgoing" else None))
-        self._emit(events)
+        if not self._emit(events):
+            return
         self.state.data["calls_seen"] = self._remember(seen, [k for k, _ in fresh])
         self.state.save()
 
