@@ -11,6 +11,7 @@ SIGTERM on a busy daemon exits within the unit's TimeoutStopSec.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -688,3 +689,39 @@ async def test_the_android_helper_keeps_no_clear_code_and_settles_a_kill_from_th
             await agent.stop(signal.SIGKILL)
     files = {str(p): p.read_bytes() for p in agent.data_dir.rglob("*") if p.is_file()}
     assert _holding(files, code) == []
+
+
+async def test_a_modem_back_after_the_first_part_of_a_long_secret_text_never_sends_the_rest_blind(tmp_path):
+    """Part 1 of 2 went before the agent died; the journal holds no text to make part 2
+    from: reported failed with the reason, nothing sent (never an empty or wrong part)."""
+    from fakes.mini_bridge import MiniBridge
+    from fakes.mini_bridge import wait_until as mini_wait
+
+    from device_agents import protocol
+    from device_agents.modem.agent import ModemAgent, ModemSettings
+    from device_agents.modem.durable import ModemJournal
+    from device_agents.modem.virtual_modem import VirtualModem
+    job = protocol.SendSms(job_id="j1", to=NUMBER, text="Code 8302175946 " * 12, secret=True)
+    path = tmp_path / "journal.jsonl"
+    journal = ModemJournal(path)
+    journal.set_job("j1", "accepted", job=protocol.job_to_journal(job))
+    journal.set_job("j1", "sending")
+    journal.memory.sends["j1"] = {"to": NUMBER, "ref": 9, "mrs": {"1": 5}, "attempt": None, "report": False,
+                                  "total": 2, "at": time.time()}
+    journal.save()
+    journal.close()
+    assert b"8302175946" not in path.read_bytes()
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "radio.jsonl", report_delay=0.05) as modem:
+        async with MiniBridge(tokens={"m1": "modem-token"}) as bridge:
+            agent = ModemAgent(device_id="m1", url=bridge.url, token="modem-token", journal_path=path,
+                               settings=ModemSettings(port=str(modem.link), command_timeout=2.0, send_timeout=3.0),
+                               status_interval=0.5)
+            task = asyncio.create_task(agent.run())
+            try:
+                await mini_wait(lambda: bridge.job_states("j1"), what="the job settled")
+                [state] = [e for e in bridge.of_kind(protocol.JobState) if e.job_id == "j1"]
+                assert state.state == "failed" and "1 of 2 parts" in (state.reason or ""), state
+                assert modem.snapshot()["transmissions"] == []
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
