@@ -189,6 +189,12 @@ class Journal:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if not data:
             return
+        self._append(data, sync=self.fsync)
+        self._appended += data.count("\n")
+        self._maybe_compact()
+
+    def _append(self, data: str, *, sync: bool) -> None:
+        """Append whole lines, all or nothing: OSError leaves the file as it was."""
         if self._file is None:
             raise RuntimeError(f"journal {self.path} is closed")
         self._file.flush()  # anything a subclass wrote through it, first
@@ -198,13 +204,14 @@ class Journal:
         try:
             while view:  # O_APPEND: each write lands at the end
                 view = view[os.write(fd, view):]
-            if self.fsync:
+            if sync:
                 os.fsync(fd)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)  # no torn line left behind (shrinking needs no room)
             raise
-        self._appended += data.count("\n")
+
+    def _maybe_compact(self) -> None:
         if self._appended >= COMPACT_EVERY:
             try:
                 self._compact()

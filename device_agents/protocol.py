@@ -347,6 +347,10 @@ class SendSms:
     # 0 to 2: an agent begins its waiting jobs highest first (a one-time code does not
     # wait behind a campaign the phone already holds). Absent from an older bridge: 1.
     priority: int = 1
+    # True: the text holds a secret (a verification code). The agent keeps no
+    # clear copy of it on disk: its journal holds the job without the text.
+    # Absent (None) from an older bridge, and for every other job.
+    secret: bool | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> SendSms:
@@ -356,7 +360,8 @@ class SendSms:
                    report=_get(obj, "report", bool, w, required=False, default=False),
                    sim=_int(obj, "sim", w, required=False, low=0, high=8),
                    reference=_text(obj, "reference", w, required=False, limit=128),
-                   priority=_int(obj, "priority", w, required=False, default=1, low=0, high=2))
+                   priority=_int(obj, "priority", w, required=False, default=1, low=0, high=2),
+                   secret=_get(obj, "secret", bool, w, required=False) or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,6 +667,17 @@ def event_from_json(obj: dict[str, Any]) -> Event:
 
 def job_to_json(job: Job) -> dict[str, Any]:
     return _plain(job)
+
+
+def job_to_journal(job: Job) -> dict[str, Any]:
+    """The job as an agent's journal keeps it: a secret job without its text
+    (``text`` empty, ``secret`` true). Nothing after a restart needs that
+    text: a job not begun is rejected (the bridge pushes it again with its
+    text), one begun is settled by what the device saw, never sent again."""
+    obj = _plain(job)
+    if getattr(job, "secret", None):
+        obj["text"] = ""
+    return obj
 
 
 def job_from_json(obj: dict[str, Any]) -> Job:

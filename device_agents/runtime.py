@@ -23,6 +23,10 @@ jobs, not its tasks: it is logged, no job is begun (its ``sending`` could not
 be written), jobs pushed meanwhile and outcomes of jobs already on the radio
 are held in memory in order, and all is written, then sent, once the journal
 takes a write again (tried with backoff). ``journal_fault`` says why meanwhile.
+Events a backend reads from its device (incoming SMS, calls) go through
+:meth:`AgentRuntime.try_emit`: refused, the device keeps them (the modem does
+not delete the SMS from its storage, the phone's read position does not move)
+and they are read or emitted again once the journal takes writes.
 """
 
 from __future__ import annotations
@@ -117,6 +121,28 @@ class AgentRuntime:
         for ev in events:
             self._unsent[ev.event_id] = ev
         self._wake.set()
+
+    def try_emit(self, events: list[protocol.Event]) -> bool:
+        """:meth:`emit`, or False when the journal refuses the write: nothing
+        is written nor queued, the fault is noted (``journal_fault``) and the
+        journal probed; the caller keeps what the events came from (an SMS on
+        the SIM, a phone's read position) and tries again once
+        :meth:`journal_writable` returns."""
+        try:
+            self.emit(events)
+        except OSError as exc:
+            self._journal_failed(exc)
+            return False
+        return True
+
+    def journal_refused(self, exc: OSError) -> None:
+        """A backend's own write to the journal was refused: noted as the
+        runtime's are (``journal_fault``, probed until it takes writes)."""
+        self._journal_failed(exc)
+
+    async def journal_writable(self) -> None:
+        """Return once the journal takes writes (at once when it does)."""
+        await self._journal_ok.wait()
 
     def report(self, job_id: str, state: str, *, reason: str | None = None,
                parts: int | None = None, network_ref: str | None = None) -> None:
@@ -346,7 +372,8 @@ class AgentRuntime:
     def _record_taken(self, jobs: list[tuple[protocol.Job, float]]) -> None:
         """Jobs accepted: in the journal, then queued for the workers (OSError: neither)."""
         if jobs:
-            self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_json(j)) for j, _ in jobs)
+            # A secret job's text is not written (protocol.job_to_journal).
+            self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_journal(j)) for j, _ in jobs)
             for job, received in jobs:
                 self._queue.put_nowait((-job.priority, next(self._arrivals), job, received))
 

@@ -11,6 +11,7 @@ SIGTERM on a busy daemon exits within the unit's TimeoutStopSec.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -538,3 +539,189 @@ def test_a_stop_that_hangs_is_cut_short_by_its_deadline(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- codes in the agents' journals ----------------------------------------------------------
+
+RADIO_LOG = "virtual-sim-1-radio.jsonl"  # the virtual phone's "air": the stand-in radio, not storage
+
+
+def _data_files(data: Path) -> dict[str, bytes]:
+    """Every file under the daemon's data folder (journals, state files, store, WAL), by name;
+    the virtual phone's radio log left out (it is what went over the air)."""
+    return {str(p.relative_to(data)): p.read_bytes() for p in sorted(data.rglob("*"))
+            if p.is_file() and p.name != RADIO_LOG}
+
+
+def _holding(files: dict[str, bytes], code: str) -> list[str]:
+    return [name for name, data in files.items() if code.encode() in data]
+
+
+def _journal_says(path: Path, state: str) -> bool:
+    return path.exists() and f'"state": "{state}"' in path.read_text(encoding="utf-8", errors="replace")
+
+
+def _device_online(port: int, device_id: str) -> bool:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/devices", headers=BEARER)
+    with urllib.request.urlopen(req, timeout=timeout(10)) as resp:
+        devices = json.loads(resp.read())["data"]
+    return any(d["id"] == device_id and d["state"] == "online" for d in devices)
+
+
+def test_a_code_never_sits_in_clear_in_a_journal_and_a_kill_mid_send_sends_it_once(tmp_path):
+    # A slow radio: the daemon is killed while the phone is transmitting the code.
+    config, port = _config_file(tmp_path, devices=VIRTUAL.replace("latency = 0.0", "latency = 600.0"))
+    log = tmp_path / "daemon.log"
+    data = tmp_path / "data"
+    journal = data / "virtual-sim-1-journal.jsonl"
+    proc = _start(config, log)
+    try:
+        _wait(lambda: _api_up(port), 20, "the API")
+        answer = _post(port, "/api/v1/smscode", {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
+        assert answer["status"] == "success", answer
+        _wait(lambda: _journal_says(journal, "sending"), 30, "the phone transmitting the code")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=timeout(10))
+        at_kill = _data_files(data)
+        assert journal.name in at_kill and _radio_texts(tmp_path) == []
+        # Back with a quick radio: the job, begun but not on the air, is sent again, once.
+        config, port = _config_file(tmp_path, devices=VIRTUAL)
+        proc = _start(config, log)
+        _wait(lambda: _api_up(port), 20, "the API after restart")
+        [text] = _wait(lambda: _radio_texts(tmp_path), 30, "the code on the phone")
+        code = text.removeprefix("Code ")
+        assert re.fullmatch(r"\d{10}", code), text
+        db_path = data / "simbridge.db"
+        _wait(lambda: sqlite3.connect(db_path).execute("SELECT state FROM jobs").fetchone()[0] == "delivered",
+              30, "the job delivered")
+        assert _holding(at_kill, code) == [], "the code in clear on disk while it was being sent"
+        assert _holding(_data_files(data), code) == [], "the code in clear on disk once delivered"
+        verified = _post(port, "/api/v1/verify_code", {"phone_number": NUMBER, "code": code})
+        assert verified["data"]["status"] == "verified"
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert _radio_texts(tmp_path) == [text], "sent more than once"
+    assert _holding(_data_files(data), code) == []
+
+
+def test_a_modem_agent_keeps_no_clear_code_across_a_kill(tmp_path):
+    from device_agents.modem.virtual_modem import VirtualModem
+    data = tmp_path / "data"
+    log = tmp_path / "daemon.log"
+    # The virtual modem's own files (its SIM storage, its radio log) are the stand-in
+    # hardware: outside the data folder.
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "modem-radio.jsonl",
+                      report_delay=0.05) as modem:
+        config, port = _config_file(tmp_path, devices=f"""
+[[devices]]
+id = "m1"
+kind = "modem"
+account = "user@email.com"
+port = "{modem.link}"
+max_per_minute = 0
+command_timeout = 3
+""")
+        proc = _start(config, log)
+        try:
+            _wait(lambda: _api_up(port), 20, "the API")
+            answer = _post(port, "/api/v1/smscode",
+                           {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
+            assert answer["status"] == "success", answer
+            sent = _wait(lambda: [t["text"] for t in modem.snapshot()["transmissions"]], 30, "the code on the air")
+            code = sent[0].removeprefix("Code ")
+            assert re.fullmatch(r"\d{10}", code), sent
+            db_path = data / "simbridge.db"
+            _wait(lambda: sqlite3.connect(db_path).execute("SELECT state FROM jobs").fetchone()[0] == "delivered",
+                  30, "the job delivered")
+            assert "modem-m1-journal.jsonl" in _data_files(data)
+            assert _holding(_data_files(data), code) == [], "the code in clear on disk"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=timeout(10))
+            assert _holding(_data_files(data), code) == [], "the code in clear on disk after a kill"
+            proc = _start(config, log)
+            _wait(lambda: _api_up(port), 20, "the API after restart")
+            _wait(lambda: _device_online(port, "m1"), 30, "the modem back online")
+        finally:
+            _stop(proc)
+        assert [t["text"] for t in modem.snapshot()["transmissions"]] == sent, "sent again after the restart"
+    assert _holding(_data_files(data), code) == []
+
+
+# The Android helper: the built archive as a real process, fake termux-* commands
+# (tests/test_android_agent.py), a small websocket stand-in for the bridge.
+
+@pytest.fixture(scope="module")
+def android_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from device_agents.android.build import build_archive
+    return build_archive(tmp_path_factory.mktemp("archive") / "simbridge-agent.pyz")
+
+
+async def test_the_android_helper_keeps_no_clear_code_and_settles_a_kill_from_the_sent_box(
+        android_archive, tmp_path):
+    from fakes.mini_bridge import MiniBridge
+    from fakes.mini_bridge import wait_until as mini_wait
+    from fakes.termux.termux_fake import PhoneState
+    from test_android_agent import DEVICE, PHONE_TZ, TOKEN, AgentProcess
+
+    from device_agents import protocol
+    phone = PhoneState(tmp_path / "phone", timezone=PHONE_TZ)
+    code = "8302175946"
+    text = f"Code {code}"
+    async with MiniBridge(tokens={DEVICE: TOKEN}) as bridge:
+        agent = AgentProcess(android_archive, phone, tmp_path, bridge.url)
+        try:
+            await agent.start()
+            await mini_wait(lambda: bridge.connected(DEVICE), what="agent connected")
+            phone.set(send_mode="outbox")  # queued on the phone: the agent waits for its outcome
+            await bridge.push(DEVICE, protocol.SendSms(job_id="s1", to=NUMBER, text=text, secret=True))
+            await mini_wait(lambda: phone.sends(), what="handed to Android")
+            await agent.stop(signal.SIGKILL)
+            files = {str(p): p.read_bytes() for p in agent.data_dir.rglob("*") if p.is_file()}
+            assert any("journal" in name for name in files), files.keys()
+            assert _holding(files, code) == [], "the code in clear in the helper's files"
+            phone.settle_outbox("sent")
+            await agent.start()
+            await mini_wait(lambda: bridge.job_states("s1"), what="the outcome recovered")
+            assert bridge.job_states("s1") == ["sent"]  # matched in the sent box by its hash
+            assert len(phone.sends()) == 1
+        finally:
+            await agent.stop(signal.SIGKILL)
+    files = {str(p): p.read_bytes() for p in agent.data_dir.rglob("*") if p.is_file()}
+    assert _holding(files, code) == []
+
+
+async def test_a_modem_back_after_the_first_part_of_a_long_secret_text_never_sends_the_rest_blind(tmp_path):
+    """Part 1 of 2 went before the agent died; the journal holds no text to make part 2
+    from: reported failed with the reason, nothing sent (never an empty or wrong part)."""
+    from fakes.mini_bridge import MiniBridge
+    from fakes.mini_bridge import wait_until as mini_wait
+
+    from device_agents import protocol
+    from device_agents.modem.agent import ModemAgent, ModemSettings
+    from device_agents.modem.durable import ModemJournal
+    from device_agents.modem.virtual_modem import VirtualModem
+    job = protocol.SendSms(job_id="j1", to=NUMBER, text="Code 8302175946 " * 12, secret=True)
+    path = tmp_path / "journal.jsonl"
+    journal = ModemJournal(path)
+    journal.set_job("j1", "accepted", job=protocol.job_to_journal(job))
+    journal.set_job("j1", "sending")
+    journal.memory.sends["j1"] = {"to": NUMBER, "ref": 9, "mrs": {"1": 5}, "attempt": None, "report": False,
+                                  "total": 2, "at": time.time()}
+    journal.save()
+    journal.close()
+    assert b"8302175946" not in path.read_bytes()
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "radio.jsonl", report_delay=0.05) as modem:
+        async with MiniBridge(tokens={"m1": "modem-token"}) as bridge:
+            agent = ModemAgent(device_id="m1", url=bridge.url, token="modem-token", journal_path=path,
+                               settings=ModemSettings(port=str(modem.link), command_timeout=2.0, send_timeout=3.0),
+                               status_interval=0.5)
+            task = asyncio.create_task(agent.run())
+            try:
+                await mini_wait(lambda: bridge.job_states("j1"), what="the job settled")
+                [state] = [e for e in bridge.of_kind(protocol.JobState) if e.job_id == "j1"]
+                assert state.state == "failed" and "1 of 2 parts" in (state.reason or ""), state
+                assert modem.snapshot()["transmissions"] == []
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

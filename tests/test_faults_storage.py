@@ -489,3 +489,62 @@ def test_a_notify_socket_nobody_reads_never_blocks_the_daemon(tmp_path):
     finally:
         server.close()
         path.unlink()
+
+
+# -- a modem agent's journal full when an SMS comes in -------------------------------------------
+
+
+async def test_modem_incoming_sms_on_a_full_journal_stays_on_the_sim_and_is_reported_once_there_is_room(
+        tmp_path, caplog):
+    from fakes.mini_bridge import MiniBridge
+
+    from device_agents import protocol
+    from device_agents.modem.agent import ModemAgent, ModemSettings
+    from device_agents.modem.virtual import VirtualModem
+
+    caplog.set_level(logging.WARNING, logger="device_agents")
+    with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "radio.jsonl", report_delay=0.05) as modem, \
+            tmpfs(tmp_path / "agent", "1m") as agent_dir:
+        async with MiniBridge(tokens={"m1": "modem-token"}) as bridge:
+            agent = ModemAgent(device_id="m1", url=bridge.url, token="modem-token",
+                               journal_path=agent_dir / "journal.jsonl",
+                               settings=ModemSettings(port=str(modem.link), command_timeout=2.0, send_timeout=3.0,
+                                                      health_interval=0.5, reopen_backoff_max=0.5),
+                               status_interval=0.5)
+            task = asyncio.create_task(agent.run())
+            try:
+                await wait_until(lambda: bridge.connected("m1") or task.done(), what="agent connected")
+                assert not task.done()
+                filler = fill(agent_dir)
+                # tmpfs gives whole pages: the journal's last one still has room for a few
+                # lines. Blank lines (skipped on replay) take it, so its next write is refused.
+                journal = agent_dir / "journal.jsonl"
+                pad = -journal.stat().st_size % os.sysconf("SC_PAGE_SIZE")
+                fd = os.open(journal, os.O_WRONLY | os.O_APPEND)
+                try:
+                    os.write(fd, b"\n" * pad)
+                finally:
+                    os.close(fd)
+                modem.incoming_sms("+33698765432", "Bonjour, disque plein")
+                await wait_until(lambda: task.done() or not modem.snapshot()["storage"]
+                                 or (agent.runtime is not None and agent.runtime.journal_fault is not None),
+                                 within=20, what="the refused write noticed")
+                assert not task.done(), f"the agent died: {task.exception()!r}"
+                assert agent.runtime is not None and "No space left" in (agent.runtime.journal_fault or "")
+                # Kept on the SIM while nothing says it was journalled; the agent lives on.
+                parts = agent._parts
+                await wait_until(lambda: parts is not None and parts.incoming.held, within=20,
+                                 what="the SMS held for the journal")
+                assert len(modem.snapshot()["storage"]) == 1
+                assert not bridge.of_kind(protocol.SmsReceived) and not task.done()
+
+                os.unlink(filler)
+                [event] = await wait_until(lambda: bridge.of_kind(protocol.SmsReceived), within=30,
+                                           what="the SMS reported once the journal writes")
+                assert event.text == "Bonjour, disque plein" and event.sender == "+33698765432"
+                await wait_until(lambda: not modem.snapshot()["storage"], within=30, what="deleted after the ack")
+                assert agent.runtime is not None and agent.runtime.journal_fault is None
+                assert len(bridge.of_kind(protocol.SmsReceived)) == 1 and not task.done()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

@@ -113,5 +113,7 @@ class VirtualKind:
                                        at=now - float(duration), duration_s=0.0 if missed else float(duration))
         else:
             raise LookupError(f"nothing to simulate called {what!r} (incoming-sms, call)")
-        runtime.emit([event])
+        if not runtime.try_emit([event]):  # nothing taken: the caller is told, and may try again
+            raise ValueError(f"nothing simulated: {runtime.journal_fault or 'the journal takes no writes'}; "
+                             "try again once it does")
         return {"device": runtime.device_id, "event_id": event.event_id, "kind": event.kind}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -360,7 +361,10 @@ class Dispatcher:
             try:
                 if self.sealer is None:
                     raise SealError("this daemon has no key to open sealed texts")
-                out.append(job.to_protocol(self.sealer.open(job.sealed, job.phone_number)))
+                pushed = job.to_protocol(self.sealer.open(job.sealed, job.phone_number))
+                # Marked secret: the agent keeps no clear copy of the text on disk.
+                out.append(dataclasses.replace(pushed, secret=True) if isinstance(pushed, protocol.SendSms)
+                           else pushed)
             except (SealError, UnicodeDecodeError) as exc:
                 log.error("job %s: its sealed text does not open (%s); failing it", job.id, exc)
                 broken.append(protocol.JobState(event_id=f"bridge-seal-{job.id}-{job.attempts}", job_id=job.job_id,

@@ -168,7 +168,7 @@ async def run_agent(config: dict[str, Any], data_dir: str, *, termux_bin: str | 
         sims=(protocol.Sim(slot=slot),) if slot is not None else (),
         timezone=tz, backoff_max=float(config.get("backoff_max", 5.0)),
         ssl=pairing.client_ssl_context(pin), on_connect=lambda ws: pairing.check_pin(ws.transport, pin))
-    backend.attach(runtime.emit)
+    backend.attach(runtime.try_emit)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(runtime.run())

@@ -63,6 +63,17 @@ def _same_text(a: str | None, b: str | None) -> bool:
     return (a or "").strip() == (b or "").strip()
 
 
+def _text_hash(job_id: str, text: str | None) -> str:
+    """What a pending secret send keeps of its text (matched against the sent box)."""
+    return hashlib.sha256(f"{job_id}\0{(text or '').strip()}".encode()).hexdigest()
+
+
+def _text_matches(row: dict[str, Any], job_id: str, entry: dict[str, Any]) -> bool:
+    if "text_sha256" in entry:
+        return _text_hash(job_id, row.get("body")) == entry["text_sha256"]
+    return _same_text(row.get("body"), entry.get("text"))
+
+
 def _row_id(row: dict[str, Any]) -> int:
     value = row.get("_id")
     return value if isinstance(value, int) and not isinstance(value, bool) else -1
@@ -109,7 +120,7 @@ class TermuxBackend:
         self.state = _State(state_path)
         self.capabilities = protocol.Capabilities(sms=True, calls=True, delivery_reports=False,
                                                   multipart=True, dual_sim=False)
-        self.emit: Callable[[list[protocol.Event]], None] | None = None
+        self.emit: Callable[[list[protocol.Event]], bool | None] | None = None
         self._status: protocol.Status | None = None
         self._waiters: dict[str, asyncio.Future[tuple[str, str | None]]] = {}
         self._claimed: set[int] = set()
@@ -118,8 +129,9 @@ class TermuxBackend:
 
     # -- wiring --------------------------------------------------------------
 
-    def attach(self, emit: Callable[[list[protocol.Event]], None]) -> None:
-        """Where events read from the phone go (``AgentRuntime.emit``)."""
+    def attach(self, emit: Callable[[list[protocol.Event]], bool | None]) -> None:
+        """Where events read from the phone go (``AgentRuntime.try_emit``: False when
+        the journal refuses the write, and the phone's messages are then read again)."""
         self.emit = emit
 
     async def prime(self) -> None:
@@ -163,8 +175,11 @@ class TermuxBackend:
         baseline = max((_row_id(r) for r in rows), default=0)
         slot = job.sim if job.sim is not None else self.sim_slot
         pending = self.state.data["pending"]
-        pending[job.job_id] = {"to": job.to, "text": job.text, "baseline": baseline,
-                               "at": time.time()}
+        pending[job.job_id] = {"to": job.to, "baseline": baseline, "at": time.time()}
+        if job.secret:  # no clear copy on disk: its hash finds it in the sent box
+            pending[job.job_id]["text_sha256"] = _text_hash(job.job_id, job.text)
+        else:
+            pending[job.job_id]["text"] = job.text
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[job.job_id] = waiter  # the waiter exists before the send
         # From here on the radio may be touched: a crash now is settled by recover().
@@ -186,14 +201,15 @@ class TermuxBackend:
             self.state.save()
         report(job.job_id, state, reason=reason)
 
-    def _match(self, rows: list[dict[str, Any]], entry: dict[str, Any]) -> tuple[str, str | None, int] | None:
+    def _match(self, rows: list[dict[str, Any]], job_id: str,
+               entry: dict[str, Any]) -> tuple[str, str | None, int] | None:
         """The outcome of one pending send in these rows, if it is there."""
         for row in sorted(rows, key=_row_id):
             rid = _row_id(row)
             if rid <= entry.get("baseline", 0) or rid in self._claimed:
                 continue
             if not (same_number(row.get("address") or row.get("number"), entry["to"])
-                    and _same_text(row.get("body"), entry["text"])):
+                    and _text_matches(row, job_id, entry)):
                 continue
             box = row.get("type")
             if box in SENT_BOXES:
@@ -216,7 +232,7 @@ class TermuxBackend:
                     entry = pending.get(job_id)
                     if entry is None or waiter.done():
                         continue
-                    found = self._match(rows, entry)
+                    found = self._match(rows, job_id, entry)
                     if found is not None:
                         state, reason, rid = found
                         self._claimed.add(rid)
@@ -236,7 +252,7 @@ class TermuxBackend:
         try:
             while True:
                 rows = await self.api.sms_list("all", limit=100)
-                found = self._match(rows, entry) if rows is not None else None
+                found = self._match(rows, job.job_id, entry) if rows is not None else None
                 if found is not None:
                     state, reason, rid = found
                     self._claimed.add(rid)
@@ -257,9 +273,11 @@ class TermuxBackend:
 
     # -- incoming ------------------------------------------------------------
 
-    def _emit(self, events: list[protocol.Event]) -> None:
+    def _emit(self, events: list[protocol.Event]) -> bool:
+        """Whether ``events`` are in the journal (nothing is noted as seen otherwise)."""
         if events and self.emit is not None:
-            self.emit(events)
+            return self.emit(events) is not False
+        return True
 
     @staticmethod
     def _remember(seen: list[str], keys: list[str]) -> list[str]:
@@ -288,7 +306,8 @@ class TermuxBackend:
                 sender=str(row.get("address") or row.get("number") or "unknown")[:32],
                 text=str(row.get("body") or "")[:protocol.MAX_TEXT],
                 at=self.clock.to_unix(row.get("received"))))
-        self._emit(events)  # durable in the journal first…
+        if not self._emit(events):  # durable in the journal first…
+            return  # the journal refuses writes: read again at the next poll
         self.state.data["inbox_seen"] = self._remember(seen, [k for k, _ in fresh])
         self.state.save()  # …then noted as seen
 
@@ -319,7 +338,8 @@ class TermuxBackend:
                 direction=direction, number=number[:32], at=at,
                 duration_s=parse_duration(row.get("duration")),
                 job_id=self._dial_job_for(number, at) if direction == "outgoing" else None))
-        self._emit(events)
+        if not self._emit(events):
+            return
         self.state.data["calls_seen"] = self._remember(seen, [k for k, _ in fresh])
         self.state.save()
 

@@ -305,6 +305,18 @@ class ModemAgent:
                 self.log.warning("%s failed: %s", item[0], exc)
             except CommandTimeout:  # the session ran the reset; a scan finds what this missed
                 parts.work.put_nowait(("scan",))
+            except OSError as exc:
+                # The journal refused a write (disk full, read-only): nothing it would have
+                # recorded was done (a record is deleted only once its event is journalled
+                # and acked). Done again once the journal takes writes.
+                runtime = self.runtime
+                self.log.warning("%s not done: the journal takes no writes (%s); tried again when it does",
+                                 item[0], exc.strerror or exc)
+                if runtime is None:
+                    continue
+                runtime.journal_refused(exc)
+                await runtime.journal_writable()
+                parts.work.put_nowait(item)
 
     async def _do(self, parts: _Online, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -332,8 +344,8 @@ class ModemAgent:
 
     async def _timer_loop(self, parts: _Online) -> None:
         while True:
-            deadlines = [d for d in (parts.dialer.deadline(), parts.incoming.inbox.next_deadline())
-                         if d is not None]
+            deadlines = [d for d in (parts.dialer.deadline(), parts.incoming.inbox.next_deadline(),
+                                     parts.incoming.held_deadline()) if d is not None]
             self._timer_wake.clear()
             wait = max(0.0, min(deadlines) - time.time()) + 0.01 if deadlines else None
             with contextlib.suppress(TimeoutError):

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..journal import COMPACT_EVERY, Journal
+from ..journal import Journal
 
 RETENTION_S = 7 * 86400
 
@@ -158,19 +158,16 @@ class ModemJournal(Journal):
             # First in the write: were it torn, the memory is kept and the
             # event after it is what is lost (the agent finds such records again).
             records.insert(0, self._memory_record())
-            self._dirty = False
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if not data:
             return
-        assert self._file is not None, "the journal is closed"
-        self._file.write(data)
-        self._file.flush()
-        if self.fsync and (self._save_now or any(r.get("t") == "event" for r in records)):
-            os.fsync(self._file.fileno())
+        # All or nothing (Journal._append): a write the disk refuses raises OSError
+        # and leaves the file, and the memory change waiting for a write, as they were.
+        self._append(data, sync=self.fsync and (self._save_now or any(r.get("t") == "event" for r in records)))
+        self._dirty = False
         self._save_now = False
         self._appended += len(records)
-        if self._appended >= COMPACT_EVERY:
-            self._compact()
+        self._maybe_compact()
 
     def changed(self) -> None:
         """The memory changed: the next write of the journal carries it."""

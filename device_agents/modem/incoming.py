@@ -34,6 +34,17 @@ class RuntimeHolder(Protocol):
     runtime: AgentRuntime | None
 
 
+HELD_RETRY_S = 0.5  # how often messages held for a refusing journal are tried again
+
+
+def _restore(table: dict[str, Any], old: dict[str, Any]) -> None:
+    for key, value in old.items():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+
+
 def content_hash(hex_pdu: str) -> str:
     return hashlib.sha1(hex_pdu.strip().upper().encode()).hexdigest()[:16]
 
@@ -90,6 +101,8 @@ class Incoming:
         self.log = log
         self.duplicate_window = duplicate_window
         self.inbox = Reassembler(timeout=multipart_timeout)
+        # Whole messages the journal refused to write, in order: tried again when it takes writes.
+        self.held: list[Message] = []
         self.pending_delete: dict[str, set[tuple[str, int]]] = {}
         self.bad_records: set[str] = set()
 
@@ -149,7 +162,7 @@ class Incoming:
         if key in self.journal.memory.incoming:
             self._known_record(key, index)
             return
-        if self.inbox.holds(key) or key in self.bad_records:
+        if self.inbox.holds(key) or key in self.bad_records or self.holds(key):
             return
         self._decode_and_route(key, mem, index, hex_pdu, length)
 
@@ -200,29 +213,66 @@ class Incoming:
     # -- reporting -----------------------------------------------------------------------
 
     def expired(self, now: float) -> None:
+        self.retry_held()
         for message in self.inbox.expired(now):
             self.report(message)
+
+    def held_deadline(self) -> float | None:
+        """When to try the held messages again (None: none held)."""
+        return time.time() + HELD_RETRY_S if self.held else None
+
+    def retry_held(self) -> None:
+        runtime = self.holder.runtime
+        if not self.held or runtime is None or runtime.journal_fault is not None:
+            return
+        held, self.held = self.held, []
+        for message in held:
+            self.report(message)
+
+    def holds(self, key: str) -> bool:
+        """Whether a stored record is part of a message held for the journal."""
+        return any(key == k for m in self.held for k, _ in m.records)
+
+    def _hold(self, message: Message) -> None:
+        self.held.append(message)
+        self.log.warning("SMS from %s held: the journal takes no writes (%s); kept on the modem",
+                         mask_number(message.sender), getattr(self.holder.runtime, "journal_fault", None))
+        self.wake_timers()
 
     def report(self, message: Message) -> None:
         runtime = self.holder.runtime
         if runtime is None:
             return  # offline: the parts stay in storage and are read again
+        if runtime.journal_fault is not None:
+            self._hold(message)
+            return
         event_id = runtime.new_event_id()
         # The record→event map and the parts' contents go in the same journal write as the event.
         memory = self.journal.memory
+        before = ({key: memory.incoming.get(key) for key, _ in message.records},
+                  {c: memory.seen.get(c) for c in message.contents})
         for key, _ in message.records:
             memory.incoming[key] = event_id
         now = time.time()
         for content in message.contents:
             memory.seen[content] = [event_id, now]
-        for content in [c for c, (_, t) in memory.seen.items() if now - t >= self.duplicate_window]:
-            del memory.seen[content]
         self.journal.changed()
+        if not runtime.try_emit([protocol.SmsReceived(event_id=event_id, sender=message.sender[:32],
+                                                      text=message.text[:protocol.MAX_TEXT], at=message.at,
+                                                      incomplete=message.incomplete)]):
+            # Not in the journal: the memory goes back to what it was (its records are
+            # not "reported", so never deleted), and the message waits for the journal.
+            for table, old in ((memory.incoming, before[0]), (memory.seen, before[1])):
+                _restore(table, old)
+            self._hold(message)
+            return
+        stale = [c for c, (_, t) in memory.seen.items() if now - t >= self.duplicate_window]
+        for content in stale:
+            del memory.seen[content]
+        if stale:
+            self.journal.changed()  # carried by the next write
         if message.records:
             self.pending_delete[event_id] = set(message.records)
-        runtime.emit([protocol.SmsReceived(event_id=event_id, sender=message.sender[:32],
-                                           text=message.text[:protocol.MAX_TEXT], at=message.at,
-                                           incomplete=message.incomplete)])
         self.log.info("SMS received from %s%s", mask_number(message.sender),
                       " (incomplete)" if message.incomplete else "")
 

@@ -188,6 +188,18 @@ class Outgoing:
             # Its AT+CMGS was under way when the modem (or the agent) went: the PDU may
             # be on the air. Never sent again.
             self._uncertain(job, send, send["attempt"], "the modem went away before its result")
+        if not send.get("sent") and job.secret:
+            # The journal keeps no text of a secret job: parts never attempted
+            # cannot go now. Those on the air stay the only ones sent.
+            left = [s for s in range(1, send.get("total", 1) + 1)
+                    if str(s) not in send.get("mrs", {}) and s not in send.get("uncertain", [])]
+            if left:
+                total = send.get("total", 1)
+                self.memory.forget_send(job.job_id)
+                self.journal.changed()  # carried by the runtime's report of the recovered state
+                return (protocol.JOB_UNCONFIRMED if send.get("uncertain") else protocol.JOB_FAILED,
+                        f"{total - len(left)} of {total} parts went before the modem went away; the rest "
+                        f"cannot be sent (a secret text is not kept across a restart)")
         if not send.get("sent"):
             # Parts never attempted go now; the uncertain ones never again.
             try:

@@ -66,7 +66,7 @@ async def dial(phone: Phone, number: str) -> None:
 class Reader:
     """Incoming SMS and calls from the phone's providers, each reported once."""
 
-    def __init__(self, position: Position, emit: Callable[[list[protocol.Event]], None]) -> None:
+    def __init__(self, position: Position, emit: Callable[[list[protocol.Event]], bool | None]) -> None:
         self.position = position
         self.emit = emit
 
@@ -88,8 +88,8 @@ class Reader:
         calls = [CallRow.from_row(r) for r in await phone.query(CALLS_URI, CALL_COLUMNS, calls_mark.where())]
         events: list[protocol.Event] = [sms_event(r) for r in sms]
         events += [e for e in (call_event(r) for r in calls) if e is not None]
-        if events:
-            self.emit(events)  # durable in the journal first…
+        if events and self.emit(events) is False:  # durable in the journal first…
+            return 0  # the journal refuses writes: the position stays, read again next poll
         if sms or calls:
             self.position.inbox = inbox.after(sms)
             self.position.calls = calls_mark.after(calls)

@@ -155,7 +155,7 @@ class PhoneUnit:
                                backend=backend, journal=journal, agent_name=AGENT_NAME, window=s.window,
                                workers=s.window, timezone=timezone, ssl=s.agent_ssl(), backoff_max=5.0)
         self.route.attach(runtime.report)
-        reader = Reader(self.position, runtime.emit)
+        reader = Reader(self.position, runtime.try_emit)
         try:
             await reader.prime(phone)
             await reader.poll(phone)
