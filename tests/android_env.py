@@ -26,6 +26,7 @@ import pytest
 from conftest import free_port, make_config, timeout
 
 from bridge.core.lifeline import guarded_argv
+from device_agents.android.phone_sim.adb_host import AdbServer as SimAdbServer
 from device_agents.android.phone_sim.phone import PhoneThread, VirtualPhone
 from device_agents.android.phone_sim.smsgate import SmsGateApp
 from device_agents.android.phone_sim.termux import install_termux
@@ -43,18 +44,7 @@ class AdbServer:
         self.port = free_port()
         self.env = dict(os.environ, HOME=self.home, ANDROID_ADB_SERVER_PORT=str(self.port))
         self.env.pop("ADB_VENDOR_KEYS", None)
-        # In the foreground, as this process's child that dies with it (bridge.core.lifeline):
-        # ``adb start-server`` forks a server off that outlives a test run stopped halfway.
-        self.process = subprocess.Popen(guarded_argv([self.adb, "-P", str(self.port), "nodaemon", "server"]),
-                                        env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        # Until it listens: an adb command finding no server would fork one off itself.
-        deadline = time.monotonic() + timeout(20)
-        while not _listening(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise AssertionError(f"adb server on port {self.port} did not start")
-            time.sleep(0.05)
+        self.process = start_child_server(self.adb, self.port, self.env)
 
     def run(self, *args: str, check: bool = True) -> str:
         proc = subprocess.run([str(self.adb), "-P", str(self.port), *args], env=self.env, capture_output=True,
@@ -72,14 +62,53 @@ class AdbServer:
         self.run("disconnect", address, check=False)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout(10))
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child_server(self.process)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def start_child_server(adb: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``adb nodaemon server`` on ``port``: in the foreground, a child of this process that
+    dies with it (bridge.core.lifeline), once it listens. ``adb start-server`` would fork a
+    server off that outlives a test run stopped halfway (SIGTERM, pytest-timeout's exit)."""
+    process = subprocess.Popen(guarded_argv([adb, "-P", str(port), "nodaemon", "server"]), env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Until it listens: an adb command that finds no server forks one off itself.
+    deadline = time.monotonic() + timeout(20)
+    while not _listening(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_child_server(process)
+            raise AssertionError(f"adb server on port {port} did not start")
+        time.sleep(0.05)
+    return process
+
+
+def stop_child_server(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout(10))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class ChildAdbServer(SimAdbServer):
+    """The phone simulator's private adb server (phone_sim.adb_host), run as this process's
+    child (:func:`start_child_server`) instead of with ``adb start-server``."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChildAdbServer:
+        assert self.binary is not None
+        self.process = start_child_server(self.binary, self.port, self.env)
+        return self
+
+    def close(self) -> None:
+        try:
+            stop_child_server(self.process)
+        finally:
+            super().close()  # its kill-server finds nobody; the HOME goes
 
 
 def _listening(port: int) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import timeout, wait_until
 from fakes.mini_bridge import MiniBridge
 
 from device_agents import protocol
@@ -30,7 +30,7 @@ from device_agents.modem.virtual.faults import FaultOptions
 
 DEVICE = "m1"
 TOKEN = "modem-token"
-FAST = dict(command_timeout=2.0, send_timeout=3.0, health_interval=0.5, ring_gap=1.0,
+FAST = dict(command_timeout=timeout(2.0), send_timeout=timeout(3.0), health_interval=0.5, ring_gap=1.0,
             reopen_backoff_max=0.5, multipart_timeout=30.0)
 
 

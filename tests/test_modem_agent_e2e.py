@@ -39,7 +39,7 @@ def modem(tmp_path: Path) -> Iterator[VirtualModem]:
 
 def modem_config(tmp_path: Path, modem: VirtualModem, **options: Any):
     device = {"id": "m1", "kind": "modem", "account": ACCOUNT, "port": str(modem.link), "max_per_minute": 0,
-              "command_timeout": 3, **options}
+              "command_timeout": timeout(3), **options}
     return make_config(tmp_path, devices=[device])
 
 
