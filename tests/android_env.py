@@ -1,8 +1,9 @@
 """The real adb server (Debian's ``adb``) with virtual phones behind it, for the Android tests.
 
 One adb server per test session, on a private port (never 5037), with its own
-HOME (so its own adb key: a phone shows ``unauthorized`` until "Allow"),
-killed at the end. Each phone is a :class:`VirtualPhone` on its own loop in a
+HOME (so its own adb key: a phone shows ``unauthorized`` until "Allow"): a
+child of the test process (``adb nodaemon server``) that is stopped at the
+end, and dies with the test process if that is killed. Each phone is a :class:`VirtualPhone` on its own loop in a
 thread, attached with ``adb connect 127.0.0.1:PORT``, with its own loopback
 address (the phone's 127.0.0.1) so that phones never share ports.
 """
@@ -13,8 +14,10 @@ import contextlib
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,8 @@ from typing import Any
 import pytest
 from conftest import free_port, make_config, timeout
 
+from bridge.core.lifeline import guarded_argv
+from device_agents.android.phone_sim.adb_host import AdbServer as SimAdbServer
 from device_agents.android.phone_sim.phone import PhoneThread, VirtualPhone
 from device_agents.android.phone_sim.smsgate import SmsGateApp
 from device_agents.android.phone_sim.termux import install_termux
@@ -39,7 +44,7 @@ class AdbServer:
         self.port = free_port()
         self.env = dict(os.environ, HOME=self.home, ANDROID_ADB_SERVER_PORT=str(self.port))
         self.env.pop("ADB_VENDOR_KEYS", None)
-        self.run("start-server")
+        self.process = start_child_server(self.adb, self.port, self.env)
 
     def run(self, *args: str, check: bool = True) -> str:
         proc = subprocess.run([str(self.adb), "-P", str(self.port), *args], env=self.env, capture_output=True,
@@ -57,8 +62,61 @@ class AdbServer:
         self.run("disconnect", address, check=False)
 
     def close(self) -> None:
-        self.run("kill-server", check=False)
+        stop_child_server(self.process)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def start_child_server(adb: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``adb nodaemon server`` on ``port``: in the foreground, a child of this process that
+    dies with it (bridge.core.lifeline), once it listens. ``adb start-server`` would fork a
+    server off that outlives a test run stopped halfway (SIGTERM, pytest-timeout's exit)."""
+    process = subprocess.Popen(guarded_argv([adb, "-P", str(port), "nodaemon", "server"]), env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Until it listens: an adb command that finds no server forks one off itself.
+    deadline = time.monotonic() + timeout(20)
+    while not _listening(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_child_server(process)
+            raise AssertionError(f"adb server on port {port} did not start")
+        time.sleep(0.05)
+    return process
+
+
+def stop_child_server(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout(10))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class ChildAdbServer(SimAdbServer):
+    """The phone simulator's private adb server (phone_sim.adb_host), run as this process's
+    child (:func:`start_child_server`) instead of with ``adb start-server``."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChildAdbServer:
+        assert self.binary is not None
+        self.process = start_child_server(self.binary, self.port, self.env)
+        return self
+
+    def close(self) -> None:
+        try:
+            stop_child_server(self.process)
+        finally:
+            super().close()  # its kill-server finds nobody; the HOME goes
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +151,14 @@ class Phone:
 
     def do(self, fn: Any) -> Any:
         return self.thread.do(fn)
+
+    def allow_usb_debugging(self) -> None:
+        """Tap Allow once "Allow USB debugging?" is on screen. ``adb connect`` returns, and
+        ``adb devices`` shows ``unauthorized``, from the phone's first AUTH token: the adb
+        server sends its key (and the dialog pops up) a little later. A tap before that
+        answers no dialog at all, and the phone stays unauthorised."""
+        self.call(self.phone.usb_debugging_dialog(timeout(20)), 30)
+        assert self.do(self.phone.allow_usb_debugging) == 1
 
     def call(self, coro: Any, limit_s: float = 30) -> Any:
         return self.thread.call(coro, timeout(limit_s))

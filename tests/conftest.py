@@ -93,6 +93,23 @@ def api_url(daemon: Daemon, path: str) -> str:
     return f"http://127.0.0.1:{daemon.api_port}{path}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-timeout's limits (``timeout`` in pyproject.toml, ``@pytest.mark.timeout(N)``)
+    scale with SIMBRIDGE_TEST_TIMEOUT_FACTOR like every other deadline of the tests."""
+    if FACTOR == 1:
+        return
+    default = config.getoption("timeout", None) or config.getini("timeout") or 0
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        kwargs = dict(marker.kwargs) if marker is not None else {}
+        seconds = kwargs.pop("timeout", None)
+        if marker is not None and marker.args:
+            seconds = marker.args[0]
+        seconds = float(default if seconds is None else seconds)
+        if seconds > 0:
+            item.add_marker(pytest.mark.timeout(timeout(seconds), **kwargs), append=False)
+
+
 @pytest.fixture
 def tmp_config(tmp_path: Path) -> config_module.Config:
     return make_config(tmp_path)

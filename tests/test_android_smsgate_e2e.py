@@ -51,7 +51,7 @@ async def test_smsgate_route_from_plug_to_replug(tmp_path, adb_server):  # noqa:
             # 1. "Allow USB debugging?" not answered yet
             await wait_until(lambda: step_of(daemon)[:2] == (NEEDS_USER, "authorised"), within=15,
                              what="the authorised step")
-            phone.do(phone.phone.allow_usb_debugging)
+            phone.allow_usb_debugging()
             # 2. the app's local server is off: a step naming the switch
             await wait_until(lambda: step_of(daemon)[:2] == (NEEDS_USER, "app")
                              and "Local Server" in step_of(daemon)[2], within=15, what="the local-server step")
@@ -108,7 +108,7 @@ async def test_delivery_report_while_the_daemon_is_down_is_not_lost(tmp_path, ad
     with plugged(adb_server, tmp_path / "phone") as phone:
         gate = phone.smsgate
         assert gate is not None
-        phone.do(phone.phone.allow_usb_debugging)
+        phone.allow_usb_debugging()
         phone.call(gate.user_enable_local_server())
         phone.do(lambda: setattr(phone.phone.sms.radio, "delivery_delay", 1.5))
         config = android_config(tmp_path, adb_server, phone, route="smsgate", smsgate_password=gate.data["password"])
@@ -134,7 +134,7 @@ async def test_android_send_limit_is_never_reached(tmp_path, adb_server):  # noq
     with plugged(adb_server, data) as phone:
         gate = phone.smsgate
         assert gate is not None and phone.phone.sms.max_count == 4
-        phone.do(phone.phone.allow_usb_debugging)
+        phone.allow_usb_debugging()
         phone.call(gate.user_enable_local_server())
         dialogs: list[Any] = []
         phone.do(lambda: phone.phone.state.listeners.append(

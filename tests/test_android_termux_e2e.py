@@ -43,7 +43,7 @@ async def test_termux_route_from_plug_to_replug(tmp_path, adb_server):  # noqa: 
             async with running(config) as daemon, aiohttp.ClientSession() as http:
                 await wait_until(lambda: step_of(daemon)[:2] == (NEEDS_USER, "authorised"), within=15,
                                  what="the authorised step")
-                phone.do(phone.phone.allow_usb_debugging)
+                phone.allow_usb_debugging()
                 # The helper step: the one command to type once in Termux.
                 await wait_until(lambda: step_of(daemon)[:2] == (NEEDS_USER, "helper"), within=15,
                                  what="the helper step")
@@ -98,7 +98,7 @@ async def test_termux_helper_after_a_permission_loss_and_a_reboot(tmp_path, adb_
     back in the queue and the phone at a step; the bridge grants it again and the job goes.
     Then the phone reboots (its processes die): the persisted job brings the helper back."""
     with plugged(adb_server, tmp_path / "phone", apps=("termux",)) as phone:
-        phone.do(phone.phone.allow_usb_debugging)
+        phone.allow_usb_debugging()
         config = android_config(tmp_path, adb_server, phone, route="termux")
         try:
             async with running(config) as daemon, aiohttp.ClientSession() as http:
@@ -135,7 +135,7 @@ async def test_a_permission_android_refuses_is_a_step_not_a_crash(tmp_path, adb_
         assert gate is not None
         phone.do(lambda: setattr(gate.package, "requested",
                                  tuple(p for p in gate.package.requested if not p.endswith(".SEND_SMS"))))
-        phone.do(phone.phone.allow_usb_debugging)
+        phone.allow_usb_debugging()
         config = android_config(tmp_path, adb_server, phone, route="smsgate",
                                 smsgate_password=gate.data["password"])
         async with running(config) as daemon:

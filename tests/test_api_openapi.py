@@ -11,7 +11,7 @@ import hypothesis.errors
 import pytest
 import schemathesis
 from api_util import serving
-from conftest import api_url, make_config
+from conftest import api_url, make_config, timeout
 from hypothesis import HealthCheck, Phase
 
 from bridge.api.openapi import document
@@ -54,7 +54,7 @@ def _fuzz(base_url: str) -> list[str]:
                 headers = dict(case.headers or {})
                 headers.setdefault("Authorization", BEARER["Authorization"])
                 case.headers = headers
-                response = case.call(base_url=base_url, allow_redirects=False, timeout=10)
+                response = case.call(base_url=base_url, allow_redirects=False, timeout=timeout(10))
                 if response.status_code >= 500:
                     problems.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
                                     f"{response.text[:200]}")
@@ -65,7 +65,7 @@ def _fuzz(base_url: str) -> list[str]:
     return problems
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120)  # scaled with the factor (conftest.py)
 async def test_schemathesis_finds_no_server_error(tmp_path):
     async with serving(make_config(tmp_path)) as daemon:
         base = f"http://127.0.0.1:{daemon.api_port}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import timeout, wait_until
 from fakes.mini_bridge import MiniBridge
 
 from device_agents import protocol
@@ -30,7 +30,7 @@ from device_agents.modem.virtual.faults import FaultOptions
 
 DEVICE = "m1"
 TOKEN = "modem-token"
-FAST = dict(command_timeout=2.0, send_timeout=3.0, health_interval=0.5, ring_gap=1.0,
+FAST = dict(command_timeout=timeout(2.0), send_timeout=timeout(3.0), health_interval=0.5, ring_gap=1.0,
             reopen_backoff_max=0.5, multipart_timeout=30.0)
 
 
@@ -230,6 +230,9 @@ async def test_missing_pin_parks_and_right_pin_unlocks(tmp_path, bridge):
 
 async def test_unplug_mid_send_reconciles_the_job(tmp_path, bridge, modem):
     text = "".join(f"part{i} " for i in range(120))  # 6 parts
+    # The status reports come well after the unplug: one held in the modem (AT+CNMI <mode> 2)
+    # while a part's AT+CMGS waited would be lost with it, and that part unconfirmed for good.
+    modem.report_delay = timeout(3)
     async with agent_running(tmp_path, bridge, modem) as agent:
         modem.fault_slow(0.05)
         await bridge.push(DEVICE, sms("u1", text=text))
@@ -248,6 +251,23 @@ async def test_unplug_mid_send_reconciles_the_job(tmp_path, bridge, modem):
             [event] = [e for e in bridge.of_kind(protocol.JobState) if e.state == "unconfirmed"]
             assert "not sent again" in event.reason
         assert states.count("sent") + states.count("unconfirmed") == 1
+
+
+async def test_status_report_read_before_its_answer_survives_the_unplug(tmp_path, bridge):
+    """A modem that sends +CDS at once, even while AT+CMGS waits (AT+CNMI <mode> 1/3): the
+    report is read before the part's reference, the modem goes before its answer; the part is
+    uncertain, and the report already read settles it once the modem is back."""
+    with VirtualModem(link=tmp_path / "modem", report_delay=0.0, faults=FaultOptions(urcs_in_replies=True)) as modem:
+        async with agent_running(tmp_path, bridge, modem) as agent:
+            modem.fault_slow(timeout(1.0))  # the answer to AT+CMGS comes late; the report at once
+            await bridge.push(DEVICE, sms("early"))
+            await wait_until(lambda: agent._parts is not None and agent._parts.outgoing._unmatched,
+                             what="the report read before the answer")
+            modem.fault_unplug(0.3)
+            await wait_until(lambda: "unconfirmed" in bridge.job_states("early"), within=15,
+                             what="unconfirmed after the replug")
+            await wait_until(lambda: "delivered" in bridge.job_states("early"), what="delivered by the early report")
+            assert len(transmissions(modem)) == 1
 
 
 async def test_unplug_while_idle_goes_offline_and_comes_back(tmp_path, bridge, modem):

@@ -32,7 +32,7 @@ from device_agents.modem.virtual import PROFILES, VirtualModem
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE, TOKEN = "m1", "matrix-token"
 PROFILE_NAMES = sorted(name for name in PROFILES if name != "simcom-a7670")  # an alias
-SETTINGS = dict(command_timeout=2.0, send_timeout=4.0, health_interval=0.5, ring_gap=1.0,
+SETTINGS = dict(command_timeout=timeout(2.0), send_timeout=timeout(4.0), health_interval=0.5, ring_gap=1.0,
                 reopen_backoff_max=0.5, multipart_timeout=30.0, poll_interval=1.0)
 LONG = "".join(f"mot{i} " for i in range(60))  # 3 parts
 # What the agent had to set on each (chosen from AT+CNMI=? / AT+CSMS=?, not hard-coded in it).

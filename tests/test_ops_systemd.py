@@ -114,7 +114,7 @@ async def test_watchdog_pings_only_while_healthy():
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(b"\0" + name.encode())
     server.setblocking(False)
-    notifier = Notifier(environ={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "100000"})
+    notifier = Notifier(environ={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": str(int(timeout(0.1) * 1e6))})
     healthy = True
 
     async def check() -> None:
@@ -139,7 +139,7 @@ async def test_watchdog_pings_only_while_healthy():
             await asyncio.sleep(0.02)
             seen += drain()
         healthy = False
-        await asyncio.sleep(0.12)  # one interval for a ping already on its way
+        await asyncio.sleep(timeout(0.12))  # one interval for a ping already on its way
         drain()
         unhealthy: list[str] = []
         deadline = time.monotonic() + timeout(5)
@@ -148,7 +148,7 @@ async def test_watchdog_pings_only_while_healthy():
             await asyncio.sleep(0.02)
             unhealthy += drain()
         # Three more intervals: still no ping.
-        until = time.monotonic() + 0.35
+        until = time.monotonic() + timeout(0.35)
         while time.monotonic() < until:
             await asyncio.sleep(0.02)
             unhealthy += drain()

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import adbutils
 import pytest
+from android_env import ChildAdbServer
 from conftest import timeout
 
 from device_agents.android.phone_sim import PhoneThread, VirtualPhone
-from device_agents.android.phone_sim.adb_host import AdbServer
 from device_agents.android.phone_sim.termux import install_termux
 
 pytestmark = pytest.mark.skipif(shutil.which("adb") is None, reason="needs Debian's adb package")
@@ -32,8 +32,8 @@ def next_loopback() -> str:
 
 
 @pytest.fixture
-def adb() -> Iterator[AdbServer]:
-    with AdbServer() as server:
+def adb() -> Iterator[ChildAdbServer]:
+    with ChildAdbServer() as server:
         yield server
 
 
@@ -51,7 +51,7 @@ def phone(tmp_path: Path) -> Iterator[PhoneThread]:
     thread.close()
 
 
-def attach(adb: AdbServer, phone: PhoneThread) -> str:
+def attach(adb: ChildAdbServer, phone: PhoneThread) -> str:
     """adb connect, then tap Allow on the phone: the serial, online."""
     serial = phone.phone.address
     out = adb.run("connect", serial).stdout
@@ -63,7 +63,7 @@ def attach(adb: AdbServer, phone: PhoneThread) -> str:
     return serial
 
 
-def test_unknown_key_is_unauthorized_until_the_user_allows_then_remembered(adb: AdbServer,
+def test_unknown_key_is_unauthorized_until_the_user_allows_then_remembered(adb: ChildAdbServer,
                                                                             phone: PhoneThread) -> None:
     serial = phone.phone.address
     adb.run("connect", serial)
@@ -83,7 +83,7 @@ def test_unknown_key_is_unauthorized_until_the_user_allows_then_remembered(adb: 
     assert not phone.phone.auth.pending
 
 
-def test_denied_key_stays_unauthorized(adb: AdbServer, phone: PhoneThread) -> None:
+def test_denied_key_stays_unauthorized(adb: ChildAdbServer, phone: PhoneThread) -> None:
     serial = phone.phone.address
     adb.run("connect", serial)
     adb.wait_state(serial, "unauthorized", within=timeout(20))
@@ -93,7 +93,7 @@ def test_denied_key_stays_unauthorized(adb: AdbServer, phone: PhoneThread) -> No
     assert "unauthorized" in adb.run("-s", serial, "shell", "true").stderr
 
 
-def test_shell_v2_exit_codes_stdout_and_stderr(adb: AdbServer, phone: PhoneThread) -> None:
+def test_shell_v2_exit_codes_stdout_and_stderr(adb: ChildAdbServer, phone: PhoneThread) -> None:
     serial = attach(adb, phone)
     r = adb.run("-s", serial, "shell", "getprop ro.build.version.sdk; nosuch-cmd; exit 3")
     assert r.returncode == 3
@@ -111,7 +111,7 @@ def test_shell_v2_exit_codes_stdout_and_stderr(adb: AdbServer, phone: PhoneThrea
     assert device.shell("getprop ro.serialno") == "SIM0001"
 
 
-def test_push_pull_and_the_shell_users_file_rights(adb: AdbServer, phone: PhoneThread, tmp_path: Path) -> None:
+def test_push_pull_and_the_shell_users_file_rights(adb: ChildAdbServer, phone: PhoneThread, tmp_path: Path) -> None:
     serial = attach(adb, phone)
     blob = tmp_path / "blob.bin"
     blob.write_bytes(os.urandom(300_000))  # several DATA chunks and several WRTE messages
@@ -153,7 +153,7 @@ def _echo_server(host: str, prefix: bytes, expect: int = 5) -> tuple[socket.sock
     return srv, t
 
 
-def test_forward_reaches_the_phones_own_loopback(adb: AdbServer, phone: PhoneThread) -> None:
+def test_forward_reaches_the_phones_own_loopback(adb: ChildAdbServer, phone: PhoneThread) -> None:
     serial = attach(adb, phone)
     srv, t = _echo_server(phone.phone.loopback, b"phone:")  # an app listening on the phone's 127.0.0.1
     port = srv.getsockname()[1]
@@ -165,7 +165,7 @@ def test_forward_reaches_the_phones_own_loopback(adb: AdbServer, phone: PhoneThr
     srv.close()
 
 
-def test_reverse_carries_bytes_both_ways_and_follows_adbd_rules(adb: AdbServer, phone: PhoneThread) -> None:
+def test_reverse_carries_bytes_both_ways_and_follows_adbd_rules(adb: ChildAdbServer, phone: PhoneThread) -> None:
     serial = attach(adb, phone)
     srv, t = _echo_server("127.0.0.1", b"host:", expect=20000)  # the bridge, on the host's 127.0.0.1
     host_port = srv.getsockname()[1]
@@ -224,7 +224,7 @@ def test_reverse_carries_bytes_both_ways_and_follows_adbd_rules(adb: AdbServer, 
     ("setprop persist.sys.timezone UTC", 1, "", "Failed to set property 'persist.sys.timezone' to 'UTC'."),
     ("getprop persist.sys.timezone", 0, "Europe/Paris", ""),
 ])
-def test_shell_rules_as_android_answers(adb: AdbServer, phone: PhoneThread, command: str, code: int,
+def test_shell_rules_as_android_answers(adb: ChildAdbServer, phone: PhoneThread, command: str, code: int,
                                         stdout: str, stderr: str) -> None:
     serial = attach(adb, phone)
     r = adb.run("-s", serial, "shell", command)
@@ -235,7 +235,7 @@ def test_shell_rules_as_android_answers(adb: AdbServer, phone: PhoneThread, comm
         assert r.stderr == ""
 
 
-def test_grants_show_in_dumpsys_and_click_to_call_is_placed(adb: AdbServer, phone: PhoneThread) -> None:
+def test_grants_show_in_dumpsys_and_click_to_call_is_placed(adb: ChildAdbServer, phone: PhoneThread) -> None:
     serial = attach(adb, phone)
     dump = adb.run("-s", serial, "shell", "dumpsys package com.termux.api").stdout
     assert "android.permission.READ_SMS: granted=false" in dump
@@ -247,7 +247,7 @@ def test_grants_show_in_dumpsys_and_click_to_call_is_placed(adb: AdbServer, phon
     assert phone.phone.state.calls[-1]["type"] == 2  # outgoing, in the call log
 
 
-def test_content_query_rows_in_android_format(adb: AdbServer, phone: PhoneThread) -> None:
+def test_content_query_rows_in_android_format(adb: ChildAdbServer, phone: PhoneThread) -> None:
     serial = attach(adb, phone)
     r = adb.run("-s", serial, "shell", "content query --uri content://sms/inbox")
     assert r.stdout == "No result found.\n"
@@ -273,7 +273,7 @@ def test_content_query_rows_in_android_format(adb: AdbServer, phone: PhoneThread
     assert "Could not find provider: nowhere" in r.stderr
 
 
-def test_unplug_goes_offline_and_replug_comes_back(adb: AdbServer, phone: PhoneThread) -> None:
+def test_unplug_goes_offline_and_replug_comes_back(adb: ChildAdbServer, phone: PhoneThread) -> None:
     serial = attach(adb, phone)
     phone.call(phone.phone.unplug())
     r = adb.run("-s", serial, "shell", "true")
@@ -286,7 +286,7 @@ def test_unplug_goes_offline_and_replug_comes_back(adb: AdbServer, phone: PhoneT
     assert adb.run("-s", serial, "shell", "echo back").stdout == "back\n"
 
 
-def test_simbridge_phone_sim_command(adb: AdbServer, tmp_path: Path) -> None:
+def test_simbridge_phone_sim_command(adb: ChildAdbServer, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from android_env import ChildAdbServer
 from conftest import timeout
 from test_phone_sim import attach, next_loopback
 
 from device_agents.android.phone_sim import PhoneThread, VirtualPhone
-from device_agents.android.phone_sim.adb_host import AdbServer
 from device_agents.android.phone_sim.smsgate import SmsGateApp
 from device_agents.android.phone_sim.termux import TermuxApiApp, TermuxApp, install_termux
 from device_agents.modem.gsm7 import segment_count
@@ -40,8 +40,8 @@ class Phone:
 
 
 @pytest.fixture
-def adb() -> Iterator[AdbServer]:
-    with AdbServer() as server:
+def adb() -> Iterator[ChildAdbServer]:
+    with ChildAdbServer() as server:
         yield server
 
 
@@ -126,11 +126,11 @@ def http(port: int, method: str, path: str, body: Any = None, *, user: str = "sm
         return exc.code, json.loads(text) if text else None, dict(exc.headers)
 
 
-def forward(adb: AdbServer, serial: str, device_port: int) -> int:
+def forward(adb: ChildAdbServer, serial: str, device_port: int) -> int:
     return int(adb.run("-s", serial, "forward", "tcp:0", f"tcp:{device_port}", check=True).stdout.strip())
 
 
-def set_up_smsgate(adb: AdbServer, ph: Phone, serial: str) -> tuple[int, str]:
+def set_up_smsgate(adb: ChildAdbServer, ph: Phone, serial: str) -> tuple[int, str]:
     """What the person does once on the phone, then the bridge's grants over ADB."""
     for perm in ("SEND_SMS", "RECEIVE_SMS", "READ_SMS", "READ_PHONE_STATE"):
         adb.run("-s", serial, "shell", f"pm grant {GATE} android.permission.{perm}", check=True)
@@ -138,7 +138,7 @@ def set_up_smsgate(adb: AdbServer, ph: Phone, serial: str) -> tuple[int, str]:
     return forward(adb, serial, 8080), ph.gate.screen()["password"]
 
 
-def test_smsgate_set_up_steps_are_visible_over_adb(adb: AdbServer, ph: Phone) -> None:
+def test_smsgate_set_up_steps_are_visible_over_adb(adb: ChildAdbServer, ph: Phone) -> None:
     serial = attach(adb, ph.thread)
     dump = adb.run("-s", serial, "shell", f"dumpsys package {GATE}").stdout
     assert "android.permission.SEND_SMS: granted=false" in dump
@@ -159,7 +159,7 @@ def test_smsgate_set_up_steps_are_visible_over_adb(adb: AdbServer, ph: Phone) ->
 
 
 def test_smsgate_send_delivered_and_incoming_with_webhooks_through_reverse(
-        adb: AdbServer, ph: Phone, receiver: Receiver) -> None:
+        adb: ChildAdbServer, ph: Phone, receiver: Receiver) -> None:
     serial = attach(adb, ph.thread)
     port, password = set_up_smsgate(adb, ph, serial)
     device_port = int(adb.run("-s", serial, "reverse", "tcp:0", f"tcp:{receiver.port}", check=True).stdout)
@@ -199,7 +199,7 @@ def test_smsgate_send_delivered_and_incoming_with_webhooks_through_reverse(
     assert post["headers"]["X-Signature"] == expected
 
 
-def test_smsgate_failure_answers(adb: AdbServer, ph: Phone) -> None:
+def test_smsgate_failure_answers(adb: ChildAdbServer, ph: Phone) -> None:
     serial = attach(adb, ph.thread)
     port, password = set_up_smsgate(adb, ph, serial)
     status, _, headers = http(port, "POST", "/message", {"message": "x", "phoneNumbers": ["+331"]},
@@ -249,7 +249,7 @@ def _wait_state(port: int, password: str, ident: str, wanted: str) -> dict[str, 
         time.sleep(0.02)
 
 
-def test_android_send_limit_counts_parts_per_app_holds_five_and_fails_the_sixth(adb: AdbServer, ph: Phone) -> None:
+def test_android_send_limit_counts_parts_per_app_holds_five_and_fails_the_sixth(adb: ChildAdbServer, ph: Phone) -> None:
     serial = attach(adb, ph.thread)
     port, password = set_up_smsgate(adb, ph, serial)
     # SmsUsageMonitor reads sms_outgoing_check_max_count at boot only.
@@ -284,7 +284,7 @@ def test_android_send_limit_counts_parts_per_app_holds_five_and_fails_the_sixth(
         _wait_state(port, password, ident, "Delivered")
 
 
-def test_termux_api_permission_errors_then_grants_and_no_delivery_reports(adb: AdbServer, ph: Phone) -> None:
+def test_termux_api_permission_errors_then_grants_and_no_delivery_reports(adb: ChildAdbServer, ph: Phone) -> None:
     serial = attach(adb, ph.thread)
     ph.thread.do(lambda: ph.phone.receive_sms("+33612345678", "salut"))
     code, out, err = ph.thread.call(ph.term.type_command("termux-sms-list -l 5"))
@@ -313,7 +313,7 @@ def test_termux_api_permission_errors_then_grants_and_no_delivery_reports(adb: A
     assert sent == "Row: 0 address=+33698765432, status=-1\n"  # no status report asked: none will come
 
 
-def test_termux_process_reaches_the_bridge_through_adb_reverse(adb: AdbServer, ph: Phone) -> None:
+def test_termux_process_reaches_the_bridge_through_adb_reverse(adb: ChildAdbServer, ph: Phone) -> None:
     serial = attach(adb, ph.thread)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -336,7 +336,7 @@ def test_termux_process_reaches_the_bridge_through_adb_reverse(adb: AdbServer, p
     srv.close()
 
 
-def test_phantom_process_killer_and_run_command_refusal(adb: AdbServer, ph: Phone) -> None:
+def test_phantom_process_killer_and_run_command_refusal(adb: ChildAdbServer, ph: Phone) -> None:
     serial = attach(adb, ph.thread)
     assert ph.term.phantom_killer_active()
     adb.run("-s", serial, "shell", "settings put global settings_enable_monitor_phantom_procs false", check=True)
@@ -387,7 +387,7 @@ def test_persisted_job_and_termux_boot_script_survive_a_reboot(tmp_path: Path) -
         thread.close()
 
 
-def test_smsgate_retries_a_webhook_until_adb_reverse_is_back(adb: AdbServer, ph: Phone, receiver: Receiver) -> None:
+def test_smsgate_retries_a_webhook_until_adb_reverse_is_back(adb: ChildAdbServer, ph: Phone, receiver: Receiver) -> None:
     serial = attach(adb, ph.thread)
     port, password = set_up_smsgate(adb, ph, serial)
     with socket.socket() as s:  # a port on the phone's loopback that nothing listens on yet

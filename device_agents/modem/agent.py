@@ -129,6 +129,7 @@ class ModemAgent:
         self._reinit_queued = False
         self._stopping = False
         self._tasks = TaskSet()
+        self._unmatched_reports: list[Any] = []  # outlives each opened modem's parts
 
     @classmethod
     def from_device(cls, device: Any, *, url: str, token: str, data_dir: str | os.PathLike[str],
@@ -155,7 +156,7 @@ class ModemAgent:
         work: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._tasks = TaskSet()
         outgoing = Outgoing(session=session, journal=journal, holder=self, settings=self.settings,
-                            tasks=self._tasks, log=self.log)
+                            tasks=self._tasks, log=self.log, unmatched=self._unmatched_reports)
         incoming = Incoming(session=session, journal=journal, holder=self, work=work,
                             multipart_timeout=self.settings.multipart_timeout,
                             duplicate_window=self.settings.duplicate_window,

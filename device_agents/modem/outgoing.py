@@ -53,7 +53,8 @@ class SendFailed(Exception):
 
 class Outgoing:
     def __init__(self, *, session: ModemSession, journal: ModemJournal, holder: RuntimeHolder,
-                 settings: ModemSettings, tasks: TaskSet, log: logging.LoggerAdapter[logging.Logger]) -> None:
+                 settings: ModemSettings, tasks: TaskSet, log: logging.LoggerAdapter[logging.Logger],
+                 unmatched: list[tuple[float, pdu.StatusReport]] | None = None) -> None:
         self.session = session
         self.journal = journal
         self.memory = journal.memory
@@ -61,7 +62,9 @@ class Outgoing:
         self.settings = settings
         self.tasks = tasks
         self.log = log
-        self._unmatched: list[tuple[float, pdu.StatusReport]] = []
+        # Reports not matched yet. The agent's own list, kept across reopens: a report read
+        # before its part's answer settles that part once the modem is back.
+        self._unmatched: list[tuple[float, pdu.StatusReport]] = [] if unmatched is None else unmatched
 
     # -- sending -------------------------------------------------------------------------
 
@@ -173,7 +176,8 @@ class Outgoing:
         send["why"] = why
         send["attempt"] = None
         self.journal.save()
-        early, self._unmatched = self._unmatched, []
+        early = self._unmatched[:]
+        self._unmatched.clear()
         for _, report in early:  # a report that came before we knew the part was uncertain
             self.status_report(report)
         self.log.warning("job %s: part %d/%d written, %s: not sent again", job.job_id, seq,
@@ -241,7 +245,7 @@ class Outgoing:
             hit = self._uncertain_part(report)
         if hit is None:
             now = time.monotonic()
-            self._unmatched = [(t, r) for t, r in self._unmatched if now - t < UNMATCHED_REPORT_S]
+            self._unmatched[:] = [(t, r) for t, r in self._unmatched if now - t < UNMATCHED_REPORT_S]
             self._unmatched.append((now, report))
             self.log.debug("status report for unknown reference %d", report.reference)
             return
