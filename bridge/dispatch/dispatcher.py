@@ -278,7 +278,10 @@ class Dispatcher:
                         continue  # no priority-2 work says nothing of the rest
                     if max_parts is None or max_parts >= pacer.smallest_cap():
                         empty.setdefault(session.account, True)
-                    else:  # the queue's head may not fit in what is left: wait for more room
+                    elif self._news == news:  # the queue's head may not fit in what is left: wait for more room
+                        # (not when work came meanwhile: wake() has just said the head may have changed,
+                        # and a device needing more parts than it has would not count as available to
+                        # its sticky contacts; the next round asks again)
                         pacer.need = min(pacer.smallest_cap(), max(pacer.need * 2, max_parts + 1))
                         wait = min(wait, max(0.001, pacer.free_at(now) - now))
                     continue
