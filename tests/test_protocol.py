@@ -160,6 +160,9 @@ async def test_a_sniffed_hello_cannot_be_replayed(tmp_path):
             assert "raw-token" not in sniffed  # the token itself never crosses the wire
             await ws.send(sniffed)
             assert isinstance(p.decode(await asyncio.wait_for(ws.recv(), timeout(5))), p.Welcome)
+            # The welcome may reach us before the session is registered: wait for it, so that
+            # "gone" below means gone, not "not there yet".
+            await wait_until(lambda: "raw" in daemon.dispatcher.sessions, what="first session registered")
         await wait_until(lambda: "raw" not in daemon.dispatcher.sessions, what="first session gone")
         async with websockets.connect(url) as ws:
             await asyncio.wait_for(ws.recv(), timeout(5))  # a fresh challenge
