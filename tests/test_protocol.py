@@ -175,6 +175,9 @@ async def test_connections_saying_nothing_are_capped_and_the_api_carries_on(tmp_
     config = raw_config(tmp_path, agents={"max_unauthenticated": 5, "hello_timeout_s": timeout(30)})
     async with running(config) as daemon, aiohttp.ClientSession() as http:
         url = f"ws://127.0.0.1:{daemon.listener.port}"
+        # The daemon's own phone first: connecting while the slots are full, it would be turned
+        # away too (and come back later), and counted.
+        await wait_until(lambda: "sim-1" in daemon.dispatcher.sessions, what="the daemon's own phone online")
         idle = [await websockets.connect(url) for _ in range(5)]
         try:
             async with websockets.connect(url) as extra:
