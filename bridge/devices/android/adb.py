@@ -142,7 +142,9 @@ def parse_devices(text: str) -> dict[str, str]:
 async def start_server(port: int) -> asyncio.subprocess.Process:
     """A local adb server on ``port``, as a child of the daemon that dies with
     it (``adb nodaemon server``: in the foreground, not forked off as ``adb
-    start-server`` does; bridge.core.lifeline). Call it from the event loop."""
+    start-server`` does; bridge.core.lifeline). Call it from the event loop.
+    Source: AOSP adb/client/commandline.cpp — ``nodaemon server`` runs the server in the
+    calling process; ``start-server`` launches a ``fork-server`` child that outlives it."""
     env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(port))
     return await asyncio.create_subprocess_exec(
         *guarded_argv([adbutils.adb_path(), "-P", str(port), "nodaemon", "server"]), env=env,
