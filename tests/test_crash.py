@@ -43,8 +43,9 @@ delivery_delay = 0.05
     return path, api
 
 
-def start(config: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
+def start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
+    """``simbridge [extra…] run --config config``, its output appended to ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "bridge.cli", *extra, "run", "--config", str(config)],
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 

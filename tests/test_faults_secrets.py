@@ -32,6 +32,7 @@ from aiohttp import web
 from api_util import BEARER, post, radio, serving
 from conftest import api_url, free_port, make_config, timeout, wait_until
 from pg_util import new_schema, pg_database  # noqa: F401 - the session's database fixture
+from test_crash import api_up, start, wait
 
 NUMBER = "+33612345678"
 ACCOUNT = {"login": "user@email.com", "access_key": "your-access-key", "smsflow_username": "alice",
@@ -270,29 +271,6 @@ delivery_delay = 0.0
 """
 
 
-def _start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bridge.cli", *extra, "run", "--config", str(config)],
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-
-def _wait(condition, within: float, what: str):
-    deadline = time.monotonic() + timeout(within)
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _api_up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _post(port: int, path: str, body: dict) -> dict:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json", **BEARER})
@@ -321,9 +299,9 @@ def test_a_code_accepted_then_sigkill_is_delivered_after_restart(tmp_path):
     # No device at first: the code is accepted and stored, nothing can push it.
     config, port = _config_file(tmp_path)
     log = tmp_path / "daemon.log"
-    proc = _start(config, log)
+    proc = start(config, log)
     try:
-        _wait(lambda: _api_up(port), 20, "the API")
+        wait(lambda: api_up(port), 20, "the API")
         answer = _post(port, "/api/v1/smscode", {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
         assert answer["status"] == "success", answer
         proc.send_signal(signal.SIGKILL)
@@ -334,14 +312,14 @@ def test_a_code_accepted_then_sigkill_is_delivered_after_restart(tmp_path):
         assert message == "Code " + MASK and state == "queued" and sealed
         # Back with its phone: the code is delivered, in clear on the phone only.
         config, port = _config_file(tmp_path, devices=VIRTUAL)
-        proc = _start(config, log)
-        _wait(lambda: _api_up(port), 20, "the API after restart")
-        [text] = _wait(lambda: _radio_texts(tmp_path), 30, "the code on the phone")
+        proc = start(config, log)
+        wait(lambda: api_up(port), 20, "the API after restart")
+        [text] = wait(lambda: _radio_texts(tmp_path), 30, "the code on the phone")
         code = text.removeprefix("Code ")
         assert re.fullmatch(r"\d{10}", code), text
         verified = _post(port, "/api/v1/verify_code", {"phone_number": NUMBER, "code": code})
         assert verified["data"]["status"] == "verified"
-        _wait(lambda: sqlite3.connect(db_path).execute("SELECT sealed IS NULL FROM jobs").fetchone()[0], 30,
+        wait(lambda: sqlite3.connect(db_path).execute("SELECT sealed IS NULL FROM jobs").fetchone()[0], 30,
               "the sealed copy wiped once the job is settled")
         assert code.encode() not in _database_bytes(db_path)
     finally:
@@ -448,8 +426,8 @@ account = "user@email.com"
 serial = "emulator-5554"
 max_per_minute = 0
 """)
-    proc = _start(config, tmp_path / "daemon.log")
-    _wait(lambda: _api_up(port), 20, "the API")
+    proc = start(config, tmp_path / "daemon.log")
+    wait(lambda: api_up(port), 20, "the API")
     return proc, port, adb_port
 
 
@@ -462,7 +440,7 @@ def _children_of_every_kind(proc: subprocess.Popen, adb_port: int) -> dict[int, 
         found = _descendants(proc.pid)
         worker = any("multiprocessing" in c and "spawn_main" in c for c in found.values())
         return found if worker and _serving_port(adb_port) else None
-    return _wait(ready, 30, "the bulk worker and the adb server")
+    return wait(ready, 30, "the bulk worker and the adb server")
 
 
 def test_sigkill_leaves_no_process_behind(tmp_path):
@@ -474,7 +452,7 @@ def test_sigkill_leaves_no_process_behind(tmp_path):
             children = _children_of_every_kind(proc, adb_port)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=timeout(10))
-            _wait(lambda: not [p for p in children if _alive(p)] and not _serving_port(adb_port), 10,
+            wait(lambda: not [p for p in children if _alive(p)] and not _serving_port(adb_port), 10,
                   f"every child of the killed daemon to go: {children}")
         finally:
             _stop(proc)
@@ -496,9 +474,9 @@ def test_sigterm_on_a_busy_daemon_stops_within_timeout_stop_sec(tmp_path):
             header = {"login": "user@email.com", "accessKey": "your-access-key"}
             _post(port, "/api/v1/sendsms", {"header": header, "messages": [
                 {"phone_number": NUMBER, "message": f"busy {i}"} for i in range(40)]})
-            _wait(lambda: modem.transmissions, 30, "the modem mid-send")
-            _wait(lambda: silent.held, 30, "a webhook waiting on the silent receiver")
-            _wait(lambda: _radio_texts(tmp_path), 30, "the virtual phone sending")
+            wait(lambda: modem.transmissions, 30, "the modem mid-send")
+            wait(lambda: silent.held, 30, "a webhook waiting on the silent receiver")
+            wait(lambda: _radio_texts(tmp_path), 30, "the virtual phone sending")
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=timeout(STOP_SEC + 30))
@@ -506,7 +484,7 @@ def test_sigterm_on_a_busy_daemon_stops_within_timeout_stop_sec(tmp_path):
             print(f"SIGTERM to exit: {took:.2f} s; load {os.getloadavg()}")
             assert took < STOP_SEC, f"SIGTERM took {took:.1f} s; the unit allows {STOP_SEC:g} s"
             assert proc.returncode == 0, (tmp_path / "daemon.log").read_text()[-3000:]
-            _wait(lambda: not [p for p in children if _alive(p)] and not _serving_port(adb_port), 10,
+            wait(lambda: not [p for p in children if _alive(p)] and not _serving_port(adb_port), 10,
                   "every child of the stopped daemon to go")
         finally:
             _stop(proc)
@@ -574,25 +552,25 @@ def test_a_code_never_sits_in_clear_in_a_journal_and_a_kill_mid_send_sends_it_on
     log = tmp_path / "daemon.log"
     data = tmp_path / "data"
     journal = data / "virtual-sim-1-journal.jsonl"
-    proc = _start(config, log)
+    proc = start(config, log)
     try:
-        _wait(lambda: _api_up(port), 20, "the API")
+        wait(lambda: api_up(port), 20, "the API")
         answer = _post(port, "/api/v1/smscode", {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
         assert answer["status"] == "success", answer
-        _wait(lambda: _journal_says(journal, "sending"), 30, "the phone transmitting the code")
+        wait(lambda: _journal_says(journal, "sending"), 30, "the phone transmitting the code")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=timeout(10))
         at_kill = _data_files(data)
         assert journal.name in at_kill and _radio_texts(tmp_path) == []
         # Back with a quick radio: the job, begun but not on the air, is sent again, once.
         config, port = _config_file(tmp_path, devices=VIRTUAL)
-        proc = _start(config, log)
-        _wait(lambda: _api_up(port), 20, "the API after restart")
-        [text] = _wait(lambda: _radio_texts(tmp_path), 30, "the code on the phone")
+        proc = start(config, log)
+        wait(lambda: api_up(port), 20, "the API after restart")
+        [text] = wait(lambda: _radio_texts(tmp_path), 30, "the code on the phone")
         code = text.removeprefix("Code ")
         assert re.fullmatch(r"\d{10}", code), text
         db_path = data / "simbridge.db"
-        _wait(lambda: sqlite3.connect(db_path).execute("SELECT state FROM jobs").fetchone()[0] == "delivered",
+        wait(lambda: sqlite3.connect(db_path).execute("SELECT state FROM jobs").fetchone()[0] == "delivered",
               30, "the job delivered")
         assert _holding(at_kill, code) == [], "the code in clear on disk while it was being sent"
         assert _holding(_data_files(data), code) == [], "the code in clear on disk once delivered"
@@ -622,26 +600,26 @@ port = "{modem.link}"
 max_per_minute = 0
 command_timeout = 3
 """)
-        proc = _start(config, log)
+        proc = start(config, log)
         try:
-            _wait(lambda: _api_up(port), 20, "the API")
+            wait(lambda: api_up(port), 20, "the API")
             answer = _post(port, "/api/v1/smscode",
                            {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
             assert answer["status"] == "success", answer
-            sent = _wait(lambda: [t["text"] for t in modem.snapshot()["transmissions"]], 30, "the code on the air")
+            sent = wait(lambda: [t["text"] for t in modem.snapshot()["transmissions"]], 30, "the code on the air")
             code = sent[0].removeprefix("Code ")
             assert re.fullmatch(r"\d{10}", code), sent
             db_path = data / "simbridge.db"
-            _wait(lambda: sqlite3.connect(db_path).execute("SELECT state FROM jobs").fetchone()[0] == "delivered",
+            wait(lambda: sqlite3.connect(db_path).execute("SELECT state FROM jobs").fetchone()[0] == "delivered",
                   30, "the job delivered")
             assert "modem-m1-journal.jsonl" in _data_files(data)
             assert _holding(_data_files(data), code) == [], "the code in clear on disk"
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=timeout(10))
             assert _holding(_data_files(data), code) == [], "the code in clear on disk after a kill"
-            proc = _start(config, log)
-            _wait(lambda: _api_up(port), 20, "the API after restart")
-            _wait(lambda: _device_online(port, "m1"), 30, "the modem back online")
+            proc = start(config, log)
+            wait(lambda: api_up(port), 20, "the API after restart")
+            wait(lambda: _device_online(port, "m1"), 30, "the modem back online")
         finally:
             _stop(proc)
         assert [t["text"] for t in modem.snapshot()["transmissions"]] == sent, "sent again after the restart"
