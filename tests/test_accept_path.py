@@ -22,17 +22,50 @@ from conftest import api_url, make_config, wait_until
 from bridge.api.judging import sms_job
 from bridge.core import numbers
 from bridge.core.records import quick_init
-from bridge.store.model import ID_ALPHABET, Enqueued, Job, NewJob, new_id_sms_api, random_text
+from bridge.store import model
+from bridge.store.model import (
+    ID_ALPHABET,
+    Enqueued,
+    Job,
+    NewJob,
+    new_id_sms_api,
+    new_id_sms_apis,
+    random_text,
+    random_texts,
+)
 from device_agents import protocol as p
 from device_agents.journal import Journal
 from device_agents.modem import gsm7
 from device_agents.runtime import AgentRuntime
 
 
-def test_ids_are_15_characters_of_the_alphabet_and_every_character_is_used():
-    ids = [new_id_sms_api() for _ in range(4000)]
+def test_ids_are_15_characters_of_the_alphabet_distinct_and_in_the_order_made():
+    ids = [new_id_sms_api() for _ in range(2000)] + new_id_sms_apis(2000)
     assert all(len(i) == 15 and set(i) <= set(ID_ALPHABET) for i in ids)
     assert len(set(ids)) == len(ids)
+    # Made one after the other, they sort one after the other by their time (the first 7
+    # characters), in byte order as SQLite's index compares them.
+    heads = [i[:7] for i in ids]
+    assert heads == sorted(heads)
+    assert model._time_prefix(0) == "0000000" and model._time_prefix(62 ** 7 - 1) == "zzzzzzz"
+    assert model._time_prefix(1_796_000_000_000) < model._time_prefix(1_796_000_000_001)
+
+
+def test_ids_of_one_call_are_distinct_even_when_the_random_source_repeats(monkeypatch):
+    real = model.random_texts
+    calls = []
+
+    def repeating(count: int, length: int) -> list[str]:
+        calls.append(count)
+        return ["abcdefgh"] * count if len(calls) == 1 else real(count, length)
+    monkeypatch.setattr(model, "random_texts", repeating)
+    ids = new_id_sms_apis(50)
+    assert len(set(ids)) == 50 and all(len(i) == 15 for i in ids)
+
+
+def test_random_texts_use_every_character_of_the_alphabet_evenly():
+    ids = random_texts(4000, 15)
+    assert all(len(i) == 15 and set(i) <= set(ID_ALPHABET) for i in ids)
     counts = collections.Counter("".join(ids))
     # 60,000 characters over 62: about 968 each; a biased mapping (byte % 62)
     # would give the first 8 characters ~1,100.

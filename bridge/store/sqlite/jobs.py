@@ -70,7 +70,9 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
             + " ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api", values).fetchall()
         ids = {k: i for i, k in rows}
         for key, (new, due, expires) in chunk:
-            if key not in ids:  # a generated key that already existed: astronomically rare
+            # A generated key already taken: made in the same millisecond with the same 8 random
+            # characters (model.new_id_sms_apis), about once in 10^8 pairs of 1,000-message batches.
+            if key not in ids:
                 raise sqlite3.IntegrityError(f"id_sms_api {key!r} collided; send again")
             created[key] = shaping.new_job(ids[key], account, key, (new, due, expires), state, now, uid)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
