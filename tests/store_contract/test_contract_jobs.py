@@ -43,6 +43,29 @@ async def test_a_key_twice_in_one_batch_makes_one_job(store):
     assert sum(n for (state, _), n in (await store.counts()).items() if state == js.QUEUED) == 1
 
 
+async def test_a_generated_key_meeting_a_taken_one_is_stored_under_another(store, monkeypatch):
+    """A generated id_sms_api that another job already has (forced here; the time in its first
+    characters makes it as good as impossible): the message is stored under a new key, the other
+    job is left alone, nothing is refused, and the answer names the key it is stored under."""
+    from bridge.store import shaping  # where a batch's keys are generated
+    [first] = await store.enqueue("a", [sms(text="first")])
+    real = shaping.new_id_sms_apis
+    calls: list[int] = []
+
+    def colliding(count: int) -> list[str]:
+        calls.append(count)
+        return [first.job.id_sms_api, *real(count - 1)] if len(calls) == 1 else real(count)
+    monkeypatch.setattr(shaping, "new_id_sms_apis", colliding)
+    out = await store.enqueue("a", [sms(text="second"), sms(id_sms_api="given", text="third")])
+    assert [e.created for e in out] == [True, True], calls
+    assert out[0].job.id_sms_api not in (first.job.id_sms_api, "given") and out[0].job.message == "second"
+    assert out[1].job.id_sms_api == "given"
+    for e in out:
+        assert await store.get_job("a", e.job.id_sms_api) == e.job
+        assert await states(store, e.job.id) == [js.QUEUED]
+    assert (await store.get_job("a", first.job.id_sms_api)).message == "first"
+
+
 async def test_a_large_batch_is_stored_whole(store):
     out = await store.enqueue("a", [sms(id_sms_api=f"bulk{i}") for i in range(1234)])
     assert len({e.job.id for e in out}) == 1234

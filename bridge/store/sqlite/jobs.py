@@ -56,25 +56,36 @@ def insert_jobs(db: sqlite3.Connection, recorder: EventRecorder, account: str, j
     existing = {job.id_sms_api: job for job in jobs_by_key(db, account, given)}
     keys, fresh = shaping.plan_jobs(jobs, now, existing)
     created: dict[str, Job] = {}
-    items = list(fresh.items())
-    for i in range(0, len(items), ENQUEUE_CHUNK):
-        chunk = items[i:i + ENQUEUE_CHUNK]
-        values: list[Any] = []
-        for key, (new, due, expires) in chunk:
-            values += (account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
-                       expires, new.parts, new.encoding, int(new.report), now, now, state, new.sealed, uid)
-        rows = db.execute(
-            "INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
-            "parts, encoding, report, created, updated, state, sealed, uid) VALUES "
-            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api", values).fetchall()
-        ids = {k: i for i, k in rows}
-        for key, (new, due, expires) in chunk:
-            # A generated key already taken: made in the same millisecond with the same 8 random
-            # characters (model.new_id_sms_apis), about once in 10^8 pairs of 1,000-message batches.
-            if key not in ids:
-                raise sqlite3.IntegrityError(f"id_sms_api {key!r} collided; send again")
-            created[key] = shaping.new_job(ids[key], account, key, (new, due, expires), state, now, uid)
+    todo = list(fresh)
+    while todo:
+        taken: list[str] = []
+        for i in range(0, len(todo), ENQUEUE_CHUNK):
+            chunk = todo[i:i + ENQUEUE_CHUNK]
+            values: list[Any] = []
+            for key in chunk:
+                new, due, expires = fresh[key]
+                values += (account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due,
+                           expires, new.parts, new.encoding, int(new.report), now, now, state, new.sealed, uid)
+            rows = db.execute(
+                "INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, expires, "
+                "parts, encoding, report, created, updated, state, sealed, uid) VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api", values).fetchall()
+            ids = {k: i for i, k in rows}
+            for key in chunk:
+                if key in ids:
+                    created[key] = shaping.new_job(ids[key], account, key, fresh[key], state, now, uid)
+                else:
+                    taken.append(key)
+        # Only a generated key can be taken here (given ones were looked up first, and this is the
+        # only writer): made in the same millisecond with the same 8 random characters
+        # (model.new_id_sms_apis), about once in 10^8 pairs of 1,000-message batches. The message is
+        # stored under a new key, never refused.
+        todo = []
+        for key, again in zip(taken, shaping.new_id_sms_apis(len(taken)), strict=True):
+            fresh[again] = fresh.pop(key)
+            keys = [again if k == key else k for k in keys]
+            todo.append(again)
     db.executemany("INSERT INTO job_history (job_id, state, at) VALUES (?, ?, ?)",
                    [(job.id, state, now) for job in created.values()])
     by_priority = collections.Counter(job.priority for job in created.values())
