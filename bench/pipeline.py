@@ -244,12 +244,18 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
             else:
                 raise RuntimeError(f"only {online} phones came online")
             start = time.perf_counter()
+            phones_cpu, daemon_cpu = cpu_seconds(phones.pid), cpu_seconds(daemon.pid)
             for r in range(e2e_messages // BULK):
                 await post_bulk(http, url, "e2e@example.com", numbers(BULK, 10_000_000 + r * BULK))
             await until(lambda: count_state(db_path, "e2e@example.com", "delivered") >= e2e_messages, 0.05)
             results["e2e_per_s"] = e2e_messages / (time.perf_counter() - start)
+            # CPU a message costs each process end to end (load-independent, unlike the rate).
+            results["phones_cpu_us_per_job"] = (cpu_seconds(phones.pid) - phones_cpu) / e2e_messages * 1e6
+            results["daemon_cpu_us_per_job"] = (cpu_seconds(daemon.pid) - daemon_cpu) / e2e_messages * 1e6
             print(f"e2e_per_s             {results['e2e_per_s']:10.0f}   ({e2e_messages} messages, "
-                  f"{PHONES} phones)", flush=True)
+                  f"{PHONES} phones; CPU a message: phones' process "
+                  f"{results['phones_cpu_us_per_job']:.0f} µs, daemon {results['daemon_cpu_us_per_job']:.0f} µs)",
+                  flush=True)
 
             # 3. priority-2 probes behind a priority-0 backlog.
             for r in range(backlog // BULK):
