@@ -30,11 +30,13 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from json.encoder import encode_basestring as _string
 from typing import Any, TextIO
 
 from . import protocol
@@ -57,11 +59,24 @@ COMPACT_EVERY = 20_000  # records appended before the file is rewritten
 _SETTLED = frozenset({"delivered", "failed", "rejected"})
 # One encoder for every record (json.dumps with options builds a new one each call).
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+_JOB_KEYS = ("t", "id", "state", "at")
+
+
+def _line(rec: dict[str, Any]) -> str:
+    """One record as one line of JSON. The two written for every job and event
+    (a job's new state, the event sequence) are formatted directly, as the
+    encoder writes them (the same bytes), at a third of its cost."""
+    t = rec.get("t")
+    if t == "job" and tuple(rec) == _JOB_KEYS and type(rec["at"]) is float and math.isfinite(rec["at"]):
+        return f'{{"t": "job", "id": {_string(rec["id"])}, "state": {_string(rec["state"])}, "at": {rec["at"]!r}}}\n'
+    if t == "seq" and len(rec) == 2 and type(rec.get("n")) is int:
+        return f'{{"t": "seq", "n": {rec["n"]}}}\n'
+    return _encode(rec) + "\n"
 
 
 def lines(records: Iterable[dict[str, Any]]) -> str:
     """``records`` as journal lines, one JSON object each."""
-    return "".join([_encode(r) + "\n" for r in records])
+    return "".join([_line(r) for r in records])
 
 
 def new_journal_id() -> str:
