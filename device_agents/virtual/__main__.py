@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                        workers=args.window)
                 tg.create_task(runtime.run())
 
+    gc.freeze()  # what start-up built lives as long as the process: out of the collector's sight
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(run())
     return 0
