@@ -8,7 +8,9 @@ prints its figures, the last line one JSON object:
 - ``accepted_per_s``: messages accepted per second by bulk sendsms, 1,000 a
   request, for an account with no phone online (acceptance alone);
 - ``e2e_per_s``: messages per second from the first request to the last
-  delivery report, 20 phones online;
+  delivery report, 20 phones online; beside it the CPU a message cost the
+  phones' process and the daemon (``phones_cpu_us_per_job``,
+  ``daemon_cpu_us_per_job``: load-independent, unlike the rate);
 - ``p99_priority_dispatch_ms``: priority-2 messages sent one by one behind a
   100,000-message priority-0 backlog: from the request to the phone's radio;
 - beside them, the limits they approach, measured in the same run:
