@@ -153,10 +153,10 @@ async def _run_daemon(config: Config, *, demo: bool) -> int:
     ready = asyncio.create_task(daemon.ready.wait())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if daemon.ready.is_set():
-        # What start-up built (modules, the number tables, the configuration) lives as long
-        # as the daemon: out of the collector's sight, a full collection no longer walks it.
-        # Measured under bench.pipeline's load: full collections of 30-90 ms, about one a
-        # second, stalled the event loop (and every request and push); 0.4-4 ms after.
+        # What the start loaded (modules, number metadata, the configuration) lives as long as the
+        # daemon: out of the collector's way, a full collection no longer walks it again and again
+        # (each accepted batch makes thousands of short-lived objects, and triggers collections).
+        gc.collect()
         gc.freeze()
     if daemon.ready.is_set() and demo:
         account = config.accounts[0]

@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                                        workers=args.window)
                 tg.create_task(runtime.run())
 
-    gc.freeze()  # what start-up built lives as long as the process: out of the collector's sight
+    # What start-up built (modules, tables) lives as long as the process: out of the
+    # collector's sight, a full collection no longer walks it (see simbridge run).
+    gc.collect()
+    gc.freeze()
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(run())
     return 0
