@@ -8,7 +8,9 @@ prints its figures, the last line one JSON object:
 - ``accepted_per_s``: messages accepted per second by bulk sendsms, 1,000 a
   request, for an account with no phone online (acceptance alone);
 - ``e2e_per_s``: messages per second from the first request to the last
-  delivery report, 20 phones online;
+  delivery report, 20 phones online; beside it the CPU a message cost the
+  phones' process and the daemon (``phones_cpu_us_per_job``,
+  ``daemon_cpu_us_per_job``: load-independent, unlike the rate);
 - ``p99_priority_dispatch_ms``: priority-2 messages sent one by one behind a
   100,000-message priority-0 backlog: from the request to the phone's radio;
 - beside them, the limits they approach, measured in the same run:
@@ -244,12 +246,18 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
             else:
                 raise RuntimeError(f"only {online} phones came online")
             start = time.perf_counter()
+            phones_cpu, daemon_cpu = cpu_seconds(phones.pid), cpu_seconds(daemon.pid)
             for r in range(e2e_messages // BULK):
                 await post_bulk(http, url, "e2e@example.com", numbers(BULK, 10_000_000 + r * BULK))
             await until(lambda: count_state(db_path, "e2e@example.com", "delivered") >= e2e_messages, 0.05)
             results["e2e_per_s"] = e2e_messages / (time.perf_counter() - start)
+            # CPU a message costs each process end to end (load-independent, unlike the rate).
+            results["phones_cpu_us_per_job"] = (cpu_seconds(phones.pid) - phones_cpu) / e2e_messages * 1e6
+            results["daemon_cpu_us_per_job"] = (cpu_seconds(daemon.pid) - daemon_cpu) / e2e_messages * 1e6
             print(f"e2e_per_s             {results['e2e_per_s']:10.0f}   ({e2e_messages} messages, "
-                  f"{PHONES} phones)", flush=True)
+                  f"{PHONES} phones; CPU a message: phones' process "
+                  f"{results['phones_cpu_us_per_job']:.0f} µs, daemon {results['daemon_cpu_us_per_job']:.0f} µs)",
+                  flush=True)
 
             # 3. priority-2 probes behind a priority-0 backlog.
             for r in range(backlog // BULK):

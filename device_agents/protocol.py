@@ -566,30 +566,34 @@ def answer(challenge: Challenge, *, device_id: str, token: str, **fields: Any) -
 # Encoding and decoding whole frames.
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+# Per message class: its field names and its ``kind`` (None for a class without one).
+_FIELDS: dict[type, tuple[tuple[str, ...], str | None]] = {}
 
 
 def _plain(value: Any) -> Any:
     """A message or part of one as plain JSON values: Nones left out, tuples
     as lists. (dataclasses.asdict deep-copies everything: far too slow for
-    the hot path.)"""
+    the hot path; so is a call per field: a string, number or boolean is
+    taken as it is.)"""
     cls = type(value)
-    names = _FIELDS.get(cls)
-    if names is None and hasattr(cls, "__dataclass_fields__"):
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    if names is not None:
-        out = {}
-        for name in names:
-            v = getattr(value, name)
-            if v is not None:
-                out[name] = _plain(v)
+    shape = _FIELDS.get(cls)
+    if shape is None:
+        if not hasattr(cls, "__dataclass_fields__"):
+            if isinstance(value, (list, tuple)):
+                return [_plain(v) for v in value]
+            return value
         kind = getattr(cls, "kind", None)
-        if isinstance(kind, str):
-            out["kind"] = kind
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        shape = _FIELDS[cls] = (tuple(f.name for f in fields(cls)), kind if isinstance(kind, str) else None)
+    names, kind = shape
+    out = {}
+    for name in names:
+        v = getattr(value, name)
+        if v is not None:
+            t = type(v)
+            out[name] = v if t is str or t is int or t is float or t is bool else _plain(v)
+    if kind is not None:
+        out["kind"] = kind
+    return out
 
 
 def to_json(message: Message) -> dict[str, Any]:

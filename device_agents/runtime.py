@@ -110,7 +110,7 @@ class AgentRuntime:
         self.journal_fault: str | None = None
         self._journal_ok = asyncio.Event()
         self._journal_ok.set()
-        self._held_reports: list[list[Any]] = []  # [job_id, state, kwargs, job state written]
+        self._held_reports: list[tuple[str, str, dict[str, Any]]] = []  # (job_id, state, kwargs)
         self._held_jobs: list[tuple[protocol.Job, float]] = []
 
     # -- events ------------------------------------------------------------
@@ -148,7 +148,7 @@ class AgentRuntime:
                parts: int | None = None, network_ref: str | None = None) -> None:
         """Record and send a job's new state. Never raises for the journal: an
         outcome it cannot write is held (in order) until it can."""
-        entry: list[Any] = [job_id, state, {"reason": reason, "parts": parts, "network_ref": network_ref}, False]
+        entry = (job_id, state, {"reason": reason, "parts": parts, "network_ref": network_ref})
         if self.journal_fault is not None:
             self._held_reports.append(entry)
             return
@@ -158,18 +158,19 @@ class AgentRuntime:
             self._held_reports.append(entry)
             self._journal_failed(exc)
 
-    def _report_once(self, entry: list[Any]) -> None:
-        job_id, state, kwargs, written = entry
-        if not written:
-            current = self.journal.state_of(job_id)
-            if state == current:
-                return  # said already (it is in the outbox, or the bridge has it)
-            if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED):
-                return  # final: a late report changes nothing
-            self.journal.set_job(job_id, state)
-            entry[3] = True
-        self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job_id,
-                                     state=state, at=time.time(), **kwargs)])
+    def _report_once(self, entry: tuple[str, str, dict[str, Any]]) -> None:
+        job_id, state, kwargs = entry
+        current = self.journal.state_of(job_id)
+        if state == current:
+            return  # said already (it is in the outbox, or the bridge has it)
+        if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED):
+            return  # final: a late report changes nothing
+        # The state and its event in one write: both or neither.
+        event = protocol.JobState(event_id=self.journal.next_event_id(), job_id=job_id,
+                                  state=state, at=time.time(), **kwargs)
+        self.journal.set_job_and_add_event(job_id, state, event)
+        self._unsent[event.event_id] = event
+        self._wake.set()
 
     # -- a journal the disk refuses -----------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from device_agents import journal as journal_module
 from device_agents import protocol as p
 from device_agents.journal import Journal
@@ -102,3 +104,56 @@ def test_a_journal_written_before_ids_keeps_the_empty_id(tmp_path):
     assert old.journal_id == "" and old.next_event_id() == "8"
     old.close()
     assert Journal(tmp_path / "old.jsonl").journal_id == ""
+
+
+def test_records_are_written_as_the_json_encoder_writes_them():
+    """The job-state and sequence records are formatted without the encoder:
+    the same bytes, whatever the id (quotes, controls, any character)."""
+    import json
+    import random
+
+    rng = random.Random(7)
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    records: list[dict] = [{"t": "seq", "n": 0}, {"t": "seq", "n": 123456789},
+                           {"t": "job", "id": '1."\\\n\u00e9\u2028', "state": "sent", "at": 1e22},
+                           {"t": "job", "id": "1", "state": "sent", "at": 5},  # an int time: the encoder's
+                           {"t": "job", "id": "1", "state": "accepted", "at": 0.1, "job": JOB}]
+    for _ in range(2000):
+        job_id = "".join(chr(rng.randrange(0, 0x3000)) for _ in range(rng.randrange(0, 12)))
+        records.append({"t": "job", "id": job_id, "state": rng.choice(["sending", "sent", "delivered"]),
+                        "at": rng.random() * 2e9})
+    assert journal_module.lines(records) == "".join(encode(r) + "\n" for r in records)
+
+
+def test_a_state_and_its_event_are_written_together_or_not_at_all(tmp_path):
+    """A job's new state and the event telling it are one append: a file that
+    takes only part of it (here a file-size limit, EFBIG, as a full disk gives
+    ENOSPC) keeps neither, in the file or in memory; then both land together."""
+    import resource
+    import signal
+
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.record_jobs([("1", p.JOB_ACCEPTED, JOB)])
+    path = tmp_path / "j.jsonl"
+    before = path.read_text()
+    event = p.JobState(event_id=journal.next_event_id(), job_id="1", state=p.JOB_SENT, at=1.0)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before.encode()) + 60, limits[1]))
+        with pytest.raises(OSError):
+            journal.set_job_and_add_event("1", p.JOB_SENT, event)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert path.read_text() == before
+    assert journal.state_of("1") == p.JOB_ACCEPTED and not journal.pending_events()
+
+    journal.set_job_and_add_event("1", p.JOB_SENT, event)
+    journal.close()
+    added = path.read_text()[len(before):].splitlines()
+    assert [line.split(",")[0] for line in added] == ['{"t": "job"', '{"t": "event"', '{"t": "seq"']
+    again = Journal(path)
+    assert again.state_of("1") == p.JOB_SENT
+    assert [e.event_id for e in again.pending_events()] == [event.event_id]
+    again.close()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -463,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # What start-up built (modules, tables) lives as long as the process: out of the
+    # collector's sight, a full collection no longer walks it (see simbridge run).
+    gc.collect()
+    gc.freeze()
     return asyncio.run(_main(args))
 
 

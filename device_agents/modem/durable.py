@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..journal import Journal
+from ..journal import Journal, lines
 
 RETENTION_S = 7 * 86400
 
@@ -158,7 +158,7 @@ class ModemJournal(Journal):
             # First in the write: were it torn, the memory is kept and the
             # event after it is what is lost (the agent finds such records again).
             records.insert(0, self._memory_record())
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        data = lines(records)
         if not data:
             return
         # All or nothing (Journal._append): a write the disk refuses raises OSError

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                                        workers=args.window)
                 tg.create_task(runtime.run())
 
+    # What start-up built (modules, tables) lives as long as the process: out of the
+    # collector's sight, a full collection no longer walks it (see simbridge run).
+    gc.collect()
+    gc.freeze()
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(run())
     return 0
