@@ -101,3 +101,27 @@ async def test_each_concern_works_alone_on_the_same_database(tmp_path, store):
     finally:
         for part in (jobs, outbox, tokens):
             await part.close()
+
+
+async def test_an_urgent_write_is_committed_ahead_of_those_waiting_with_it(store, tmp_path):
+    """Writes that wait while the store thread is busy share one transaction, but a priority-2
+    message is committed first, in its own: while the others' writes run it is already on disk,
+    visible to another connection (and its caller answered without waiting for theirs)."""
+    import threading
+    gate = threading.Event()
+    blocked = asyncio.ensure_future(store._run(gate.wait))  # the store thread, busy
+    seen_by_others: list[int] = []
+
+    def other_write(db, marker):
+        with sqlite3.connect(store.path) as other:
+            seen_by_others.append(other.execute("SELECT COUNT(*) FROM jobs WHERE priority = 2").fetchone()[0])
+        db.execute("INSERT INTO counters (name, n) VALUES (?, 1)", (marker,))
+
+    waiting = [asyncio.ensure_future(store._run(store._tx(other_write), f"w{i}")) for i in range(3)]
+    normal = asyncio.ensure_future(store.enqueue("a", [sms(id_sms_api="campaign", priority=0)]))
+    urgent = asyncio.ensure_future(store.enqueue("a", [sms(id_sms_api="code", priority=2)]))
+    await asyncio.sleep(0)  # every write queued behind the busy thread
+    gate.set()
+    await asyncio.gather(blocked, normal, urgent, *waiting)
+    assert seen_by_others == [1, 1, 1]
+    assert (await store.get_job("a", "code")).priority == 2 and await store.get_job("a", "campaign")

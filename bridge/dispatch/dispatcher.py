@@ -28,7 +28,7 @@ from bridge.config import Config, DeviceConfig
 from bridge.core import numbers
 from bridge.core.sealing import Sealer, SealError
 from bridge.dispatch.session import DeviceHealth, DeviceSession, Pacer
-from bridge.store.model import Job, StoreUnavailable
+from bridge.store.model import URGENT, Job, StoreUnavailable
 from bridge.store.protocols import JobQueue
 from device_agents import protocol
 from device_agents.tasks import TaskSet
@@ -36,7 +36,6 @@ from device_agents.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 CLAIM_CHUNK = 64  # jobs claimed for one device in one go
-URGENT = 2  # the priority for which one place of every device's window is kept
 MAX_PARTS = 100  # more than any message has (5,000 characters of UCS-2: 75 parts)
 IDLE_RECHECK_S = 60.0  # an idle account is asked again after this long, whatever happens
 STICKY_WAIT_S = 60.0  # a sticky device that can send within this long keeps its contacts

@@ -49,6 +49,12 @@ def random_text(length: int) -> str:
     return random_texts(1, length)[0]
 
 
+# The priority of one-time codes and other messages a person waits for: one place of every
+# device's window is kept for it (bridge.dispatch.dispatcher), and the SQLite store commits its
+# writes ahead of the others waiting with them (bridge.store.sqlite.base).
+URGENT = 2
+
+
 # A generated id_sms_api: the time in milliseconds, in base 62 over the alphabet in byte order
 # (7 characters: in order until 2081), then 8 random characters. Ids made one after the other
 # sort one after the other, so that a batch's keys land together at the end of the jobs table's

@@ -98,14 +98,19 @@ def add_counts(db: sqlite3.Connection, deltas: collections.Counter[str]) -> None
 
 
 class _Tx:
-    """A write, for :meth:`SqliteBase._run` to run in a (group) transaction."""
-    __slots__ = ("fn",)
+    """A write, for :meth:`SqliteBase._run` to run in a (group) transaction;
+    ``urgent``: see :meth:`SqliteBase._drain`."""
+    __slots__ = ("fn", "urgent")
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], urgent: bool = False) -> None:
         self.fn = fn
+        self.urgent = urgent
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
+
+
+_Pending = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool]
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -128,7 +133,7 @@ class SqliteBase:
         self.incarnation = secrets.token_hex(6)
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
         self._drain_scheduled = False
         # Shared by the concerns: webhook events are recorded by jobs and records alike,
@@ -168,7 +173,7 @@ class SqliteBase:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if isinstance(fn, _Tx):
-            return await self._write(fn.fn, *args)
+            return await self._write(fn.fn, *args, urgent=fn.urgent)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
@@ -178,15 +183,16 @@ class SqliteBase:
                 raise
             raise StoreUnavailable(cause, retry_after=RETRY_AFTER_S) from exc
 
-    def _tx(self, fn: Callable[..., T]) -> Callable[..., T]:
-        """Mark ``fn(db, ...)`` as a write: :meth:`_run` runs it in a transaction."""
-        return _Tx(fn)
+    def _tx(self, fn: Callable[..., T], *, urgent: bool = False) -> Callable[..., T]:
+        """Mark ``fn(db, ...)`` as a write: :meth:`_run` runs it in a transaction
+        (``urgent``: committed ahead of the writes waiting with it, see :meth:`_drain`)."""
+        return _Tx(fn, urgent)
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:
-            self._pending.append((fn, args, future))
+            self._pending.append((fn, args, future, urgent))
             schedule = not self._drain_scheduled
             self._drain_scheduled = True
         if schedule:
@@ -194,9 +200,21 @@ class SqliteBase:
         return await future
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the writes that waited while the thread was busy: together, in one
+        transaction (one fsync for all). Urgent ones (a priority-2 message, its claim)
+        first, in a transaction of their own, answered as soon as it is committed:
+        a one-time code does not wait for the hundreds of agent events that came
+        with it (one more fsync, for what is rare by nature)."""
         with self._pending_lock:
             batch, self._pending = self._pending, []
             self._drain_scheduled = False
+        urgent = [w for w in batch if w[3]]
+        if urgent and len(urgent) < len(batch):
+            self._commit_group(loop, urgent)
+            batch = [w for w in batch if not w[3]]
+        self._commit_group(loop, batch)
+
+    def _commit_group(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         db = self._db
         try:
@@ -205,7 +223,7 @@ class SqliteBase:
             self._check_file(db)
             db.execute("BEGIN IMMEDIATE")
             try:
-                for fn, args, future in batch:
+                for fn, args, future, _ in batch:
                     db.execute("SAVEPOINT write")
                     try:
                         result = fn(db, *args)
@@ -225,7 +243,7 @@ class SqliteBase:
                 raise
         except BaseException as exc:  # the commit itself failed: nobody's write happened
             refusal = self._refused(exc)
-            outcomes = [(future, None, refusal) for _, _, future in batch]
+            outcomes = [(future, None, refusal) for _, _, future, _ in batch]
         else:
             self._writable_again()
         for future, result, error in outcomes:

@@ -20,6 +20,7 @@ from bridge.core import events
 from bridge.core import jobstates as js
 from bridge.store import shaping
 from bridge.store.model import (
+    URGENT,
     Enqueued,
     EventOutcome,
     Job,
@@ -143,7 +144,9 @@ class _Moves(shaping.Moves):
 
 class SqliteJobQueue(SqliteBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
-        out = await self._run(self._tx(insert_jobs), self._recorder, account, jobs, self.incarnation)
+        urgent = any(new.priority >= URGENT for new in jobs)
+        out = await self._run(self._tx(insert_jobs, urgent=urgent), self._recorder, account, jobs,
+                              self.incarnation)
         self._queue_changed(account)
         return out
 
@@ -153,7 +156,8 @@ class SqliteJobQueue(SqliteBase):
                     journal: str = "") -> list[Job]:
         if limit <= 0 or (max_parts is not None and max_parts <= 0):
             return []
-        return await self._run(self._tx(self._claim), account, device_id, limit, kinds, max_parts,
+        return await self._run(self._tx(self._claim, urgent=min_priority >= URGENT), account, device_id, limit,
+                               kinds, max_parts,
                                tuple(avoid), sticky, min_priority, journal)
 
     def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int, kinds: tuple[str, ...],
