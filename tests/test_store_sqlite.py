@@ -125,3 +125,32 @@ async def test_an_urgent_write_is_committed_ahead_of_those_waiting_with_it(store
     await asyncio.gather(blocked, normal, urgent, *waiting)
     assert seen_by_others == [1, 1, 1]
     assert (await store.get_job("a", "code")).priority == 2 and await store.get_job("a", "campaign")
+
+
+async def test_the_claim_after_urgent_work_came_is_urgent_too(store):
+    """The first claim of an account after a priority-2 message came is committed ahead of the writes
+    waiting with it (it is the one that takes the message to a phone); the next one is not."""
+    import threading
+    [code] = await store.enqueue("a", [sms(id_sms_api="code", priority=2)])
+    await store.enqueue("a", [sms(id_sms_api=f"c{i}", priority=0) for i in range(3)])
+
+    async def claim_beside_others() -> list[int]:
+        gate = threading.Event()
+        blocked = asyncio.ensure_future(store._run(gate.wait))
+        seen: list[int] = []
+
+        def other_write(db):
+            with sqlite3.connect(store.path) as other:
+                seen.append(other.execute("SELECT COUNT(*) FROM jobs WHERE state = 'dispatched'").fetchone()[0])
+            db.execute("INSERT INTO counters (name, n) VALUES ('x', 1)")
+
+        waiting = asyncio.ensure_future(store._run(store._tx(other_write)))
+        claim = asyncio.ensure_future(store.claim("a", "phone-1", 1))
+        await asyncio.sleep(0)  # both queued behind the busy thread
+        gate.set()
+        await asyncio.gather(blocked, waiting)
+        [job] = await claim
+        return [job.priority, *seen]
+
+    assert await claim_beside_others() == [2, 1]  # the code's claim was on disk before the other write ran
+    assert await claim_beside_others() == [0, 1]  # committed with the other write, after it ran

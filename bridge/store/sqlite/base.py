@@ -142,6 +142,8 @@ class SqliteBase:
         self._keywords = Keywords()
         self._region: str | None = None
         self._queue_listener: Callable[[str], None] | None = None
+        # Accounts given urgent work (priority 2) since their last claim: that claim is urgent too.
+        self._urgent_news: set[str] = set()
         # Storage faults (see the module's doc): why writes are refused now, or None.
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._unwritable: str | None = None  # the disk refused a write; cleared by the next that passes
@@ -156,6 +158,13 @@ class SqliteBase:
 
     def set_queue_listener(self, callback: Callable[[str], None] | None) -> None:
         self._queue_listener = callback
+
+    def _enqueued(self, account: str, urgent: bool) -> None:
+        """Jobs were enqueued for ``account`` (``urgent``: one of priority 2): the listener is told,
+        and the account's next claim is committed as urgent (see :meth:`_drain`)."""
+        if urgent:
+            self._urgent_news.add(account)
+        self._queue_changed(account)
 
     def _queue_changed(self, account: str) -> None:
         listener = self._queue_listener

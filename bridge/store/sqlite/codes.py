@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
-from bridge.store.model import CODE_DEAD, CODE_PENDING, CODE_VERIFIED, Enqueued, NewJob, VerificationCode
+from bridge.store.model import CODE_DEAD, CODE_PENDING, CODE_VERIFIED, URGENT, Enqueued, NewJob, VerificationCode
 from bridge.store.schema import CODE_COLUMNS, CODE_FROM
 from bridge.store.sqlite.base import SqliteBase
 from bridge.store.sqlite.jobs import insert_jobs
@@ -18,9 +18,10 @@ PENDING_SQL = f"c.state = '{CODE_PENDING}'"
 class SqliteCodes(SqliteBase):
     async def create_code(self, account: str, number: str, *, salt: bytes, digest: bytes, ttl_s: float,
                           max_attempts: int, job: NewJob) -> tuple[VerificationCode, Enqueued]:
-        out = await self._run(self._tx(self._create_code), account, number, salt, digest, ttl_s,
+        urgent = job.priority >= URGENT  # a code's SMS is priority 2 (bridge.api.verification)
+        out = await self._run(self._tx(self._create_code, urgent=urgent), account, number, salt, digest, ttl_s,
                               max_attempts, job)
-        self._queue_changed(account)
+        self._enqueued(account, urgent)
         return out
 
     def _create_code(self, db: sqlite3.Connection, account: str, number: str, salt: bytes, digest: bytes,

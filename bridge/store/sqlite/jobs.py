@@ -147,7 +147,7 @@ class SqliteJobQueue(SqliteBase):
         urgent = any(new.priority >= URGENT for new in jobs)
         out = await self._run(self._tx(insert_jobs, urgent=urgent), self._recorder, account, jobs,
                               self.incarnation)
-        self._queue_changed(account)
+        self._enqueued(account, urgent)
         return out
 
     async def claim(self, account: str, device_id: str, limit: int, *,
@@ -156,9 +156,13 @@ class SqliteJobQueue(SqliteBase):
                     journal: str = "") -> list[Job]:
         if limit <= 0 or (max_parts is not None and max_parts <= 0):
             return []
-        return await self._run(self._tx(self._claim, urgent=min_priority >= URGENT), account, device_id, limit,
-                               kinds, max_parts,
-                               tuple(avoid), sticky, min_priority, journal)
+        # Urgent when it asks for priority 2 only, or when such work came since the account's
+        # last claim (the claims of one dispatch round are then committed together, ahead of
+        # the agents' events). The news goes with this claim: it sees the queue's head.
+        urgent = min_priority >= URGENT or account in self._urgent_news
+        self._urgent_news.discard(account)
+        return await self._run(self._tx(self._claim, urgent=urgent), account, device_id, limit, kinds,
+                               max_parts, tuple(avoid), sticky, min_priority, journal)
 
     def _claim(self, db: sqlite3.Connection, account: str, device_id: str, limit: int, kinds: tuple[str, ...],
                max_parts: int | None, avoid: tuple[str, ...], sticky: bool, min_priority: int,
