@@ -259,7 +259,10 @@ async def test_status_report_read_before_its_answer_survives_the_unplug(tmp_path
     uncertain, and the report already read settles it once the modem is back."""
     with VirtualModem(link=tmp_path / "modem", report_delay=0.0, faults=FaultOptions(urcs_in_replies=True)) as modem:
         async with agent_running(tmp_path, bridge, modem) as agent:
-            modem.fault_slow(timeout(1.0))  # the answer to AT+CMGS comes late; the report at once
+            # The answer to AT+CMGS comes late; the report at once. A reply with information lines
+            # is slowed twice (before the lines, before OK): 1.2 of the 2.0 the health check's
+            # AT+CSQ may take, or the agent resets the modem in the middle of the send.
+            modem.fault_slow(timeout(0.6))
             await bridge.push(DEVICE, sms("early"))
             await wait_until(lambda: agent._parts is not None and agent._parts.outgoing._unmatched,
                              what="the report read before the answer")
