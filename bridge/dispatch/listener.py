@@ -31,7 +31,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from bridge.config import Config
 from bridge.core import callnotes
 from bridge.dispatch.dispatcher import Dispatcher
-from bridge.dispatch.session import DeviceSession
+from bridge.dispatch.session import DeviceSession, caps_of
 from bridge.dispatch.tokens import TokenBook
 from bridge.store.model import StoreUnavailable
 from bridge.store.protocols import Store
@@ -66,7 +66,8 @@ class AgentListener:
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): sessions of devices still configured
-        stay up and follow their new settings; the others are closed."""
+        stay up and follow their new settings; the others are closed, and so are
+        those whose agent keeps caps that changed (its welcome told the old ones)."""
         self.config = config
         for device_id, session in list(self.dispatcher.sessions.items()):
             device = config.device(device_id)
@@ -74,6 +75,9 @@ class AgentListener:
                 self._close_soon(session, "device removed from the configuration")
             elif device.account != session.device.account:
                 self._close_soon(session, "device moved to another account; reconnect")
+            elif session.hello.capabilities.keeps_caps and caps_of(device) != caps_of(session.device):
+                # Its agent keeps the caps of its welcome: it reconnects to be told the new ones.
+                self._close_soon(session, "device caps changed; reconnect")
             else:
                 session.device = device
 
@@ -199,7 +203,7 @@ class AgentListener:
         session = DeviceSession(device=device, ws=ws, hello=hello, window=window, auth_key=key)
         await ws.send(protocol.encode(protocol.Welcome(device_id=device.id, window=window,
                                                        lease_s=self.config.agents.lease_s,
-                                                       server_time=time.time())))
+                                                       server_time=time.time(), caps=caps_of(device))))
         log.info("device %s connected (%s, journal %s, window %d, %d ledger entries)", device.id,
                  hello.agent or "agent", hello.journal or "without id", window, len(hello.ledger))
         reason = "disconnected"
