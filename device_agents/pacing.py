@@ -1,11 +1,13 @@
 """The caps an agent keeps itself: SMS parts per sliding minute, hour and day.
 
 The bridge tells an agent its device's caps in the welcome
-(:class:`~device_agents.protocol.Caps`). The agent counts a send at the moment
-it asks its device to send, which is what the phone counts (Android's
-``SmsUsageMonitor.check``, called from ``SMSDispatcher`` as the app asks, with
-the message's part count), on the device's own clock (``time.time()``, as
-``SmsUsageMonitor`` reads ``System.currentTimeMillis()``). The phone's clock
+(:class:`~device_agents.protocol.Caps`). The agent counts a send once it has
+asked its device to send it (the backend's first step has run); the phone
+counts it as the request reaches it (Android's ``SmsUsageMonitor.check``,
+called from ``SMSDispatcher`` as the app asks, with the message's part count):
+the virtual phone in that first step, so never after the agent. Both on the
+device's own clock (``time.time()``, as ``SmsUsageMonitor`` reads
+``System.currentTimeMillis()``). The phone's clock
 is then the truth of the windows: the bridge may push a job a little before
 the slot (it counts from when the frame left), and the agent holds it until
 the slot comes.
