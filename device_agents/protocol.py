@@ -30,6 +30,8 @@ bridge → agent
     ``welcome``  answer to a good hello.
     ``jobs``     a batch of jobs (``send_sms``, ``dial``) within the window.
     ``ack``      event ids the bridge has stored durably.
+    ``caps``     the device's caps changed (a reload), to an agent that keeps
+                 them only.
 
 A malformed, oversized or unknown frame is a :class:`RemoteProtocolError`;
 the bridge closes the session with :data:`CLOSE_POLICY` (or websockets'
@@ -575,12 +577,26 @@ class Status:
                    timezone=_text(obj, "timezone", w, required=False, limit=64))
 
 
-Message = Challenge | Hello | Welcome | Jobs | Events | Ack | Status
+@dataclass(frozen=True, slots=True)
+class NewCaps:
+    """The device's caps changed (a reload): sent only to an agent that keeps
+    caps (``Capabilities.keeps_caps``), which takes them in place of its
+    welcome's. ``caps`` None: none to keep."""
+    type: ClassVar[str] = "caps"
+    caps: Caps | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> NewCaps:
+        caps = obj.get("caps")
+        return cls(caps=None if caps is None else Caps.from_json(caps))
+
+
+Message = Challenge | Hello | Welcome | Jobs | Events | Ack | Status | NewCaps
 MESSAGE_TYPES: dict[str, type[Challenge] | type[Hello] | type[Welcome] | type[Jobs] | type[Events] | type[Ack]
-                    | type[Status]] = {
-    m.type: m for m in (Challenge, Hello, Welcome, Jobs, Events, Ack, Status)}
+                    | type[Status] | type[NewCaps]] = {
+    m.type: m for m in (Challenge, Hello, Welcome, Jobs, Events, Ack, Status, NewCaps)}
 AGENT_TO_BRIDGE = frozenset({Hello.type, Events.type, Status.type})
-BRIDGE_TO_AGENT = frozenset({Challenge.type, Welcome.type, Jobs.type, Ack.type})
+BRIDGE_TO_AGENT = frozenset({Challenge.type, Welcome.type, Jobs.type, Ack.type, NewCaps.type})
 
 
 def answer(challenge: Challenge, *, device_id: str, token: str, **fields: Any) -> Hello:

@@ -358,6 +358,9 @@ class AgentRuntime:
                 self._journal_failed(exc)
         elif isinstance(message, protocol.Jobs):
             self._take_jobs(message.jobs)
+        elif isinstance(message, protocol.NewCaps):  # a reload changed them: what was counted stays
+            self.pacer.configure(message.caps)
+            self._queued.set()  # a held job may fit the new caps
 
     def _take_jobs(self, jobs: tuple[protocol.Job, ...]) -> None:
         now = time.monotonic()

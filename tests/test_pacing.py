@@ -386,17 +386,16 @@ async def test_a_paced_agent_is_pushed_without_the_margin_and_never_exceeds_its_
         assert all(sum(1 for t in sends if at - 60.0 < t <= at) <= 2 for at in sends)
 
 
-async def test_new_caps_reach_an_agent_that_keeps_them_by_a_new_welcome(tmp_path):
-    """Its welcome told the old caps: a reload that changes them closes its
-    session, and it reconnects to be told the new ones (what it counted stays)."""
+async def test_new_caps_reach_an_agent_that_keeps_them_in_its_session(tmp_path):
+    """Its welcome told the old caps: a reload that changes them tells it the
+    new ones (a ``caps`` frame), its session kept, what it counted kept."""
     config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "max_per_minute": 5}])
     async with serving(config) as daemon:
         first = daemon.dispatcher.sessions["sim-1"]
         runtime = daemon.kinds.get("virtual").runtimes["sim-1"]
         runtime.pacer.record(time.time(), 1)
         await daemon.reload(dataclasses.replace(config, devices=[
-            dataclasses.replace(config.devices[0], max_per_minute=3.0)]))
-        await wait_until(lambda: daemon.dispatcher.sessions.get("sim-1") not in (None, first),
-                         what="the agent back in a new session")
-        await wait_until(lambda: runtime.pacer.windows[0].cap == 3, what="the new caps kept")
+            dataclasses.replace(config.devices[0], max_per_minute=3.0, max_per_hour=40.0)]))
+        await wait_until(lambda: [w.cap for w in runtime.pacer.windows] == [3, 40, 0], what="the new caps kept")
+        assert daemon.dispatcher.sessions.get("sim-1") is first and not first.closed
         assert runtime.pacer.free_at(time.time(), 3) > time.time()  # the send counted before still counts

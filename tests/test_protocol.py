@@ -22,6 +22,8 @@ MESSAGES = [
     p.Welcome(device_id="sim-1", window=4, lease_s=30.0, server_time=1.5),
     p.Welcome(device_id="sim-1", window=4, lease_s=30.0, server_time=1.5,
               caps=p.Caps(per_minute=25, per_hour=200, per_day=0)),
+    p.NewCaps(caps=p.Caps(per_minute=10, per_hour=0, per_day=500)),
+    p.NewCaps(),
     p.Jobs(jobs=(p.SendSms(job_id="1", to="+33612345678", text="héllo €", report=True, reference="abc"),
                  p.Dial(job_id="2", to="+33612345678", hangup_after_s=20.0))),
     p.Events(events=(

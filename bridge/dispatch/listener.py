@@ -66,8 +66,8 @@ class AgentListener:
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): sessions of devices still configured
-        stay up and follow their new settings; the others are closed, and so are
-        those whose agent keeps caps that changed (its welcome told the old ones)."""
+        stay up and follow their new settings (an agent that keeps caps is told
+        changed ones: its welcome told the old ones); the others are closed."""
         self.config = config
         for device_id, session in list(self.dispatcher.sessions.items()):
             device = config.device(device_id)
@@ -75,10 +75,9 @@ class AgentListener:
                 self._close_soon(session, "device removed from the configuration")
             elif device.account != session.device.account:
                 self._close_soon(session, "device moved to another account; reconnect")
-            elif session.hello.capabilities.keeps_caps and caps_of(device) != caps_of(session.device):
-                # Its agent keeps the caps of its welcome: it reconnects to be told the new ones.
-                self._close_soon(session, "device caps changed; reconnect")
             else:
+                if session.hello.capabilities.keeps_caps and caps_of(device) != caps_of(session.device):
+                    self._tell_caps(session, caps_of(device))  # its agent keeps the caps of its welcome
                 session.device = device
 
     async def token_keys(self, device_id: str) -> list[bytes]:
@@ -110,6 +109,18 @@ class AgentListener:
         log.warning("device %s: token revoked; session closed", device_id)
         await session.ws.close(protocol.CLOSE_POLICY, protocol.AUTH_FAILED)
         return True
+
+    def _tell_caps(self, session: DeviceSession, caps: protocol.Caps) -> None:
+        """New caps to an agent that keeps them (a frame only such an agent is sent)."""
+        log.info("device %s: caps changed; telling its agent", session.device_id)
+        task = asyncio.get_running_loop().create_task(self._send_caps(session, caps))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _send_caps(session: DeviceSession, caps: protocol.Caps) -> None:
+        with contextlib.suppress(Exception):  # a session going away: its next welcome tells them
+            await session.ws.send(protocol.encode(protocol.NewCaps(caps=caps)))
 
     def _close_soon(self, session: DeviceSession, why: str) -> None:
         log.info("device %s: %s; closing its session", session.device_id, why)
