@@ -30,6 +30,8 @@ bridge → agent
     ``welcome``  answer to a good hello.
     ``jobs``     a batch of jobs (``send_sms``, ``dial``) within the window.
     ``ack``      event ids the bridge has stored durably.
+    ``caps``     the device's caps changed (a reload), to an agent that keeps
+                 them only.
 
 A malformed, oversized or unknown frame is a :class:`RemoteProtocolError`;
 the bridge closes the session with :data:`CLOSE_POLICY` (or websockets'
@@ -199,13 +201,19 @@ class Capabilities:
     delivery_reports: bool = False
     multipart: bool = True
     dual_sim: bool = False
+    # The agent keeps the caps of its welcome itself (it holds a job until its
+    # parts fit, counted when it asks its device to send): the bridge then
+    # counts a push from when its frame left, without a margin. Absent: false.
+    keeps_caps: bool = False
 
     @classmethod
     def from_json(cls, obj: Any) -> Capabilities:
         obj = _obj(obj, "hello.capabilities")
-        return cls(**{name: bool(_get(obj, name, bool, "hello.capabilities", required=False,
-                                      default=getattr(cls, name)))
-                      for name in cls.__slots__})
+        # An absent capability has its default (not getattr(cls, name): on a slotted
+        # dataclass that is the slot's descriptor, which is true).
+        return cls(**{f.name: bool(_get(obj, f.name, bool, "hello.capabilities", required=False,
+                                        default=f.default))
+                      for f in fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +327,21 @@ class Hello:
 
 
 @dataclass(frozen=True, slots=True)
+class Caps:
+    """A device's caps in SMS parts per sliding minute, hour and day (0: none),
+    for an agent that keeps them (``Capabilities.keeps_caps``)."""
+    per_minute: int = 0
+    per_hour: int = 0
+    per_day: int = 0
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Caps:
+        obj = _obj(obj, "welcome.caps")
+        return cls(**{name: _int(obj, name, "welcome.caps", required=False, default=0, low=0)
+                      for name in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome:
     type: ClassVar[str] = "welcome"
     device_id: str
@@ -326,13 +349,18 @@ class Welcome:
     window: int = 8  # jobs the bridge will keep in flight at most (≤ hello.window)
     lease_s: float = 60.0  # a pushed job not begun within this many seconds must be rejected
     server_time: float = 0.0
+    # The device's caps, for an agent to keep (optional: None, absent from the
+    # frame, means no caps for the agent to keep; an older agent ignores it).
+    caps: Caps | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Welcome:
         w = "welcome"
+        caps = obj.get("caps")
         return cls(device_id=_text(obj, "device_id", w, limit=64), version=_int(obj, "version", w),
                    window=_int(obj, "window", w, low=1), lease_s=_number(obj, "lease_s", w),
-                   server_time=_number(obj, "server_time", w))
+                   server_time=_number(obj, "server_time", w),
+                   caps=None if caps is None else Caps.from_json(caps))
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,12 +577,26 @@ class Status:
                    timezone=_text(obj, "timezone", w, required=False, limit=64))
 
 
-Message = Challenge | Hello | Welcome | Jobs | Events | Ack | Status
+@dataclass(frozen=True, slots=True)
+class NewCaps:
+    """The device's caps changed (a reload): sent only to an agent that keeps
+    caps (``Capabilities.keeps_caps``), which takes them in place of its
+    welcome's. ``caps`` None: none to keep."""
+    type: ClassVar[str] = "caps"
+    caps: Caps | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> NewCaps:
+        caps = obj.get("caps")
+        return cls(caps=None if caps is None else Caps.from_json(caps))
+
+
+Message = Challenge | Hello | Welcome | Jobs | Events | Ack | Status | NewCaps
 MESSAGE_TYPES: dict[str, type[Challenge] | type[Hello] | type[Welcome] | type[Jobs] | type[Events] | type[Ack]
-                    | type[Status]] = {
-    m.type: m for m in (Challenge, Hello, Welcome, Jobs, Events, Ack, Status)}
+                    | type[Status] | type[NewCaps]] = {
+    m.type: m for m in (Challenge, Hello, Welcome, Jobs, Events, Ack, Status, NewCaps)}
 AGENT_TO_BRIDGE = frozenset({Hello.type, Events.type, Status.type})
-BRIDGE_TO_AGENT = frozenset({Challenge.type, Welcome.type, Jobs.type, Ack.type})
+BRIDGE_TO_AGENT = frozenset({Challenge.type, Welcome.type, Jobs.type, Ack.type, NewCaps.type})
 
 
 def answer(challenge: Challenge, *, device_id: str, token: str, **fields: Any) -> Hello:

@@ -27,12 +27,22 @@ Events a backend reads from its device (incoming SMS, calls) go through
 :meth:`AgentRuntime.try_emit`: refused, the device keeps them (the modem does
 not delete the SMS from its storage, the phone's read position does not move)
 and they are read or emitted again once the journal takes writes.
+
+The caps of the welcome (SMS parts per sliding minute, hour and day) are kept
+here, for every backend (:mod:`device_agents.pacing`): a job is begun once its
+parts fit, counted once the backend has been asked to send it (what the phone
+counts, no later). While the job at the head waits for its slot, a job of higher
+priority that comes meanwhile goes first. The wait counts against the lease; a
+job whose slot would come after its lease is rejected at once (back to the
+queue) rather than held to the lease's end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import heapq
 import itertools
 import logging
 import random
@@ -42,6 +52,8 @@ from typing import Any, Protocol
 
 from . import protocol
 from .journal import Journal
+from .modem.gsm7 import segment_count
+from .pacing import CapPacer
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -95,10 +107,15 @@ class AgentRuntime:
         # token): e.g. checking a pinned certificate. Raising refuses the bridge.
         self.on_connect = on_connect
         self.lease_s = 60.0
-        # Waiting jobs, highest priority first, then in the order they came:
-        # (-priority, arrival number, job, received at).
-        self._queue: asyncio.PriorityQueue[tuple[int, int, protocol.Job, float]] = asyncio.PriorityQueue()
+        # Waiting jobs, a heap: highest priority first, then in the order they came:
+        # (-priority, arrival number, job, received at, SMS parts). ``_queued`` is set when one comes.
+        self._queue: list[tuple[int, int, protocol.Job, float, int]] = []
+        self._queued = asyncio.Event()
         self._arrivals = itertools.count()
+        # The caps of the last welcome, kept across reconnects with the sends they counted;
+        # ``_gate``: one worker at a time picks a job and counts it (the check and the count are one step).
+        self.pacer = CapPacer()
+        self._gate = asyncio.Lock()
         self._ws: Any = None
         self._unsent: dict[str, protocol.Event] = {}
         self._wake = asyncio.Event()
@@ -244,7 +261,8 @@ class AgentRuntime:
                 state = protocol.JOB_ACCEPTED if entry["state"] == SENDING else entry["state"]
                 ledger.append(protocol.LedgerEntry(job_id=job_id, state=state))
         return protocol.answer(challenge, device_id=self.device_id, token=self.token, agent=self.agent_name,
-                               capabilities=self.backend.capabilities, sims=self.sims,
+                               capabilities=dataclasses.replace(self.backend.capabilities, keeps_caps=True),
+                               sims=self.sims,
                                window=self.window, ledger=tuple(ledger), timezone=self.timezone,
                                journal=self.journal.journal_id)
 
@@ -301,6 +319,8 @@ class AgentRuntime:
         if not isinstance(welcome, protocol.Welcome):
             raise protocol.RemoteProtocolError(f"expected welcome, got {welcome.type}")
         self.lease_s = welcome.lease_s
+        self.pacer.configure(welcome.caps)
+        self._queued.set()  # a held job may fit the new caps
         self._ws = ws
         self.connected.set()
         if self.on_state:
@@ -339,6 +359,9 @@ class AgentRuntime:
                 self._journal_failed(exc)
         elif isinstance(message, protocol.Jobs):
             self._take_jobs(message.jobs)
+        elif isinstance(message, protocol.NewCaps):  # a reload changed them: what was counted stays
+            self.pacer.configure(message.caps)
+            self._queued.set()  # a held job may fit the new caps
 
     def _take_jobs(self, jobs: tuple[protocol.Job, ...]) -> None:
         now = time.monotonic()
@@ -376,11 +399,40 @@ class AgentRuntime:
             # A secret job's text is not written (protocol.job_to_journal).
             self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_journal(j)) for j, _ in jobs)
             for job, received in jobs:
-                self._queue.put_nowait((-job.priority, next(self._arrivals), job, received))
+                parts = segment_count(job.text).parts if isinstance(job, protocol.SendSms) else 0  # a call: none
+                heapq.heappush(self._queue, (-job.priority, next(self._arrivals), job, received, parts))
+            self._queued.set()
 
     async def _worker(self) -> None:
         while True:
-            _, _, job, received = await self._queue.get()
+            async with self._gate:  # nothing else is counted meanwhile: what fitted still fits
+                job, parts = await self._begin()
+                run = asyncio.ensure_future(self._execute(job))
+                try:
+                    await asyncio.sleep(0)  # its first step has run: the device has been asked
+                except BaseException:
+                    run.cancel()
+                    raise
+                # Counted once asked, not before: the device counted it no later than this
+                # (the virtual phone stamps it in that first step), so a window never ends
+                # here before it ends there, however the two moments are scheduled.
+                self.pacer.record(time.time(), parts)
+            await run  # cancelled with the worker
+
+    async def _execute(self, job: protocol.Job) -> None:
+        try:
+            await self.backend.execute(job, self.report)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a backend bug fails the job, not the agent
+            self.log.exception("job %s failed in the backend", job.job_id)
+            self.report(job.job_id, protocol.JOB_FAILED, reason=f"agent error: {exc}")
+
+    async def _begin(self) -> tuple[protocol.Job, int]:
+        """The next job to run and its parts (under ``_gate``): taken once its
+        parts fit the caps, written ``sending``."""
+        while True:
+            job, received, parts = await self._next_fitting()
             await self._journal_ok.wait()
             if time.monotonic() - received > self.lease_s:
                 self.report(job.job_id, protocol.JOB_REJECTED,
@@ -393,13 +445,38 @@ class AgentRuntime:
                 except OSError as exc:
                     self._journal_failed(exc)
                     await self._journal_ok.wait()
-            try:
-                await self.backend.execute(job, self.report)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a backend bug fails the job, not the agent
-                self.log.exception("job %s failed in the backend", job.job_id)
-                self.report(job.job_id, protocol.JOB_FAILED, reason=f"agent error: {exc}")
+            return job, parts
+
+    async def _next_fitting(self) -> tuple[protocol.Job, float, int]:
+        """The waiting job of highest priority, once its parts fit the caps.
+        While it waits, a job that comes is looked at again: one of higher
+        priority goes first (it may need fewer parts, or none: a call)."""
+        while True:
+            if not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            _, _, job, received, parts = self._queue[0]
+            if not self.pacer.fits_ever(parts):
+                heapq.heappop(self._queue)
+                self.report(job.job_id, protocol.JOB_REJECTED,
+                            reason=f"{parts} parts: more than one of this device's caps allows")
+                continue
+            now = time.time()
+            wait = self.pacer.free_at(now, parts) - now
+            if wait <= 0:
+                heapq.heappop(self._queue)
+                return job, received, parts
+            if time.monotonic() + wait - received > self.lease_s:
+                # Its slot comes after its lease: back to the queue now, not at the lease's end.
+                heapq.heappop(self._queue)
+                self.report(job.job_id, protocol.JOB_REJECTED,
+                            reason=f"this device's caps have no room for it within the {self.lease_s:g} s lease")
+                continue
+            self._queued.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._queued.wait()
 
     async def _kept(self, name: str, task: Callable[[], Awaitable[None]]) -> None:
         """Run ``task``; should it fail, log it and run it again (a worker never dies silently)."""

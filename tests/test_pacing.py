@@ -5,6 +5,7 @@ the pure rules first, then a real daemon with virtual phones."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import random
 import re
@@ -13,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from api_util import radio, serving
-from conftest import make_config, wait_until
+from conftest import make_config, timeout, wait_until
 
 from bridge.config import ConfigError, DeviceConfig, parse
-from bridge.dispatch.dispatcher import PACING_MARGIN_S, Dispatcher, quiet_until
+from bridge.dispatch.dispatcher import PACING_MARGIN_S, Dispatcher, pacing_margin, quiet_until
 from bridge.dispatch.session import DeviceSession, Pacer, Window
 from bridge.store.model import Job, NewJob
 from device_agents import protocol
@@ -188,8 +189,9 @@ class _Socket:
         self.frames.append(frame)
 
 
-def _session(dev: DeviceConfig) -> DeviceSession:
-    return DeviceSession(device=dev, ws=_Socket(), hello=protocol.Hello(device_id=dev.id, proof=""), window=8)
+def _session(dev: DeviceConfig, *, keeps_caps: bool = False) -> DeviceSession:
+    hello = protocol.Hello(device_id=dev.id, proof="", capabilities=protocol.Capabilities(keeps_caps=keeps_caps))
+    return DeviceSession(device=dev, ws=_Socket(), hello=hello, window=8)
 
 
 async def test_a_rounds_wait_counts_from_its_start_not_its_end(tmp_path):
@@ -235,19 +237,29 @@ class _SlowSocket(_Socket):
         self.frames.append(frame)
 
 
-async def test_a_send_counts_in_the_window_from_when_its_frame_left(tmp_path):
+@pytest.mark.parametrize("keeps_caps", [False, True])
+async def test_a_send_counts_in_the_window_from_when_its_frame_left(tmp_path, keeps_caps):
+    """Plus the margin for an agent that does not keep the caps; without it
+    for one that does (it holds the job until the phone's own slot)."""
     config = make_config(tmp_path, devices=[
         {"id": "sim-1", "kind": "virtual", "account": "user@email.com", "max_per_minute": 1.0}])
     dev = config.devices[0]
     store = _Fleet()
     dispatcher = Dispatcher(config=config, store=store)  # type: ignore[arg-type]
-    session = _session(dev)
+    session = _session(dev, keeps_caps=keeps_caps)
     session.ws = _SlowSocket()
     dispatcher.sessions[dev.id] = session
     await dispatcher.dispatch_round()
+    left = time.time()  # the frame has left by now
     assert session.ws.frames and store.claimed_at is not None
-    counted_from = dispatcher.pacer(dev).free_at(time.time()) - 60.0 - PACING_MARGIN_S
-    assert counted_from >= store.claimed_at + 0.25, "counted from the claim, not from when the frame left"
+    assert pacing_margin(session) == (0.0 if keeps_caps else PACING_MARGIN_S)
+    counted_at = dispatcher.pacer(dev).free_at(time.time()) - 60.0
+    assert counted_at - pacing_margin(session) >= store.claimed_at + 0.25, \
+        "counted from the claim, not from when the frame left"
+    if keeps_caps:
+        assert counted_at <= left, "counted later than the frame left: a margin"
+    else:
+        assert counted_at >= store.claimed_at + 0.25 + PACING_MARGIN_S
 
 
 # -- in the daemon -------------------------------------------------------------------------
@@ -336,3 +348,54 @@ async def test_the_last_place_of_a_window_is_kept_for_priority_2(tmp_path):
         await wait_until(lambda: session.inflight == 3, what="the code in the last place")
         assert (await daemon.store.get_job("user@email.com", "code")).state == "dispatched"
         assert (await daemon.store.get_job("user@email.com", "normal")).state == "queued"
+
+
+async def test_a_paced_agent_is_pushed_without_the_margin_and_never_exceeds_its_caps(tmp_path):
+    """The daemon's virtual phone keeps the caps of its welcome: the bridge
+    counts its pushes from when their frame left, the phone counts its sends
+    when it asks its radio, later, and holds a job pushed before its own slot
+    until that slot; no minute on the radio holds more than the cap."""
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "max_per_minute": 2}])
+    async with serving(config) as daemon:
+        session = daemon.dispatcher.sessions["sim-1"]
+        runtime = daemon.kinds.get("virtual").runtimes["sim-1"]
+        assert session.hello.capabilities.keeps_caps
+        assert [w.cap for w in runtime.pacer.windows] == [2, 0, 0]  # from the welcome
+        # The minute is full on both sides: the bridge counted two sends from when their frames
+        # left, the phone the same two ``lag`` later, when it asked its radio.
+        bridge_pacer = daemon.dispatcher.pacer(config.devices[0])
+        now, lag = time.time(), timeout(0.15)
+        bridge_free = (now + timeout(0.3), now + timeout(0.4))
+        phone_free = tuple(at + lag for at in bridge_free)
+        for at in bridge_free:
+            bridge_pacer.record(at - 60.0, [1])
+            runtime.pacer.record(at - 60.0 + lag, 1)
+        await enqueue(daemon, [("a", "+33611111111", "one", 1), ("b", "+33611111112", "two", 1),
+                               ("c", "+33611111113", "three", 1)])
+        await wait_until(lambda: len(radio(daemon)) == 2, what="two messages on the radio")
+        asked = {r["id_sms_api"]: r["asked"] for r in radio(daemon)}
+        assert set(asked) == {"a", "b"} and (await states(daemon, ["c"])) == {"c": "queued"}
+        # Each was begun at or after the phone's slot, not the bridge's.
+        assert asked["a"] >= phone_free[0] and asked["b"] >= phone_free[1]
+        # The bridge counted each from when its frame left, with no margin: before the phone asked.
+        pushed = sorted(at for at, _parts in bridge_pacer.windows[0]._sent if at > now - 30.0)
+        assert len(pushed) == 2
+        assert all(p <= a for p, a in zip(pushed, sorted(asked.values()), strict=True)), (pushed, asked)
+        # Never more than 2 parts in a minute, counting what was sent before.
+        sends = sorted([at - 60.0 + lag for at in bridge_free] + list(asked.values()))
+        assert all(sum(1 for t in sends if at - 60.0 < t <= at) <= 2 for at in sends)
+
+
+async def test_new_caps_reach_an_agent_that_keeps_them_in_its_session(tmp_path):
+    """Its welcome told the old caps: a reload that changes them tells it the
+    new ones (a ``caps`` frame), its session kept, what it counted kept."""
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "max_per_minute": 5}])
+    async with serving(config) as daemon:
+        first = daemon.dispatcher.sessions["sim-1"]
+        runtime = daemon.kinds.get("virtual").runtimes["sim-1"]
+        runtime.pacer.record(time.time(), 1)
+        await daemon.reload(dataclasses.replace(config, devices=[
+            dataclasses.replace(config.devices[0], max_per_minute=3.0, max_per_hour=40.0)]))
+        await wait_until(lambda: [w.cap for w in runtime.pacer.windows] == [3, 40, 0], what="the new caps kept")
+        assert daemon.dispatcher.sessions.get("sim-1") is first and not first.closed
+        assert runtime.pacer.free_at(time.time(), 3) > time.time()  # the send counted before still counts

@@ -15,11 +15,15 @@ from device_agents import protocol as p
 MESSAGES = [
     p.Challenge(nonce="ab" * 32),
     p.Hello(device_id="sim-1", proof="cd" * 32, agent="test/1",
-            capabilities=p.Capabilities(sms=True, calls=True, delivery_reports=True),
+            capabilities=p.Capabilities(sms=True, calls=True, delivery_reports=True, keeps_caps=True),
             sims=(p.Sim(slot=0, number="+33612345678", operator="Orange"),), window=4,
             ledger=(p.LedgerEntry(job_id="7.0a1b2c3d4e5f", state="sent"),), timezone="Europe/Paris",
             journal="0123456789abcdef"),
     p.Welcome(device_id="sim-1", window=4, lease_s=30.0, server_time=1.5),
+    p.Welcome(device_id="sim-1", window=4, lease_s=30.0, server_time=1.5,
+              caps=p.Caps(per_minute=25, per_hour=200, per_day=0)),
+    p.NewCaps(caps=p.Caps(per_minute=10, per_hour=0, per_day=500)),
+    p.NewCaps(),
     p.Jobs(jobs=(p.SendSms(job_id="1", to="+33612345678", text="héllo €", report=True, reference="abc"),
                  p.Dial(job_id="2", to="+33612345678", hangup_after_s=20.0))),
     p.Events(events=(
@@ -35,6 +39,25 @@ MESSAGES = [
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.type)
 def test_every_message_survives_encode_and_decode(message):
     assert p.decode(p.encode(message)) == message
+
+
+def test_caps_in_the_welcome_and_keeps_caps_in_the_hello_are_optional_both_ways():
+    # From an older bridge: no caps, nothing for the agent to keep.
+    old = p.decode('{"type": "welcome", "device_id": "d", "version": 2, "window": 8, "lease_s": 60, '
+                   '"server_time": 1}')
+    assert isinstance(old, p.Welcome) and old.caps is None
+    # From an older agent: it does not say it keeps caps.
+    hello = p.decode('{"type": "hello", "device_id": "d", "proof": "t", "version": 2, '
+                     '"capabilities": {"sms": true}}')
+    assert isinstance(hello, p.Hello) and hello.capabilities.keeps_caps is False
+    # What an older agent reads of a newer welcome: the fields it knows (unknown ones are ignored).
+    frame = p.encode(p.Welcome(device_id="d", caps=p.Caps(per_minute=25)))
+    assert '"caps":{"per_minute":25,"per_hour":0,"per_day":0}' in frame
+    assert p.decode(frame.replace('"caps"', '"future_field"')) == p.Welcome(device_id="d")
+    # A cap left out is no cap.
+    caps = p.decode('{"type": "welcome", "device_id": "d", "version": 2, "window": 8, "lease_s": 60, '
+                    '"server_time": 1, "caps": {"per_hour": 100}}').caps  # type: ignore[union-attr]
+    assert caps == p.Caps(per_minute=0, per_hour=100, per_day=0)
 
 
 @pytest.mark.parametrize("frame, complaint", [
@@ -53,6 +76,10 @@ def test_every_message_survives_encode_and_decode(message):
     ('{"type": "status", "at": 1, "battery": 140}', "out of range"),
     ('{"type": "status", "at": NaN}', "finite"),
     ('{"type": "hello", "device_id": "d", "proof": "t", "version": 2, "journal": "a/b"}', "journal"),
+    ('{"type": "welcome", "device_id": "d", "version": 2, "window": 8, "lease_s": 60, "server_time": 1, '
+     '"caps": {"per_minute": -1}}', "out of range"),
+    ('{"type": "welcome", "device_id": "d", "version": 2, "window": 8, "lease_s": 60, "server_time": 1, '
+     '"caps": [25]}', "welcome.caps: must be an object"),
 ])
 def test_bad_frames_say_what_is_wrong(frame, complaint):
     with pytest.raises(p.RemoteProtocolError, match=complaint):

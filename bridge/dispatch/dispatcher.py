@@ -48,7 +48,19 @@ STICKY_WAIT_S = 60.0  # a sticky device that can send within this long keeps its
 # at load 19, sends broke the cap by up to 0.37 s). It is also what a
 # priority-2 message waits beyond a cap's free slot, and costs 0.25 s a minute
 # of the allowed rate (0.4 %).
+#
+# An agent that keeps the caps itself (``Capabilities.keeps_caps``: it is told
+# them in the welcome, holds a job until its parts fit and counts it as it asks
+# the phone, device_agents/pacing.py) is counted from when the frame left,
+# without the margin: a job may reach it a little before the phone's slot, and
+# waits there for it, so the phone's clock decides and a priority-2 message
+# waits for the slot only.
 PACING_MARGIN_S = 0.25
+
+
+def pacing_margin(session: DeviceSession) -> float:
+    """What a push to ``session`` is counted later than its frame left."""
+    return 0.0 if session.hello.capabilities.keeps_caps else PACING_MARGIN_S
 
 
 def quiet_until(device: DeviceConfig, phone_number: str, now: float, default_zone: str) -> float | None:
@@ -335,7 +347,7 @@ class Dispatcher:
 
     async def _push(self, session: DeviceSession, jobs: list[Job], pacer: Pacer) -> None:
         """Hand ``jobs`` to the device, then count them in its pace from the
-        moment their frame left (see PACING_MARGIN_S)."""
+        moment their frame left (see PACING_MARGIN_S, ``pacing_margin``)."""
         dialer = self._dialer_for(session.device.kind) if self._dialer_for is not None else None
         sends = jobs
         if dialer is not None:
@@ -349,7 +361,7 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - the session is going; jobs stay dispatched
             log.info("device %s: push failed (%s); its jobs wait for it to come back", session.device_id, exc)
         finally:
-            pacer.record(time.time() + PACING_MARGIN_S, [j.parts for j in jobs])
+            pacer.record(time.time() + pacing_margin(session), [j.parts for j in jobs])
 
     async def _send(self, session: DeviceSession, jobs: list[Job]) -> None:
         """Push ``jobs``, a sealed text opened here (and only here); a job

@@ -31,7 +31,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from bridge.config import Config
 from bridge.core import callnotes
 from bridge.dispatch.dispatcher import Dispatcher
-from bridge.dispatch.session import DeviceSession
+from bridge.dispatch.session import DeviceSession, caps_of
 from bridge.dispatch.tokens import TokenBook
 from bridge.store.model import StoreUnavailable
 from bridge.store.protocols import Store
@@ -66,7 +66,8 @@ class AgentListener:
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): sessions of devices still configured
-        stay up and follow their new settings; the others are closed."""
+        stay up and follow their new settings (an agent that keeps caps is told
+        changed ones: its welcome told the old ones); the others are closed."""
         self.config = config
         for device_id, session in list(self.dispatcher.sessions.items()):
             device = config.device(device_id)
@@ -75,6 +76,8 @@ class AgentListener:
             elif device.account != session.device.account:
                 self._close_soon(session, "device moved to another account; reconnect")
             else:
+                if session.hello.capabilities.keeps_caps and caps_of(device) != caps_of(session.device):
+                    self._tell_caps(session, caps_of(device))  # its agent keeps the caps of its welcome
                 session.device = device
 
     async def token_keys(self, device_id: str) -> list[bytes]:
@@ -106,6 +109,18 @@ class AgentListener:
         log.warning("device %s: token revoked; session closed", device_id)
         await session.ws.close(protocol.CLOSE_POLICY, protocol.AUTH_FAILED)
         return True
+
+    def _tell_caps(self, session: DeviceSession, caps: protocol.Caps) -> None:
+        """New caps to an agent that keeps them (a frame only such an agent is sent)."""
+        log.info("device %s: caps changed; telling its agent", session.device_id)
+        task = asyncio.get_running_loop().create_task(self._send_caps(session, caps))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _send_caps(session: DeviceSession, caps: protocol.Caps) -> None:
+        with contextlib.suppress(Exception):  # a session going away: its next welcome tells them
+            await session.ws.send(protocol.encode(protocol.NewCaps(caps=caps)))
 
     def _close_soon(self, session: DeviceSession, why: str) -> None:
         log.info("device %s: %s; closing its session", session.device_id, why)
@@ -199,7 +214,7 @@ class AgentListener:
         session = DeviceSession(device=device, ws=ws, hello=hello, window=window, auth_key=key)
         await ws.send(protocol.encode(protocol.Welcome(device_id=device.id, window=window,
                                                        lease_s=self.config.agents.lease_s,
-                                                       server_time=time.time())))
+                                                       server_time=time.time(), caps=caps_of(device))))
         log.info("device %s connected (%s, journal %s, window %d, %d ledger entries)", device.id,
                  hello.agent or "agent", hello.journal or "without id", window, len(hello.ledger))
         reason = "disconnected"

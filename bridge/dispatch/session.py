@@ -54,6 +54,11 @@ class Window:
         return now  # more parts than the cap: never fits; the caller checks ``fits``
 
 
+def caps_of(device: DeviceConfig) -> protocol.Caps:
+    """The device's caps, as its welcome tells an agent that keeps them."""
+    return protocol.Caps(**{f"per_{name}": int(getattr(device, f"max_per_{name}")) for name, _span in WINDOWS})
+
+
 class Pacer:
     """A device's pace: its caps per minute, hour and day in parts, and an
     optional random gap between two sends. Pure: every call is given the time."""

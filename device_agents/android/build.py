@@ -1,7 +1,8 @@
 """Build the agent's self-contained archive (a zipapp, stdlib only).
 
 The phone has Termux's Python and nothing else, so the archive carries the
-device protocol, the journal, the runtime, this package and the pure-Python
+device protocol, the journal, the runtime (with the caps it keeps and the GSM 7
+part count they need), this package and the pure-Python
 ``websockets`` package (its optional C speedups are left out: websockets
 falls back to Python without them). The archive is byte-for-byte the same
 for the same sources, so that a replug, which pushes it again, does not
@@ -17,7 +18,8 @@ from pathlib import Path
 
 SHEBANG = b"#!/data/data/com.termux/files/usr/bin/python\n"
 ENTRY = b"import sys\nfrom device_agents.android.agent import main\nsys.exit(main())\n"
-AGENT_MODULES = ("__init__.py", "protocol.py", "journal.py", "runtime.py", "tasks.py", "pairing.py", "common.py")
+AGENT_MODULES = ("__init__.py", "protocol.py", "journal.py", "runtime.py", "pacing.py", "tasks.py", "pairing.py",
+                 "common.py", "modem/__init__.py", "modem/gsm7.py")  # gsm7: the runtime counts SMS parts
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
