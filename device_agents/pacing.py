@@ -76,6 +76,17 @@ class CapPacer:
         """When ``parts`` more fit in every window (``now`` if they do)."""
         return max(w.free_at(now, parts) for w in self.windows)
 
+    def recent(self, now: float, limit: int = protocol.MAX_SENT) -> tuple[tuple[float, int], ...]:
+        """The sends inside the longest capped window, as (seconds ago, parts), oldest first,
+        the most recent ``limit`` (what a hello tells the bridge: ``Hello.sent``)."""
+        capped = [w for w in self.windows if w.cap > 0]
+        if not capped:
+            return ()
+        longest = max(capped, key=lambda w: w.span)
+        longest._trim(now)
+        kept = list(longest._sent)[-limit:]
+        return tuple((round(max(0.0, now - at), 3), parts) for at, parts in kept)
+
     def record(self, now: float, parts: int) -> None:
         """A send of ``parts`` asked of the device at ``now``."""
         if parts > 0:

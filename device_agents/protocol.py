@@ -308,6 +308,10 @@ class Hello:
     # ledger belong to it. "" for an agent without one (older agents, journals
     # made before ids): the bridge then keys events by device and event id alone.
     journal: str = ""
+    # An agent that keeps caps: its sends still inside its longest cap window, as
+    # (seconds ago, parts), oldest first, at most MAX_SENT (the most recent). A bridge
+    # that has counted nothing for the device (it has just started) counts these.
+    sent: tuple[tuple[float, int], ...] = ()
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Hello:
@@ -323,7 +327,20 @@ class Hello:
             ledger=tuple(LedgerEntry.from_json(e) for e in _list(obj, "ledger", w, limit=10_000)),
             timezone=_text(obj, "timezone", w, required=False, limit=64),
             journal=_journal_id(obj, w),
+            sent=tuple(_sent_entry(e) for e in _list(obj, "sent", w, limit=MAX_SENT)),
         )
+
+
+MAX_SENT = 2048  # hello.sent entries (a day cap of up to 2,048 single-part sends, whole)
+
+
+def _sent_entry(value: Any) -> tuple[float, int]:
+    """One ``hello.sent`` entry: ``[seconds ago (0 to a day), parts (1 to 255)]``."""
+    if (not isinstance(value, list) or len(value) != 2 or isinstance(value[0], bool)
+            or not isinstance(value[0], (int, float)) or not 0 <= value[0] <= 86_400
+            or isinstance(value[1], bool) or not isinstance(value[1], int) or not 1 <= value[1] <= 255):
+        raise RemoteProtocolError("hello.sent[]: must be [seconds ago (0 to 86400), parts (1 to 255)]")
+    return float(value[0]), value[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -264,7 +264,7 @@ class AgentRuntime:
                                capabilities=dataclasses.replace(self.backend.capabilities, keeps_caps=True),
                                sims=self.sims,
                                window=self.window, ledger=tuple(ledger), timezone=self.timezone,
-                               journal=self.journal.journal_id)
+                               journal=self.journal.journal_id, sent=self.pacer.recent(time.time()))
 
     # -- the connection loop ---------------------------------------------
 

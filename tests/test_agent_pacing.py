@@ -113,6 +113,23 @@ def test_the_runtime_hello_says_it_keeps_caps(tmp_path):
     runtime.journal.close()
 
 
+def test_the_hello_tells_the_sends_inside_the_longest_capped_window(tmp_path):
+    """What the agent counted goes with its hello, as ages (no clock has to agree), so that a
+    bridge that has just started counts them too."""
+    runtime = AgentRuntime(url="ws://127.0.0.1:9", device_id="d", token="t", backend=_Radio(),
+                           journal=Journal(tmp_path / "j.jsonl"))
+    now = time.time()
+    assert runtime._hello(p.Challenge(nonce="ab" * 32)).sent == ()  # no caps: nothing counted
+    runtime.pacer.configure(p.Caps(per_minute=5, per_hour=50))
+    for ago, parts in ((4000.0, 1), (1800.0, 2), (30.0, 1), (1.0, 3)):
+        runtime.pacer.record(now - ago, parts)
+    sent = runtime._hello(p.Challenge(nonce="ab" * 32)).sent
+    assert [parts for _, parts in sent] == [2, 1, 3]  # inside the hour, oldest first; not the one before it
+    assert [round(ago) for ago, _ in sent] == [1800, 30, 1]
+    assert len(runtime.pacer.recent(now, limit=2)) == 2 and runtime.pacer.recent(now, limit=2)[-1][1] == 3
+    runtime.journal.close()
+
+
 async def test_a_held_job_waits_for_its_slot_and_a_higher_priority_goes_first(tmp_path):
     # A minute cap of 2: one place frees in 0.3 s, the next in 30 s.
     now = time.time()

@@ -76,6 +76,20 @@ def test_need_asks_for_room_for_a_longer_message():
     assert p.free_at(31.0) == 60.0
 
 
+def test_a_fresh_pacer_counts_the_sends_an_agent_tells_and_its_own_count_stands_after():
+    now = 10_000.0
+    fresh = Pacer(device(max_per_minute=5, max_per_hour=6))
+    assert fresh.seed(now, [(3000.0, 2), (50.0, 2), (10.0, 1)])  # 1 in the minute's window, 5 in the hour's
+    assert fresh.budget(now) == 1  # the hour: 6 - 5
+    assert fresh.free_at(now) == now
+    fresh.need = 2
+    assert fresh.free_at(now) == now - 3000.0 + 3600.0  # the oldest leaves the hour
+    counted = Pacer(device(max_per_minute=5))
+    counted.record(now, [1])
+    assert not counted.seed(now, [(10.0, 3)]) and counted.budget(now) == 4  # its own count stands
+    assert not fresh.seed(now, [(5.0, 4)])  # once
+
+
 def test_random_gaps_space_the_sends():
     p = Pacer(device(min_gap_s=2.0, max_gap_s=5.0), rng=random.Random(3))
     gaps = []
@@ -399,3 +413,24 @@ async def test_new_caps_reach_an_agent_that_keeps_them_in_its_session(tmp_path):
         await wait_until(lambda: [w.cap for w in runtime.pacer.windows] == [3, 40, 0], what="the new caps kept")
         assert daemon.dispatcher.sessions.get("sim-1") is first and not first.closed
         assert runtime.pacer.free_at(time.time(), 3) > time.time()  # the send counted before still counts
+
+
+async def test_a_daemon_that_has_counted_nothing_counts_what_the_agent_tells_in_its_hello(tmp_path):
+    """After a restart the bridge has counted nothing for a device: the hello of an agent that
+    keeps caps tells its sends still inside its windows, and the bridge counts them, so that it
+    does not push what the phone would only hold or hand back."""
+    config = make_config(tmp_path, devices=[{"id": "sim-1", **PHONE, "max_per_minute": 3}])
+    async with serving(config) as daemon:
+        runtime = daemon.kinds.get("virtual").runtimes["sim-1"]
+        now = time.time()
+        runtime.pacer.record(now - 20.0, 2)  # sent before "the restart": the minute has 1 part left
+        first = daemon.dispatcher.sessions["sim-1"]
+        daemon.dispatcher._pacers.pop("sim-1", None)  # the bridge's count, as a new daemon has it
+        await first.ws.close()
+        await wait_until(lambda: daemon.dispatcher.sessions.get("sim-1") not in (None, first),
+                         within=15, what="the agent back with a new hello")
+        pacer = daemon.dispatcher.pacer(config.devices[0])
+        assert pacer.counted and pacer.budget(time.time()) == 1
+        await enqueue(daemon, [("a", "+33611111111", "one", 1), ("b", "+33611111112", "two", 1)])
+        await wait_until(lambda: len(radio(daemon)) == 1, what="the one part the minute had left")
+        assert (await states(daemon, ["b"])) == {"b": "queued"}  # pushed neither early nor to be handed back

@@ -18,7 +18,7 @@ MESSAGES = [
             capabilities=p.Capabilities(sms=True, calls=True, delivery_reports=True, keeps_caps=True),
             sims=(p.Sim(slot=0, number="+33612345678", operator="Orange"),), window=4,
             ledger=(p.LedgerEntry(job_id="7.0a1b2c3d4e5f", state="sent"),), timezone="Europe/Paris",
-            journal="0123456789abcdef"),
+            journal="0123456789abcdef", sent=((59.5, 1), (0.25, 3))),
     p.Welcome(device_id="sim-1", window=4, lease_s=30.0, server_time=1.5),
     p.Welcome(device_id="sim-1", window=4, lease_s=30.0, server_time=1.5,
               caps=p.Caps(per_minute=25, per_hour=200, per_day=0)),
@@ -71,6 +71,10 @@ def test_caps_in_the_welcome_and_keeps_caps_in_the_hello_are_optional_both_ways(
     ('{"type": "events", "events": [{"kind": "job_state", "event_id": "1", "job_id": "1", '
      '"state": "teleported", "at": 1}]}', "unknown job state"),
     ('{"type": "events", "events": [{"kind": "bogus"}]}', "unknown event kind"),
+    ('{"type": "hello", "device_id": "d", "proof": "t", "version": 2, "sent": [[1.5, 0]]}', "hello.sent"),
+    ('{"type": "hello", "device_id": "d", "proof": "t", "version": 2, "sent": [[-1, 1]]}', "hello.sent"),
+    ('{"type": "hello", "device_id": "d", "proof": "t", "version": 2, "sent": [[1, 1, 1]]}', "hello.sent"),
+    ('{"type": "hello", "device_id": "d", "proof": "t", "version": 2, "sent": [[90000, 1]]}', "hello.sent"),
     ('{"type": "events", "events": [{"kind": "call_event", "event_id": "1", "direction": "sideways", '
      '"number": "1", "at": 1}]}', "unknown call direction"),
     ('{"type": "status", "at": 1, "battery": 140}', "out of range"),

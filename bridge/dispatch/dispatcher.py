@@ -160,6 +160,10 @@ class Dispatcher:
             health.capabilities = session.hello.capabilities
             health.agent = session.hello.agent
             health.reason = "connected"
+            if session.hello.capabilities.keeps_caps:
+                # A daemon that has counted nothing for the device yet (it has just started)
+                # counts what the agent sent inside its windows: the caps hold across a restart.
+                self.pacer(session.device).seed(time.time(), session.hello.sent)
             # Jobs the store holds as dispatched to this device (or waiting for its link)
             # that its ledger does not know never reached it: push them again. The others
             # it has: their outcome comes as events (the agent kept them in its outbox).

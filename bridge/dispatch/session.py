@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,7 @@ class Pacer:
         self.gap = (device.min_gap_s, device.max_gap_s)
         self.next_at = 0.0  # the random gap: no send before this
         self.need = 1  # parts the next claim needs (more when the queue's head did not fit)
+        self.counted = False  # any send counted yet (see ``seed``)
         self._rng = rng or random.Random()
 
     def reconfigure(self, device: DeviceConfig) -> None:
@@ -89,8 +91,22 @@ class Pacer:
             return 0
         return min(w.room(now) for w in self.windows)
 
+    def seed(self, now: float, sent: Iterable[tuple[float, int]]) -> bool:
+        """Count a device's earlier sends, ``(seconds ago, parts)`` oldest first, as its agent
+        tells them in its hello, unless this pacer has counted sends itself: its own count
+        then stands (the agent's would count the same sends twice). Whether it took them."""
+        if self.counted:
+            return False
+        self.counted = True
+        for ago, count in sent:
+            for window in self.windows:
+                if ago < window.span:
+                    window.record(now - ago, count)
+        return True
+
     def record(self, now: float, parts: list[int]) -> None:
         """Sends of ``parts`` each, claimed at ``now``."""
+        self.counted = True
         for count in parts:
             for window in self.windows:
                 window.record(now, count)
