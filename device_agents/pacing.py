@@ -25,8 +25,10 @@ SPANS = (("per_minute", 60.0), ("per_hour", 3600.0), ("per_day", 86400.0))
 
 
 class CapWindow:
-    """At most ``cap`` parts in any ``span`` seconds (sliding), cap 0 = none.
-    Holds one entry per send still inside the span."""
+    """At most ``cap`` parts in any ``span`` seconds (a sliding window, as
+    Android's ``SmsUsageMonitor`` and carriers count), cap 0 = none. Holds one
+    entry per send still inside the span: bounded by the cap. The bridge keeps
+    its own count of a device's sends in these too (``bridge.dispatch.session``)."""
 
     def __init__(self, span: float, cap: int) -> None:
         self.span = span
@@ -37,6 +39,13 @@ class CapWindow:
     def _trim(self, now: float) -> None:
         while self._sent and self._sent[0][0] <= now - self.span:
             self._total -= self._sent.popleft()[1]
+
+    def room(self, now: float) -> int:
+        """Parts that fit now."""
+        if self.cap <= 0:
+            return 1 << 30
+        self._trim(now)
+        return max(0, self.cap - self._total)
 
     def record(self, now: float, parts: int) -> None:
         if self.cap > 0:  # bounded by the cap (a cap given later counts from then on)

@@ -4,7 +4,6 @@ hour and day in parts, random gaps)."""
 
 from __future__ import annotations
 
-import collections
 import random
 import time
 from collections.abc import Iterable
@@ -13,46 +12,9 @@ from typing import Any
 
 from bridge.config import DeviceConfig
 from device_agents import protocol
+from device_agents.pacing import CapWindow as Window
 
 WINDOWS = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
-
-
-class Window:
-    """At most ``cap`` parts in any ``span`` seconds (a sliding window, as
-    Android's ``SmsUsageMonitor`` and carriers count); cap 0 = no cap. Holds
-    one entry per send still inside the span: bounded by the cap."""
-
-    def __init__(self, span: float, cap: float) -> None:
-        self.span = span
-        self.cap = int(cap)
-        self._sent: collections.deque[tuple[float, int]] = collections.deque()
-        self._total = 0
-
-    def _trim(self, now: float) -> None:
-        while self._sent and self._sent[0][0] <= now - self.span:
-            self._total -= self._sent.popleft()[1]
-
-    def room(self, now: float) -> int:
-        if self.cap <= 0:
-            return 1 << 30
-        self._trim(now)
-        return max(0, self.cap - self._total)
-
-    def record(self, now: float, parts: int) -> None:
-        if self.cap > 0:
-            self._sent.append((now, parts))
-            self._total += parts
-
-    def free_at(self, now: float, parts: int) -> float:
-        """When ``parts`` fit (``now`` if they do already)."""
-        if self.cap <= 0 or self.room(now) >= parts:
-            return now
-        over = self._total + parts - self.cap  # this many parts must leave the window first
-        for at, count in self._sent:
-            over -= count
-            if over <= 0:
-                return at + self.span
-        return now  # more parts than the cap: never fits; the caller checks ``fits``
 
 
 def caps_of(device: DeviceConfig) -> protocol.Caps:
@@ -65,7 +27,7 @@ class Pacer:
     optional random gap between two sends. Pure: every call is given the time."""
 
     def __init__(self, device: DeviceConfig, *, rng: random.Random | None = None) -> None:
-        self.windows = [Window(span, getattr(device, f"max_per_{name}")) for name, span in WINDOWS]
+        self.windows = [Window(span, int(getattr(device, f"max_per_{name}"))) for name, span in WINDOWS]
         self.gap = (device.min_gap_s, device.max_gap_s)
         self.next_at = 0.0  # the random gap: no send before this
         self.need = 1  # parts the next claim needs (more when the queue's head did not fit)
