@@ -159,7 +159,9 @@ async def test_sendsms_gives_status_sent_then_received(tmp_path, receiver):
             assert body["status"] == word and body["id_sms_api"] == ident
             assert body["date_status"].endswith("Z") and len(body["date_status"]) == 24
         assert sent["event_id"] != received["event_id"]
-        assert daemon.webhooks.stats.delivered == 2 and daemon.webhooks.stats.failed_attempts == 0
+        # The receiver has answered; the deliverer records it right after (settled in batches).
+        await wait_until(lambda: daemon.webhooks.stats.delivered == 2, what="both recorded as delivered")
+        assert daemon.webhooks.stats.failed_attempts == 0
         counts = await daemon.store.outbox_counts()
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
 

@@ -64,8 +64,11 @@ async def test_a_refused_event_dies_alone_and_is_replayed(tmp_path, refusal):
                 assert resp.status == 200 and (await resp.json())["data"] == {"replayed": 1}
             await wait_until(lambda: "poison" in received, what="the replayed event delivered")
             assert await dead() == []
-            counts = await daemon.store.outbox_counts()
-            assert counts["dead"] == 0 and counts["delivered"] == 4
+
+            async def all_four_delivered() -> bool:  # recorded right after the answer (in batches)
+                counts = await daemon.store.outbox_counts()
+                return counts["dead"] == 0 and counts["delivered"] == 4
+            await wait_until(all_four_delivered, what="the four recorded as delivered")
     finally:
         await runner.cleanup()
 

@@ -452,8 +452,12 @@ class WebhookDeliverer:
 
     async def _ship(self, batch: _Batch, accounts: Sequence[str] = (), claim: int = 0,
                     now: float | None = None) -> list[OutboxRow]:
-        """Record ``batch`` in the store (the stats count it as it goes), then
-        claim up to ``claim`` due events of ``accounts``, in one transaction."""
+        """Record ``batch`` in the store, then claim up to ``claim`` due events of
+        ``accounts``, in one transaction; the stats count the batch once it is
+        recorded (what they say delivered, the store says too)."""
+        rows = await self.store.settle_and_claim(
+            accounts, claim, lease_s=self.config.webhooks.lease, delivered=batch.delivered, retry=batch.retry,
+            dead=batch.dead, release=batch.release, recovered=batch.recovered, now=now or time.time())
         stats = self.stats
         stats.delivered += len(batch.delivered)
         for latency in batch.latencies:
@@ -462,6 +466,4 @@ class WebhookDeliverer:
                 stats.latency_max = latency
         stats.failed_attempts += batch.failed_attempts
         stats.dead += len(batch.dead)
-        return await self.store.settle_and_claim(
-            accounts, claim, lease_s=self.config.webhooks.lease, delivered=batch.delivered, retry=batch.retry,
-            dead=batch.dead, release=batch.release, recovered=batch.recovered, now=now or time.time())
+        return rows
