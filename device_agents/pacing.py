@@ -77,6 +77,11 @@ class CapPacer:
         for window, (name, _span) in zip(self.windows, SPANS, strict=True):
             window.cap = getattr(caps, name) if caps is not None else 0
 
+    @property
+    def capped(self) -> bool:
+        """Whether any cap is kept (else nothing is counted, and no job waits)."""
+        return any(w.cap > 0 for w in self.windows)
+
     def fits_ever(self, parts: int) -> bool:
         """Whether ``parts`` are within every cap (else they never fit)."""
         return all(w.cap <= 0 or parts <= w.cap for w in self.windows)

@@ -108,8 +108,8 @@ class AgentRuntime:
         self.on_connect = on_connect
         self.lease_s = 60.0
         # Waiting jobs, a heap: highest priority first, then in the order they came:
-        # (-priority, arrival number, job, received at, SMS parts). ``_queued`` is set when one comes.
-        self._queue: list[tuple[int, int, protocol.Job, float, int]] = []
+        # (-priority, arrival number, job, received at). ``_queued`` is set when one comes.
+        self._queue: list[tuple[int, int, protocol.Job, float]] = []
         self._queued = asyncio.Event()
         self._arrivals = itertools.count()
         # The caps of the last welcome, kept across reconnects with the sends they counted;
@@ -399,12 +399,22 @@ class AgentRuntime:
             # A secret job's text is not written (protocol.job_to_journal).
             self.journal.record_jobs((j.job_id, protocol.JOB_ACCEPTED, protocol.job_to_journal(j)) for j, _ in jobs)
             for job, received in jobs:
-                parts = segment_count(job.text).parts if isinstance(job, protocol.SendSms) else 0  # a call: none
-                heapq.heappush(self._queue, (-job.priority, next(self._arrivals), job, received, parts))
+                heapq.heappush(self._queue, (-job.priority, next(self._arrivals), job, received))
             self._queued.set()
+
+    @staticmethod
+    def _parts(job: protocol.Job) -> int:
+        """The SMS parts ``job`` counts in the caps (a call: none)."""
+        return segment_count(job.text).parts if isinstance(job, protocol.SendSms) else 0
 
     async def _worker(self) -> None:
         while True:
+            if not self.pacer.capped:  # no caps to keep: nothing to count, nothing waits
+                job, _ = await self._begin()
+                if self.pacer.capped:  # caps came meanwhile: this one counts from now
+                    self.pacer.record(time.time(), self._parts(job))
+                await self._execute(job)
+                continue
             async with self._gate:  # nothing else is counted meanwhile: what fitted still fits
                 job, parts = await self._begin()
                 run = asyncio.ensure_future(self._execute(job))
@@ -456,7 +466,11 @@ class AgentRuntime:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            _, _, job, received, parts = self._queue[0]
+            _, _, job, received = self._queue[0]
+            if not self.pacer.capped:
+                heapq.heappop(self._queue)
+                return job, received, 0
+            parts = self._parts(job)
             if not self.pacer.fits_ever(parts):
                 heapq.heappop(self._queue)
                 self.report(job.job_id, protocol.JOB_REJECTED,
