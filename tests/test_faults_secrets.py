@@ -271,6 +271,26 @@ delivery_delay = 0.0
 """
 
 
+def modem_device(link: Path) -> str:
+    """The ``[[devices]]`` entry of modem ``m1`` on the virtual modem at ``link``."""
+    return f"""
+[[devices]]
+id = "m1"
+kind = "modem"
+account = "user@email.com"
+port = "{link}"
+max_per_minute = 0
+command_timeout = 3
+"""
+
+
+def _send_code(port: int) -> dict:
+    """Ask the daemon for a 10-digit verification code to NUMBER; its answer."""
+    answer = _post(port, "/api/v1/smscode", {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
+    assert answer["status"] == "success", answer
+    return answer
+
+
 def _post(port: int, path: str, body: dict) -> dict:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json", **BEARER})
@@ -302,8 +322,7 @@ def test_a_code_accepted_then_sigkill_is_delivered_after_restart(tmp_path):
     proc = start(config, log)
     try:
         wait(lambda: api_up(port), 20, "the API")
-        answer = _post(port, "/api/v1/smscode", {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
-        assert answer["status"] == "success", answer
+        _send_code(port)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=timeout(10))
         db_path = tmp_path / "data" / "simbridge.db"
@@ -411,14 +430,7 @@ def _busy_daemon(tmp_path: Path, modem, silent: _Silent) -> tuple[subprocess.Pop
         extra=f"""[android]
 adb_server = "127.0.0.1:{adb_port}"
 start_adb_server = true
-""", account=f'webhook_url = "http://127.0.0.1:{silent.port}/hook"', devices=VIRTUAL + f"""
-[[devices]]
-id = "m1"
-kind = "modem"
-account = "user@email.com"
-port = "{modem.link}"
-max_per_minute = 0
-command_timeout = 3
+""", account=f'webhook_url = "http://127.0.0.1:{silent.port}/hook"', devices=VIRTUAL + modem_device(modem.link) + """
 [[devices]]
 id = "p1"
 kind = "android"
@@ -555,8 +567,7 @@ def test_a_code_never_sits_in_clear_in_a_journal_and_a_kill_mid_send_sends_it_on
     proc = start(config, log)
     try:
         wait(lambda: api_up(port), 20, "the API")
-        answer = _post(port, "/api/v1/smscode", {"phone_number": NUMBER, "length": 10, "message": "Code {code}"})
-        assert answer["status"] == "success", answer
+        _send_code(port)
         wait(lambda: _journal_says(journal, "sending"), 30, "the phone transmitting the code")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=timeout(10))
@@ -591,15 +602,7 @@ def test_a_modem_agent_keeps_no_clear_code_across_a_kill(tmp_path):
     # hardware: outside the data folder.
     with VirtualModem(link=tmp_path / "modem", radio_log=tmp_path / "modem-radio.jsonl",
                       report_delay=0.05) as modem:
-        config, port = _config_file(tmp_path, devices=f"""
-[[devices]]
-id = "m1"
-kind = "modem"
-account = "user@email.com"
-port = "{modem.link}"
-max_per_minute = 0
-command_timeout = 3
-""")
+        config, port = _config_file(tmp_path, devices=modem_device(modem.link))
         proc = start(config, log)
         try:
             wait(lambda: api_up(port), 20, "the API")
