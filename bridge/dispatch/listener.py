@@ -22,7 +22,7 @@ import logging
 import secrets
 import ssl as ssl_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import websockets
@@ -56,7 +56,7 @@ class AgentListener:
         self.tokens = tokens
         self.ssl = ssl
         self.server: Any = None
-        self._closing: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[Any]] = set()  # work in the background (see _in_background)
         # Called with (device id, job id, job state) for each job state an agent
         # reports (metrics); a report sent again (lost ack) comes again.
         self.on_job_state = on_job_state
@@ -113,9 +113,7 @@ class AgentListener:
     def _tell_caps(self, session: DeviceSession, caps: protocol.Caps) -> None:
         """New caps to an agent that keeps them (a frame only such an agent is sent)."""
         log.info("device %s: caps changed; telling its agent", session.device_id)
-        task = asyncio.get_running_loop().create_task(self._send_caps(session, caps))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._in_background(self._send_caps(session, caps))
 
     @staticmethod
     async def _send_caps(session: DeviceSession, caps: protocol.Caps) -> None:
@@ -124,7 +122,11 @@ class AgentListener:
 
     def _close_soon(self, session: DeviceSession, why: str) -> None:
         log.info("device %s: %s; closing its session", session.device_id, why)
-        task = asyncio.get_running_loop().create_task(session.ws.close(protocol.CLOSE_POLICY, _reason(why)))
+        self._in_background(session.ws.close(protocol.CLOSE_POLICY, _reason(why)))
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` on its own, kept referenced until done (a reload does not wait for it)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
