@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import signal
 import socket
@@ -224,7 +225,8 @@ class Daemon:
         with contextlib.suppress(StoreUnavailable):
             await self.store.ping()
 
-    STORE_CHECK_S = 1.0  # how often the store's fault is looked at when nothing writes
+    STORE_CHECK_S = 1.0  # how often a store that takes no writes is asked whether it does again
+    STORE_WATCH_S = 5.0  # how often a store that takes writes is asked, when nothing writes
 
     async def store_fault(self) -> str | None:
         """Why the store takes no writes now, or None (asks it: a full disk is
@@ -249,7 +251,8 @@ class Daemon:
                     log.warning("the store takes writes again")
                 self._store_fault = fault
                 self._notify_status()
-            await asyncio.sleep(self.STORE_CHECK_S)
+            # A write that meets a fault is refused at once, and says why; this is for the status line.
+            await asyncio.sleep(self.STORE_CHECK_S if fault is not None else self.STORE_WATCH_S)
 
     def _status_line(self) -> str:
         online = sum(1 for d in self.config.devices if d.id in self.dispatcher.sessions)
@@ -296,19 +299,30 @@ class Daemon:
 
     # -- several daemons on one store ------------------------------------------------
 
-    PRESENCE_INTERVAL_S = 2.0  # heartbeat and device rows, published and read
+    PRESENCE_INTERVAL_S = 2.0  # heartbeat, with the device rows that changed; the others' rows read
+    PRESENCE_REFRESH_S = 60.0  # every row again (its last_seen), changed or not
     NODE_STALE_S = 10.0  # a daemon silent this long is taken for dead
 
     async def _presence_loop(self) -> None:
+        """Publish this daemon's heartbeat and devices, read the other daemons'.
+        A row is written when it changed (a device came, went, or reported
+        another signal), not each heartbeat: with 1,000 devices, re-writing
+        (and re-reading) every row every 2 s was most of an idle daemon's CPU."""
+        published: dict[str, dict[str, Any]] = {}  # device id -> its row as last written
+        refreshed = -math.inf  # (monotonic) when every row was last written
         while True:
             self._presence_due.clear()
             try:
+                rows = self._local_rows(None)
+                every = time.monotonic() - refreshed >= self.PRESENCE_REFRESH_S
+                changed = rows if every else [row for row in rows if _news(published.get(row["id"]), row)]
                 await self.store.publish_presence(
-                    self.node, [(row["id"], row["account"], row["state"] == "online", row)
-                                for row in self._local_rows(None)],
+                    self.node, [(row["id"], row["account"], row["state"] == "online", row) for row in changed],
                     api_url=f"http://{self.config.api.listen[0]}:{self.api_port}")
-                self._cluster = [r for r in await self.store.presence(stale_after=self.NODE_STALE_S)
-                                 if r["node"] != self.node]
+                published = {row["id"]: row for row in rows}
+                if every:
+                    refreshed = time.monotonic()
+                self._cluster = await self.store.presence(stale_after=self.NODE_STALE_S, other_than=self.node)
             except Exception as exc:  # noqa: BLE001 - the store may be away for a while; try again
                 log.warning("presence not published: %s", exc)
             with contextlib.suppress(TimeoutError):
@@ -341,6 +355,7 @@ class Daemon:
 
     def _queue_changed(self, account: str) -> None:
         """New or returned work: wake the dispatcher if one of our devices can send it."""
+        self.dispatcher.queue_changed()
         if not account or self.dispatcher.online(account):
             self.dispatcher.wake()
 
@@ -397,6 +412,14 @@ class Daemon:
         for row in out:
             row["node"] = self.node
         return out
+
+
+def _news(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether a device's row says more than when it was last published (its
+    ``last_seen`` alone, moving with every status, waits for the refresh)."""
+    if old is None or len(old) != len(new):
+        return True
+    return any(value != old.get(key) for key, value in new.items() if key != "last_seen")
 
 
 class _Stop(Exception):

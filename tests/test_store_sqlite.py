@@ -154,3 +154,26 @@ async def test_the_claim_after_urgent_work_came_is_urgent_too(store):
 
     assert await claim_beside_others() == [2, 1]  # the code's claim was on disk before the other write ran
     assert await claim_beside_others() == [0, 1]  # committed with the other write, after it ran
+
+
+async def test_counters_are_folded_after_writes_only(store, tmp_path):
+    """An idle daemon's upkeep commits nothing: no transaction (nor fsync) every few seconds."""
+    other = sqlite3.connect(tmp_path / "s.db")
+
+    def version() -> int:  # changes when another connection commits
+        return other.execute("PRAGMA data_version").fetchone()[0]
+    await store.enqueue("a", [sms(), sms(priority=2)])
+    before = version()
+    await store.fold_counters()
+    assert version() != before  # the enqueue's deltas folded: one row a name
+    rows = other.execute("SELECT name, COUNT(*) FROM counters GROUP BY name").fetchall()
+    assert rows and all(n == 1 for _, n in rows), rows
+    folded = version()
+    for _ in range(3):
+        await store.fold_counters()
+    assert version() == folded  # nothing written since: no commit
+    await store.enqueue("a", [sms()])
+    await store.fold_counters()
+    assert version() != folded
+    assert sum((await store.counts()).values()) == 3  # folded or not, the counts hold
+    other.close()

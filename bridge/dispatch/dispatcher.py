@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 CLAIM_CHUNK = 64  # jobs claimed for one device in one go
 MAX_PARTS = 100  # more than any message has (5,000 characters of UCS-2: 75 parts)
 IDLE_RECHECK_S = 60.0  # an idle account is asked again after this long, whatever happens
+# Maintenance (ttl expiry, the jobs of devices offline past their grace) runs when
+# something calls for it: a job's ttl ends, a device's grace ends, work came or a
+# device went. No more often than MAINTAIN_S however busy, and at least every
+# MAINTAIN_IDLE_S (another daemon on the store may have enqueued or gone).
+MAINTAIN_S = 2.0
+MAINTAIN_IDLE_S = 30.0
 STICKY_WAIT_S = 60.0  # a sticky device that can send within this long keeps its contacts
 # A send counts in a device's windows from when its frame has left for the
 # device plus this margin: a phone counts when the job reaches it (Android's
@@ -107,6 +113,7 @@ class Dispatcher:
         self._news = 0  # counts wake()s: a round marks nothing idle if new work came meanwhile
         self._available: frozenset[str] = frozenset()  # devices that can send soon (sticky senders)
         self._wake = asyncio.Event()
+        self._maintain_due = asyncio.Event()
         self._rotation = 0
         self._claim_lock = asyncio.Lock()
         self._tasks = TaskSet()
@@ -121,6 +128,7 @@ class Dispatcher:
             if pacer is not None:
                 pacer.reconfigure(d)
         self.wake()
+        self._maintain_due.set()
 
     def wake(self) -> None:
         """New work may be there (enqueued, requeued, a device came or went):
@@ -130,6 +138,11 @@ class Dispatcher:
         for pacer in self._pacers.values():
             pacer.need = 1
         self._wake.set()
+
+    def queue_changed(self) -> None:
+        """Work was enqueued or returned, for any account: its ttl may end before
+        maintenance would look again."""
+        self._maintain_due.set()
 
     def _kick(self) -> None:
         """Room opened on a device: a round, without forgetting who is idle."""
@@ -189,6 +202,7 @@ class Dispatcher:
             if self._on_online is not None:
                 self._on_online(session.device_id, False)
             self.wake()  # its sticky contacts may go to others now
+            self._maintain_due.set()  # its grace begins
 
     def finished(self, session: DeviceSession, count: int) -> None:
         if count:
@@ -411,34 +425,57 @@ class Dispatcher:
 
     async def _maintenance_loop(self) -> None:
         while True:
+            self._maintain_due.clear()
             try:
-                await self.maintain()
+                next_at = await self.maintain()
             except Exception:
                 log.exception("maintenance failed; retrying")
-            await asyncio.sleep(2.0)
+                next_at = 0.0
+            await asyncio.sleep(MAINTAIN_S)  # however busy, no more often than this
+            delay = min(next_at - time.time(), MAINTAIN_IDLE_S - MAINTAIN_S)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._maintain_due.wait()
 
-    async def maintain(self) -> None:
-        expired = await self.store.expire()
-        if expired:
-            log.info("%d job(s) expired", expired)
-        grace = self.config.agents.requeue_grace_s
+    async def maintain(self) -> float:
+        """Expire queued jobs past their ttl; leave unconfirmed the jobs of a device
+        offline past its grace. Returns when (``time.time()``) it is next needed,
+        unless something comes first (see :meth:`queue_changed`)."""
         now = time.time()
+        next_at = now + MAINTAIN_IDLE_S
+        expiry = await self.store.next_expiry()
+        if expiry is not None and expiry <= now:
+            expired = await self.store.expire(now)
+            if expired:
+                log.info("%d job(s) expired", expired)
+            expiry = await self.store.next_expiry()
+        if expiry is not None:
+            next_at = min(next_at, expiry)
+        grace = self.config.agents.requeue_grace_s
+        in_flight = set(await self.store.devices_in_flight())
         # Configured devices, and any that still hold jobs after a reload removed them.
-        device_ids = dict.fromkeys([d.id for d in self.config.devices] + await self.store.devices_in_flight())
-        for device_id in device_ids:
+        for device_id in dict.fromkeys([*(d.id for d in self.config.devices), *sorted(in_flight)]):
             if device_id in self.sessions:
                 continue
             health = self.health.setdefault(device_id, DeviceHealth(reason="removed from the configuration"))
             if self.elsewhere(device_id):
                 health.offline_since = now  # held by another daemon: the grace counts from when it leaves there
+                if device_id in in_flight:
+                    next_at = min(next_at, now + MAINTAIN_S)  # to see it leave there
                 continue
+            if device_id not in in_flight:
+                continue  # nothing of it to leave unconfirmed
             if now - health.offline_since < grace:
+                next_at = min(next_at, health.offline_since + grace)
                 continue
             # It may have sent them (a phone keeps working while its link is down): they
             # wait for it as unconfirmed, never for another device; its hello settles them.
             count = await self.store.strand_device(
                 device_id, now - grace,
                 reason=f"device offline for more than {grace:g} s: it may have sent it; waiting for it")
+            next_at = min(next_at, now + grace)  # any it was given within its grace (by another daemon)
             if count:
                 log.warning("device %s offline for more than %g s: %d job(s) unconfirmed until it comes back",
                             device_id, grace, count)
+        return next_at

@@ -16,7 +16,8 @@ UPSERT_DEVICE = ("INSERT INTO presence (device_id, node, account, online, seen, 
                  "WHERE presence.node = excluded.node OR excluded.online = 1 OR presence.online = 0 "
                  "OR presence.seen < ?")
 SELECT_PRESENCE = ("SELECT p.device_id, p.node, p.account, p.online, p.seen, p.info, n.seen AS node_seen "
-                   "FROM presence AS p LEFT JOIN nodes AS n ON n.node = p.node ORDER BY p.device_id")
+                   "FROM presence AS p LEFT JOIN nodes AS n ON n.node = p.node WHERE p.node <> ? "
+                   "ORDER BY p.device_id")  # ? : a node whose rows are left out ('' : none)
 
 
 def presence_rows(rows: Iterable[Any], now: float, stale_after: float) -> list[dict[str, Any]]:

@@ -135,6 +135,9 @@ class JobQueue(Protocol):
     async def expire(self, now: float | None = None) -> int:
         """Expire queued jobs whose ttl ran out; how many."""
 
+    async def next_expiry(self) -> float | None:
+        """When the first queued job's ttl runs out (any account), or None."""
+
     async def get_job(self, account: str, id_sms_api: str) -> Job | None: ...
 
     async def get_job_by_id(self, account: str, job_id: int) -> Job | None:
@@ -332,10 +335,11 @@ class Presence(Protocol):
         the row ``simbridge devices`` shows). An offline row never hides the
         device online on another live node."""
 
-    async def presence(self, *, stale_after: float, now: float | None = None) -> list[dict[str, Any]]:
-        """Every device row: ``device_id``, ``node``, ``account``, ``online``
-        (False when its node's heartbeat is older than ``stale_after`` s),
-        ``seen``, ``node_alive``, ``info``."""
+    async def presence(self, *, stale_after: float, now: float | None = None,
+                       other_than: str | None = None) -> list[dict[str, Any]]:
+        """Every device row (``other_than``: but those of that node): ``device_id``,
+        ``node``, ``account``, ``online`` (False when its node's heartbeat is older
+        than ``stale_after`` s), ``seen``, ``node_alive``, ``info``."""
 
 
 class Upkeep(Protocol):

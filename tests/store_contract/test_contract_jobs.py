@@ -352,6 +352,17 @@ async def test_expiry_takes_queued_jobs_past_their_ttl_only(store):
     await assert_history_follows_the_table(store, old.job.id)
 
 
+async def test_next_expiry_is_the_first_queued_jobs_and_none_without_one(store):
+    assert await store.next_expiry() is None
+    [on_device] = await claimed(store, ttl_s=5)  # dispatched: its ttl no longer counts
+    assert await store.next_expiry() is None
+    [soon, later] = await store.enqueue("b", [sms(ttl_s=10), sms(ttl_s=1000)])
+    assert await store.next_expiry() == soon.job.expires
+    assert await store.expire(soon.job.expires + 1) == 1
+    assert await store.next_expiry() == later.job.expires
+    assert (await store.get_job("a", on_device.id_sms_api)).state == js.DISPATCHED
+
+
 async def test_counts_by_state_and_priority(store):
     await store.enqueue("a", [sms(priority=0), sms(priority=2), sms(priority=2)])
     await store.claim("a", "d1", 1)

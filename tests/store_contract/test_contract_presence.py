@@ -33,3 +33,12 @@ async def test_a_silent_daemons_devices_read_offline(store):
     await store.publish_presence("box-b", [], now=1030)  # box-b lives on; box-a has been silent
     row = by_device(await store.presence(stale_after=10, now=1031))["d1"]
     assert not row["online"] and not row["node_alive"] and row["node"] == "box-a"
+
+
+async def test_a_daemon_reads_the_others_rows_without_its_own(store):
+    await store.publish_presence("box-a", [("d1", "acct", True, {"id": "d1"})], now=1000)
+    await store.publish_presence("box-b", [("d2", "acct", True, {"id": "d2"}), ("d3", "acct", False, {"id": "d3"})],
+                                 now=1001)
+    assert set(by_device(await store.presence(stale_after=10, now=1002, other_than="box-a"))) == {"d2", "d3"}
+    assert set(by_device(await store.presence(stale_after=10, now=1002, other_than="box-b"))) == {"d1"}
+    assert set(by_device(await store.presence(stale_after=10, now=1002))) == {"d1", "d2", "d3"}

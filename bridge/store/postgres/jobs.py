@@ -345,6 +345,11 @@ class PgJobQueue(PgBase):
             await moves.flush(conn)
         return len(rows)
 
+    async def next_expiry(self) -> float | None:
+        async with self._read() as conn:
+            expires: float | None = await conn.fetchval(f"SELECT MIN(expires) FROM jobs WHERE {QUEUED_SQL}")
+            return expires
+
     # -- reading -----------------------------------------------------------------------
 
     async def get_job(self, account: str, id_sms_api: str) -> Job | None:

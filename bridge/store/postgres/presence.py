@@ -24,7 +24,8 @@ class PgPresence(PgBase):
             if rows:
                 await conn.executemany(sql(UPSERT_DEVICE), rows)
 
-    async def presence(self, *, stale_after: float, now: float | None = None) -> list[dict[str, Any]]:
+    async def presence(self, *, stale_after: float, now: float | None = None,
+                       other_than: str | None = None) -> list[dict[str, Any]]:
         async with self._read() as conn:
-            rows = await conn.fetch(SELECT_PRESENCE)
+            rows = await conn.fetch(sql(SELECT_PRESENCE), other_than or "")
         return presence_rows((tuple(r) for r in rows), now or time.time(), stale_after)

@@ -136,6 +136,7 @@ class SqliteBase:
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
         self._drain_scheduled = False
+        self._writes = 0  # writes asked of the store thread (the upkeep folds counters only after some)
         # Shared by the concerns: webhook events are recorded by jobs and records alike,
         # and incoming SMS (stored with the agents' events) are matched against opt-out words.
         self._recorder = EventRecorder(event_filter)
@@ -200,6 +201,7 @@ class SqliteBase:
     async def _write(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        self._writes += 1
         with self._pending_lock:
             self._pending.append((fn, args, future, urgent))
             schedule = not self._drain_scheduled

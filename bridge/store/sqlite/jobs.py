@@ -339,6 +339,13 @@ class SqliteJobQueue(SqliteBase):
         moves.flush(db)
         return len(rows)
 
+    async def next_expiry(self) -> float | None:
+        return await self._run(self._next_expiry)
+
+    def _next_expiry(self) -> float | None:
+        expires: float | None = self._conn.execute(f"SELECT MIN(expires) FROM jobs WHERE {QUEUED_SQL}").fetchone()[0]
+        return expires
+
     # -- reading -----------------------------------------------------------------------
 
     async def get_job(self, account: str, id_sms_api: str) -> Job | None:

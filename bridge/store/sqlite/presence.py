@@ -25,6 +25,7 @@ class SqlitePresence(SqliteBase):
         db.executemany(UPSERT_DEVICE, [(d, node, a, int(o), now, json.dumps(info, default=str), now - 3600)
                                        for d, a, o, info in devices])
 
-    async def presence(self, *, stale_after: float, now: float | None = None) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self._conn.execute(SELECT_PRESENCE).fetchall())
+    async def presence(self, *, stale_after: float, now: float | None = None,
+                       other_than: str | None = None) -> list[dict[str, Any]]:
+        rows = await self._run(lambda: self._conn.execute(SELECT_PRESENCE, (other_than or "",)).fetchall())
         return presence_rows(rows, now or time.time(), stale_after)

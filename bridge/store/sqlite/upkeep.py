@@ -39,8 +39,16 @@ class SqliteUpkeep(SqliteBase):
                           "FROM agent_events WHERE at < ? LIMIT ?)", (before, limit)).rowcount
         return len(rows) + len(events) + seen
 
+    _folded_at = -1  # ``_writes`` when the last fold was asked (its own write included)
+
     async def fold_counters(self) -> None:
+        # Counter deltas come only with writes: after none (an idle daemon), nothing to
+        # fold, and no transaction (nor fsync) every few seconds for it.
+        if self._writes == self._folded_at:
+            return
+        mark = self._writes + 1
         await self._run(self._tx(self._fold))
+        self._folded_at = mark
 
     def _fold(self, db: sqlite3.Connection) -> None:
         rows = db.execute("SELECT name, SUM(n) FROM counters GROUP BY name").fetchall()
