@@ -299,29 +299,35 @@ class Daemon:
 
     # -- several daemons on one store ------------------------------------------------
 
-    PRESENCE_INTERVAL_S = 2.0  # heartbeat, with the device rows that changed; the others' rows read
+    PRESENCE_INTERVAL_S = 2.0  # heartbeat; the other daemons' rows read
+    PRESENCE_ROWS_S = 10.0  # the device rows that changed (a signal, a reason), unless one came or went
     PRESENCE_REFRESH_S = 60.0  # every row again (its last_seen), changed or not
     NODE_STALE_S = 10.0  # a daemon silent this long is taken for dead
 
     async def _presence_loop(self) -> None:
         """Publish this daemon's heartbeat and devices, read the other daemons'.
-        A row is written when it changed (a device came, went, or reported
-        another signal), not each heartbeat: with 1,000 devices, re-writing
-        (and re-reading) every row every 2 s was most of an idle daemon's CPU."""
+        A device's row is written when it changed, not each heartbeat: with 1,000
+        devices, building, writing and reading back every row every 2 s was most
+        of an idle daemon's CPU. A device that comes or goes is published at once."""
         published: dict[str, dict[str, Any]] = {}  # device id -> its row as last written
-        refreshed = -math.inf  # (monotonic) when every row was last written
+        refreshed = looked = -math.inf  # (monotonic) when every row was written; when rows were looked at
         while True:
+            came_or_went = self._presence_due.is_set()
             self._presence_due.clear()
             try:
-                rows = self._local_rows(None)
-                every = time.monotonic() - refreshed >= self.PRESENCE_REFRESH_S
-                changed = rows if every else [row for row in rows if _news(published.get(row["id"]), row)]
+                now = time.monotonic()
+                every = now - refreshed >= self.PRESENCE_REFRESH_S
+                rows = self._local_rows(None) if came_or_went or every or now - looked >= self.PRESENCE_ROWS_S \
+                    else None
+                changed = (rows if every else [row for row in rows if _news(published.get(row["id"]), row)]) \
+                    if rows is not None else []
                 await self.store.publish_presence(
                     self.node, [(row["id"], row["account"], row["state"] == "online", row) for row in changed],
                     api_url=f"http://{self.config.api.listen[0]}:{self.api_port}")
-                published = {row["id"]: row for row in rows}
+                if rows is not None:
+                    published, looked = {row["id"]: row for row in rows}, now
                 if every:
-                    refreshed = time.monotonic()
+                    refreshed = now
                 self._cluster = await self.store.presence(stale_after=self.NODE_STALE_S, other_than=self.node)
             except Exception as exc:  # noqa: BLE001 - the store may be away for a while; try again
                 log.warning("presence not published: %s", exc)

@@ -209,3 +209,31 @@ async def test_an_enqueue_with_no_event_wanted_wakes_other_daemons(url):
     finally:
         await here.close()
         await there.close()
+
+
+async def test_counters_are_folded_only_when_some_were_written(url):
+    """An idle cluster's upkeep writes nothing: the fold looks first, and takes its
+    lock only when a name has more than one row (deltas written by any daemon)."""
+    here, there = (PostgresStore(url, event_filter=Everything(), pool_size=2) for _ in range(2))
+    await here.open()
+    await there.open()
+    conn = await asyncpg.connect(url)
+    try:
+        async def rows() -> list[tuple[str, int]]:
+            return [tuple(r) for r in await conn.fetch("SELECT name, n FROM counters ORDER BY name, n")]
+
+        async def last_change() -> int:  # the counters table's last writing transaction
+            return await conn.fetchval("SELECT MAX(xmin::text::bigint) FROM counters")
+        await here.enqueue("acct", [NewJob(kind="sms", phone_number="+33612345678", message="hi")])
+        await there.enqueue("acct", [NewJob(kind="sms", phone_number="+33612345679", message="hi")])
+        await here.fold_counters()  # folds what both wrote
+        folded = await rows()
+        assert len({name for name, _ in folded}) == len(folded) and ("jobs:queued:1", 2) in folded, folded
+        mark = await last_change()
+        await here.fold_counters()
+        await there.fold_counters()
+        assert await last_change() == mark and await rows() == folded  # nothing rewritten
+    finally:
+        await conn.close()
+        await here.close()
+        await there.close()

@@ -39,6 +39,9 @@ class PgUpkeep(PgBase):
         return len(rows) + len(events) + len(seen)
 
     async def fold_counters(self) -> None:
+        async with self._read() as conn:  # a read: no write (nor lock) for an idle cluster
+            if not await conn.fetchval("SELECT COUNT(*) > COUNT(DISTINCT name) FROM counters"):
+                return  # one row a name: nothing written since the last fold, by any daemon
         async with self._tx() as conn:
             # Writers wait the few milliseconds this takes; readers do not.
             await conn.execute("LOCK TABLE counters IN EXCLUSIVE MODE")
