@@ -313,6 +313,13 @@ class Journal:
         entry = self.jobs.get(job_id)
         return entry["state"] if entry else None
 
+    def attempt_of(self, job_id: str) -> int | None:
+        """The dispatch of the job last pushed (``protocol.SendSms.attempt``), while it is in hand."""
+        entry = self.jobs.get(job_id)
+        job = entry.get("job") if entry else None
+        attempt = job.get("attempt") if isinstance(job, dict) else None
+        return attempt if isinstance(attempt, int) else None
+
     def ledger(self) -> tuple[protocol.LedgerEntry, ...]:
         return tuple(protocol.LedgerEntry(job_id=j, state=e["state"]) for j, e in self.jobs.items())
 

@@ -396,6 +396,11 @@ class SendSms:
     # clear copy of it on disk: its journal holds the job without the text.
     # Absent (None) from an older bridge, and for every other job.
     secret: bool | None = None
+    # Which dispatch of the job this is (1, 2, …: the bridge's count). The agent
+    # says it again in the job's job_state events, so that a report of an earlier
+    # dispatch (a rejection still in the outbox when the job came back) is not
+    # taken for one of this dispatch. Absent from an older bridge.
+    attempt: int | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> SendSms:
@@ -406,7 +411,8 @@ class SendSms:
                    sim=_int(obj, "sim", w, required=False, low=0, high=8),
                    reference=_text(obj, "reference", w, required=False, limit=128),
                    priority=_int(obj, "priority", w, required=False, default=1, low=0, high=2),
-                   secret=_get(obj, "secret", bool, w, required=False) or None)
+                   secret=_get(obj, "secret", bool, w, required=False) or None,
+                   attempt=_int(obj, "attempt", w, required=False, low=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +423,7 @@ class Dial:
     hangup_after_s: float = 60.0
     sim: int | None = None
     priority: int = 2  # as SendSms's; the bridge queues calls at 2
+    attempt: int | None = None  # as SendSms's
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Dial:
@@ -424,7 +431,8 @@ class Dial:
         return cls(job_id=_text(obj, "job_id", w, limit=128), to=_text(obj, "to", w, limit=32),
                    hangup_after_s=_number(obj, "hangup_after_s", w, required=False, default=60.0),
                    sim=_int(obj, "sim", w, required=False, low=0, high=8),
-                   priority=_int(obj, "priority", w, required=False, default=2, low=0, high=2))
+                   priority=_int(obj, "priority", w, required=False, default=2, low=0, high=2),
+                   attempt=_int(obj, "attempt", w, required=False, low=1))
 
 
 Job = SendSms | Dial
@@ -462,6 +470,7 @@ class JobState:
     reason: str | None = None
     parts: int | None = None  # SMS parts transmitted
     network_ref: str | None = None  # e.g. the modem's TP-MR list, for the logs
+    attempt: int | None = None  # the job's ``attempt`` as pushed (absent: an older agent, or none was given)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> JobState:
@@ -473,7 +482,8 @@ class JobState:
                    state=state, at=_number(obj, "at", w),
                    reason=_text(obj, "reason", w, required=False, limit=512),
                    parts=_int(obj, "parts", w, required=False, low=0, high=255),
-                   network_ref=_text(obj, "network_ref", w, required=False, limit=128))
+                   network_ref=_text(obj, "network_ref", w, required=False, limit=128),
+                   attempt=_int(obj, "attempt", w, required=False, low=1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,9 +182,11 @@ class AgentRuntime:
             return  # said already (it is in the outbox, or the bridge has it)
         if current in (protocol.JOB_DELIVERED, protocol.JOB_FAILED):
             return  # final: a late report changes nothing
-        # The state and its event in one write: both or neither.
+        # The state and its event in one write: both or neither. The event names the
+        # dispatch it reports (the job's attempt as last pushed), for the bridge to tell
+        # a late report of an earlier dispatch from one of this.
         event = protocol.JobState(event_id=self.journal.next_event_id(), job_id=job_id,
-                                  state=state, at=time.time(), **kwargs)
+                                  state=state, at=time.time(), attempt=self.journal.attempt_of(job_id), **kwargs)
         self.journal.set_job_and_add_event(job_id, state, event)
         self._unsent[event.event_id] = event
         self._wake.set()
@@ -379,7 +381,8 @@ class AgentRuntime:
                 state = protocol.JOB_ACCEPTED if known == SENDING else known
                 try:
                     self.emit([protocol.JobState(event_id=self.journal.next_event_id(), job_id=job.job_id,
-                                                 state=state, at=time.time(), reason="already known")])
+                                                 state=state, at=time.time(), reason="already known",
+                                                 attempt=job.attempt)])
                 except OSError as exc:  # the bridge asks again
                     self._journal_failed(exc)
         if not fresh:

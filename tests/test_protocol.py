@@ -26,8 +26,11 @@ MESSAGES = [
     p.NewCaps(),
     p.Jobs(jobs=(p.SendSms(job_id="1", to="+33612345678", text="héllo €", report=True, reference="abc"),
                  p.Dial(job_id="2", to="+33612345678", hangup_after_s=20.0))),
+    p.Jobs(jobs=(p.SendSms(job_id="3", to="+33612345678", text="again", attempt=2),
+                 p.Dial(job_id="4", to="+33612345678", attempt=1))),
     p.Events(events=(
         p.JobState(event_id="e1", job_id="1", state="sent", at=1.0, parts=2),
+        p.JobState(event_id="e0", job_id="3", state="rejected", at=1.0, attempt=2),
         p.SmsReceived(event_id="e2", sender="+33612345678", text="salut", at=2.0, sim=1),
         p.CallEvent(event_id="e3", direction="missed", number="+33612345678", at=3.0),
         p.CallNote(event_id="e4", number="+33612345678", text="call back", at=4.0))),

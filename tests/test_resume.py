@@ -150,6 +150,40 @@ async def test_a_vanished_device_keeps_its_jobs_past_the_grace_time_until_it_com
         assert [json.loads(r)["job_id"] for r in radio] == [other.job_id]
 
 
+async def test_a_late_rejection_of_an_earlier_dispatch_does_not_send_the_job_twice(tmp_path):
+    """The agent restarted before sending a job, so its ledger says rejected: the bridge puts
+    the job back in the queue and may give it to the same device again. The rejection's
+    event, still in the agent's outbox, arrives after that; it names the dispatch it was
+    about (``attempt``) and does not take the new one back to the queue, where another
+    device would send it while this one does."""
+    devices = [RAW, {"id": "sim-2", "kind": "virtual", "account": "user@email.com", "latency": 0,
+                     "jitter": 0, "delivery_delay": 0, "max_per_minute": 0}]
+    async with running(make_config(tmp_path, devices=devices)) as daemon:
+        await wait_until(lambda: "sim-2" in daemon.dispatcher.sessions, what="sim-2 online")
+        daemon.dispatcher.sessions["sim-2"].window = 0  # held back: the job can only go to raw
+        agent = RawAgent(daemon)
+        await agent.connect()
+        [job] = await enqueue(daemon)
+        [first] = (await agent.next(p.Jobs)).jobs
+        assert first.job_id == job.job_id and first.attempt == 1
+        await agent.close()
+        await wait_until(lambda: "raw" not in daemon.dispatcher.sessions, what="offline")
+        await agent.connect(ledger=[(job.job_id, "rejected")])
+        [second] = (await agent.next(p.Jobs)).jobs  # back in the queue, and to raw again
+        assert second.job_id == job.job_id and second.attempt == 2
+        ack = await agent.send_events(p.JobState(event_id="7", job_id=job.job_id, state="rejected", at=1.0,
+                                                 reason="not transmitted before the agent restarted", attempt=1))
+        assert ack.event_ids == ("7",)
+        got = await daemon.store.get_job("user@email.com", job.id_sms_api)
+        assert (got.state, got.device_id, got.attempts) == ("dispatched", "raw", 2)
+        daemon.dispatcher.sessions["sim-2"].window = 4
+        await agent.send_events(p.JobState(event_id="8", job_id=job.job_id, state="sent", at=1.0, attempt=2))
+        assert await state_of(daemon, job) == "sent"
+        await agent.close()
+        assert not (tmp_path / "virtual-sim-2-radio.jsonl").exists() or \
+            job.job_id not in (tmp_path / "virtual-sim-2-radio.jsonl").read_text()
+
+
 async def _state_is(daemon, job, state):
     await daemon.dispatcher.maintain()
     return await state_of(daemon, job) == state
@@ -191,6 +225,32 @@ async def test_agent_restart_resumes_from_its_journal_without_sending_twice(tmp_
             second.backend.close()
         sent = [json.loads(line)["job_id"] for line in radio_log.read_text().splitlines()]
         assert sorted(sent, key=lambda i: int(i.split(".")[0])) == [j.job_id for j in jobs]  # each exactly once
+
+
+async def test_the_agent_names_the_dispatch_its_reports_are_about(tmp_path):
+    """The real runtime says, in every report of a job, the ``attempt`` the job was pushed with."""
+    config = make_config(tmp_path, devices=[{**RAW, "token": "raw-token"}])
+    async with running(config) as daemon:
+        journal_path = tmp_path / "raw-journal.jsonl"
+        radio = VirtualRadio(device_id="raw", radio_log=tmp_path / "raw-radio.jsonl",
+                             settings=RadioSettings(latency=0, jitter=0, delivery_delay=0))
+        runtime = AgentRuntime(url=f"ws://127.0.0.1:{daemon.listener.port}", device_id="raw", token="raw-token",
+                               backend=radio, journal=Journal(journal_path), window=8, workers=2)
+        task = asyncio.create_task(runtime.run())
+        try:
+            jobs = await enqueue(daemon, 3)
+            for job in jobs:
+                await wait_until(lambda job=job: _state_is(daemon, job, "delivered"), what=f"job {job.id}")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await runtime.aclose()
+            radio.close()
+        reports = [rec["e"] for rec in map(json.loads, journal_path.read_text().splitlines())
+                   if rec.get("t") == "event" and rec["e"].get("kind") == "job_state"]
+        assert {r["job_id"] for r in reports} == {j.job_id for j in jobs}
+        assert {r["state"] for r in reports} >= {"sent", "delivered"}
+        assert all(r.get("attempt") == 1 for r in reports), reports
 
 
 async def test_jobs_of_a_device_no_longer_configured_are_unconfirmed_after_the_grace_time(tmp_path):

@@ -149,13 +149,16 @@ class Job:
         before incarnations), never the same for two jobs of a restored store."""
         return f"{self.id}.{self.uid}" if self.uid else str(self.id)
 
-    def to_protocol(self, text: str | None = None) -> protocol.Job:
-        """The job as pushed to a device; ``text``: the real text of a sealed one."""
+    def to_protocol(self, text: str | None = None, *, attempt: int | None = None) -> protocol.Job:
+        """The job as pushed to a device; ``text``: the real text of a sealed one;
+        ``attempt``: which dispatch this is (``attempts`` once it is dispatched)."""
+        attempt = attempt if attempt is not None and attempt > 0 else None
         if self.kind == "call":
-            return protocol.Dial(job_id=self.job_id, to=self.phone_number, priority=self.priority)
+            return protocol.Dial(job_id=self.job_id, to=self.phone_number, priority=self.priority, attempt=attempt)
         return protocol.SendSms(job_id=self.job_id, to=self.phone_number,
                                 text=self.message if text is None else text,
-                                report=self.report, reference=self.id_sms_api, priority=self.priority)
+                                report=self.report, reference=self.id_sms_api, priority=self.priority,
+                                attempt=attempt)
 
 
 def parse_job_id(job_id: str | None) -> tuple[int, str] | None:

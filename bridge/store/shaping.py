@@ -213,6 +213,12 @@ def apply_job_report(device_id: str, ev: protocol.JobState, now: float, max_atte
         # device's word about it no longer counts.
         log.info("device %s reported job %s that is no longer its own", device_id, ev.job_id)
         return 0, 0
+    if ev.attempt is not None and ev.attempt != job.attempts:
+        # About an earlier dispatch to this same device (a rejection still in its outbox
+        # when the job came back to it): what became of this dispatch is still to come.
+        log.info("device %s reported %s of job %s's dispatch %d; it is at dispatch %d: ignored",
+                 device_id, ev.state, ev.job_id, ev.attempt, job.attempts)
+        return 0, 0
     if ev.state == protocol.JOB_ACCEPTED:
         return 0, 0
     if ev.state == protocol.JOB_REJECTED:

@@ -25,8 +25,9 @@ class Reports:
         self.n += 1
         return f"e{self.n}"
 
-    def job(self, job_id: int | str, state: str, reason: str | None = None) -> p.JobState:
-        return p.JobState(event_id=self._id(), job_id=str(job_id), state=state, at=1.0, reason=reason)
+    def job(self, job_id: int | str, state: str, reason: str | None = None, attempt: int | None = None) -> p.JobState:
+        return p.JobState(event_id=self._id(), job_id=str(job_id), state=state, at=1.0, reason=reason,
+                          attempt=attempt)
 
     def sms(self, sender: str, text: str) -> p.SmsReceived:
         return p.SmsReceived(event_id=self._id(), sender=sender, text=text, at=1000.0)

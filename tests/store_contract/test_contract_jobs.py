@@ -240,6 +240,28 @@ async def test_reconcile_pushes_again_only_what_the_ledger_does_not_know(store):
     assert await store.reconcile("d2", "", []) == []
 
 
+async def test_a_report_of_an_earlier_dispatch_to_the_same_device_does_not_count(store):
+    """The device's ledger says it rejected the job (it restarted before sending): the job
+    goes back to the queue and may come back to the same device. The rejection's event,
+    still in the device's outbox, names the dispatch it was about, and does not send the
+    new dispatch back to the queue (another device would send it too)."""
+    [job] = await claimed(store)
+    assert await store.reconcile("d1", "", [p.LedgerEntry(job_id=job.job_id, state="rejected")]) == []
+    [again] = await store.claim("a", "d1", 1)
+    assert again.id == job.id
+    r = Reports()
+    out = await store.apply_events("d1", "a", [r.job(job.job_id, "rejected", "restarted", attempt=1)])
+    assert out.requeued == 0 and out.finished == 0 and len(out.acked) == 1  # acked: the agent forgets it
+    current = await store.get_job("a", job.id_sms_api)
+    assert current.state == js.DISPATCHED and current.device_id == "d1" and current.attempts == 2
+    await store.apply_events("d1", "a", [r.job(job.job_id, "sent", attempt=2)])
+    assert (await store.get_job("a", job.id_sms_api)).state == js.SENT
+    # An agent that names no dispatch (older) is taken at its word, as before.
+    [other] = await claimed(store)
+    out = await store.apply_events("d1", "a", [r.job(other.job_id, "rejected", "busy")])
+    assert out.requeued == 1
+
+
 async def test_stranding_takes_only_jobs_dispatched_before_the_cutoff(store):
     [early] = await claimed(store)
     cutoff = time.time() + 1e-3
