@@ -177,3 +177,57 @@ async def test_counters_are_folded_after_writes_only(store, tmp_path):
     assert version() != folded
     assert sum((await store.counts()).values()) == 3  # folded or not, the counts hold
     other.close()
+
+
+async def test_a_group_being_written_yields_to_an_urgent_write_that_arrives(store):
+    """A priority-2 message that arrives while a long group is being written does not
+    wait for the rest of it: what has run is committed, the message goes next, then the rest."""
+    import threading
+    busy, gate, started = threading.Event(), threading.Event(), threading.Event()
+    blocked = asyncio.ensure_future(store._run(busy.wait))  # so the group below is taken in one go
+    seen_by_others: list[int] = []
+
+    def first(db):
+        started.set()
+        gate.wait()
+        db.execute("INSERT INTO counters (name, n) VALUES ('first', 1)")
+
+    def later(db, marker):
+        with sqlite3.connect(store.path) as other:
+            seen_by_others.append(other.execute("SELECT COUNT(*) FROM jobs WHERE priority = 2").fetchone()[0])
+        db.execute("INSERT INTO counters (name, n) VALUES (?, 1)", (marker,))
+
+    group = [asyncio.ensure_future(store._run(store._tx(first)))]
+    group += [asyncio.ensure_future(store._run(store._tx(later), f"w{i}")) for i in range(3)]
+    await asyncio.sleep(0)  # all four queued behind the busy thread
+    busy.set()
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)  # the group is being written
+    urgent = asyncio.ensure_future(store.enqueue("a", [sms(id_sms_api="code", priority=2)]))
+    await asyncio.sleep(0)  # it is queued
+    gate.set()
+    await asyncio.gather(blocked, urgent, *group)
+    assert seen_by_others == [1, 1, 1]  # the rest of the group ran after the code was committed
+    names = {r[0] for r in await store._run(lambda: store._conn.execute("SELECT name FROM counters").fetchall())}
+    assert {"first", "w0", "w1", "w2"} <= names  # and nothing of the group was lost
+
+
+async def test_hot_path_reads_do_not_wait_for_the_writer(store):
+    """An accept's opt-out check and the lookups run on a read-only connection of their own:
+    they answer from the last commit while the writer is busy, and cannot write."""
+    import threading
+    [job] = await store.enqueue("a", [sms(id_sms_api="m1")])
+    gate = threading.Event()
+    busy = asyncio.ensure_future(store._run(gate.wait))  # the store thread, held
+    pending = asyncio.ensure_future(store.enqueue("a", [sms(id_sms_api="m2")]))
+    try:
+        await asyncio.sleep(0)
+        assert await asyncio.wait_for(store.opted_out("a", ["+33612345678"]), 5) == set()
+        assert (await asyncio.wait_for(store.get_job("a", "m1"), 5)).id == job.job.id
+        assert await asyncio.wait_for(store.get_job("a", "m2"), 5) is None  # not committed yet
+        assert not busy.done() and not pending.done()
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store._read(lambda: store._conn.execute("DELETE FROM jobs"))
+    finally:
+        gate.set()
+    await asyncio.gather(busy, pending)
+    assert (await store.get_job("a", "m2")).id_sms_api == "m2"

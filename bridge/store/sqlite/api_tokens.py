@@ -21,7 +21,7 @@ class SqliteApiTokens(SqliteBase):
                    (digest, account, username, now, expires))
 
     async def api_token(self, digest: str, *, now: float | None = None) -> tuple[str, str] | None:
-        row = await self._run(self._select_dicts, "SELECT account, username FROM api_tokens WHERE digest = ? "
+        row = await self._read(self._select_dicts, "SELECT account, username FROM api_tokens WHERE digest = ? "
                               "AND revoked IS NULL AND expires > ?", (digest, now or time.time()))
         return (row[0]["account"], row[0]["username"]) if row else None
 

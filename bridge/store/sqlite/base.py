@@ -2,7 +2,11 @@
 one dedicated thread (never the event loop), group commit of writes, the
 schema's migrations at open.
 
-Reads run on the store thread as they come. Writes (functions marked with
+Reads run on the store thread as they come, but for those of the hot paths
+(:meth:`SqliteBase._read`: an accept's opt-out check, the dispatcher's and the
+API's lookups), which run on a second, read-only connection on a thread of
+their own: WAL lets them read the last commit while a group is being written,
+so a one-message request does not wait behind the agents' events. Writes (functions marked with
 :meth:`SqliteBase._tx`) that arrive while the thread is busy are run together,
 each under its own savepoint, and committed with one fsync: each caller still
 gets all-or-nothing for its own write.
@@ -133,9 +137,15 @@ class SqliteBase:
         self.incarnation = secrets.token_hex(6)
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        # The reads of the hot paths (see the module's doc): a connection of their own, and its thread.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_thread = 0  # its thread's ident
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read",
+                                                 initializer=self._mark_reader_thread)
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
         self._drain_scheduled = False
+        self._urgent_waiting = False  # an urgent write is pending: the group being written yields to it
         self._writes = 0  # writes asked of the store thread (the upkeep folds counters only after some)
         # Shared by the concerns: webhook events are recorded by jobs and records alike,
         # and incoming SMS (stored with the agents' events) are matched against opt-out words.
@@ -174,10 +184,40 @@ class SqliteBase:
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        """The open connection (for functions run on the store thread)."""
+        """The open connection (for functions run on the store thread; on the
+        reader's thread, the read-only one)."""
+        if threading.get_ident() == self._reader_thread:
+            if self._reader is None:
+                raise RuntimeError("store is not open")
+            return self._reader
         if self._db is None:
             raise RuntimeError("store is not open")
         return self._db
+
+    def _mark_reader_thread(self) -> None:
+        self._reader_thread = threading.get_ident()
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the read ``fn(*args)`` (it uses :attr:`_conn`) on the read-only connection,
+        in one snapshot: the last commit, whatever is being written meanwhile."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_executor, self._in_snapshot, fn, args)
+        except sqlite3.Error as exc:
+            # A write on this connection (query_only) is a mistake of ours, not a disk's refusal.
+            cause = storage_fault(exc, self.path) if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY" \
+                else None
+            if cause is None:
+                raise
+            raise StoreUnavailable(cause, retry_after=RETRY_AFTER_S) from exc
+
+    def _in_snapshot(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        db = self._conn
+        db.execute("BEGIN")
+        try:
+            return fn(*args)
+        finally:
+            db.execute("COMMIT")
 
     # -- running on the store thread ---------------------------------------------
 
@@ -204,6 +244,7 @@ class SqliteBase:
         self._writes += 1
         with self._pending_lock:
             self._pending.append((fn, args, future, urgent))
+            self._urgent_waiting = self._urgent_waiting or urgent
             schedule = not self._drain_scheduled
             self._drain_scheduled = True
         if schedule:
@@ -219,22 +260,31 @@ class SqliteBase:
         with self._pending_lock:
             batch, self._pending = self._pending, []
             self._drain_scheduled = False
+            self._urgent_waiting = False
         urgent = [w for w in batch if w[3]]
         if urgent and len(urgent) < len(batch):
             self._commit_group(loop, urgent)
             batch = [w for w in batch if not w[3]]
-        self._commit_group(loop, batch)
+        self._commit_group(loop, batch, yields=True)
 
-    def _commit_group(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+    def _commit_group(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], *,
+                      yields: bool = False) -> None:
+        """Run ``batch`` in one transaction. ``yields``: an urgent write that arrives
+        meanwhile does not wait for the rest of it: what has run is committed, and
+        the rest goes back to the head of the queue, behind the urgent one."""
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         db = self._db
+        rest: list[_Pending] = []
         try:
             if db is None:
                 raise RuntimeError("store is not open")
             self._check_file(db)
             db.execute("BEGIN IMMEDIATE")
             try:
-                for fn, args, future, _ in batch:
+                for i, (fn, args, future, _) in enumerate(batch):
+                    if i and yields and self._urgent_waiting:
+                        rest, batch = batch[i:], batch[:i]
+                        break
                     db.execute("SAVEPOINT write")
                     try:
                         result = fn(db, *args)
@@ -259,6 +309,13 @@ class SqliteBase:
             self._writable_again()
         for future, result, error in outcomes:
             loop.call_soon_threadsafe(_settle, future, result, error)
+        if rest:
+            with self._pending_lock:
+                self._pending[:0] = rest
+                schedule = not self._drain_scheduled
+                self._drain_scheduled = True
+            if schedule:
+                self._executor.submit(self._drain, loop)
 
     # -- storage faults (on the store thread) ------------------------------------------
 
@@ -339,6 +396,15 @@ class SqliteBase:
 
     async def open(self) -> None:
         await self._run(self._open)
+        await asyncio.get_running_loop().run_in_executor(self._read_executor, self._open_reader)
+
+    def _open_reader(self) -> None:
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        reader.execute("PRAGMA query_only = 1")  # a write here would be a mistake: refused
+        reader.execute("PRAGMA busy_timeout = 10000")
+        reader.execute("PRAGMA temp_store = MEMORY")
+        reader.execute("PRAGMA cache_size = -4096")
+        self._reader = reader
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -371,6 +437,10 @@ class SqliteBase:
         self._db = db
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(self._read_executor, self._reader.close)
+            self._reader = None
+        self._read_executor.shutdown(wait=True)
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None

@@ -43,7 +43,7 @@ class SqliteCodes(SqliteBase):
         return VerificationCode(*row) if row else None
 
     async def live_code(self, account: str, number: str, code_id: int | None = None) -> VerificationCode | None:
-        return await self._run(self._live_code, account, number, code_id)
+        return await self._read(self._live_code, account, number, code_id)
 
     def _live_code(self, account: str, number: str, code_id: int | None) -> VerificationCode | None:
         sql = (f"SELECT {CODE_COLUMNS} FROM {CODE_FROM} WHERE c.account = ? AND c.phone_number = ? "
@@ -76,7 +76,7 @@ class SqliteCodes(SqliteBase):
 
     async def codes(self, account: str, *, code_id: int | None = None, take: int = 50,
                     skip: int = 0) -> list[VerificationCode]:
-        return await self._run(self._codes, account, code_id, take, skip)
+        return await self._read(self._codes, account, code_id, take, skip)
 
     def _codes(self, account: str, code_id: int | None, take: int, skip: int) -> list[VerificationCode]:
         sql = f"SELECT {CODE_COLUMNS} FROM {CODE_FROM} WHERE c.account = ?"

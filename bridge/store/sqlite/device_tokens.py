@@ -29,7 +29,7 @@ class SqliteDeviceAuth(SqliteBase):
         return cur.rowcount
 
     async def device_auth(self, device_id: str) -> tuple[frozenset[str], int]:
-        return await self._run(self._device_auth, device_id)
+        return await self._read(self._device_auth, device_id)
 
     def _device_auth(self, device_id: str) -> tuple[frozenset[str], int]:
         db = self._conn

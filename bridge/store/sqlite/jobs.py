@@ -226,7 +226,7 @@ class SqliteJobQueue(SqliteBase):
         return len(moved)
 
     async def next_due(self, account: str) -> float | None:
-        return await self._run(self._next_due, account)
+        return await self._read(self._next_due, account)
 
     def _next_due(self, account: str) -> float | None:
         row = self._conn.execute(f"SELECT MIN(due) FROM jobs WHERE account = ? AND {QUEUED_SQL}",
@@ -235,7 +235,7 @@ class SqliteJobQueue(SqliteBase):
         return due
 
     async def in_flight(self, device_id: str) -> list[Job]:
-        return await self._run(self._in_flight, device_id)
+        return await self._read(self._in_flight, device_id)
 
     def _in_flight(self, device_id: str) -> list[Job]:
         rows = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE device_id = ? AND {DISPATCHED_SQL} "
@@ -243,7 +243,7 @@ class SqliteJobQueue(SqliteBase):
         return [job_from_row(r) for r in rows]
 
     async def devices_in_flight(self) -> list[str]:
-        return await self._run(self._devices_in_flight)
+        return await self._read(self._devices_in_flight)
 
     def _devices_in_flight(self) -> list[str]:
         return [r[0] for r in self._conn.execute(
@@ -340,7 +340,7 @@ class SqliteJobQueue(SqliteBase):
         return len(rows)
 
     async def next_expiry(self) -> float | None:
-        return await self._run(self._next_expiry)
+        return await self._read(self._next_expiry)
 
     def _next_expiry(self) -> float | None:
         expires: float | None = self._conn.execute(f"SELECT MIN(expires) FROM jobs WHERE {QUEUED_SQL}").fetchone()[0]
@@ -349,7 +349,7 @@ class SqliteJobQueue(SqliteBase):
     # -- reading -----------------------------------------------------------------------
 
     async def get_job(self, account: str, id_sms_api: str) -> Job | None:
-        return await self._run(self._get_job, account, id_sms_api)
+        return await self._read(self._get_job, account, id_sms_api)
 
     def _get_job(self, account: str, id_sms_api: str) -> Job | None:
         row = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND id_sms_api = ?",
@@ -357,7 +357,7 @@ class SqliteJobQueue(SqliteBase):
         return job_from_row(row) if row else None
 
     async def get_job_by_id(self, account: str, job_id: int) -> Job | None:
-        return await self._run(self._get_job_by_id, account, job_id)
+        return await self._read(self._get_job_by_id, account, job_id)
 
     def _get_job_by_id(self, account: str, job_id: int) -> Job | None:
         row = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE account = ? AND id = ?",
@@ -365,7 +365,7 @@ class SqliteJobQueue(SqliteBase):
         return job_from_row(row) if row else None
 
     async def history(self, job_id: int) -> list[dict[str, Any]]:
-        return await self._run(self._history, job_id)
+        return await self._read(self._history, job_id)
 
     def _history(self, job_id: int) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT state, at, device_id, reason FROM job_history WHERE job_id = ? "
@@ -390,7 +390,7 @@ class SqliteJobQueue(SqliteBase):
 
     async def find_jobs(self, account: str | None, *, states: Iterable[str] = (), search: str = "",
                         limit: int = 100) -> list[Job]:
-        return await self._run(self._find_jobs, account, tuple(states), search.strip(), limit)
+        return await self._read(self._find_jobs, account, tuple(states), search.strip(), limit)
 
     def _find_jobs(self, account: str | None, states: tuple[str, ...], search: str, limit: int) -> list[Job]:
         where: list[str] = []
@@ -409,7 +409,7 @@ class SqliteJobQueue(SqliteBase):
         return [job_from_row(r) for r in rows]
 
     async def sent_counts(self, since: float) -> dict[str, int]:
-        return await self._run(self._sent_counts, since)
+        return await self._read(self._sent_counts, since)
 
     def _sent_counts(self, since: float) -> dict[str, int]:
         rows = self._conn.execute("SELECT device_id, COUNT(*) FROM job_history WHERE state = ? AND at >= ? "
@@ -417,7 +417,7 @@ class SqliteJobQueue(SqliteBase):
         return {d: n for d, n in rows}
 
     async def counts(self, account: str | None = None) -> dict[tuple[str, int], int]:
-        return await self._run(self._counts, account)
+        return await self._read(self._counts, account)
 
     def _counts(self, account: str | None) -> dict[tuple[str, int], int]:
         if account is None:  # the counters, folded or not: a few rows, not every job

@@ -94,7 +94,7 @@ class SqliteOutbox(SqliteBase):
         accounts = list(accounts)
         if not accounts:
             return None
-        rows = await self._run(self._select_dicts,
+        rows = await self._read(self._select_dicts,
                                "SELECT MIN(next_attempt) AS due FROM outbox WHERE delivered_at IS NULL "
                                f"AND dead = 0 AND next_attempt > ? AND +account IN ({marks(len(accounts))})",
                                (now or time.time(), *accounts))
@@ -103,7 +103,7 @@ class SqliteOutbox(SqliteBase):
 
     async def outbox_counts(self) -> dict[str, int]:
         # pending: by the partial index (what waits); delivered and dead: their counters.
-        rows = await self._run(self._select_dicts,
+        rows = await self._read(self._select_dicts,
                                "SELECT (SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead = 0) "
                                "AS pending, (SELECT COALESCE(SUM(n), 0) FROM counters WHERE name = "
                                "'outbox:delivered') AS delivered, (SELECT COALESCE(SUM(n), 0) FROM counters "
@@ -113,9 +113,9 @@ class SqliteOutbox(SqliteBase):
     async def dead_letters(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         columns = "id, account, kind, order_key, payload, created, attempts, last_error"
         if account is None:
-            return await self._run(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 "
+            return await self._read(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 "
                                    "ORDER BY id LIMIT ?", (limit,))
-        return await self._run(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 AND account = ? "
+        return await self._read(self._select_dicts, f"SELECT {columns} FROM outbox WHERE dead = 1 AND account = ? "
                                "ORDER BY id LIMIT ?", (account, limit))
 
     async def replay_dead(self, account: str | None = None, ids: Iterable[int] | None = None, *,
@@ -144,15 +144,15 @@ class SqliteOutbox(SqliteBase):
 
     async def outbox(self, account: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         if account is None:
-            return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, "
+            return await self._read(self._select_dicts, "SELECT id, account, kind, order_key, payload, "
                                    "delivered_at FROM outbox ORDER BY id LIMIT ?", (limit,))
-        return await self._run(self._select_dicts, "SELECT id, account, kind, order_key, payload, delivered_at "
+        return await self._read(self._select_dicts, "SELECT id, account, kind, order_key, payload, delivered_at "
                                "FROM outbox WHERE account = ? ORDER BY id LIMIT ?", (account, limit))
 
     async def outbox_entries(self, account: str, *, undelivered: bool = True,
                              limit: int = 200) -> list[OutboxEntry]:
         where = "account = ?" + (" AND delivered_at IS NULL" if undelivered else "")
-        rows = await self._run(self._select_rows,
+        rows = await self._read(self._select_rows,
                                "SELECT id, account, kind, order_key, payload, created, attempts, next_attempt, "
                                f"delivered_at, dead, last_error FROM outbox WHERE {where} ORDER BY id DESC LIMIT ?",
                                (account, limit))

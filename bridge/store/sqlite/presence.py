@@ -27,5 +27,5 @@ class SqlitePresence(SqliteBase):
 
     async def presence(self, *, stale_after: float, now: float | None = None,
                        other_than: str | None = None) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self._conn.execute(SELECT_PRESENCE, (other_than or "",)).fetchall())
+        rows = await self._read(lambda: self._conn.execute(SELECT_PRESENCE, (other_than or "",)).fetchall())
         return presence_rows(rows, now or time.time(), stale_after)

@@ -87,7 +87,7 @@ class SqliteRecords(SqliteBase):
         wanted = list(dict.fromkeys(numbers))
         if not wanted:
             return set()
-        return await self._run(self._opted_out, account, wanted)
+        return await self._read(self._opted_out, account, wanted)
 
     def _opted_out(self, account: str, wanted: list[str]) -> set[str]:
         found: set[str] = set()
@@ -125,7 +125,7 @@ class SqliteRecords(SqliteBase):
         return created
 
     async def contacts(self, account: str, limit: int = 1000) -> list[Contact]:
-        rows = await self._run(self._select_dicts,
+        rows = await self._read(self._select_dicts,
                                "SELECT phone_number, firstname, lastname, email, address, country_code "
                                "FROM contacts WHERE account = ? ORDER BY created, phone_number LIMIT ?",
                                (account, limit))
@@ -150,14 +150,14 @@ class SqliteRecords(SqliteBase):
         return link
 
     async def link(self, code: str) -> Link | None:
-        rows = await self._run(self._select_dicts,
+        rows = await self._read(self._select_dicts,
                                "SELECT l.code, l.account, l.id_sms_api, l.phone_number, l.url, l.created, "
                                "(SELECT COUNT(*) FROM clicks AS k WHERE k.code = l.code) AS clicks "
                                "FROM links AS l WHERE l.code = ?", (code,))
         return Link(**rows[0]) if rows else None
 
     async def links(self, account: str, id_sms_api: str) -> list[Link]:
-        rows = await self._run(self._select_dicts,
+        rows = await self._read(self._select_dicts,
                                "SELECT l.code, l.account, l.id_sms_api, l.phone_number, l.url, l.created, "
                                "(SELECT COUNT(*) FROM clicks AS k WHERE k.code = l.code) AS clicks "
                                "FROM links AS l WHERE l.account = ? AND l.id_sms_api = ? ORDER BY l.created",
@@ -178,14 +178,14 @@ class SqliteRecords(SqliteBase):
         return cur.lastrowid
 
     async def calls(self, account: str, limit: int = 100) -> list[dict[str, Any]]:
-        return await self._run(self._select_dicts,
+        return await self._read(self._select_dicts,
                                "SELECT id, device_id, direction, number, started_at, duration_s, job_id "
                                "FROM call_events WHERE account = ? ORDER BY id DESC LIMIT ?", (account, limit))
 
     # -- messages ----------------------------------------------------------------------
 
     async def last_activity(self, account: str) -> float:
-        return await self._run(self._last_activity, account)
+        return await self._read(self._last_activity, account)
 
     def _last_activity(self, account: str) -> float:
         row = self._conn.execute("SELECT MAX(COALESCE((SELECT MAX(updated) FROM jobs WHERE account = ?), 0), "
@@ -194,12 +194,12 @@ class SqliteRecords(SqliteBase):
         return float(row[0])
 
     async def inbound(self, account: str, limit: int = 100) -> list[dict[str, Any]]:
-        return await self._run(self._select_dicts,
+        return await self._read(self._select_dicts,
                                "SELECT id, device_id, sender, text, received_at, incomplete FROM inbound_sms "
                                "WHERE account = ? ORDER BY id DESC LIMIT ?", (account, limit))
 
     async def get_inbound(self, account: str, inbound_id: int) -> dict[str, Any] | None:
-        rows = await self._run(self._select_dicts, _IN_SELECT + " AND i.id = ?", (account, inbound_id))
+        rows = await self._read(self._select_dicts, _IN_SELECT + " AND i.id = ?", (account, inbound_id))
         if not rows:
             return None
         rows[0].pop("rowid_")
@@ -209,7 +209,7 @@ class SqliteRecords(SqliteBase):
                        status: str | Sequence[str] | None = None, take: int = 50,
                        skip: int = 0, cursor: str | None = None) -> list[dict[str, Any]]:
         after = paging.parse_cursor(cursor) if cursor else None
-        return await self._run(self._messages, account, direction, status, take, skip, after)
+        return await self._read(self._messages, account, direction, status, take, skip, after)
 
     def _messages(self, account: str, direction: str | None, status: str | Sequence[str] | None, take: int,
                   skip: int, after: paging.Key | None) -> list[dict[str, Any]]:
