@@ -185,7 +185,7 @@ class Dispatcher:
             session.inflight = len(await self.store.in_flight(session.device_id))
         if repush:
             log.info("device %s: pushing %d job(s) again after reconnect", session.device_id, len(repush))
-            await self._send(session, repush, claimed=False)
+            await self._send(session, repush)
         if self._on_online is not None:
             self._on_online(session.device_id, True)
         self.wake()
@@ -375,28 +375,25 @@ class Dispatcher:
                 self._tasks.spawn(self._dial(session, job, dialer))
         try:
             if sends:
-                await self._send(session, sends, claimed=True)
+                await self._send(session, sends)
         except Exception as exc:  # noqa: BLE001 - the session is going; jobs stay dispatched
             log.info("device %s: push failed (%s); its jobs wait for it to come back", session.device_id, exc)
         finally:
             pacer.record(time.time() + pacing_margin(session), [j.parts for j in jobs])
 
-    async def _send(self, session: DeviceSession, jobs: list[Job], *, claimed: bool) -> None:
+    async def _send(self, session: DeviceSession, jobs: list[Job]) -> None:
         """Push ``jobs``, a sealed text opened here (and only here); a job
-        whose text does not open fails (its masked text is never sent).
-        ``claimed``: the jobs as they were before their claim (which counted
-        this dispatch), else as they are now (pushed again after a reconnect)."""
+        whose text does not open fails (its masked text is never sent)."""
         out: list[protocol.Job] = []
         broken: list[protocol.Event] = []
         for job in jobs:
-            attempt = job.attempts + 1 if claimed else job.attempts
             if job.sealed is None:
-                out.append(job.to_protocol(attempt=attempt))
+                out.append(job.to_protocol())
                 continue
             try:
                 if self.sealer is None:
                     raise SealError("this daemon has no key to open sealed texts")
-                pushed = job.to_protocol(self.sealer.open(job.sealed, job.phone_number), attempt=attempt)
+                pushed = job.to_protocol(self.sealer.open(job.sealed, job.phone_number))
                 # Marked secret: the agent keeps no clear copy of the text on disk.
                 out.append(dataclasses.replace(pushed, secret=True) if isinstance(pushed, protocol.SendSms)
                            else pushed)

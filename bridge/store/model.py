@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core import jobstates as js
 from bridge.core.records import quick_init
 from device_agents import protocol
 
@@ -149,10 +150,12 @@ class Job:
         before incarnations), never the same for two jobs of a restored store."""
         return f"{self.id}.{self.uid}" if self.uid else str(self.id)
 
-    def to_protocol(self, text: str | None = None, *, attempt: int | None = None) -> protocol.Job:
-        """The job as pushed to a device; ``text``: the real text of a sealed one;
-        ``attempt``: which dispatch this is (``attempts`` once it is dispatched)."""
-        attempt = attempt if attempt is not None and attempt > 0 else None
+    def to_protocol(self, text: str | None = None) -> protocol.Job:
+        """The job as pushed to a device; ``text``: the real text of a sealed one.
+        Its ``attempt`` is the dispatch the push is: a job as claimed (the row as it
+        was, still queued) goes out as its next; one pushed again after a reconnect
+        (dispatched) as the one it is in."""
+        attempt = (self.attempts + 1 if self.state == js.QUEUED else self.attempts) or None
         if self.kind == "call":
             return protocol.Dial(job_id=self.job_id, to=self.phone_number, priority=self.priority, attempt=attempt)
         return protocol.SendSms(job_id=self.job_id, to=self.phone_number,

@@ -200,16 +200,8 @@ class SqliteBase:
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run the read ``fn(*args)`` (it uses :attr:`_conn`) on the read-only connection,
         in one snapshot: the last commit, whatever is being written meanwhile."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._read_executor, self._in_snapshot, fn, args)
-        except sqlite3.Error as exc:
-            # A write on this connection (query_only) is a mistake of ours, not a disk's refusal.
-            cause = storage_fault(exc, self.path) if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY" \
-                else None
-            if cause is None:
-                raise
-            raise StoreUnavailable(cause, retry_after=RETRY_AFTER_S) from exc
+        # A write on this connection (query_only) is a mistake of ours, not a disk's refusal.
+        return await self._in_thread(self._read_executor, self._in_snapshot, fn, args, readonly_is_fault=False)
 
     def _in_snapshot(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         db = self._conn
@@ -224,11 +216,16 @@ class SqliteBase:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if isinstance(fn, _Tx):
             return await self._write(fn.fn, *args, urgent=fn.urgent)
-        loop = asyncio.get_running_loop()
+        return await self._in_thread(self._executor, fn, *args)
+
+    async def _in_thread(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any,
+                         readonly_is_fault: bool = True) -> T:
+        """``fn(*args)`` on ``executor``'s thread; a refusal of the disk as :class:`StoreUnavailable`."""
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except sqlite3.Error as exc:
-            cause = storage_fault(exc, self.path)
+            readonly = getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY"
+            cause = storage_fault(exc, self.path) if readonly_is_fault or not readonly else None
             if cause is None:
                 raise
             raise StoreUnavailable(cause, retry_after=RETRY_AFTER_S) from exc
@@ -398,24 +395,25 @@ class SqliteBase:
         await self._run(self._open)
         await asyncio.get_running_loop().run_in_executor(self._read_executor, self._open_reader)
 
+    def _connect(self, cache_kib: int) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA temp_store = MEMORY")
+        db.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+        return db
+
     def _open_reader(self) -> None:
-        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        reader = self._connect(4096)
         reader.execute("PRAGMA query_only = 1")  # a write here would be a mistake: refused
-        reader.execute("PRAGMA busy_timeout = 10000")
-        reader.execute("PRAGMA temp_store = MEMORY")
-        reader.execute("PRAGMA cache_size = -4096")
         self._reader = reader
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute(f"PRAGMA synchronous = {self.synchronous}")
-        db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("PRAGMA temp_store = MEMORY")
         # 8 MiB of page cache (was 64): appends and the queue's head stay cached, and
         # the daemon's memory stays flat as the tables grow (docs/benchmarks.md).
-        db.execute("PRAGMA cache_size = -8192")
+        db = self._connect(8192)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {self.synchronous}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             db.close()
