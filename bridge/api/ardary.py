@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.api.envelope import json_response
+
 SEND_PATHS = ("/api/sendSms", "/api/sendsms")
 # The official SDKs (npm ``insim``, composer ``soloapi/apisolo``) post here; they
 # are answered in inSIM's shape (their READMEs show a plain list).
@@ -24,4 +26,4 @@ def send_answer(results: list[dict[str, Any]], status: int = 200) -> web.Respons
     failed = sum(1 for r in results if not r["sent"])
     if failed:
         body["count_sent"] = len(results) - failed
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)

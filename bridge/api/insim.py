@@ -18,7 +18,7 @@ from aiohttp import web
 from bridge.api import ardary, bodies
 from bridge.api._store import Contact, Enqueued, Job, JobQueue, NewJob, RecordStore, new_id_sms_api
 from bridge.api.auth import Auth
-from bridge.api.envelope import iso, success
+from bridge.api.envelope import iso, json_response, success
 from bridge.api.errors import (
     CALL_NOT_CONNECTED,
     CONTACT_ERROR_TEXT,
@@ -138,7 +138,7 @@ class Insim:
                 answers[i]["created"] = new
         log.info("account %s: %d contact(s) saved, %d refused", account.login, len(valid),
                  len(answers) - len(valid))
-        return web.json_response({"data": {"contact": answers}})
+        return json_response({"data": {"contact": answers}})
 
     # -- click-to-call --------------------------------------------------------------
 
@@ -149,10 +149,10 @@ class Insim:
         try:
             number = numbers.normalise(raw, self.settings.region)
         except ValueError as exc:
-            return web.json_response([{"info": str(exc)[:200], "result": "failed", "errors": [E_NUMBER]}],
+            return json_response([{"info": str(exc)[:200], "result": "failed", "errors": [E_NUMBER]}],
                                      status=400)
         if not self.phones_online(account.login):
-            return web.json_response([{"info": CALL_INFO, "result": "failed", "errors": [CALL_NOT_CONNECTED],
+            return json_response([{"info": CALL_INFO, "result": "failed", "errors": [CALL_NOT_CONNECTED],
                                        "error_message": "no phone of this account that can place calls "
                                                         "is connected"}])
         [enqueued] = await self.jobs.enqueue(account.login, [NewJob(kind="call", phone_number=number,
@@ -160,7 +160,7 @@ class Insim:
         self.on_enqueued()
         log.info("account %s: call to %s queued (%s)", account.login, mask_number(number),
                  enqueued.job.id_sms_api)
-        return web.json_response([{"info": CALL_INFO, "result": "success", "errors": [],
+        return json_response([{"info": CALL_INFO, "result": "success", "errors": [],
                                    "id_sms_api": enqueued.job.id_sms_api}])
 
     # -- call notes -------------------------------------------------------------------
@@ -237,7 +237,7 @@ def _test_answer(login: str, j: Judged) -> dict[str, Any]:
 def _respond(results: list[dict[str, Any]], old_form: bool, status: int = 200) -> web.Response:
     if old_form:
         return ardary.send_answer(results, status)
-    return web.json_response(results, status=status)
+    return json_response(results, status=status)
 
 
 def _contact_answer(j: JudgedContact) -> dict[str, Any]:

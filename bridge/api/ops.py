@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bridge.api import bodies
 from bridge.api.auth import Auth
-from bridge.api.envelope import success
+from bridge.api.envelope import json_response, success
 from bridge.api.errors import ApiError
 from bridge.api.openapi import document as openapi_document
 from bridge.api.settings import Settings
@@ -43,12 +43,12 @@ class Ops:
         store takes no writes (everything that would store something is refused)."""
         fault = await self.daemon.store_fault() if self.daemon is not None else None
         if fault is not None:
-            return web.json_response({"status": "error", "message": f"the store takes no writes: {fault}",
+            return json_response({"status": "error", "message": f"the store takes no writes: {fault}",
                                       "store": fault}, status=503, headers={"Retry-After": "5"})
-        return web.json_response({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document(self.settings.config.api.public_url))
+        return json_response(openapi_document(self.settings.config.api.public_url))
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus metrics. They name every login and device, so they are
@@ -90,7 +90,7 @@ class Ops:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if device is None or account is None or self.daemon is None \
                 or not hmac.compare_digest(given.encode(), account.access_key.encode()):
-            return web.json_response({"status": "error", "message": "unknown device or wrong access key"},
+            return json_response({"status": "error", "message": "unknown device or wrong access key"},
                                      status=404)
         closed = await self.daemon.recheck(device.id)
         return success({"device": device.id, "closed": closed})

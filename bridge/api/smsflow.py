@@ -35,6 +35,7 @@ from aiohttp import web
 from bridge.api import bodies, verification
 from bridge.api._store import ApiTokenStore, CodeStore, Job, JobQueue, RecordStore, VerificationCode
 from bridge.api.auth import Auth
+from bridge.api.envelope import json_response
 from bridge.api.errors import E_DISABLED, E_OPTED_OUT, ERROR_TEXT, ApiError
 from bridge.api.judging import judge_message, require_number
 from bridge.api.settings import Settings
@@ -75,7 +76,7 @@ def refusals(handler: Handler) -> Handler:
             return await handler(self, request)
         except ApiError as exc:
             status = exc.status if exc.status >= 400 else 400
-            return web.json_response({"code": status, "message": exc.message, **exc.extra}, status=status)
+            return json_response({"code": status, "message": exc.message, **exc.extra}, status=status)
     return wrapped
 
 
@@ -187,7 +188,7 @@ class Smsflow:
         await self._token_store().add_api_token(token_digest(token), found.login, username,
                                                 time.time() + TOKEN_TTL_S)
         log.info("account %s: SMSFLOW token issued to %s (24 h)", found.login, username)
-        return web.json_response({"token": token, "username": username, "code": 200, "is_admin": False,
+        return json_response({"token": token, "username": username, "code": 200, "is_admin": False,
                                   "company_name": found.login,
                                   "company_id": config.accounts.index(found) + 1})
 
@@ -204,7 +205,7 @@ class Smsflow:
         everything = str(params.get("all", "")).lower() in ("1", "true", "yes")
         count = await (store.revoke_api_tokens(username=found[1]) if everything
                        else store.revoke_api_tokens(digest=token_digest(token)))
-        return web.json_response({"code": 200, "message": "token revoked", "revoked": count})
+        return json_response({"code": 200, "message": "token revoked", "revoked": count})
 
     @staticmethod
     def _presented(request: web.Request) -> str | None:
@@ -255,7 +256,7 @@ class Smsflow:
         [enqueued] = await self.jobs.enqueue(account.login, [new])
         self.on_enqueued()
         job = enqueued.job
-        return web.json_response({"message": "success", "code": 200, "sms_id": sms_id(job.id),
+        return json_response({"message": "success", "code": 200, "sms_id": sms_id(job.id),
                                   "status": STATUS[job.state][1], "total_sms": job.parts,
                                   "planned_date": str(int(due)) if due is not None else ""})
 
@@ -271,9 +272,9 @@ class Smsflow:
                 job = await self.jobs.get_job(account.login, wanted.strip()[:64])
             if job is None or job.kind != "sms":
                 raise ApiError(404, f"no SMS {wanted[:40]!r}")
-            return web.json_response({"data": [job_info(job, zone)]})
+            return json_response({"data": [job_info(job, zone)]})
         rows = await self.records.messages(account.login, direction="out", take=LAST_SMS)
-        return web.json_response({"data": [row_info(r, zone) for r in rows]})
+        return json_response({"data": [row_info(r, zone) for r in rows]})
 
     # -- codes ------------------------------------------------------------------------
 
@@ -296,7 +297,7 @@ class Smsflow:
         self.on_enqueued()
         log.info("account %s: verification code %d sent to %s", account.login, record.id, mask_number(number))
         # SMSFLOW answers the code to its caller (the account that sends it); it is stored hashed only.
-        return web.json_response({"id": record.id, "code": code, "status": CODE_STATUS["pending"],
+        return json_response({"id": record.id, "code": code, "status": CODE_STATUS["pending"],
                                   "numero": number})
 
     @refusals
@@ -305,7 +306,7 @@ class Smsflow:
         code_id = bodies.int_param(request.query, "id", 0, 0, 2 ** 62) or None
         records = await self.codes.codes(account.login, code_id=code_id, take=LAST_SMS)
         now = time.time()
-        return web.json_response({"data": [code_info(r, now) for r in records]})
+        return json_response({"data": [code_info(r, now) for r in records]})
 
     @refusals
     async def verify_code(self, request: web.Request) -> web.StreamResponse:
@@ -322,7 +323,7 @@ class Smsflow:
         ok = candidate.isdigit() and await asyncio.to_thread(verification.matches, candidate, spent.salt,
                                                              spent.digest)
         if ok and await self.codes.finish_code(spent.id, verified=True):
-            return web.json_response({"code": 200, "message": "Le code a été validé"})
+            return json_response({"code": 200, "message": "Le code a été validé"})
         await self.codes.finish_code(spent.id, verified=False)
         left = max(0, spent.max_attempts - spent.attempts)
         raise ApiError(400, f"Code invalide ({left} essai(s) restant(s))", tries_left=left)
@@ -336,5 +337,5 @@ class Smsflow:
         local = dt.datetime.fromtimestamp(now, ZoneInfo(self.settings.config.api.timezone))
         midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         sent = await self.jobs.sent_counts(midnight)
-        return web.json_response({"balance": balance(self.settings.config, account.login, now, sent),
+        return json_response({"balance": balance(self.settings.config, account.login, now, sent),
                                   "partner": account.login})
