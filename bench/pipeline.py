@@ -305,11 +305,13 @@ async def run_pipeline(folder: Path, *, accept_requests: int, e2e_messages: int,
             db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
             waits, trips = [], []
             for key, radio_at in seen.items():
-                rows = dict(db.execute(
-                    "SELECT h.state, h.at FROM job_history h JOIN jobs j ON j.id = h.job_id "
-                    "WHERE j.account = 'e2e@example.com' AND j.id_sms_api = ?", (f"{key}-0",)).fetchall())
-                waits.append((rows["dispatched"] - rows["queued"]) * 1000)
-                trips.append((radio_at - rows["dispatched"]) * 1000)
+                # Queued at its creation (a job's first line of history is its ``created``).
+                created, dispatched = db.execute(
+                    "SELECT j.created, h.at FROM job_history h JOIN jobs j ON j.id = h.job_id "
+                    "WHERE j.account = 'e2e@example.com' AND j.id_sms_api = ? AND h.state = 'dispatched'",
+                    (f"{key}-0",)).fetchone()
+                waits.append((dispatched - created) * 1000)
+                trips.append((radio_at - dispatched) * 1000)
             db.close()
             results["p50_queue_wait_ms"] = statistics.median(waits)
             results["p50_dispatch_to_radio_ms"] = statistics.median(trips)

@@ -231,3 +231,30 @@ async def test_hot_path_reads_do_not_wait_for_the_writer(store):
         gate.set()
     await asyncio.gather(busy, pending)
     assert (await store.get_job("a", "m2")).id_sms_api == "m2"
+
+
+async def test_a_first_line_of_history_stored_before_is_not_doubled(store, tmp_path):
+    """Stores written before a job's first line was left to its ``created`` have it stored."""
+    [e] = await store.enqueue("a", [sms()])
+    db = sqlite3.connect(tmp_path / "s.db")
+    with db:
+        db.execute("INSERT INTO job_history (job_id, state, at) VALUES (?, 'queued', ?)", (e.job.id, e.job.created))
+    db.close()
+    assert [h["state"] for h in await store.history(e.job.id)] == ["queued"]
+
+
+async def test_ids_at_the_end_of_sqlite_s_range_are_sqlite_s_own(store, tmp_path):
+    """Past the largest rowid SQLite picks ids at random (sqlite.org/autoinc.html): a batch that
+    would go past it is inserted with those, read back, and each answer still names its row."""
+    from bridge.store.sqlite.jobs import MAX_ROWID
+    db = sqlite3.connect(tmp_path / "s.db")
+    with db:
+        db.execute("INSERT INTO jobs (id, account, id_sms_api, kind, phone_number, priority, due, expires, state, "
+                   "created, updated) VALUES (?, 'other', 'top', 'sms', '+33612345678', 1, 0, 0, 'failed', 0, 0)",
+                   (MAX_ROWID - 1,))
+    db.close()
+    out = await store.enqueue("a", [NewJob(kind="sms", phone_number="+33612345678", message=f"m{i}")
+                                    for i in range(3)])
+    assert len({e.job.id for e in out}) == 3
+    for e in out:
+        assert await store.get_job("a", e.job.id_sms_api) == e.job

@@ -126,14 +126,19 @@ ONE_SEPTET = frozenset(CHAR_TO_SEPTET)
 ONE_SMS = SINGLE_LIMIT[GSM7]
 
 
-def sms_job(phone_number: str, text: str, **fields: Any) -> NewJob:
-    """An SMS job, its parts and encoding counted (once) from its text."""
+def text_parts(text: str) -> tuple[int, str]:
+    """The parts an SMS of ``text`` takes and its encoding, counted once."""
     if len(text) <= ONE_SMS and ONE_SEPTET.issuperset(text):
         # What segment_count says of such a text, without counting: most texts are these.
-        return NewJob(kind="sms", phone_number=phone_number, message=text, parts=1, encoding=GSM7, **fields)
+        return 1, GSM7
     seg = segment_count(text)
-    return NewJob(kind="sms", phone_number=phone_number, message=text, parts=seg.parts,
-                  encoding=seg.encoding, **fields)
+    return seg.parts, seg.encoding
+
+
+def sms_job(phone_number: str, text: str, **fields: Any) -> NewJob:
+    """An SMS job, its parts and encoding counted (once) from its text."""
+    parts, encoding = text_parts(text)
+    return NewJob(kind="sms", phone_number=phone_number, message=text, parts=parts, encoding=encoding, **fields)
 
 
 def parse_date(value: Any, timezone: str) -> float:
@@ -243,8 +248,9 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
             # Checked after expansion: what goes to the phone is what must fit.
             return Judged(index, None, (E_UNKNOWN,), f"message is longer than {MAX_MESSAGE_CHARS} characters "
                           f"once its links are written out ({len(text)})", number, shown_text, id_sms_api)
-    new = sms_job(number, text, id_sms_api=id_sms_api, url=url, priority=priority, due=due, ttl_s=rules.ttl_s,
-                  link_code=code)
+    parts, encoding = text_parts(text)  # (not sms_job: its keywords cost a third of a message's judging)
+    new = NewJob(kind="sms", phone_number=number, message=text, id_sms_api=id_sms_api, url=url, priority=priority,
+                 due=due, ttl_s=rules.ttl_s, parts=parts, encoding=encoding, link_code=code)
     return Judged(index, new, (), None, number, text, id_sms_api)
 
 

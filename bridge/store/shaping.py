@@ -53,6 +53,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
 # -- new jobs ------------------------------------------------------------------------------
 
 Fresh = dict[str, tuple[NewJob, float, float]]  # key -> (the job, due, expires)
+ENQUEUED_STATE = js.next_state(js.NEW, js.ENQUEUE)  # a job's state as it is stored
 
 
 def plan_jobs(jobs: list[NewJob], now: float, existing: Collection[str] = ()) -> tuple[list[str], Fresh]:
@@ -79,6 +80,18 @@ def new_job(job_id: int, account: str, key: str, planned: tuple[NewJob, float, f
     new, due, expires = planned
     return Job(job_id, account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due, expires,
                state, None, None, 0, new.parts, new.encoding, new.report, now, now, new.sealed, uid)
+
+
+def history_lines(created: float | None, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A job's history (``state``, ``at``, ``device_id``, ``reason``) from the lines stored for it:
+    the first line, the job queued at its creation (``created``; None: no such job), is not stored
+    but made here. Stores written before that keep it stored: it is not doubled."""
+    if created is None:
+        return stored
+    first = {"state": ENQUEUED_STATE, "at": created, "device_id": None, "reason": None}
+    if stored and stored[0] == first:
+        return stored
+    return [first, *stored]
 
 
 def link_rows(account: str, fresh: Fresh, created: dict[str, Job], now: float) -> list[tuple[Any, ...]]:

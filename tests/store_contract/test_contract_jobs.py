@@ -70,6 +70,19 @@ async def test_a_large_batch_is_stored_whole(store):
     out = await store.enqueue("a", [sms(id_sms_api=f"bulk{i}") for i in range(1234)])
     assert len({e.job.id for e in out}) == 1234
     assert (await store.counts())[(js.QUEUED, 1)] == 1234
+    # Each answer is the job as stored under its key, its id included (across the statements' chunks).
+    for e in out[::37] + out[-3:]:
+        assert await store.get_job("a", e.job.id_sms_api) == e.job
+
+
+async def test_a_new_job_s_history_begins_queued_at_its_creation(store):
+    [e] = await store.enqueue("a", [sms(text="first")])
+    assert await store.history(e.job.id) == [{"state": js.QUEUED, "at": e.job.created, "device_id": None,
+                                             "reason": None}]
+    await store.cancel("a", e.job.id_sms_api, reason="not wanted")
+    assert [(h["state"], h["reason"]) for h in await store.history(e.job.id)] == [
+        (js.QUEUED, None), (js.CANCELLED, "not wanted")]
+    assert await store.history(e.job.id + 1000) == []
 
 
 async def test_the_job_fields_are_kept(store):

@@ -42,8 +42,8 @@ QUEUED_SQL = f"state = '{js.QUEUED}'"
 DISPATCHED_SQL = f"state = '{js.DISPATCHED}'"
 UNCONFIRMED_SQL = f"state = '{js.UNCONFIRMED}'"
 
-# One round trip for the jobs, their first line of history, their counters and the
-# NOTIFY (an initplan: evaluated only if a job was new).
+# One round trip for the jobs, their counters and the NOTIFY (an initplan: evaluated only if a
+# job was new). A job's first line of history is its ``created`` (see shaping.history_lines).
 _INSERT = ("WITH ins AS (INSERT INTO jobs (account, id_sms_api, kind, phone_number, message, url, priority, due, "
            "expires, parts, encoding, report, created, updated, state, sealed, uid) "
            "SELECT $1, u.k, u.kind, u.num, u.msg, u.url, u.pri, u.due, u.exp, u.parts, u.enc, u.rep, "
@@ -52,7 +52,6 @@ _INSERT = ("WITH ins AS (INSERT INTO jobs (account, id_sms_api, kind, phone_numb
            "$8::float8[], $9::float8[], $10::bigint[], $11::text[], $12::bigint[], $17::bytea[]) "
            "AS u (k, kind, num, msg, url, pri, due, exp, parts, enc, rep, sealed) "
            "ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api, priority), "
-           "h AS (INSERT INTO job_history (job_id, state, at) SELECT id, $14::text, $13::float8 FROM ins), "
            "c AS (INSERT INTO counters (name, n) SELECT 'jobs:' || $14::text || ':' || priority::text, COUNT(*) "
            "FROM ins GROUP BY priority) "
            "SELECT id, id_sms_api, (SELECT pg_notify($15, $16)) IS NULL AS notified FROM ins")
@@ -75,7 +74,7 @@ async def insert_jobs(conn: asyncpg.Connection, batch: Batch, account: str, jobs
     the statement ran as its own transaction (:meth:`PgJobQueue.enqueue`). ``uid``: the store's
     incarnation (see :attr:`Job.job_id`)."""
     now = time.time()
-    state = js.next_state(js.NEW, js.ENQUEUE)
+    state = shaping.ENQUEUED_STATE
     keys, fresh = shaping.plan_jobs(jobs, now)
     ids: dict[str, int] = {}
     existing: dict[str, Job] = {}
@@ -359,8 +358,11 @@ class PgJobQueue(PgBase):
         return job_from_row(row) if row else None
 
     async def history(self, job_id: int) -> list[dict[str, Any]]:
-        return await self._fetch_dicts("SELECT state, at, device_id, reason FROM job_history WHERE job_id = $1 "
-                                       "ORDER BY seq", job_id)
+        async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):  # one snapshot
+            created = await conn.fetchval("SELECT created FROM jobs WHERE id = $1", job_id)
+            rows = await conn.fetch("SELECT state, at, device_id, reason FROM job_history WHERE job_id = $1 "
+                                    "ORDER BY seq", job_id)
+        return shaping.history_lines(created, [dict(r) for r in rows])
 
     async def get_job_by_id(self, account: str, job_id: int) -> Job | None:
         async with self._read() as conn:
