@@ -6,7 +6,9 @@ synchronous=FULL), 20 virtual phones with instant radios in a second process
 prints its figures, the last line one JSON object:
 
 - ``accepted_per_s``: messages accepted per second by bulk sendsms, 1,000 a
-  request, for an account with no phone online (acceptance alone);
+  request, two requests in flight, for an account with no phone online
+  (acceptance alone); the requests are written before the clock starts (as
+  the plain inserts' rows are) and every answer is read and checked;
 - ``e2e_per_s``: messages per second from the first request to the last
   delivery report, 20 phones online; beside it the CPU a message cost the
   phones' process and the daemon (``phones_cpu_us_per_job``,
