@@ -53,9 +53,9 @@ def error_middleware(max_body_bytes: Callable[[], int]) -> Middleware:
             # Not accepted: the client sends it again later (a message sent again with its
             # id_sms_api is stored once, should the store have kept it as the link broke).
             return json_response({"status": "error", "message": f"the store is unavailable ({exc}); "
-                                      "not accepted: send again later"}, status=503,
-                                     headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+                                  "not accepted: send again later"}, status=503,
+                                 headers={"Retry-After": str(max(1, round(exc.retry_after)))})
         except web.HTTPRequestEntityTooLarge:
             return json_response({"status": "error", "message":
-                                      f"request body over {max_body_bytes()} bytes"}, status=413)
+                                  f"request body over {max_body_bytes()} bytes"}, status=413)
     return errors

@@ -150,18 +150,18 @@ class Insim:
             number = numbers.normalise(raw, self.settings.region)
         except ValueError as exc:
             return json_response([{"info": str(exc)[:200], "result": "failed", "errors": [E_NUMBER]}],
-                                     status=400)
+                                 status=400)
         if not self.phones_online(account.login):
             return json_response([{"info": CALL_INFO, "result": "failed", "errors": [CALL_NOT_CONNECTED],
-                                       "error_message": "no phone of this account that can place calls "
-                                                        "is connected"}])
+                                   "error_message": "no phone of this account that can place calls "
+                                                    "is connected"}])
         [enqueued] = await self.jobs.enqueue(account.login, [NewJob(kind="call", phone_number=number,
                                                                     priority=2, ttl_s=CALL_TTL_S)])
         self.on_enqueued()
         log.info("account %s: call to %s queued (%s)", account.login, mask_number(number),
                  enqueued.job.id_sms_api)
         return json_response([{"info": CALL_INFO, "result": "success", "errors": [],
-                                   "id_sms_api": enqueued.job.id_sms_api}])
+                               "id_sms_api": enqueued.job.id_sms_api}])
 
     # -- call notes -------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ class Ops:
         fault = await self.daemon.store_fault() if self.daemon is not None else None
         if fault is not None:
             return json_response({"status": "error", "message": f"the store takes no writes: {fault}",
-                                      "store": fault}, status=503, headers={"Retry-After": "5"})
+                                  "store": fault}, status=503, headers={"Retry-After": "5"})
         return json_response({"status": "ok"})
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -91,6 +91,6 @@ class Ops:
         if device is None or account is None or self.daemon is None \
                 or not hmac.compare_digest(given.encode(), account.access_key.encode()):
             return json_response({"status": "error", "message": "unknown device or wrong access key"},
-                                     status=404)
+                                 status=404)
         closed = await self.daemon.recheck(device.id)
         return success({"device": device.id, "closed": closed})

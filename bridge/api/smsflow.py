@@ -189,8 +189,8 @@ class Smsflow:
                                                 time.time() + TOKEN_TTL_S)
         log.info("account %s: SMSFLOW token issued to %s (24 h)", found.login, username)
         return json_response({"token": token, "username": username, "code": 200, "is_admin": False,
-                                  "company_name": found.login,
-                                  "company_id": config.accounts.index(found) + 1})
+                              "company_name": found.login,
+                              "company_id": config.accounts.index(found) + 1})
 
     @refusals
     async def revoke_token(self, request: web.Request) -> web.StreamResponse:
@@ -257,8 +257,8 @@ class Smsflow:
         self.on_enqueued()
         job = enqueued.job
         return json_response({"message": "success", "code": 200, "sms_id": sms_id(job.id),
-                                  "status": STATUS[job.state][1], "total_sms": job.parts,
-                                  "planned_date": str(int(due)) if due is not None else ""})
+                              "status": STATUS[job.state][1], "total_sms": job.parts,
+                              "planned_date": str(int(due)) if due is not None else ""})
 
     @refusals
     async def sms_info(self, request: web.Request) -> web.StreamResponse:
@@ -298,7 +298,7 @@ class Smsflow:
         log.info("account %s: verification code %d sent to %s", account.login, record.id, mask_number(number))
         # SMSFLOW answers the code to its caller (the account that sends it); it is stored hashed only.
         return json_response({"id": record.id, "code": code, "status": CODE_STATUS["pending"],
-                                  "numero": number})
+                              "numero": number})
 
     @refusals
     async def list_codes(self, request: web.Request) -> web.StreamResponse:
@@ -338,4 +338,4 @@ class Smsflow:
         midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         sent = await self.jobs.sent_counts(midnight)
         return json_response({"balance": balance(self.settings.config, account.login, now, sent),
-                                  "partner": account.login})
+                              "partner": account.login})
