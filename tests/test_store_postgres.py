@@ -237,3 +237,22 @@ async def test_counters_are_folded_only_when_some_were_written(url):
         await conn.close()
         await here.close()
         await there.close()
+
+
+async def test_a_first_line_of_history_stored_before_is_not_doubled(url):
+    """Stores written before a job's first line was left to its ``created`` have it stored."""
+    store = PostgresStore(url, event_filter=Everything(), pool_size=2)
+    await store.open()
+    try:
+        [e] = await store.enqueue("a", [NewJob(kind="sms", phone_number="+33612345678", message="hi")])
+        assert [h["state"] for h in await store.history(e.job.id)] == ["queued"]
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("INSERT INTO job_history (job_id, state, at) VALUES ($1, 'queued', $2)",
+                               e.job.id, e.job.created)
+        finally:
+            await conn.close()
+        assert await store.history(e.job.id) == [{"state": "queued", "at": e.job.created, "device_id": None,
+                                                  "reason": None}]
+    finally:
+        await store.close()
