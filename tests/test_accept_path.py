@@ -19,9 +19,9 @@ import pytest
 from api_util import serving
 from conftest import api_url, make_config, wait_until
 
-from bridge.api.judging import sms_job
+from bridge.api.judging import Rules, forbidden_matcher, judge_message, sms_job
 from bridge.core import numbers
-from bridge.core.records import quick_init
+from bridge.core.records import maker, quick_init
 from bridge.store import model
 from bridge.store.model import (
     ID_ALPHABET,
@@ -211,6 +211,38 @@ def test_quick_init_refuses_what_it_cannot_copy():
     for cls in (Open, Factory):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+def test_a_maker_builds_what_the_class_builds_from_every_field_by_position():
+    made = maker(_Quick)(1, "y", (2,))
+    assert type(made) is _Quick and made == _Quick(1, "y", (2,)) and hash(made) == hash(_Quick(1, "y", (2,)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.a = 2  # type: ignore[misc]
+    assert maker(_QuickKw)(1, "z") == _QuickKw(a=1, b="z")
+    with pytest.raises(TypeError):
+        maker(_Quick)(1)  # every field, no defaults
+    with pytest.raises(TypeError):
+        maker(_Plain)  # only a class quick_init was given has one
+    fields = [f.name for f in dataclasses.fields(Job)]
+    values = list(range(len(fields)))
+    assert dataclasses.astuple(maker(Job)(*values)) == tuple(values)
+
+
+def test_judging_makes_the_job_the_keywords_say():
+    """judge_message builds its NewJob by position: every field where its name says."""
+    rules = Rules(region="FR", timezone="Europe/Paris", public_url="https://gw.example", ttl_s=600.0,
+                  forbidden=forbidden_matcher(()))
+    judged = judge_message(0, {"phone_number": "+33612345678", "message": "Hi [Lien]", "id_sms_api": "k1",
+                               "url": "https://example.com/a", "priorite": 2, "date_to_send": "2030-01-02 03:04:05"},
+                           {}, 1, rules)
+    new = judged.new
+    assert new is not None and new.link_code
+    assert new == NewJob(kind="sms", phone_number="+33612345678", message=f"Hi https://gw.example/l/{new.link_code}",
+                         id_sms_api="k1", url="https://example.com/a", priority=2, due=new.due, ttl_s=600.0,
+                         parts=1, encoding="gsm7", report=True, link_code=new.link_code, sealed=None)
+    assert new.due == 1893549845.0  # 2030-01-02 03:04:05 in Paris (UTC+1)
+    assert (judged.index, judged.errors, judged.detail, judged.phone_number, judged.id_sms_api) == (
+        0, (), None, "+33612345678", "k1")
 
 
 def test_store_records_are_quick_and_frozen():

@@ -19,6 +19,7 @@ from typing import Any
 
 from bridge.core import events
 from bridge.core import jobstates as js
+from bridge.core.records import maker
 from bridge.store import paging
 from bridge.store.model import (
     FROM_LEDGER,
@@ -43,11 +44,16 @@ REPORTED: dict[str, str] = {protocol.JOB_SENT: js.SENT, protocol.JOB_DELIVERED: 
 Event = tuple[str, str, str, dict[str, Any]]  # account, kind, order key, payload
 
 
+# Made for every job read or written, by position (bridge.core.records.maker).
+_job = maker(Job)
+_enqueued = maker(Enqueued)
+
+
 def job_from_row(row: Sequence[Any]) -> Job:
     """A row of :data:`bridge.store.schema.JOB_COLUMNS` (``report`` stored as 0/1)."""
     values = list(row)
     values[16] = bool(values[16])
-    return Job(*values)
+    return _job(*values)
 
 
 # -- new jobs ------------------------------------------------------------------------------
@@ -78,8 +84,8 @@ def new_job(job_id: int, account: str, key: str, planned: tuple[NewJob, float, f
     """The job just inserted, as a SELECT would return it; ``uid``: the store's incarnation
     (see :attr:`Job.job_id`)."""
     new, due, expires = planned
-    return Job(job_id, account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due, expires,
-               state, None, None, 0, new.parts, new.encoding, new.report, now, now, new.sealed, uid)
+    return _job(job_id, account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due, expires,
+                state, None, None, 0, new.parts, new.encoding, new.report, now, now, new.sealed, uid)
 
 
 def history_lines(created: float | None, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,9 +115,9 @@ def enqueued(keys: list[str], created: dict[str, Job], existing: dict[str, Job])
     for key in keys:
         if key in created and key not in first:
             first.add(key)
-            out.append(Enqueued(created[key], True))
+            out.append(_enqueued(created[key], True))
         else:
-            out.append(Enqueued(created.get(key) or existing[key], False))
+            out.append(_enqueued(created.get(key) or existing[key], False))
     return out
 
 
