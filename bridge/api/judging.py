@@ -170,6 +170,11 @@ def parse_date(value: Any, timezone: str) -> float:
         raise ValueError(f"date_to_send {value!r} is out of range") from None
 
 
+def _shown(text: Any) -> str:
+    """A message's text as a refusal shows it."""
+    return text[:MAX_MESSAGE_CHARS] if isinstance(text, str) else ""
+
+
 def judge_message(index: int, item: Any, header: Mapping[str, Any], default_priority: Any, rules: Rules,
                   checked: Checked | None = None) -> Judged:
     """Judge one message of a sendsms batch. ``checked``: its number already
@@ -178,8 +183,6 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         return Judged(index, None, (E_UNKNOWN,), f"messages[{index}] must be an object", "", "", None)
     number_raw = item.get("phone_number", item.get("phonenumber"))
     text = item.get("message")
-    shown_number = str(number_raw)[:64] if isinstance(number_raw, (str, int)) else ""
-    shown_text = text[:MAX_MESSAGE_CHARS] if isinstance(text, str) else ""
     errors: list[str] = []
     details: list[str] = []
     id_sms_api = item.get("id_sms_api")
@@ -189,7 +192,7 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         details.append("id_sms_api must be a string of 1 to 64 characters")
         id_sms_api = None
     id_sms_api = str(id_sms_api) if id_sms_api is not None else None
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text or text.isspace():
         errors.append(E_EMPTY)
         details.append("message is empty")
     elif len(text) > MAX_MESSAGE_CHARS:
@@ -206,7 +209,7 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
     if number is None:
         errors.append(E_NUMBER)
         details.append(why_not or "the phone number is invalid")
-        number = shown_number
+        number = str(number_raw)[:64] if isinstance(number_raw, (str, int)) else ""  # as given
     priority = item.get("priorite", item.get("priority", default_priority))
     if isinstance(priority, str) and priority.strip().isdigit():
         priority = int(priority)
@@ -236,7 +239,7 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         details.append("url must not contain spaces or control characters (percent-encode them)")
         url = None
     if errors or not isinstance(text, str):
-        return Judged(index, None, tuple(dict.fromkeys(errors)), "; ".join(details), number, shown_text,
+        return Judged(index, None, tuple(dict.fromkeys(errors)), "; ".join(details), number, _shown(text),
                       id_sms_api)
     code = None
     if url:
@@ -252,7 +255,8 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         if len(text) > MAX_MESSAGE_CHARS:
             # Checked after expansion: what goes to the phone is what must fit.
             return Judged(index, None, (E_UNKNOWN,), f"message is longer than {MAX_MESSAGE_CHARS} characters "
-                          f"once its links are written out ({len(text)})", number, shown_text, id_sms_api)
+                          f"once its links are written out ({len(text)})", number, _shown(item.get("message")),
+                          id_sms_api)
     parts, encoding = text_parts(text)
     # Made by position (bridge.core.records.maker): kind, phone_number, message, id_sms_api, url,
     # priority, due, ttl_s, parts, encoding, report, link_code, sealed.

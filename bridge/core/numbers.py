@@ -116,6 +116,9 @@ def _plan(country_code: int) -> tuple[re.Pattern[str] | None, dict[int, re.Patte
     return (re.compile(prefix) if prefix else None), by_length
 
 
+_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}  # "33" -> 33
+
+
 def _fast_e164(text: str) -> str | None:
     """``text`` when it is a valid number already written ``+<digits>``,
     decided from the same metadata as :func:`phonenumbers.is_valid_number`
@@ -125,13 +128,12 @@ def _fast_e164(text: str) -> str | None:
     digits = text[1:]
     if text[:1] != "+" or not digits.isascii() or not digits.isdigit() or not 4 <= len(digits) <= 20:
         return None
-    for size in (1, 2, 3):  # country codes are prefix-free (ITU-T E.164)
-        code = int(digits[:size])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            break
-    else:
+    # Country codes are prefix-free (ITU-T E.164): the number's is the one of its first 1, 2 or 3
+    # digits that is one.
+    size = 1 if digits[:1] in _CODES else 2 if digits[:2] in _CODES else 3 if digits[:3] in _CODES else 0
+    if not size:
         return None
-    plan = _plan(code)
+    plan = _plan(_CODES[digits[:size]])
     if plan is None:
         return None
     prefix, by_length = plan

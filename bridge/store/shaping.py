@@ -110,6 +110,8 @@ def link_rows(account: str, fresh: Fresh, created: dict[str, Job], now: float) -
 def enqueued(keys: list[str], created: dict[str, Job], existing: dict[str, Job]) -> list[Enqueued]:
     """One answer per job asked for, in order: the key's first new job is ``created``, every other
     (sent before, or twice in the batch) is answered with the job stored under its key."""
+    if not existing and list(created) == keys:  # each asked for once, and made (most batches)
+        return [_enqueued(job, True) for job in created.values()]
     out: list[Enqueued] = []
     first: set[str] = set()
     for key in keys:
