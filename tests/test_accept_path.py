@@ -144,6 +144,29 @@ async def test_bodies_with_lone_surrogates_are_refused(tmp_path, body, status):
             assert "not valid Unicode" in answer
 
 
+HEAD = '{"header": {"login": "user@email.com", "accessKey": "your-access-key"}, '
+
+
+@pytest.mark.parametrize(("body", "status", "said"), [
+    # an integer past 64 bits: read exactly
+    ((HEAD + '"messages": [{"phone_number": "+33612345678", "message": "hi", '
+      '"id_sms_api": 123456789012345678901234}]}').encode(), 200, '"id_sms_api":"123456789012345678901234"'),
+    # UTF-16 (JSON allows it)
+    ((HEAD + '"messages": [{"phone_number": "+33612345678", "message": "é"}]}').encode("utf-16"), 200, '"sent":1'),
+    ((HEAD + '"messages": [{"phone_number": "+33612345678", "message": "hi", "priorite": NaN}]}').encode(), 400,
+     "NaN is not a number JSON allows"),
+    ((HEAD + '"messages": [{"phone_number": "+33612345678", "message": "hi", "priorite": 1e400}]}').encode(), 400,
+     "out of range"),
+    ((HEAD + '"messages": [1,]}').encode(), 400, "body is not valid JSON"),
+])
+async def test_bodies_are_read_as_json_allows(tmp_path, body, status, said):
+    async with serving(make_config(tmp_path, devices=[])) as daemon, aiohttp.ClientSession() as http, \
+            http.post(api_url(daemon, "/api/v1/sendsms"), data=body,
+                      headers={"Content-Type": "application/json"}) as resp:
+        answer = await resp.text()
+        assert resp.status == status and said in answer, answer
+
+
 # -- records built by quick_init are the dataclass's own ----------------------------
 
 @dataclasses.dataclass(frozen=True, slots=True)
