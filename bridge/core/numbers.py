@@ -83,12 +83,13 @@ _TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number",
 
 
 @functools.cache
-def _plan(country_code: int) -> tuple[re.Pattern[str] | None, dict[int, re.Pattern[str]]] | None:
+def _plan(country_code: int) -> dict[int, re.Pattern[str]] | None:
     """What makes a national number of ``country_code`` valid, read once from
     phonenumbers' metadata, for a country code with one region only (else
-    None): the national prefix the parser would strip, and for each length
-    one pattern that a valid number of that length matches whole. That is
-    phonenumberutil's ``_number_type_helper`` != UNKNOWN: the general
+    None): for each length, one pattern that a valid number of that length
+    matches whole and that refuses one the parser would strip a national prefix
+    from (a negative lookahead of that prefix: phonenumbers is asked then). That
+    is phonenumberutil's ``_number_type_helper`` != UNKNOWN: the general
     description, then any type's, each checked for its possible lengths
     first (``_is_number_matching_desc``)."""
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
@@ -104,6 +105,8 @@ def _plan(country_code: int) -> tuple[re.Pattern[str] | None, dict[int, re.Patte
     lengths = set(general.possible_length or range(2, 18))
     for d in descs:
         lengths.update(d.possible_length or ())
+    prefix = metadata.national_prefix_for_parsing
+    no_prefix = f"(?!(?:{prefix}))" if prefix else ""
     by_length: dict[int, re.Pattern[str]] = {}
     for length in sorted(lengths):
         if general.possible_length and length not in general.possible_length:
@@ -111,9 +114,8 @@ def _plan(country_code: int) -> tuple[re.Pattern[str] | None, dict[int, re.Patte
         fitting = [d.national_number_pattern for d in descs if not d.possible_length or length in d.possible_length]
         if fitting:
             types = "|".join(f"(?:{p})" for p in fitting)
-            by_length[length] = re.compile(f"(?=(?:{general.national_number_pattern})$)(?:{types})")
-    prefix = metadata.national_prefix_for_parsing
-    return (re.compile(prefix) if prefix else None), by_length
+            by_length[length] = re.compile(f"{no_prefix}(?=(?:{general.national_number_pattern})$)(?:{types})")
+    return by_length
 
 
 _CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}  # "33" -> 33
@@ -133,15 +135,12 @@ def _fast_e164(text: str) -> str | None:
     size = 1 if digits[:1] in _CODES else 2 if digits[:2] in _CODES else 3 if digits[:3] in _CODES else 0
     if not size:
         return None
-    plan = _plan(_CODES[digits[:size]])
-    if plan is None:
+    by_length = _plan(_CODES[digits[:size]])
+    if by_length is None:
         return None
-    prefix, by_length = plan
-    nsn = digits[size:]
-    pattern = by_length.get(len(nsn))
-    if pattern is None or (prefix is not None and prefix.match(nsn)):
-        return None
-    return text if pattern.fullmatch(nsn) else None
+    pattern = by_length.get(len(digits) - size)
+    # The national number is matched where it starts in ``digits``, not copied out.
+    return text if pattern is not None and pattern.fullmatch(digits, size) else None
 
 
 def normalise(raw: Any, region: str | None = None) -> str:
