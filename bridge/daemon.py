@@ -317,10 +317,15 @@ class Daemon:
             try:
                 now = time.monotonic()
                 every = now - refreshed >= self.PRESENCE_REFRESH_S
-                rows = self._local_rows(None) if came_or_went or every or now - looked >= self.PRESENCE_ROWS_S \
-                    else None
-                changed = (rows if every else [row for row in rows if _news(published.get(row["id"]), row)]) \
-                    if rows is not None else []
+                rows = None
+                if came_or_went or every or now - looked >= self.PRESENCE_ROWS_S:
+                    rows = self._local_rows(None)
+                if rows is None:
+                    changed = []
+                elif every:
+                    changed = rows
+                else:
+                    changed = [row for row in rows if _news(published.get(row["id"]), row)]
                 await self.store.publish_presence(
                     self.node, [(row["id"], row["account"], row["state"] == "online", row) for row in changed],
                     api_url=f"http://{self.config.api.listen[0]}:{self.api_port}")

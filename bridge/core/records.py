@@ -63,7 +63,7 @@ def quick_init(cls: type[T]) -> type[T]:
               f"{body}\n"
               "    self.__class__ = _cls\n")
     namespace: dict[str, Any] = {"_cls": cls, "_open": open_cls, "_set_class": object.__setattr__,
-                                 "_dataclass_init": cls.__init__, **defaults}
+                                 "_new": object.__new__, "_dataclass_init": cls.__init__, **defaults}
     exec(source, namespace)  # noqa: S102 - generated from the class's own field names, as dataclasses does
     init = namespace["__init__"]
     # The maker: the same instance from every field given by position (no defaults, no keywords).
@@ -72,9 +72,8 @@ def quick_init(cls: type[T]) -> type[T]:
             f"{body}\n"
             "    self.__class__ = _cls\n"
             "    return self\n")
-    make_namespace = namespace | {"_new": object.__new__}
-    exec(make, make_namespace)  # noqa: S102 - as above
-    type.__setattr__(cls, "_quick_make", staticmethod(make_namespace["make"]))
+    exec(make, namespace)  # noqa: S102 - as above
+    type.__setattr__(cls, "_quick_make", staticmethod(namespace["make"]))
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
     init.__annotations__ = dict(cls.__init__.__annotations__)  # the same signature, annotations too

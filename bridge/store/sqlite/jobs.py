@@ -105,26 +105,24 @@ def _insert_chunk(db: sqlite3.Connection, account: str, chunk: list[str], fresh:
     The ids are given, the ones after the largest in the table: the transaction holds the write lock,
     so no one else takes them, and the statement needs no RETURNING (which cost a sixth of it)."""
     top = db.execute("SELECT MAX(id) FROM jobs").fetchone()[0] or 0
-    if top > MAX_ROWID - len(chunk):  # never in practice: SQLite's own choice, read back
-        rows = db.execute(
-            f"INSERT INTO jobs ({_COLUMNS.removeprefix('id, ')}) VALUES "
-            + ",".join(["(" + ", ".join(["?"] * 17) + ")"] * len(chunk))
-            + " ON CONFLICT (account, id_sms_api) DO NOTHING RETURNING id, id_sms_api",
-            [v for key in chunk for v in _row(0, account, key, fresh[key], state, now, uid)[1:]]).fetchall()
-        return {k: i for i, k in rows}
+    # Past SQLite's largest rowid (never in practice), NULL ids: SQLite's own choice, returned.
+    own = top > MAX_ROWID - len(chunk)
     values: list[Any] = []
     for job_id, key in enumerate(chunk, top + 1):
-        values += _row(job_id, account, key, fresh[key], state, now, uid)
-    inserted = db.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES {','.join([_ROW] * len(chunk))} "
-                          "ON CONFLICT (account, id_sms_api) DO NOTHING", values).rowcount
+        values += _row(None if own else job_id, account, key, fresh[key], state, now, uid)
+    cursor = db.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES {','.join([_ROW] * len(chunk))} "
+                        "ON CONFLICT (account, id_sms_api) DO NOTHING" + (" RETURNING id, id_sms_api" if own else ""),
+                        values)
+    if own:
+        return {k: i for i, k in cursor.fetchall()}
     ids = {key: job_id for job_id, key in enumerate(chunk, top + 1)}
-    if inserted != len(chunk):  # a key was taken: its id is not in the table
+    if cursor.rowcount != len(chunk):  # a key was taken: its id is not in the table
         there = {i for (i,) in db.execute("SELECT id FROM jobs WHERE id > ? AND id <= ?", (top, top + len(chunk)))}
         ids = {key: job_id for key, job_id in ids.items() if job_id in there}
     return ids
 
 
-def _row(job_id: int, account: str, key: str, planned: tuple[NewJob, float, float], state: str, now: float,
+def _row(job_id: int | None, account: str, key: str, planned: tuple[NewJob, float, float], state: str, now: float,
          uid: str) -> tuple[Any, ...]:
     new, due, expires = planned
     return (job_id, account, key, new.kind, new.phone_number, new.message, new.url, new.priority, due, expires,
