@@ -19,6 +19,7 @@ from bridge.ops import client, logs
 
 DEFAULT_CONFIG = "/etc/simbridge/config.toml"
 DEMO_DIR = "simbridge-demo"
+YOUNG_GENERATION = 20_000  # objects allocated (net) between two collections of the youngest generation
 
 
 def _config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -158,6 +159,12 @@ async def _run_daemon(config: Config, *, demo: bool) -> int:
         # (each accepted batch makes thousands of short-lived objects, and triggers collections).
         gc.collect()
         gc.freeze()
+        # And a young generation larger than what a bulk request keeps alive at once (~10 objects a
+        # message, two 1,000-message requests at a time): with the default (700), such a batch set
+        # off a collection every few dozen messages, walking the batch's live objects again each
+        # time: ~2.5 µs a message, a tenth of the daemon's CPU on the accept path
+        # (docs/benchmarks.md). Cyclic garbage (rare here) waits for at most that many objects: a few MB.
+        gc.set_threshold(YOUNG_GENERATION, *gc.get_threshold()[1:])
     if daemon.ready.is_set() and demo:
         account = config.accounts[0]
         host, port = config.api.listen

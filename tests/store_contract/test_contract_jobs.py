@@ -99,6 +99,23 @@ async def test_the_job_fields_are_kept(store):
 # -- claim ---------------------------------------------------------------------------
 
 
+async def test_a_link_or_a_sealed_text_is_kept_for_its_job_only(store):
+    """Jobs with a url or a sealed text among plain ones, in and across the chunks a batch is
+    written in: each job keeps its own, and the others have none."""
+    batch = [sms(id_sms_api=f"k{i}", text=f"text {i}") for i in range(1100)]
+    batch[3] = NewJob(kind="sms", phone_number="+33611111111", message="see https://x.test/l/abc", id_sms_api="k3",
+                      url="https://example.com/offer", link_code="abc")
+    batch[777] = NewJob(kind="sms", phone_number="+33611111112", message="code ******", id_sms_api="k777",
+                        sealed=b"sealed-bytes")
+    out = await store.enqueue("a", batch)
+    assert all(e.created for e in out)
+    stored = {i: await store.get_job("a", f"k{i}") for i in (0, 3, 4, 499, 500, 776, 777, 778, 1099)}
+    assert stored[3].url == "https://example.com/offer" and stored[3].sealed is None
+    assert stored[777].sealed == b"sealed-bytes" and stored[777].url is None
+    assert all(job.url is None and job.sealed is None for i, job in stored.items() if i not in (3, 777))
+    assert [out[i].job for i in stored] == list(stored.values())  # the answers are the jobs as stored
+
+
 async def test_claim_order_is_priority_then_date_then_arrival(store):
     now = time.time()
     await store.enqueue("a", [sms(id_sms_api="low", priority=0), sms(id_sms_api="future", priority=2, due=now + 3600),
