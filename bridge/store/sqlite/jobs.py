@@ -117,17 +117,17 @@ def _insert_chunk(db: sqlite3.Connection, account: str, chunk: list[str], fresh:
     if own:
         ids = {key: job_id for job_id, key in cursor.fetchall()}
     else:
-        ids = dict(zip(chunk, range(top + 1, top + len(chunk) + 1)))
+        ids = dict(zip(chunk, range(top + 1, top + len(chunk) + 1), strict=True))
         if cursor.rowcount != len(chunk):  # a key was taken: its id is not in the table
             there = {i for (i,) in db.execute("SELECT id FROM jobs WHERE id > ? AND id <= ?",
                                               (top, top + len(chunk)))}
             ids = {key: job_id for key, job_id in ids.items() if job_id in there}
-    for key, plan in zip(chunk, planned):
-        job_id = ids.get(key)
-        if job_id is None:
+    for key, plan in zip(chunk, planned, strict=True):
+        made = ids.get(key)
+        if made is None:
             taken.append(key)
         else:
-            created[key] = shaping.new_job(job_id, account, key, plan, state, now, uid)
+            created[key] = shaping.new_job(made, account, key, plan, state, now, uid)
     # A taken key's id is left unused. Once at the limit, SQLite chooses for the rest of the batch.
     return MAX_ROWID if own else top + len(chunk)
 
