@@ -30,7 +30,15 @@ from bridge.api.errors import (
     ERROR_TEXT,
     ApiError,
 )
-from bridge.api.judging import Judged, JudgedContact, judge_contact, judge_message, normalise_batch, require_number
+from bridge.api.judging import (
+    Judged,
+    JudgedContact,
+    judge_contact,
+    judge_message,
+    normalise_batch,
+    raw_number,
+    require_number,
+)
 from bridge.api.settings import Settings
 from bridge.api.workers import SplitPool
 from bridge.core import numbers
@@ -85,8 +93,7 @@ class Insim:
             return _respond(results, old_form)
         # Phone numbers are most of the CPU: half of them are checked in the worker
         # process (only they travel: whole judged messages cost more to send back).
-        raw_numbers = [m.get("phone_number", m.get("phonenumber")) if isinstance(m, dict) else None
-                       for m in messages]
+        raw_numbers = [raw_number(m) if isinstance(m, dict) else None for m in messages]
         checked = await self.workers.split(normalise_batch, raw_numbers, rules.region)
         judged = [judge_message(i, m, header, priority, rules, c)
                   for i, (m, c) in enumerate(zip(messages, checked, strict=True))]
@@ -94,19 +101,13 @@ class Insim:
         if stopped:
             judged = [replace(j, new=None, errors=(E_OPTED_OUT,), detail=ERROR_TEXT[E_OPTED_OUT])
                       if j.new is not None and j.new.phone_number in stopped else j for j in judged]
-        good = [(j, j.new) for j in judged if j.new is not None]
+        good = [j.new for j in judged if j.new is not None]
         if mode == "test":
             return _respond([_test_answer(account.login, j) for j in judged], old_form)
-        enqueued = await self.jobs.enqueue(account.login, [new for _, new in good]) if good else []
-        by_index = {j.index: e for (j, _), e in zip(good, enqueued, strict=True)}
+        enqueued = await self.jobs.enqueue(account.login, good) if good else []
         if any(e.created for e in enqueued):
             self.on_enqueued()
-        public_url = rules.public_url
-        # A job created now is the message itself; one found under its id_sms_api may be another.
-        results = [_reused(account.login, j, e, public_url) if e is not None and not e.created
-                   and j.new is not None and not _same_content(j.new, e.job, public_url)
-                   else _answer(account.login, j, enqueued=e)
-                   for j in judged for e in (by_index.get(j.index),)]
+        results = _answers(account.login, judged, enqueued, rules.public_url)
         log.info("account %s: %d message(s) accepted, %d refused", account.login, len(good),
                  len(judged) - len(good))
         return _respond(results, old_form)
@@ -211,14 +212,33 @@ def _reused(login: str, j: Judged, enqueued: Enqueued, public_url: str) -> dict[
 
 # -- answers -------------------------------------------------------------------------
 
-def _answer(login: str | None, j: Judged, *, enqueued: Enqueued | None = None,
-            errors: tuple[str, ...] = (), detail: str | None = None) -> dict[str, Any]:
+def _answers(login: str, judged: list[Judged], enqueued: list[Enqueued], public_url: str) -> list[dict[str, Any]]:
+    """Each message's answer, in order: ``enqueued`` answers the judged ones that have a job to queue,
+    in their order. A job created now is the message itself; one found under its id_sms_api may be
+    another message."""
+    out: list[dict[str, Any]] = []
+    stored = iter(enqueued)
+    times: dict[float, str | None] = {}  # a batch's jobs share their time: written once
+    for j in judged:
+        if j.new is None:
+            out.append(_answer(login, j))
+            continue
+        e = next(stored)
+        job = e.job
+        if not e.created and not _same_content(j.new, job, public_url):
+            out.append(_reused(login, j, e, public_url))
+            continue
+        sent_time = times.get(job.due)
+        if sent_time is None:
+            sent_time = times[job.due] = iso(job.due)
+        out.append({"id_sms_api": job.id_sms_api, "sms_per_message": job.parts, "user": login,
+                    "sent_time": sent_time, "phone_number": job.phone_number, "message": job.message, "sent": 1})
+    return out
+
+
+def _answer(login: str | None, j: Judged, *, errors: tuple[str, ...] = (), detail: str | None = None) -> dict[str, Any]:
+    """A refused message's answer (``errors``: the codes, else the judged message's)."""
     errors = errors or j.errors
-    if enqueued is not None and not errors:
-        job = enqueued.job
-        return {"id_sms_api": job.id_sms_api, "sms_per_message": job.parts, "user": login,
-                "sent_time": iso(job.due), "phone_number": job.phone_number,
-                "message": job.message, "sent": 1}
     return {"id_sms_api": j.id_sms_api, "sms_per_message": 0, "user": login, "sent_time": None,
             "phone_number": j.phone_number, "message": j.message, "sent": 0,
             "error": list(errors), "error_message": detail or j.detail or ERROR_TEXT[errors[0]]}

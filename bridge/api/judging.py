@@ -175,23 +175,33 @@ def _shown(text: Any) -> str:
     return text[:MAX_MESSAGE_CHARS] if isinstance(text, str) else ""
 
 
+_ABSENT: Any = object()  # a key a message does not have (not the same as one given as null)
+
+
+def raw_number(item: dict[str, Any]) -> Any:
+    """A message's number as given: ``phone_number``, or the older ``phonenumber``."""
+    return item["phone_number"] if "phone_number" in item else item.get("phonenumber")
+
+
 def judge_message(index: int, item: Any, header: Mapping[str, Any], default_priority: Any, rules: Rules,
                   checked: Checked | None = None) -> Judged:
     """Judge one message of a sendsms batch. ``checked``: its number already
     normalised (see :func:`normalise_batch`); else it is done here."""
     if not isinstance(item, dict):
         return Judged(index, None, (E_UNKNOWN,), f"messages[{index}] must be an object", "", "", None)
-    number_raw = item.get("phone_number", item.get("phonenumber"))
-    text = item.get("message")
+    get = item.get
+    text = get("message")
     errors: list[str] = []
     details: list[str] = []
-    id_sms_api = item.get("id_sms_api")
-    if id_sms_api is not None and (not isinstance(id_sms_api, (str, int)) or isinstance(id_sms_api, bool)
-                                   or not 0 < len(str(id_sms_api)) <= 64):
-        errors.append(E_UNKNOWN)
-        details.append("id_sms_api must be a string of 1 to 64 characters")
-        id_sms_api = None
-    id_sms_api = str(id_sms_api) if id_sms_api is not None else None
+    id_sms_api = get("id_sms_api")
+    if id_sms_api is not None:
+        if (not isinstance(id_sms_api, (str, int)) or isinstance(id_sms_api, bool)
+                or not 0 < len(str(id_sms_api)) <= 64):
+            errors.append(E_UNKNOWN)
+            details.append("id_sms_api must be a string of 1 to 64 characters")
+            id_sms_api = None
+        elif type(id_sms_api) is not str:
+            id_sms_api = str(id_sms_api)
     if not isinstance(text, str) or not text or text.isspace():
         errors.append(E_EMPTY)
         details.append("message is empty")
@@ -204,13 +214,17 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
             errors.append(E_FORBIDDEN)
             details.append(f"message contains the forbidden word {word!r}")
     if checked is None:
-        [checked] = normalise_batch([number_raw], 0, rules.region)
+        [checked] = normalise_batch([raw_number(item)], 0, rules.region)
     number, why_not = checked
     if number is None:
         errors.append(E_NUMBER)
         details.append(why_not or "the phone number is invalid")
+        number_raw = raw_number(item)
         number = str(number_raw)[:64] if isinstance(number_raw, (str, int)) else ""  # as given
-    priority = item.get("priorite", item.get("priority", default_priority))
+    # Each key read once where the message has it (a key given as null is given: no fallback).
+    priority = get("priorite", _ABSENT)
+    if priority is _ABSENT:
+        priority = get("priority", default_priority)
     if isinstance(priority, str) and priority.strip().isdigit():
         priority = int(priority)
     if isinstance(priority, bool) or priority not in (0, 1, 2):
@@ -218,15 +232,17 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
         details.append(f"priorite must be 0, 1 or 2, not {priority!r}"[:120])
         priority = 1
     due = None
-    when = item.get("date_to_send", header.get("date_to_send"))
-    if when not in (None, ""):
+    when = get("date_to_send", _ABSENT)
+    if when is _ABSENT:
+        when = header.get("date_to_send")
+    if when is not None and when != "":
         try:
             due = parse_date(when, rules.timezone)
         except ValueError as exc:
             errors.append(E_UNKNOWN)
             details.append(str(exc)[:200])
-    url = item.get("url")
-    if url in (None, ""):
+    url = get("url")
+    if url is None or url == "":
         url = None
     elif not isinstance(url, str) or len(url) > MAX_URL_CHARS or urlsplit(url).scheme not in ("http", "https") \
             or not urlsplit(url).netloc:

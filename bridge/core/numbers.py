@@ -78,8 +78,10 @@ def invalid_reason(number: phonenumbers.PhoneNumber) -> str | None:
     return reason or "not a number in use in its country's numbering plan"
 
 
-_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
-          "fixed_line", "mobile")
+# In the order a number's pattern tries them (the first that matches decides): the types most numbers
+# sent to are, first.
+_TYPES = ("mobile", "fixed_line", "voip", "toll_free", "shared_cost", "premium_rate", "personal_number", "pager",
+          "uan", "voicemail")
 
 
 @functools.cache
@@ -118,7 +120,9 @@ def _plan(country_code: int) -> dict[int, re.Pattern[str]] | None:
     return by_length
 
 
-_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}  # "33" -> 33
+# Each country code as written ("33") -> its patterns by national length (see _plan); filled as met.
+_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+_PLANS: dict[str, dict[int, re.Pattern[str]] | None] = {}
 
 
 def _fast_e164(text: str) -> str | None:
@@ -132,15 +136,22 @@ def _fast_e164(text: str) -> str | None:
         return None
     # Country codes are prefix-free (ITU-T E.164): the number's is the one of its first 1, 2 or 3
     # digits that is one.
-    size = 1 if digits[:1] in _CODES else 2 if digits[:2] in _CODES else 3 if digits[:3] in _CODES else 0
-    if not size:
-        return None
-    by_length = _plan(_CODES[digits[:size]])
+    code = digits[:1]
+    if code not in _CODES:
+        code = digits[:2]
+        if code not in _CODES:
+            code = digits[:3]
+            if code not in _CODES:
+                return None
+    try:
+        by_length = _PLANS[code]
+    except KeyError:  # not met before
+        by_length = _PLANS[code] = _plan(_CODES[code])
     if by_length is None:
         return None
-    pattern = by_length.get(len(digits) - size)
+    pattern = by_length.get(len(digits) - len(code))
     # The national number is matched where it starts in ``digits``, not copied out.
-    return text if pattern is not None and pattern.fullmatch(digits, size) else None
+    return text if pattern is not None and pattern.fullmatch(digits, len(code)) else None
 
 
 def normalise(raw: Any, region: str | None = None) -> str:
