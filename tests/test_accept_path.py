@@ -19,6 +19,8 @@ import pytest
 from api_util import serving
 from conftest import api_url, make_config, wait_until
 
+from bridge.api.bodies import parse_json, parse_json_slowly
+from bridge.api.errors import ApiError
 from bridge.api.judging import Rules, forbidden_matcher, judge_message, sms_job
 from bridge.core import numbers
 from bridge.core.records import maker, quick_init
@@ -165,6 +167,46 @@ async def test_bodies_are_read_as_json_allows(tmp_path, body, status, said):
                       headers={"Content-Type": "application/json"}) as resp:
         answer = await resp.text()
         assert resp.status == status and said in answer, answer
+
+
+def _read(reader, raw: bytes) -> tuple[str, object]:
+    try:
+        return "ok", reader(raw)
+    except ApiError as exc:
+        return "refused", (exc.status, str(exc.body()))
+
+
+def test_a_body_is_read_the_same_by_orjson_first_as_by_json_alone():
+    """What orjson accepts is read as json reads it, and what it refuses (or may read otherwise:
+    an integer past 64 bits) goes to json: every body gets the same answer as from json alone.
+    Bodies: the seeds' shapes, then random edits of them with the characters that matter."""
+    bases = [(HEAD + '"messages": [{"phone_number": "+33612345678", "message": "Hello é", "priorite": 1, '
+                     '"id_sms_api": 123}]}').encode(),
+             b'[1.5, -0, 2e10, -9223372036854775808, 18446744073709551615, "x\\u00e9\\ud83d\\ude00", '
+             b'{"k": [true, null, {}]}]']
+    inserts = [b"1234567890123456789012", b"123456789012345678", b"-9223372036854775809", b'"\\ud800"',
+               b'"\\udc00"', b"1e999", b"1e308", b"NaN", b"-Infinity", b"\xef\xbb\xbf", b"\xed\xa0\x80", b"\x00"]
+    alphabet = b'{}[]":,0123456789-+.eE\\u abcdnulltruefalse\x1f\x7f\xc3\xa9'
+    rng = random.Random(11)
+    bodies_ = [*bases, b"", b"1", b'"x"', b"[" * 2000 + b"]" * 2000, bases[0].decode().encode("utf-16")]
+    for _ in range(20_000):
+        body = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(body))
+            edit = rng.random()
+            if edit < 0.4:
+                del body[at]
+            elif edit < 0.8:
+                body.insert(at, rng.choice(alphabet))
+            else:
+                body[at:at] = rng.choice(inserts)
+        bodies_.append(bytes(body))
+    fast = 0
+    for raw in bodies_:
+        got, want = _read(parse_json, raw), _read(parse_json_slowly, raw)
+        assert got == want and repr(got) == repr(want), raw  # repr: 1 and 1.0, -0.0 and 0.0 differ
+        fast += got[0] == "ok"
+    assert fast > 1000  # and many were read at all
 
 
 # -- records built by quick_init are the dataclass's own ----------------------------

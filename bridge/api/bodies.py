@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from bridge.api.errors import E_AUTH, ApiError
@@ -20,6 +21,10 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # surrogate gets into a body that is valid UTF-8 (a pair is fine; one alone is
 # not text). Seen rarely: only then is the parsed body searched.
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+# Every digit as "0", every other byte as "x": a body with 19 digits in a row may hold an integer
+# past 64 bits, which orjson reads as a float (json keeps it whole).
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+_LONG_NUMBER = b"0" * 19
 
 
 def _no_constant(name: str) -> Any:
@@ -52,7 +57,25 @@ def _lone_surrogate(value: Any) -> bool:
 
 
 async def json_body(request: web.Request) -> Any:
-    raw = await request.read()
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> Any:
+    """A body read as JSON allows, or a 400 saying why not."""
+    # orjson first: it reads a body in a third of json's time, and what it accepts json reads the
+    # same (UTF-8 text only, no lone surrogate, no NaN or infinity, integers of up to 64 bits).
+    # Whatever it refuses, or a body that may hold a longer integer, is read by json: the same
+    # answers, errors included.
+    if _LONG_NUMBER not in raw.translate(_DIGITS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return parse_json_slowly(raw)
+
+
+def parse_json_slowly(raw: bytes) -> Any:
+    """:func:`parse_json` by the standard library alone."""
     try:
         text = raw.decode()  # strict UTF-8: encoded surrogates fail here, and the parse reads the text
     except UnicodeDecodeError:
