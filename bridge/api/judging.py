@@ -57,11 +57,11 @@ def _plain(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
-def forbidden_matcher(words: tuple[str, ...]) -> Callable[[str], str | None]:
+def forbidden_matcher(words: tuple[str, ...]) -> Callable[[str], str | None] | None:
     """A function that returns the first forbidden word (whole word, any case,
-    accents ignored) found in a text, or None."""
+    accents ignored) found in a text, or None; no words: None (nothing to look for)."""
     if not words:
-        return lambda text: None
+        return None
     pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(_plain(w)) for w in words) + r")(?!\w)")
 
     def find(text: str) -> str | None:
@@ -77,7 +77,7 @@ class Rules:
     timezone: str  # reads a date_to_send written without one
     public_url: str  # tracked links are {public_url}/l/{code}
     ttl_s: float  # how long a queued SMS stays wanted
-    forbidden: Callable[[str], str | None]
+    forbidden: Callable[[str], str | None] | None  # None: no word is forbidden
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -109,7 +109,13 @@ def normalise_batch(raws: list[Any], offset: int, region: str | None) -> list[Ch
     """(E.164, None) or (None, why not) for each number: what
     :class:`~bridge.api.workers.SplitPool` runs, here or in its worker process."""
     out: list[Checked] = []
+    fast = numbers.fast_e164
     for raw in raws:
+        # Most numbers of a bulk batch: valid and written in E.164 already (normalise's first test).
+        e164 = fast(raw) if type(raw) is str else None
+        if e164 is not None:
+            out.append((e164, None))
+            continue
         try:
             out.append((numbers.normalise(raw, region), None))
         except ValueError as exc:
@@ -210,7 +216,7 @@ def judge_message(index: int, item: Any, header: Mapping[str, Any], default_prio
     elif len(text) > MAX_MESSAGE_CHARS:
         errors.append(E_UNKNOWN)
         details.append(f"message is longer than {MAX_MESSAGE_CHARS} characters")
-    else:
+    elif rules.forbidden is not None:
         word = rules.forbidden(text)
         if word is not None:
             errors.append(E_FORBIDDEN)

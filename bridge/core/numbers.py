@@ -125,7 +125,7 @@ _CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
 _PLANS: dict[str, dict[int, re.Pattern[str]] | None] = {}
 
 
-def _fast_e164(text: str) -> str | None:
+def fast_e164(text: str) -> str | None:
     """``text`` when it is a valid number already written ``+<digits>``,
     decided from the same metadata as :func:`phonenumbers.is_valid_number`
     without building a PhoneNumber (a tenth of the time); None means: ask
@@ -158,7 +158,7 @@ def normalise(raw: Any, region: str | None = None) -> str:
     """E.164 form of ``raw`` (``+33612345678``); ValueError saying why it is
     not a valid number. ``region`` reads numbers written without a country code."""
     if isinstance(raw, str) and raw[:1] == "+":
-        fast = _fast_e164(raw)
+        fast = fast_e164(raw)
         if fast is not None:
             return fast
     number = parse(raw, region)
