@@ -218,7 +218,6 @@ def _answers(login: str, judged: list[Judged], enqueued: list[Enqueued], public_
     another message."""
     out: list[dict[str, Any]] = []
     stored = iter(enqueued)
-    times: dict[float, str | None] = {}  # a batch's jobs share their time: written once
     for j in judged:
         if j.new is None:
             out.append(_answer(login, j))
@@ -228,11 +227,8 @@ def _answers(login: str, judged: list[Judged], enqueued: list[Enqueued], public_
         if not e.created and not _same_content(j.new, job, public_url):
             out.append(_reused(login, j, e, public_url))
             continue
-        sent_time = times.get(job.due)
-        if sent_time is None:
-            sent_time = times[job.due] = iso(job.due)
         out.append({"id_sms_api": job.id_sms_api, "sms_per_message": job.parts, "user": login,
-                    "sent_time": sent_time, "phone_number": job.phone_number, "message": job.message, "sent": 1})
+                    "sent_time": iso(job.due), "phone_number": job.phone_number, "message": job.message, "sent": 1})
     return out
 
 

@@ -109,13 +109,7 @@ def normalise_batch(raws: list[Any], offset: int, region: str | None) -> list[Ch
     """(E.164, None) or (None, why not) for each number: what
     :class:`~bridge.api.workers.SplitPool` runs, here or in its worker process."""
     out: list[Checked] = []
-    fast = numbers.fast_e164
     for raw in raws:
-        # Most numbers of a bulk batch: valid and written in E.164 already (normalise's first test).
-        e164 = fast(raw) if type(raw) is str else None
-        if e164 is not None:
-            out.append((e164, None))
-            continue
         try:
             out.append((numbers.normalise(raw, region), None))
         except ValueError as exc:

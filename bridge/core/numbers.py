@@ -84,7 +84,6 @@ _TYPES = ("mobile", "fixed_line", "voip", "toll_free", "shared_cost", "premium_r
           "uan", "voicemail")
 
 
-@functools.cache
 def _plan(country_code: int) -> dict[int, re.Pattern[str]] | None:
     """What makes a national number of ``country_code`` valid, read once from
     phonenumbers' metadata, for a country code with one region only (else
@@ -120,7 +119,8 @@ def _plan(country_code: int) -> dict[int, re.Pattern[str]] | None:
     return by_length
 
 
-# Each country code as written ("33") -> its patterns by national length (see _plan); filled as met.
+# Each country code as written ("33") -> its patterns by national length (see _plan): each read once,
+# when first met.
 _CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
 _PLANS: dict[str, dict[int, re.Pattern[str]] | None] = {}
 
