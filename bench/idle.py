@@ -3,8 +3,10 @@
 The real daemon (``simbridge run``) in a process of its own with N devices
 configured, and N real agents (virtual phones, ``python -m
 device_agents.virtual``) connected to it over websockets from a second
-process, with the agents' own heartbeat (websocket ping) and status reports
-(every 30 s, as every agent). Nothing is sent. Once every device is online
+process, with the agents' own heartbeat (a websocket ping every 20 s) and
+status reports (looked at every 30 s, sent when changed, as every agent; a
+virtual phone's never changes: ``--changing-status`` sends one every 30 s, as a
+phone whose signal moves all the time would). Nothing is sent. Once every device is online
 and a settling time has passed, the daemon's CPU time (user + system, from
 /proc) is read over a window; the figure is that time as a percentage of one
 core. The last line is one JSON object: ``idle_cpu_pct`` per device count.
@@ -51,7 +53,8 @@ def write_config(folder: Path, api: int, agents: int, devices: int) -> Path:
     return path
 
 
-async def measure(folder: Path, devices: int, settle: float, window: float) -> dict[str, float]:
+async def measure(folder: Path, devices: int, settle: float, window: float,
+                  changing_status: bool = False) -> dict[str, float]:
     api, agents = free_port(), free_port()
     config = write_config(folder, api, agents, devices)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -66,7 +69,7 @@ async def measure(folder: Path, devices: int, settle: float, window: float) -> d
             if devices:
                 (folder / "phones").mkdir()
                 args = [sys.executable, "-m", "device_agents.virtual", "--url", f"ws://127.0.0.1:{agents}",
-                        "--data-dir", str(folder / "phones")]
+                        "--data-dir", str(folder / "phones")] + (["--signal-wander", "5"] if changing_status else [])
                 for i in range(devices):
                     args += ["--device", f"dev-{i}", "--token", f"token-{i}"]
                 phones = subprocess.Popen(args, env=env)  # noqa: ASYNC220 - once, before the window
@@ -106,12 +109,15 @@ def main() -> None:
     parser.add_argument("--devices", type=int, action="append", help="device counts (default: 0, 20, 1000)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after the last came online")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of CPU time measured")
+    parser.add_argument("--changing-status", action="store_true",
+                        help="phones whose signal changes at every reading: a status frame each every 30 s")
     args = parser.parse_args()
-    results: dict[str, object] = {"load_start": [round(x, 2) for x in os.getloadavg()]}
+    results: dict[str, object] = {"load_start": [round(x, 2) for x in os.getloadavg()],
+                                  "changing_status": args.changing_status}
     print(f"load {os.getloadavg()}", flush=True)
     for count in args.devices or [0, 20, 1000]:
         with tempfile.TemporaryDirectory(prefix="simbridge-bench-idle-") as tmp:
-            figures = asyncio.run(measure(Path(tmp), count, args.settle, args.window))
+            figures = asyncio.run(measure(Path(tmp), count, args.settle, args.window, args.changing_status))
         print(f"{count:5d} devices: idle CPU {figures['idle_cpu_pct']:.2f} % of a core "
               f"({figures['cpu_s']:.2f} s in {figures['window_s']:.0f} s: user {figures['user_s']:.2f}, "
               f"system {figures['system_s']:.2f})  load {os.getloadavg()}", flush=True)

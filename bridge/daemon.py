@@ -410,7 +410,9 @@ class Daemon:
                 "battery": status.battery if status else None,
                 "network": status.network if status else None,
                 "operator": status.operator if status else None,
-                "last_seen": health.last_seen if health else None,
+                # Online: when its agent was last heard (a ping, a status, events); else when it went.
+                "last_seen": time.time() - (time.monotonic() - session.ws.heard) if session
+                else health.last_seen if health else None,
                 "in_flight": session.inflight if session else 0,
                 "agent": health.agent if health else "",
                 "delivery_reports": bool(health and health.capabilities and health.capabilities.delivery_reports),
@@ -427,7 +429,7 @@ class Daemon:
 
 def _news(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """Whether a device's row says more than when it was last published (its
-    ``last_seen`` alone, moving with every status, waits for the refresh)."""
+    ``last_seen`` alone, moving with every frame its agent sends, waits for the refresh)."""
     if old is None or len(old) != len(new):
         return True
     return any(value != old.get(key) for key, value in new.items() if key != "last_seen")

@@ -35,6 +35,12 @@ counts, no later). While the job at the head waits for its slot, a job of higher
 priority that comes meanwhile goes first. The wait counts against the lease; a
 job whose slot would come after its lease is rejected at once (back to the
 queue) rather than held to the lease's end.
+
+The device's status (battery, signal, network) is looked at every
+``status_interval`` and sent when it changed, or at least every
+``STATUS_REFRESH_S``, and once on every connection: an unchanged status every
+30 s cost the bridge a frame a device twice a minute, for nothing. What keeps
+the link alive is the websocket ping every ``PING_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ from .journal import Journal
 from .modem.gsm7 import segment_count
 from .pacing import CapPacer
 from .tasks import TaskSet
+
+PING_INTERVAL_S = 20.0  # websocket ping to the bridge; no pong within as long: reconnect
+STATUS_REFRESH_S = 300.0  # an unchanged status is sent again after this long
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +108,7 @@ class AgentRuntime:
         self.window = window
         self.workers = workers
         self.status_interval = status_interval
+        self._status_sent: tuple[protocol.Status, float] | None = None  # on this connection: (reading, when)
         self.ssl = ssl
         self.sims = sims
         self.timezone = timezone
@@ -283,7 +293,8 @@ class AgentRuntime:
             try:
                 async with websockets.connect(self.url, max_size=protocol.MAX_FRAME_BYTES,
                                               ssl=self.ssl, compression=None, open_timeout=10,
-                                              ping_interval=20, ping_timeout=20) as ws:
+                                              ping_interval=PING_INTERVAL_S,
+                                              ping_timeout=PING_INTERVAL_S) as ws:
                     await self._session(ws)
                     delay = 0.5
                     failures = 0
@@ -331,9 +342,8 @@ class AgentRuntime:
         # Everything not acked goes again, in order.
         self._unsent = {e.event_id: e for e in self.journal.pending_events()}
         self._wake.set()
-        status = self.backend.status()
-        if status is not None:
-            await ws.send(protocol.encode(status))
+        self._status_sent = None
+        await self._send_status(ws)
         sender = asyncio.create_task(self._sender(ws))
         try:
             async for frame in ws:
@@ -510,11 +520,24 @@ class AgentRuntime:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.status_interval)
-            status = self.backend.status()
             ws = self._ws
-            if status is not None and ws is not None:
+            if ws is not None:
                 with contextlib.suppress(Exception):
-                    await ws.send(protocol.encode(status))
+                    await self._send_status(ws)
+
+    async def _send_status(self, ws: Any) -> None:
+        """Send the device's status if it changed since the last one sent on
+        this connection (its time aside), or that one is STATUS_REFRESH_S old."""
+        status = self.backend.status()
+        if status is None:
+            return
+        reading = dataclasses.replace(status, at=0.0)
+        last = self._status_sent
+        now = time.monotonic()
+        if last is not None and last[0] == reading and now - last[1] < STATUS_REFRESH_S:
+            return
+        await ws.send(protocol.encode(status))
+        self._status_sent = (reading, now)
 
     async def aclose(self) -> None:
         await self._tasks.aclose()

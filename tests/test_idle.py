@@ -4,12 +4,17 @@ clock. What is due still happens on time, with nobody asking."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import make_config, running, timeout, wait_until
 from test_resume import RAW, RawAgent, enqueue, state_of
 
 from bridge.daemon import Daemon
 from device_agents import protocol as p
+from device_agents import runtime as runtime_module
+from device_agents.journal import Journal
+from device_agents.runtime import AgentRuntime
 
 PHONES = [{"id": f"sim-{i}", "kind": "virtual", "account": "user@email.com", "latency": 0, "jitter": 0,
            "delivery_delay": 0, "max_per_minute": 0} for i in range(3)]
@@ -91,3 +96,47 @@ async def test_what_is_due_happens_on_time_with_nobody_asking(tmp_path, what):
 
 async def _is(daemon, job, state):
     return await state_of(daemon, job) == state
+
+
+class _Phone:
+    """A backend whose status the test sets."""
+    capabilities = p.Capabilities(sms=True)
+
+    def __init__(self) -> None:
+        self.signal = 60
+
+    async def execute(self, job, report) -> None:
+        raise AssertionError("no job here")
+
+    async def recover(self, job):
+        return p.JOB_FAILED, None
+
+    def status(self):
+        return p.Status(at=time.time(), battery=90, signal=self.signal, network="registered")
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.sent: list[p.Status] = []
+
+    async def send(self, frame: str) -> None:
+        self.sent.append(p.decode(frame))
+
+
+async def test_an_agent_sends_its_status_when_it_changes_and_now_and_then_when_it_does_not(tmp_path, monkeypatch):
+    phone, ws = _Phone(), _Socket()
+    runtime = AgentRuntime(url="ws://127.0.0.1:9", device_id="d", token="t", backend=phone,
+                           journal=Journal(tmp_path / "j.jsonl"))
+    try:
+        await runtime._send_status(ws)  # the first on a connection: always
+        await runtime._send_status(ws)  # the same reading, a new time: not sent
+        assert [s.signal for s in ws.sent] == [60]
+        phone.signal = 45
+        await runtime._send_status(ws)
+        await runtime._send_status(ws)
+        assert [s.signal for s in ws.sent] == [60, 45]
+        monkeypatch.setattr(runtime_module, "STATUS_REFRESH_S", 0.0)  # the refresh is due
+        await runtime._send_status(ws)
+        assert [s.signal for s in ws.sent] == [60, 45, 45]
+    finally:
+        runtime.journal.close()

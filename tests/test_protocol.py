@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import aiohttp
 import pytest
@@ -241,6 +242,56 @@ async def test_silent_client_is_dropped_after_the_hello_timeout(tmp_path):
         async with websockets.connect(f"ws://127.0.0.1:{daemon.listener.port}") as ws:
             code, reason = await closed_with(ws)
         assert code == p.CLOSE_POLICY and "no hello" in reason
+
+
+async def test_a_quiet_agent_is_pinged_and_one_that_answers_nothing_is_cut(tmp_path):
+    """The bridge pings only agents it has heard nothing from for [agents] silence_s: one that
+    answers (its pongs come from its websocket library, whatever the agent is doing) stays; one
+    whose link is dead (here: the client reads nothing any more) is cut a third of that later."""
+    silence = timeout(0.6)
+    async with running(raw_config(tmp_path, agents={"silence_s": silence})) as daemon:
+        url = f"ws://127.0.0.1:{daemon.listener.port}"
+        async with websockets.connect(url, ping_interval=None) as ws:  # never pings on its own
+            challenge = p.decode(await asyncio.wait_for(ws.recv(), timeout(5)))
+            await ws.send(hello()(challenge.nonce))
+            assert isinstance(p.decode(await asyncio.wait_for(ws.recv(), timeout(5))), p.Welcome)
+            await wait_until(lambda: "raw" in daemon.dispatcher.sessions, what="session registered")
+            session = daemon.dispatcher.sessions["raw"]
+            # Quiet, but answering: pinged (its pong measured a latency) and still there after
+            # several more periods of silence.
+            for what in ("a ping answered", "another ping answered"):
+                session.ws.latency = 0.0  # the library sets it from each pong
+                await wait_until(lambda: session.ws.latency > 0, within=timeout(20), what=what)
+            assert daemon.listener.silent_closed == 0
+            assert daemon.dispatcher.sessions.get("raw") is session
+            # Dead: nothing read, so no pong goes back.
+            ws.transport.pause_reading()
+            await wait_until(lambda: "raw" not in daemon.dispatcher.sessions, within=timeout(20),
+                             what="the silent session cut")
+            ws.transport.resume_reading()  # and now it finds its connection gone
+            await closed_with(ws)
+        assert daemon.listener.silent_closed == 1
+        assert "no pong" in daemon.dispatcher.health["raw"].reason
+        assert "sim-1" in daemon.dispatcher.sessions  # the daemon's own agent answers its pings
+
+
+async def test_last_seen_of_an_online_device_is_when_its_agent_was_last_heard(tmp_path):
+    """Agents send their status only when it changes: an online device's "last seen" moves with
+    anything its agent sends, a bare ping included."""
+    async with running(raw_config(tmp_path)) as daemon, \
+            websockets.connect(f"ws://127.0.0.1:{daemon.listener.port}", ping_interval=None) as ws:
+        challenge = p.decode(await asyncio.wait_for(ws.recv(), timeout(5)))
+        await ws.send(hello()(challenge.nonce))
+        assert isinstance(p.decode(await asyncio.wait_for(ws.recv(), timeout(5))), p.Welcome)
+        await wait_until(lambda: "raw" in daemon.dispatcher.sessions, what="session registered")
+
+        def last_seen() -> float:
+            [row] = [r for r in daemon.devices_view(None) if r["id"] == "raw"]
+            return row["last_seen"]
+        before = last_seen()
+        await wait_until(lambda: time.time() > before + 0.05, what="time to pass")
+        await asyncio.wait_for(await ws.ping(), timeout(5))  # answered: heard by then
+        assert before + 0.05 < last_seen() <= time.time()
 
 
 # -- batches split to fit the frame limit ----------------------------------------------------------

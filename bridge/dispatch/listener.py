@@ -7,6 +7,13 @@ Every authentication failure (unknown device, wrong proof, revoked token)
 closes with the same code and reason, so that nothing tells an outsider
 which device ids exist; the log says which it was.
 
+Liveness costs nothing while an agent talks: every agent pings every 20 s
+(and sends its status when it changes), so the bridge notes when it last heard
+anything from each (``AgentConnection.heard``) and pings only an agent
+silent for ``[agents] silence_s``; no pong within a third of that cuts
+the connection. One sweep covers every session, instead of a keepalive
+task, a ping and a pong per device a minute.
+
 Connections that have not proved a token are capped in number
 (``[agents] max_unauthenticated``; more are turned away with 1013) and in
 time (``hello_timeout_s``). A bad frame closes *that* session with a policy
@@ -46,6 +53,21 @@ def _reason(text: str) -> str:
     return data.decode(errors="ignore")
 
 
+class AgentConnection(ServerConnection):
+    """A server connection that notes when it last heard from its agent: any
+    bytes at all, its pings included (which the library answers on its own)."""
+
+    heard = 0.0  # time.monotonic() of the last bytes received
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.heard = time.monotonic()
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = time.monotonic()
+        super().data_received(data)
+
+
 class AgentListener:
     def __init__(self, *, config: Config, store: Store, dispatcher: Dispatcher, tokens: TokenBook,
                  ssl: ssl_module.SSLContext | None = None,
@@ -63,6 +85,10 @@ class AgentListener:
         self.rejected = 0
         self.turned_away = 0  # connections refused because too many were still saying hello
         self._unauthenticated = 0
+        self._watch: asyncio.Task[None] | None = None
+        self._probing: set[str] = set()  # devices whose silence is being asked about (a ping out)
+        self.silent_closed = 0  # sessions cut because their silent agent answered no ping
+        self._silenced: set[DeviceSession] = set()  # ... and not yet detached
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): sessions of devices still configured
@@ -132,17 +158,53 @@ class AgentListener:
 
     async def start(self) -> None:
         host, port = self.config.agents.listen
-        # Every agent pings every 20 s (device_agents/runtime.py) and reports its status
-        # every 30 s: the bridge's own ping only finds agents gone silent, so once a
-        # minute is enough (a third of the idle cost of pinging every 20 s, per device).
+        # No keepalive of the library's own: _watch_silence pings only agents gone quiet.
         self.server = await serve(self._handle, host, port, max_size=protocol.MAX_FRAME_BYTES,
-                                  ssl=self.ssl, compression=None, ping_interval=60, ping_timeout=20)
+                                  ssl=self.ssl, compression=None, ping_interval=None,
+                                  create_connection=AgentConnection)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_silence())
+
+    async def _watch_silence(self) -> None:
+        """Every quarter of ``silence_s``, ping each agent not heard from for
+        ``silence_s`` (an agent that pings and reports, as ours do, never is)."""
+        while True:
+            silence = self.config.agents.silence_s  # a reload may change it
+            await asyncio.sleep(silence / 4)
+            quiet_since = time.monotonic() - silence
+            for session in list(self.dispatcher.sessions.values()):
+                ws = session.ws
+                if ws.heard < quiet_since and session.device_id not in self._probing:
+                    self._probing.add(session.device_id)
+                    self._in_background(self._ask(session, silence))
+
+    async def _ask(self, session: DeviceSession, silence: float) -> None:
+        """Ping a silent agent; no pong within a third of ``silence`` closes its session."""
+        ws = session.ws
+        try:
+            pong = await ws.ping()
+            async with asyncio.timeout(silence / 3):
+                await pong
+        except TimeoutError:
+            # Cut, not closed: a closing handshake would wait for the peer that just failed to answer.
+            self.silent_closed += 1
+            self._silenced.add(session)
+            log.warning("device %s: nothing heard for %g s and no pong within %g s; connection cut",
+                        session.device_id, silence, silence / 3)
+            ws.transport.abort()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self._probing.discard(session.device_id)
 
     @property
     def port(self) -> int:
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self.server is not None:
             self.server.close(close_connections=True)
             await self.server.wait_closed()
@@ -239,6 +301,9 @@ class AgentListener:
                 log.warning("device %s: frame over %d bytes; session closed (1009)",
                             device.id, protocol.MAX_FRAME_BYTES)
         finally:
+            if session in self._silenced:
+                self._silenced.discard(session)
+                reason = f"silent for {self.config.agents.silence_s:g} s and no pong to a ping"
             self.dispatcher.detach(session, reason)
             log.info("device %s offline: %s", device.id, reason)
 

@@ -34,12 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--serial", action="store_true", help="one part at a time on the radio, as a phone")
     parser.add_argument("--cap-per-minute", type=int, default=0, help="the phone's own cap in parts (0: none)")
+    parser.add_argument("--signal-wander", type=int, default=0,
+                        help="each status reading's signal alternates between 75 and 75 minus this (0: steady)")
     args = parser.parse_args(argv)
     if len(args.device) != len(args.token):
         parser.error("give one --token per --device")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = RadioSettings(latency=args.latency, jitter=args.jitter, delivery_delay=args.delivery_delay,
-                             serial=args.serial, cap_per_minute=args.cap_per_minute)
+                             serial=args.serial, cap_per_minute=args.cap_per_minute,
+                             signal_wander=args.signal_wander)
 
     async def run() -> None:
         task = asyncio.current_task()

@@ -36,6 +36,9 @@ class RadioSettings:
     delivery_reports: bool = True
     battery: int = 87
     signal: int = 75
+    # A signal that moves: each reading alternates between ``signal`` and ``signal`` minus
+    # this, as a phone at the edge of a cell reads it (0: steady).
+    signal_wander: int = 0
     operator: str = "Virtual Mobile"
     # One transmission at a time per SIM, each part taking latency + jitter:
     # Android's SMSDispatcher hands the RIL one part and waits for its
@@ -61,6 +64,7 @@ class VirtualRadio:
         os.makedirs(os.path.dirname(os.path.abspath(self.radio_log)), exist_ok=True)
         self._log_file = open(self.radio_log, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._random = random.Random(seed)
+        self._readings = 0  # statuses read (signal_wander)
         self.capabilities = protocol.Capabilities(sms=True, calls=True,
                                                   delivery_reports=settings.delivery_reports,
                                                   multipart=True)
@@ -155,8 +159,12 @@ class VirtualRadio:
         return False
 
     def status(self) -> protocol.Status:
+        signal = self.settings.signal
+        if self.settings.signal_wander:
+            self._readings += 1
+            signal = max(0, signal - self.settings.signal_wander * (self._readings % 2))
         return protocol.Status(at=time.time(), battery=self.settings.battery, charging=True,
-                               signal=self.settings.signal, network="registered",
+                               signal=signal, network="registered",
                                operator=self.settings.operator, technology="LTE")
 
     def close(self) -> None:
