@@ -5,9 +5,9 @@ configured, and N real agents (virtual phones, ``python -m
 device_agents.virtual``) connected to it over websockets from a second
 process, with the agents' own heartbeat (a websocket ping every 20 s) and
 status reports (looked at every 30 s, sent when changed, as every agent; a
-virtual phone's never changes: ``--changing-status`` sends one every 30 s, as a
-phone whose signal moves all the time would). Nothing is sent. Once every device is online
-and a settling time has passed, the daemon's CPU time (user + system, from
+virtual phone's never changes: ``--changing-status`` sends one every 30 s, as
+a phone whose signal moves all the time would). Nothing is sent. Once every
+device is online and a settling time has passed, the daemon's CPU time (user + system, from
 /proc) is read over a window; the figure is that time as a percentage of one
 core. The last line is one JSON object: ``idle_cpu_pct`` per device count.
 """

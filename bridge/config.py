@@ -249,7 +249,7 @@ class AgentsConfig:
     tls_key: Path | None = None  # its PEM private key
     hello_timeout_s: float = 10.0  # a connection that has not proved its token by then is closed
     max_unauthenticated: int = 64  # connections still saying hello at once; more are turned away (1013)
-    silence_s: float = 60.0  # an agent heard nothing from for this long is pinged; no pong in a third: closed
+    silence_s: float = 60.0  # an agent heard nothing from for this long is pinged; no pong in a third: cut
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ from device_agents import protocol as p
 from device_agents import runtime as runtime_module
 from device_agents.journal import Journal
 from device_agents.runtime import AgentRuntime
+from device_agents.virtual.phone import RadioSettings, VirtualRadio
 
 PHONES = [{"id": f"sim-{i}", "kind": "virtual", "account": "user@email.com", "latency": 0, "jitter": 0,
            "delivery_delay": 0, "max_per_minute": 0} for i in range(3)]
@@ -140,3 +141,15 @@ async def test_an_agent_sends_its_status_when_it_changes_and_now_and_then_when_i
         assert [s.signal for s in ws.sent] == [60, 45, 45]
     finally:
         runtime.journal.close()
+
+
+def test_a_wandering_signal_makes_every_status_new(tmp_path):
+    """bench.idle --changing-status: each reading differs from the one before."""
+    radio = VirtualRadio(device_id="v", radio_log=tmp_path / "radio.jsonl", settings=RadioSettings(signal_wander=5))
+    steady = VirtualRadio(device_id="s", radio_log=tmp_path / "steady.jsonl")
+    try:
+        assert [radio.status().signal for _ in range(4)] == [70, 75, 70, 75]
+        assert {steady.status().signal for _ in range(3)} == {75}
+    finally:
+        radio.close()
+        steady.close()

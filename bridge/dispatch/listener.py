@@ -178,7 +178,7 @@ class AgentListener:
                     self._in_background(self._ask(session, silence))
 
     async def _ask(self, session: DeviceSession, silence: float) -> None:
-        """Ping a silent agent; no pong within a third of ``silence`` closes its session."""
+        """Ping a silent agent; no pong within a third of ``silence`` cuts its connection."""
         ws = session.ws
         try:
             pong = await ws.ping()
