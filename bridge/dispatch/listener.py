@@ -58,6 +58,8 @@ class AgentConnection(ServerConnection):
     bytes at all, its pings included (which the library answers on its own)."""
 
     heard = 0.0  # time.monotonic() of the last bytes received
+    asked = False  # a ping is out to it because it went silent (AgentListener._ask)
+    cut = False  # ... and it answered none: the connection was cut
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.heard = time.monotonic()
@@ -86,9 +88,7 @@ class AgentListener:
         self.turned_away = 0  # connections refused because too many were still saying hello
         self._unauthenticated = 0
         self._watch: asyncio.Task[None] | None = None
-        self._probing: set[str] = set()  # devices whose silence is being asked about (a ping out)
         self.silent_closed = 0  # sessions cut because their silent agent answered no ping
-        self._silenced: set[DeviceSession] = set()  # ... and not yet detached
 
     def reload(self, config: Config) -> None:
         """A new configuration (SIGHUP): sessions of devices still configured
@@ -173,8 +173,8 @@ class AgentListener:
             quiet_since = time.monotonic() - silence
             for session in list(self.dispatcher.sessions.values()):
                 ws = session.ws
-                if ws.heard < quiet_since and session.device_id not in self._probing:
-                    self._probing.add(session.device_id)
+                if ws.heard < quiet_since and not ws.asked:
+                    ws.asked = True
                     self._in_background(self._ask(session, silence))
 
     async def _ask(self, session: DeviceSession, silence: float) -> None:
@@ -187,14 +187,14 @@ class AgentListener:
         except TimeoutError:
             # Cut, not closed: a closing handshake would wait for the peer that just failed to answer.
             self.silent_closed += 1
-            self._silenced.add(session)
+            ws.cut = True
             log.warning("device %s: nothing heard for %g s and no pong within %g s; connection cut",
                         session.device_id, silence, silence / 3)
             ws.transport.abort()
         except websockets.ConnectionClosed:
             pass
         finally:
-            self._probing.discard(session.device_id)
+            ws.asked = False
 
     @property
     def port(self) -> int:
@@ -301,8 +301,7 @@ class AgentListener:
                 log.warning("device %s: frame over %d bytes; session closed (1009)",
                             device.id, protocol.MAX_FRAME_BYTES)
         finally:
-            if session in self._silenced:
-                self._silenced.discard(session)
+            if session.ws.cut:  # (an AgentConnection: see start)
                 reason = f"silent for {self.config.agents.silence_s:g} s and no pong to a ping"
             self.dispatcher.detach(session, reason)
             log.info("device %s offline: %s", device.id, reason)

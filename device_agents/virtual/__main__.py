@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serial", action="store_true", help="one part at a time on the radio, as a phone")
     parser.add_argument("--cap-per-minute", type=int, default=0, help="the phone's own cap in parts (0: none)")
     parser.add_argument("--signal-wander", type=int, default=0,
-                        help="each status reading's signal alternates between 75 and 75 minus this (0: steady)")
+                        help="benchmarks: each status reading's signal alternates between 75 and 75 minus this, "
+                             "so that every status is sent (0: steady)")
     args = parser.parse_args(argv)
     if len(args.device) != len(args.token):
         parser.error("give one --token per --device")

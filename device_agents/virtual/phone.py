@@ -36,8 +36,9 @@ class RadioSettings:
     delivery_reports: bool = True
     battery: int = 87
     signal: int = 75
-    # A signal that moves: each reading alternates between ``signal`` and ``signal`` minus
-    # this, as a phone at the edge of a cell reads it (0: steady).
+    # For benchmarks (bench.idle --changing-status), not a model of a radio: each reading's
+    # signal alternates between ``signal`` and ``signal`` minus this, so that every status
+    # differs from the last and its agent sends each one (0: steady).
     signal_wander: int = 0
     operator: str = "Virtual Mobile"
     # One transmission at a time per SIM, each part taking latency + jitter:
