@@ -5,6 +5,7 @@ same database. (What every backend promises is in tests/store_contract/.)"""
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 
 import pytest
@@ -258,3 +259,144 @@ async def test_ids_at_the_end_of_sqlite_s_range_are_sqlite_s_own(store, tmp_path
     assert len({e.job.id for e in out}) == 3
     for e in out:
         assert await store.get_job("a", e.job.id_sms_api) == e.job
+
+
+class Nothing:
+    def wants(self, account: str, kind: str) -> bool:
+        return False
+
+
+@pytest.fixture
+async def quiet_store(tmp_path):
+    """A store whose accounts are sent no webhook events: batches are inserted as planned."""
+    s = SqliteStore(tmp_path / "q.db", event_filter=Nothing(), synchronous="normal")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def long_way(monkeypatch):
+    """The batches that went the long way (``insert_jobs``), by account."""
+    from bridge.store.sqlite import jobs as sqlite_jobs
+    taken: list[str] = []
+    real = sqlite_jobs.insert_jobs
+
+    def counted(db, recorder, account, jobs, uid):
+        taken.append(account)
+        return real(db, recorder, account, jobs, uid)
+    monkeypatch.setattr(sqlite_jobs, "insert_jobs", counted)
+    return taken
+
+
+def batch() -> list[NewJob]:
+    """600 messages (two chunks): the first 500 alike, the rest each its own (priority, date,
+    lifetime, a text of two parts, a tracked link, a key of its own)."""
+    out = [NewJob(kind="sms", phone_number=f"+336{i:08d}", message=f"m{i}") for i in range(500)]
+    for i in range(500, 600):
+        out.append(NewJob(kind="sms", phone_number=f"+336{i:08d}", message="x" * (170 if i % 2 else 10),
+                          priority=i % 3, due=1_900_000_000.0 + i, ttl_s=3600.0 + i, parts=2 if i % 2 else 1,
+                          id_sms_api=f"own-{i}" if i % 5 == 0 else None,
+                          url="https://example.com/o" if i % 7 == 0 else None,
+                          link_code=f"code{i}" if i % 7 == 0 else None))
+    return out
+
+
+def stored(path, table: str, columns: str) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(f"SELECT {columns} FROM {table} ORDER BY rowid").fetchall()
+    finally:
+        db.close()
+
+
+JOB_FIELDS = "kind, phone_number, message, url, priority, state, parts, encoding, report, attempts, sealed, due, expires"
+
+
+def comparable(rows: list[tuple]) -> list[tuple]:
+    """Rows of JOB_FIELDS, a date given as it is, one of the moment against the moment (to the ms)."""
+    out = []
+    for *fields, due, expires in rows:
+        now = min(due, expires - 3600)  # undated: due is the moment; dated: far past it
+        out.append((*fields, due if due > 1.8e9 else "now", round(expires - (0 if due > 1.8e9 else now), 3)))
+    return out
+
+
+async def test_a_planned_batch_is_stored_as_the_long_way_stores_it(quiet_store, store, tmp_path, long_way):
+    """Planned on the event loop's thread, a batch leaves the store thread only its statements;
+    the rows (every column but the time and the generated keys), the links, the counters and the
+    answers are those ``insert_jobs`` makes (the ``store`` fixture's account is sent every event:
+    its batches go the long way)."""
+    jobs = batch()
+    planned = await quiet_store.enqueue("a", jobs)
+    assert long_way == []
+    long = await store.enqueue("a", jobs)
+    assert long_way == ["a"]
+    rows = comparable(stored(tmp_path / "q.db", "jobs", JOB_FIELDS))
+    assert len(rows) == 600 and len({r[-2:] for r in rows}) > 2
+    assert rows == comparable(stored(tmp_path / "s.db", "jobs", JOB_FIELDS))
+    assert [e.job.id for e in planned] == [r[0] for r in stored(tmp_path / "q.db", "jobs", "id")]
+    for e in planned:
+        assert e.created and await quiet_store.get_job("a", e.job.id_sms_api) == e.job
+    assert [e.job.id_sms_api for e in planned if e.job.id_sms_api.startswith("own-")] == \
+           [f"own-{i}" for i in range(500, 600, 5)]
+    links = stored(tmp_path / "q.db", "links", "code, job_id, id_sms_api, phone_number, url")
+    assert links == [(f"code{int(e.job.phone_number[4:])}", e.job.id, e.job.id_sms_api, e.job.phone_number,
+                      e.job.url) for e in planned if e.job.url]
+    assert len(links) == len(stored(tmp_path / "s.db", "links", "code")) > 0
+    by_priority = collections.Counter(("queued", new.priority) for new in jobs)
+    assert len(by_priority) == 3 and await quiet_store.counts() == await store.counts() == by_priority
+    assert [e.job.phone_number for e in long] == [e.job.phone_number for e in planned]
+
+
+async def test_a_batch_whose_plan_does_not_hold_goes_the_long_way(quiet_store, tmp_path, long_way):
+    """A key of the batch already stored (the message sent before): looked up in the transaction,
+    the batch goes the long way, and is answered as before: the stored job, not a new one."""
+    [first] = await quiet_store.enqueue("a", [sms(id_sms_api="k1")])
+    [new] = await quiet_store.enqueue("a", [sms(id_sms_api="k2")])
+    assert long_way == []
+    again = await quiet_store.enqueue("a", [sms(id_sms_api="k3"), NewJob(kind="sms", phone_number="+33611111111",
+                                                                          message="other", id_sms_api="k1")])
+    assert long_way == ["a"]
+    assert [e.created for e in again] == [True, False] and again[1].job == first.job
+    assert [r[0] for r in stored(tmp_path / "q.db", "jobs", "id_sms_api")] == ["k1", "k2", "k3"]
+
+
+async def test_a_generated_key_already_taken_is_replaced_and_nothing_is_lost(quiet_store, tmp_path, long_way,
+                                                                            monkeypatch):
+    """Generated keys made in the same millisecond with the same random characters as a stored
+    one (about once in 10^8 pairs of batches): what the planned batch inserted is taken back, the
+    batch goes the long way, and every message is stored once, the taken one under a new key."""
+    from bridge.store import shaping
+    [old] = await quiet_store.enqueue("a", [sms()])
+    real = shaping.new_id_sms_apis
+    calls: list[int] = []
+
+    def clashing(count: int) -> list[str]:
+        calls.append(count)
+        keys = real(count)
+        return [old.job.id_sms_api, *keys[1:]] if len(calls) == 1 else keys
+    monkeypatch.setattr(shaping, "new_id_sms_apis", clashing)
+    out = await quiet_store.enqueue("a", [NewJob(kind="sms", phone_number=f"+336{i:08d}", message=f"m{i}")
+                                          for i in range(700)])
+    assert long_way == ["a"]
+    assert all(e.created for e in out) and len({e.job.id_sms_api for e in out}) == 700
+    assert old.job.id_sms_api not in {e.job.id_sms_api for e in out}
+    rows = stored(tmp_path / "q.db", "jobs", "id, id_sms_api, phone_number")
+    assert len(rows) == 701 and rows[0] == (old.job.id, old.job.id_sms_api, old.job.phone_number)
+    assert [(e.job.id, e.job.id_sms_api, e.job.phone_number) for e in out] == rows[1:]
+    assert await quiet_store.counts() == {("queued", 1): 701}
+
+
+async def test_a_failing_write_alone_in_its_group_leaves_nothing(store):
+    """A write alone in its group runs without a savepoint (its transaction is one): failing, it
+    leaves nothing of what it did, and the next write passes."""
+    def half(db):
+        db.execute("INSERT INTO jobs (account, id_sms_api, kind, phone_number, priority, due, expires, state, "
+                   "created, updated) VALUES ('a', 'half', 'sms', '+33612345678', 1, 0, 0, 'queued', 0, 0)")
+        db.execute("INSERT INTO jobs (id) VALUES (NULL)")  # violates NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        await store._run(store._tx(half))
+    assert await store.get_job("a", "half") is None
+    [e] = await store.enqueue("a", [sms(id_sms_api="after")])
+    assert await store.get_job("a", "after") == e.job

@@ -3,7 +3,10 @@
 Every state a job takes is looked up in ``bridge.core.jobstates`` before it
 is written, and written with a line of history; batches look the move up once
 and write it with bulk statements (a per-row statement costs more than
-everything else of a 1,000-message request).
+everything else of a 1,000-message request). A new batch is planned (keys,
+dates, statements and values) on the caller's thread, and its answers made
+there once it is written (:class:`Planned`): the store thread only runs the
+statements.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import collections
 import functools
 import itertools
 import logging
+import operator
 import sqlite3
 import time
 from collections.abc import Collection, Iterable
@@ -42,13 +46,21 @@ ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (11-13 parameters each; SQLi
 # The largest rowid SQLite has: past it, it would pick new ids at random (https://sqlite.org/autoinc.html).
 MAX_ROWID = 2**63 - 1
 # The columns an enqueue writes: those the batch shares, bound once a statement (?1-?4: account,
-# now, state, uid), then each job's; ``url`` and ``sealed`` only in chunks where a job has one (a
-# NULL parameter is adapted through sqlite3's protocol lookup: ~0.6 µs each, 0.04 for an int).
+# now, state, uid; ?5: the id before the chunk's first, each row's id written ``?5 + n``), then
+# each job's own; the _ALIKE columns once a statement too when every job of the chunk has the
+# same values there (most batches: binding holds the interpreter lock), else once a row; ``url``
+# and ``sealed`` only in chunks where a job has one (a NULL parameter is adapted through
+# sqlite3's protocol lookup: ~0.6 µs each, 0.04 for an int).
 _SHARED = ("account", "created", "updated", "state", "uid")
 _SHARED_MARKS = ("?1", "?2", "?2", "?3", "?4")
-_OWN = ("id", "id_sms_api", "kind", "phone_number", "message", "priority", "due", "expires", "parts", "encoding",
-        "report")
+_TOP = 5  # ?5
+_OWN = ("id_sms_api", "phone_number", "message")
+_ALIKE = ("kind", "priority", "due", "expires", "parts", "encoding", "report")
 _EXTRA = ("url", "sealed")
+# What makes two jobs alike in the _ALIKE columns (their due and expires follow from due and ttl_s).
+_alike_key = operator.attrgetter("kind", "priority", "due", "ttl_s", "parts", "encoding", "report")
+_phone_of = operator.attrgetter("phone_number")
+_text_of = operator.attrgetter("message")
 
 # Literal states in SELECTs, so that SQLite can use the partial indexes (WHERE state = 'queued').
 QUEUED_SQL = f"state = '{js.QUEUED}'"
@@ -106,17 +118,11 @@ def _insert_chunk(db: sqlite3.Connection, account: str, chunk: list[str], fresh:
 
     The ids are given, the ones after ``top``: the transaction holds the write lock, so no one else
     takes them, and the statement needs no RETURNING (which cost a sixth of it)."""
-    planned = [fresh[key] for key in chunk]
-    extra = any(new.url is not None or new.sealed is not None for new, _, _ in planned)
     # Past SQLite's largest rowid (never in practice), NULL ids: SQLite's own choice, returned.
     own = top > MAX_ROWID - len(chunk)
-    values: list[Any] = [account, now, state, uid]
-    for job_id, key, (new, due, expires) in zip(itertools.count(top + 1), chunk, planned):
-        values += (None if own else job_id, key, new.kind, new.phone_number, new.message, new.priority, due, expires,
-                   new.parts, new.encoding, int(new.report))
-        if extra:
-            values += (new.url, new.sealed)
-    cursor = db.execute(_insert_sql(len(chunk), extra, own), values)
+    sql, values = _chunk_statement(account, chunk, fresh, state, now, uid, own=own)
+    values[_TOP - 1] = top
+    cursor = db.execute(sql, values)
     if own:
         ids = {key: job_id for job_id, key in cursor.fetchall()}
     else:
@@ -125,26 +131,56 @@ def _insert_chunk(db: sqlite3.Connection, account: str, chunk: list[str], fresh:
             there = {i for (i,) in db.execute("SELECT id FROM jobs WHERE id > ? AND id <= ?",
                                               (top, top + len(chunk)))}
             ids = {key: job_id for key, job_id in ids.items() if job_id in there}
-    for key, plan in zip(chunk, planned, strict=True):
+    for key in chunk:
         made = ids.get(key)
         if made is None:
             taken.append(key)
         else:
-            created[key] = shaping.new_job(made, account, key, plan, state, now, uid)
+            created[key] = shaping.new_job(made, account, key, fresh[key], state, now, uid)
     # A taken key's id is left unused. Once at the limit, SQLite chooses for the rest of the batch.
     return MAX_ROWID if own else top + len(chunk)
 
 
+def _chunk_statement(account: str, chunk: list[str], fresh: shaping.Fresh, state: str, now: float, uid: str,
+                     *, own: bool = False) -> tuple[str, list[Any]]:
+    """The statement inserting the jobs of ``chunk`` (keys of ``fresh``, ids after ?5) and its
+    values, ?5 left for the caller to set (None). ``own``: NULL ids, SQLite's own choice."""
+    planned = [fresh[key] for key in chunk]
+    news = [plan[0] for plan in planned]
+    extra = any(new.url is not None or new.sealed is not None for new in news)
+    alike = not extra and len(set(map(_alike_key, news))) == 1
+    values: list[Any] = [account, now, state, uid, None]
+    if alike:
+        first, due, expires = planned[0]
+        values += (first.kind, first.priority, due, expires, first.parts, first.encoding, int(first.report))
+        values += itertools.chain.from_iterable(zip(chunk, map(_phone_of, news), map(_text_of, news), strict=True))
+    else:
+        for key, (new, due, expires) in zip(chunk, planned, strict=True):
+            values += (key, new.phone_number, new.message, new.kind, new.priority, due, expires, new.parts,
+                       new.encoding, int(new.report))
+            if extra:
+                values += (new.url, new.sealed)
+    return _insert_sql(len(chunk), alike, extra, own), values
+
+
 @functools.lru_cache(maxsize=32)
-def _insert_sql(rows: int, extra: bool, own: bool) -> str:
-    """The statement :func:`_insert_chunk` binds: the shared values first, then each row's."""
-    columns = (*_SHARED, *_OWN, *(_EXTRA if extra else ()))
-    width = len(columns) - len(_SHARED)
-    first = len(set(_SHARED_MARKS)) + 1
-    rows_sql = ",".join("(" + ", ".join([*_SHARED_MARKS, *(f"?{first + r * width + i}" for i in range(width))]) + ")"
-                        for r in range(rows))
-    return (f"INSERT INTO jobs ({', '.join(columns)}) VALUES {rows_sql} ON CONFLICT (account, id_sms_api) DO NOTHING"
-            + (" RETURNING id, id_sms_api" if own else ""))
+def _insert_sql(rows: int, alike: bool, extra: bool, own: bool) -> str:
+    """The statement :func:`_chunk_statement` binds: the values the chunk shares first (?1-?5,
+    then, ``alike``, its jobs' _ALIKE columns), then each row's."""
+    columns = (*_SHARED, "id", *_OWN, *_ALIKE, *(_EXTRA if extra else ()))
+    first = _TOP + 1
+    alike_marks: list[str] = []
+    if alike:
+        alike_marks = [f"?{first + i}" for i in range(len(_ALIKE))]
+        first += len(_ALIKE)
+    width = len(_OWN) + (0 if alike else len(_ALIKE) + (len(_EXTRA) if extra else 0))
+    rows_sql = []
+    for r in range(rows):
+        row = [*_SHARED_MARKS, "NULL" if own else f"?{_TOP} + {r + 1}",
+               *(f"?{first + r * width + i}" for i in range(width)), *alike_marks]
+        rows_sql.append("(" + ", ".join(row) + ")")
+    return (f"INSERT INTO jobs ({', '.join(columns)}) VALUES {','.join(rows_sql)} "
+            "ON CONFLICT (account, id_sms_api) DO NOTHING" + (" RETURNING id, id_sms_api" if own else ""))
 
 
 def jobs_by_key(db: sqlite3.Connection, account: str, keys: list[str]) -> list[Job]:
@@ -188,13 +224,79 @@ class _Moves(shaping.Moves):
         self.clear()
 
 
+class Planned:
+    """A batch planned before its transaction, on the event loop's thread: its keys (generated ones
+    made), the jobs to insert under them, each chunk's statement and values (?5 set in the
+    transaction), its counter deltas and link rows (the job id set there). What the store thread is
+    then left with is its statements: SQLite's work runs without the interpreter lock, the Python
+    around it does not, and two threads taking turns with the lock slowed them both (see
+    :func:`insert_planned`; docs/benchmarks.md)."""
+    __slots__ = ("now", "keys", "fresh", "given", "chunks", "counts", "links")
+
+    def __init__(self, account: str, jobs: list[NewJob], uid: str) -> None:
+        self.now = now = time.time()
+        self.keys, self.fresh = shaping.plan_jobs(jobs, now)
+        self.given = [new.id_sms_api for new in jobs if new.id_sms_api]
+        state = shaping.ENQUEUED_STATE
+        todo = list(self.fresh)
+        self.chunks: list[tuple[int, str, list[Any]]] = []
+        for i in range(0, len(todo), ENQUEUE_CHUNK):
+            chunk = todo[i:i + ENQUEUE_CHUNK]
+            self.chunks.append((len(chunk), *_chunk_statement(account, chunk, self.fresh, state, now, uid)))
+        by_priority = collections.Counter(new.priority for new, _, _ in self.fresh.values())
+        self.counts = collections.Counter({job_counter(state, p): n for p, n in by_priority.items()})
+        # (position in the batch's new jobs, the row less its job id)
+        self.links = [(n, (new.link_code, account, None, key, new.phone_number, new.url, now))
+                      for n, (key, (new, _, _)) in enumerate(self.fresh.items()) if new.link_code and new.url]
+
+    def made(self, account: str, top: int, uid: str) -> list[Enqueued]:
+        """The answers, once inserted with the ids after ``top``."""
+        state, now = shaping.ENQUEUED_STATE, self.now
+        created = {key: shaping.new_job(job_id, account, key, plan, state, now, uid)
+                   for job_id, (key, plan) in enumerate(self.fresh.items(), top + 1)}
+        return shaping.enqueued(self.keys, created, {})
+
+
+def insert_planned(db: sqlite3.Connection, recorder: EventRecorder, account: str, jobs: list[NewJob],
+                   planned: Planned, uid: str) -> int | list[Enqueued]:
+    """Insert a :class:`Planned` batch as planned: the answer is the id before its first job (its
+    jobs took the next ones, in order). Where the plan does not hold, the batch is inserted by
+    :func:`insert_jobs` instead, and the answer is its: a key of the batch already stored (sent
+    before), a generated key taken (see :func:`insert_jobs`), an account sent ``sms_queued``
+    events (each made from its job, here), ids at the end of SQLite's range."""
+    state = shaping.ENQUEUED_STATE
+    if recorder.wants(account, events.STATE_EVENTS[state]):
+        return insert_jobs(db, recorder, account, jobs, uid)
+    if planned.given and jobs_by_key(db, account, planned.given):
+        return insert_jobs(db, recorder, account, jobs, uid)
+    top = db.execute("SELECT MAX(id) FROM jobs").fetchone()[0] or 0  # kept by the write lock (BEGIN IMMEDIATE)
+    if top > MAX_ROWID - len(planned.fresh):
+        return insert_jobs(db, recorder, account, jobs, uid)
+    at = top
+    for rows, sql, values in planned.chunks:
+        values[_TOP - 1] = at
+        if db.execute(sql, values).rowcount != rows:
+            # A generated key taken: what this batch inserted is taken back (the ids after ``top``
+            # are its own: the write lock is held) and the batch goes the long way.
+            db.execute("DELETE FROM jobs WHERE id > ?", (top,))
+            return insert_jobs(db, recorder, account, jobs, uid)
+        at += rows
+    add_counts(db, planned.counts)
+    if planned.links:
+        db.executemany("INSERT INTO links (code, account, job_id, id_sms_api, phone_number, url, created) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [(*row[:2], top + 1 + n, *row[3:]) for n, row in planned.links])
+    return top
+
+
 class SqliteJobQueue(SqliteBase):
     async def enqueue(self, account: str, jobs: list[NewJob]) -> list[Enqueued]:
         urgent = any(new.priority >= URGENT for new in jobs)
-        out = await self._run(self._tx(insert_jobs, urgent=urgent), self._recorder, account, jobs,
-                              self.incarnation)
+        uid = self.incarnation
+        planned = Planned(account, jobs, uid)
+        out = await self._run(self._tx(insert_planned, urgent=urgent), self._recorder, account, jobs, planned, uid)
         self._enqueued(account, urgent)
-        return out
+        return out if isinstance(out, list) else planned.made(account, out, uid)
 
     async def claim(self, account: str, device_id: str, limit: int, *,
                     kinds: tuple[str, ...] = ("sms", "call"), max_parts: int | None = None,
