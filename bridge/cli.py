@@ -20,7 +20,7 @@ from bridge.ops import client, logs
 DEFAULT_CONFIG = "/etc/simbridge/config.toml"
 DEMO_DIR = "simbridge-demo"
 YOUNG_GENERATION = 20_000  # objects allocated (net) between two collections of the youngest generation
-SWITCH_INTERVAL_S = 0.001  # how long a thread holds the interpreter lock while another waits for it
+SWITCH_INTERVAL_S = 0.0002  # how long a thread holds the interpreter lock while another waits for it
 
 
 def _config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -169,7 +169,9 @@ async def _run_daemon(config: Config, *, demo: bool) -> int:
         # The store's writes run on their own thread, and every write waits for it: back from
         # SQLite (which runs without the interpreter lock), it waits for the lock until the event
         # loop's thread gives it up, at most the switch interval. 1 ms instead of 5: bulk acceptance
-        # +7 % at the same CPU (docs/benchmarks.md); an idle daemon switches no more than before.
+        # +7 % at the same CPU; 0.2 instead of 1 once the store thread was left with little but its
+        # statements (its waits then were most of its time): +5 % (docs/benchmarks.md). An idle
+        # daemon switches no more than before: no thread waits for the lock.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
     if daemon.ready.is_set() and demo:
         account = config.accounts[0]
