@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import json
 import logging
+import operator
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,12 @@ def plan_jobs(jobs: list[NewJob], now: float, existing: Collection[str] = ()) ->
     """Each job's key (its id_sms_api, or a generated one), and the jobs to insert under their keys
     with their due and expiry dates: not those ``existing`` (sent before), nor a key's second job in
     the batch (the first one stands)."""
-    keys: list[str] = []
+    if not any(map(_own_key, jobs)):  # every key generated: each new, none twice (most batches)
+        keys = new_id_sms_apis(len(jobs))
+        # a date in the past means: now
+        return keys, {key: (new, now, now + new.ttl_s) if new.due is None else
+                      (new, new.due, max(new.due, now) + new.ttl_s) for key, new in zip(keys, jobs, strict=True)}
+    keys = []
     fresh: Fresh = {}
     generated = iter(new_id_sms_apis(sum(1 for new in jobs if not new.id_sms_api)))
     for new in jobs:
@@ -77,6 +83,19 @@ def plan_jobs(jobs: list[NewJob], now: float, existing: Collection[str] = ()) ->
         due = new.due if new.due is not None else now
         fresh[key] = (new, due, max(due, now) + new.ttl_s)  # a date in the past means: now
     return keys, fresh
+
+
+_own_key = operator.attrgetter("id_sms_api")
+
+
+def made_in_order(account: str, fresh: Fresh, first_id: int, state: str, now: float,
+                  uid: str) -> list[Enqueued]:
+    """The answers to a batch whose jobs (``fresh``, each asked for once) were all inserted, with
+    the ids from ``first_id`` on, in order: each job as :func:`new_job` makes it, created."""
+    return [_enqueued(_job(job_id, account, key, new.kind, new.phone_number, new.message, new.url, new.priority,
+                           due, expires, state, None, None, 0, new.parts, new.encoding, new.report, now, now,
+                           new.sealed, uid), True)
+            for job_id, (key, (new, due, expires)) in enumerate(fresh.items(), first_id)]
 
 
 def new_job(job_id: int, account: str, key: str, planned: tuple[NewJob, float, float], state: str,

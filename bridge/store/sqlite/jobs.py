@@ -61,6 +61,8 @@ _EXTRA = ("url", "sealed")
 _alike_key = operator.attrgetter("kind", "priority", "due", "ttl_s", "parts", "encoding", "report")
 _phone_of = operator.attrgetter("phone_number")
 _text_of = operator.attrgetter("message")
+_priority_of = operator.attrgetter("priority")
+_link_of = operator.attrgetter("link_code")
 
 # Literal states in SELECTs, so that SQLite can use the partial indexes (WHERE state = 'queued').
 QUEUED_SQL = f"state = '{js.QUEUED}'"
@@ -243,15 +245,20 @@ class Planned:
         for i in range(0, len(todo), ENQUEUE_CHUNK):
             chunk = todo[i:i + ENQUEUE_CHUNK]
             self.chunks.append((len(chunk), *_chunk_statement(account, chunk, self.fresh, state, now, uid)))
-        by_priority = collections.Counter(new.priority for new, _, _ in self.fresh.values())
+        by_priority = collections.Counter(map(_priority_of, jobs))  # (a key's second job too: fixed below)
+        if len(self.fresh) < len(jobs):
+            by_priority = collections.Counter(new.priority for new, _, _ in self.fresh.values())
         self.counts = collections.Counter({job_counter(state, p): n for p, n in by_priority.items()})
         # (position in the batch's new jobs, the row less its job id)
         self.links = [(n, (new.link_code, account, None, key, new.phone_number, new.url, now))
-                      for n, (key, (new, _, _)) in enumerate(self.fresh.items()) if new.link_code and new.url]
+                      for n, (key, (new, _, _)) in enumerate(self.fresh.items()) if new.link_code and new.url] \
+            if any(map(_link_of, jobs)) else []
 
     def made(self, account: str, top: int, uid: str) -> list[Enqueued]:
         """The answers, once inserted with the ids after ``top``."""
         state, now = shaping.ENQUEUED_STATE, self.now
+        if len(self.fresh) == len(self.keys):  # each key asked for once (most batches)
+            return shaping.made_in_order(account, self.fresh, top + 1, state, now, uid)
         created = {key: shaping.new_job(job_id, account, key, plan, state, now, uid)
                    for job_id, (key, plan) in enumerate(self.fresh.items(), top + 1)}
         return shaping.enqueued(self.keys, created, {})
