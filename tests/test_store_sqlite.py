@@ -289,16 +289,17 @@ def long_way(monkeypatch):
     return taken
 
 
-def batch() -> list[NewJob]:
-    """600 messages (two chunks): the first 500 alike, the rest each its own (priority, date,
-    lifetime, a text of two parts, a tracked link, a key of its own)."""
-    out = [NewJob(kind="sms", phone_number=f"+336{i:08d}", message=f"m{i}") for i in range(500)]
-    for i in range(500, 600):
+def batch(links: bool = True) -> list[NewJob]:
+    """Two chunks of messages: the first chunk's alike, the rest each its own (priority, date,
+    lifetime, a text of two parts, a key of its own; ``links``: a tracked link)."""
+    from bridge.store.sqlite.jobs import ENQUEUE_CHUNK
+    out = [NewJob(kind="sms", phone_number=f"+336{i:08d}", message=f"m{i}") for i in range(ENQUEUE_CHUNK)]
+    for i in range(ENQUEUE_CHUNK, ENQUEUE_CHUNK + 100):
         out.append(NewJob(kind="sms", phone_number=f"+336{i:08d}", message="x" * (170 if i % 2 else 10),
                           priority=i % 3, due=1_900_000_000.0 + i, ttl_s=3600.0 + i, parts=2 if i % 2 else 1,
                           id_sms_api=f"own-{i}" if i % 5 == 0 else None,
-                          url="https://example.com/o" if i % 7 == 0 else None,
-                          link_code=f"code{i}" if i % 7 == 0 else None))
+                          url="https://example.com/o" if links and i % 7 == 0 else None,
+                          link_code=f"code{i}" if links and i % 7 == 0 else None))
     return out
 
 
@@ -322,28 +323,31 @@ def comparable(rows: list[tuple]) -> list[tuple]:
     return out
 
 
-async def test_a_planned_batch_is_stored_as_the_long_way_stores_it(quiet_store, store, tmp_path, long_way):
+@pytest.mark.parametrize("links", [True, False])
+async def test_a_planned_batch_is_stored_as_the_long_way_stores_it(quiet_store, store, tmp_path, long_way, links):
     """Planned on the event loop's thread, a batch leaves the store thread only its statements;
     the rows (every column but the time and the generated keys), the links, the counters and the
     answers are those ``insert_jobs`` makes (the ``store`` fixture's account is sent every event:
-    its batches go the long way)."""
-    jobs = batch()
+    its batches go the long way). Without links, a chunk of jobs each its own is bound a row at
+    a time as one with links is."""
+    jobs = batch(links)
     planned = await quiet_store.enqueue("a", jobs)
     assert long_way == []
     long = await store.enqueue("a", jobs)
     assert long_way == ["a"]
     rows = comparable(stored(tmp_path / "q.db", "jobs", JOB_FIELDS))
-    assert len(rows) == 600 and len({r[-2:] for r in rows}) > 2
+    assert len(rows) == len(jobs) and len({r[-2:] for r in rows}) > 2
     assert rows == comparable(stored(tmp_path / "s.db", "jobs", JOB_FIELDS))
     assert [e.job.id for e in planned] == [r[0] for r in stored(tmp_path / "q.db", "jobs", "id")]
     for e in planned:
         assert e.created and await quiet_store.get_job("a", e.job.id_sms_api) == e.job
     assert [e.job.id_sms_api for e in planned if e.job.id_sms_api.startswith("own-")] == \
-           [f"own-{i}" for i in range(500, 600, 5)]
-    links = stored(tmp_path / "q.db", "links", "code, job_id, id_sms_api, phone_number, url")
-    assert links == [(f"code{int(e.job.phone_number[4:])}", e.job.id, e.job.id_sms_api, e.job.phone_number,
-                      e.job.url) for e in planned if e.job.url]
-    assert len(links) == len(stored(tmp_path / "s.db", "links", "code")) > 0
+           [new.id_sms_api for new in jobs if new.id_sms_api]
+    link_rows = stored(tmp_path / "q.db", "links", "code, job_id, id_sms_api, phone_number, url")
+    assert link_rows == [(f"code{int(e.job.phone_number[4:])}", e.job.id, e.job.id_sms_api, e.job.phone_number,
+                          e.job.url) for e in planned if e.job.url]
+    assert len(link_rows) == len(stored(tmp_path / "s.db", "links", "code")) == sum(1 for new in jobs if new.url)
+    assert (len(link_rows) > 0) == links
     by_priority = collections.Counter(("queued", new.priority) for new in jobs)
     assert len(by_priority) == 3 and await quiet_store.counts() == await store.counts() == by_priority
     assert [e.job.phone_number for e in long] == [e.job.phone_number for e in planned]

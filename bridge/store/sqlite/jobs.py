@@ -42,7 +42,7 @@ from device_agents import protocol
 
 log = logging.getLogger(__name__)
 
-ENQUEUE_CHUNK = 500  # rows in one multi-row INSERT (11-13 parameters each; SQLite allows 32,766)
+ENQUEUE_CHUNK = 1000  # rows in one multi-row INSERT (3 parameters each, or 10-12; SQLite allows 32,766)
 # The largest rowid SQLite has: past it, it would pick new ids at random (https://sqlite.org/autoinc.html).
 MAX_ROWID = 2**63 - 1
 # The columns an enqueue writes: those the batch shares, bound once a statement (?1-?4: account,
