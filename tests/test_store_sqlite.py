@@ -16,15 +16,24 @@ from bridge.store.schema import MIGRATIONS, SCHEMA_VERSION
 from bridge.store.sqlite import SqliteDeviceAuth, SqliteJobQueue, SqliteOutbox, SqliteStore
 
 
-class Everything:
+class Sends:
+    """An event filter: every event (``every``), or none."""
+    def __init__(self, every: bool = True) -> None:
+        self.every = every
+
     def wants(self, account: str, kind: str) -> bool:
-        return True
+        return self.every
+
+
+async def opened(path, every: bool) -> SqliteStore:
+    s = SqliteStore(path, event_filter=Sends(every), synchronous="normal")
+    await s.open()
+    return s
 
 
 @pytest.fixture
 async def store(tmp_path):
-    s = SqliteStore(tmp_path / "s.db", event_filter=Everything(), synchronous="normal")
-    await s.open()
+    s = await opened(tmp_path / "s.db", True)
     yield s
     await s.close()
 
@@ -46,7 +55,7 @@ async def test_an_older_schema_is_migrated_in_place(tmp_path):
     db.execute("INSERT INTO jobs (account, id_sms_api, kind, phone_number, priority, due, expires, state, created, "
                "updated) VALUES ('a', 'old', 'sms', '+33612345678', 1, 0, 1e12, 'queued', 0, 0)")
     db.close()
-    s = SqliteStore(tmp_path / "s.db", event_filter=Everything())
+    s = SqliteStore(tmp_path / "s.db", event_filter=Sends())
     await s.open()
     try:
         assert (await s.get_job("a", "old")).state == "queued"
@@ -59,14 +68,14 @@ async def test_a_newer_schema_is_refused(tmp_path):
     db = sqlite3.connect(tmp_path / "s.db")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
     db.close()
-    s = SqliteStore(tmp_path / "s.db", event_filter=Everything())
+    s = SqliteStore(tmp_path / "s.db", event_filter=Sends())
     with pytest.raises(RuntimeError, match="newer than this simbridge knows"):
         await s.open()
     await s.close()
 
 
 async def test_a_closed_store_says_so(tmp_path):
-    s = SqliteStore(tmp_path / "s.db", event_filter=Everything())
+    s = SqliteStore(tmp_path / "s.db", event_filter=Sends())
     with pytest.raises(RuntimeError, match="not open"):
         await s.enqueue("a", [sms()])
     await s.close()
@@ -87,9 +96,9 @@ async def test_each_concern_works_alone_on_the_same_database(tmp_path, store):
     """A second backend can be written one door at a time: here each SQLite
     class stands alone beside the composed store (as ``simbridge pair`` does)."""
     path = tmp_path / "s.db"
-    jobs = SqliteJobQueue(path, event_filter=Everything())
-    outbox = SqliteOutbox(path, event_filter=Everything())
-    tokens = SqliteDeviceAuth(path, event_filter=Everything())
+    jobs = SqliteJobQueue(path, event_filter=Sends())
+    outbox = SqliteOutbox(path, event_filter=Sends())
+    tokens = SqliteDeviceAuth(path, event_filter=Sends())
     for part in (jobs, outbox, tokens):
         await part.open()
     try:
@@ -261,16 +270,10 @@ async def test_ids_at_the_end_of_sqlite_s_range_are_sqlite_s_own(store, tmp_path
         assert await store.get_job("a", e.job.id_sms_api) == e.job
 
 
-class Nothing:
-    def wants(self, account: str, kind: str) -> bool:
-        return False
-
-
 @pytest.fixture
 async def quiet_store(tmp_path):
     """A store whose accounts are sent no webhook events: batches are inserted as planned."""
-    s = SqliteStore(tmp_path / "q.db", event_filter=Nothing(), synchronous="normal")
-    await s.open()
+    s = await opened(tmp_path / "q.db", False)
     yield s
     await s.close()
 
