@@ -92,10 +92,8 @@ def made_in_order(account: str, fresh: Fresh, first_id: int, state: str, now: fl
                   uid: str) -> list[Enqueued]:
     """The answers to a batch whose jobs (``fresh``, each asked for once) were all inserted, with
     the ids from ``first_id`` on, in order: each job as :func:`new_job` makes it, created."""
-    return [_enqueued(_job(job_id, account, key, new.kind, new.phone_number, new.message, new.url, new.priority,
-                           due, expires, state, None, None, 0, new.parts, new.encoding, new.report, now, now,
-                           new.sealed, uid), True)
-            for job_id, (key, (new, due, expires)) in enumerate(fresh.items(), first_id)]
+    return [_enqueued(new_job(job_id, account, key, planned, state, now, uid), True)
+            for job_id, (key, planned) in enumerate(fresh.items(), first_id)]
 
 
 def new_job(job_id: int, account: str, key: str, planned: tuple[NewJob, float, float], state: str,

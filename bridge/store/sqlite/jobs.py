@@ -245,14 +245,13 @@ class Planned:
         for i in range(0, len(todo), ENQUEUE_CHUNK):
             chunk = todo[i:i + ENQUEUE_CHUNK]
             self.chunks.append((len(chunk), *_chunk_statement(account, chunk, self.fresh, state, now, uid)))
-        by_priority = collections.Counter(map(_priority_of, jobs))  # (a key's second job too: fixed below)
-        if len(self.fresh) < len(jobs):
-            by_priority = collections.Counter(new.priority for new, _, _ in self.fresh.values())
+        news = [plan[0] for plan in self.fresh.values()]  # the jobs inserted, in order
+        by_priority = collections.Counter(map(_priority_of, news))
         self.counts = collections.Counter({job_counter(state, p): n for p, n in by_priority.items()})
-        # (position in the batch's new jobs, the row less its job id)
+        # (position among the jobs inserted, the row less its job id)
         self.links = [(n, (new.link_code, account, None, key, new.phone_number, new.url, now))
-                      for n, (key, (new, _, _)) in enumerate(self.fresh.items()) if new.link_code and new.url] \
-            if any(map(_link_of, jobs)) else []
+                      for n, (key, new) in enumerate(zip(self.fresh, news, strict=True)) if new.link_code and new.url] \
+            if any(map(_link_of, news)) else []
 
     def made(self, account: str, top: int, uid: str) -> list[Enqueued]:
         """The answers, once inserted with the ids after ``top``."""
